@@ -1,0 +1,45 @@
+# The two commands of the README: `make run` and `make test`. Everything they need is installed
+# by the targets below, so a fresh clone needs nothing else.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+SYNAPSE_VENV := .cache/synapse-venv
+SYNAPSE_PIN := matrix-synapse==1.163.2
+
+.PHONY: run test check lint typecheck unit setup clean
+
+setup: $(INSTALLED)
+
+$(INSTALLED): setup.py pyproject.toml $(wildcard package.json package-lock.json)
+	scripts/install-system-packages
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# compat mode puts the checkout on sys.path, so twisted/plugins/ here is seen by twistd
+	$(BIN)/pip install --quiet -e '.[test]' --config-settings editable_mode=compat
+	scripts/install-web-assets
+	# Refresh Twisted's plugin cache now rather than on the first twistd start.
+	$(BIN)/python -c 'from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))'
+	touch $@
+
+$(SYNAPSE_VENV)/.installed:
+	$(PYTHON) -m venv $(SYNAPSE_VENV)
+	$(SYNAPSE_VENV)/bin/pip install --quiet --upgrade pip
+	$(SYNAPSE_VENV)/bin/pip install --quiet '$(SYNAPSE_PIN)'
+	touch $@
+
+run: $(INSTALLED)
+	$(BIN)/twistd -n jupybot --config config.yml
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(INSTALLED)
+	$(BIN)/mypy
+
+test: $(INSTALLED) $(SYNAPSE_VENV)/.installed lint typecheck
+	JUPYBOT_SYNAPSE_PYTHON=$(abspath $(SYNAPSE_VENV))/bin/python $(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) .cache build *.egg-info node_modules

@@ -1,0 +1,13 @@
+"""Shared output of the benchmarks: figures as they come, then one final JSON line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+
+def report(figures: dict[str, Any]) -> None:
+    """Print the final JSON line every benchmark ends with."""
+    sys.stdout.write(json.dumps(figures, sort_keys=True) + "\n")
+    sys.stdout.flush()

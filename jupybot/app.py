@@ -1,0 +1,56 @@
+"""The composition root: config + reactor -> the service tree, with every part wired in."""
+
+from __future__ import annotations
+
+from .config import Config
+from .contact import build_contact
+from .discord import build_discord
+from .kernels import build_kernels
+from .matrix import build_matrix
+from .parts import PartContext, Reactor
+from .service import JupybotService
+from .state import StateDirectory
+from .terminal import build_terminal
+from .web import WebPart
+
+
+def build_service(config: Config, reactor: Reactor) -> JupybotService:
+    """Build every enabled part in start order; the web site listens last and stops first."""
+    top = JupybotService(reactor, stop_timeout=config.shutdown.timeout_seconds)
+    state = StateDirectory(config.storage.path)
+    state.ensure()
+    web = WebPart(config.web, reactor, top.statuses)
+    context = PartContext(config=config, reactor=reactor, state=state, top=top, web_root=web.root)
+
+    build_kernels(context)
+    build_terminal(context)
+    build_contact(context)
+    build_matrix(context)
+    build_discord(context)
+    top.add_part(web)
+    return top
+
+
+def summarize(config: Config) -> list[str]:
+    """One line per part saying what would start: printed by C{--check-config}."""
+    lines = [
+        f"web: listening on {config.web.listen}",
+        f"storage: {config.storage.path}",
+        "kernels: "
+        + (f"gateway at {config.gateway.url}" if config.gateway.url else "embedded Kernel Gateway"),
+    ]
+    if config.terminal.enabled:
+        names = ", ".join(p.name for p in config.programs) or "none"
+        lines.append(f"terminal: {len(config.programs)} program(s): {names}")
+    else:
+        lines.append("terminal: disabled (terminal.enabled is false)")
+    lines.append(
+        "contact: "
+        + ("enabled" if config.contact.enabled else "disabled (contact.enabled is false)")
+    )
+    for name, reason in (
+        ("matrix", config.matrix.disabled_reason()),
+        ("discord", config.discord.disabled_reason()),
+    ):
+        lines.append(f"{name}: disabled ({reason})" if reason else f"{name}: enabled")
+    return lines

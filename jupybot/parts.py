@@ -1,0 +1,25 @@
+"""What a part is built with: the composition root hands every part builder one L{PartContext}."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.web.resource import Resource
+
+from .config import Config
+from .service import JupybotService
+from .state import StateDirectory
+
+# Twisted's reactor provides many interfaces at once (IReactorTime, IReactorProcess,
+# IReactorTCP...); parts take what they need from it, and tests pass fakes.
+Reactor = Any
+
+
+@dataclass(frozen=True)
+class PartContext:
+    config: Config
+    reactor: Reactor
+    state: StateDirectory
+    top: JupybotService
+    web_root: Resource

@@ -1,0 +1,80 @@
+"""The twistd plugin's options and service maker (imported lazily by the plugin file)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from twisted.application.service import IService
+from twisted.python import usage
+
+from .config import Config, ConfigError, default_config_path, load_config
+from .logs import make_observer, open_log_file
+from .reactor import ASYNCIO_REACTOR, install_asyncio_reactor, installed_reactor_name
+
+
+class Options(usage.Options):
+    synopsis = "[--config PATH] [--check-config]"
+    longdesc = (
+        "Run jupybot: browser terminals, Jupyter kernels and chat bots on one asyncio reactor. "
+        "The configuration is read from --config, $JUPYBOT_CONFIG, or ./config.yml."
+    )
+    optParameters = [["config", "c", None, "Path of the YAML configuration file."]]
+    optFlags = [
+        ["check-config", None, "Validate the configuration, say what would start, and exit."]
+    ]
+
+    config: Config
+
+    def postOptions(self) -> None:
+        reactor_name = installed_reactor_name()
+        if reactor_name not in (None, ASYNCIO_REACTOR):
+            _exit(
+                1,
+                f"twistd jupybot: jupybot runs on the asyncio reactor, not {reactor_name}; "
+                "use '-r asyncio' or no -r at all",
+            )
+        path = self["config"] or default_config_path()
+        try:
+            self.config = load_config(path)
+        except ConfigError as e:
+            _exit(1, e.report())
+        if self["check-config"]:
+            from .app import summarize
+
+            print(f"{path}: valid")
+            for line in summarize(self.config):
+                print(f"  {line}")
+            raise SystemExit(0)
+
+
+def _exit(status: int, message: str) -> None:
+    print(message, file=sys.stderr)
+    raise SystemExit(status)
+
+
+def makeService(options: Options) -> IService:
+    install_asyncio_reactor()
+    from twisted.internet import reactor
+
+    from .app import build_service
+
+    config = options.config
+    top = build_service(config, reactor)
+    twistd_options: Any = getattr(options, "parent", None) or {}
+    if not twistd_options.get("syslog"):
+        top.log_observer_factory = lambda: make_observer(
+            config.logging.format,
+            config.logging.level,
+            config.secrets,
+            open_log_file(_log_path(twistd_options)),
+        )
+    return top
+
+
+def _log_path(twistd_options: Any) -> str | None:
+    """Where twistd itself would log: stdout in the foreground, twistd.log as a daemon."""
+    logfile: str | None = twistd_options.get("logfile")
+    if logfile:
+        return logfile
+    return None if twistd_options.get("nodaemon", True) else "twistd.log"

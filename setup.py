@@ -1,0 +1,43 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="jupybot",
+    version="0.1.0",
+    description=(
+        "Browser terminals, Jupyter kernels, Matrix and Discord bots and a contact endpoint "
+        "on one Twisted asyncio reactor."
+    ),
+    long_description=Path("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    # twisted/plugins has no __init__.py: it is a plugin drop-in folder, never a package of ours.
+    packages=[*find_packages(include=["jupybot", "jupybot.*"]), "twisted.plugins"],
+    package_data={"jupybot": ["py.typed", "terminal/static/**/*", "demos/*"]},
+    install_requires=[
+        "Twisted[tls]>=24.7",
+        "autobahn>=24.4",
+        "txaio>=23.1",
+        "treq>=24.9",
+        "PyYAML>=6.0",
+        "matrix-nio>=0.25",
+        "discord.py>=2.4",
+        "jupyter_kernel_gateway>=3.0",
+        "ipykernel>=6.29",
+        "nh3>=0.2.17",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "pytest-twisted>=1.14",
+            "greenlet>=3",
+            "mypy>=1.10",
+            "mypy-zope>=1.0",
+            "ruff>=0.6",
+            "types-PyYAML",
+        ],
+    },
+    entry_points={},
+    zip_safe=False,
+)
