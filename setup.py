@@ -31,6 +31,7 @@ setup(
         "test": [
             "pytest>=8",
             "pytest-twisted>=1.14",
+            "pytest-timeout>=2.3",
             "greenlet>=3",
             "mypy>=1.10",
             "mypy-zope>=1.0",
