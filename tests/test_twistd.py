@@ -121,3 +121,10 @@ def test_sigint_stops_cleanly(jupybot: JupybotProcess) -> None:
     jupybot.signal(signal.SIGINT)
     assert jupybot.wait(30) == -signal.SIGINT
     jupybot.wait_for("Server Shut Down")
+
+
+def test_other_plugins_are_unaffected(tmp_path: Path) -> None:
+    # Loading the jupybot plugin must not install a reactor or import the package.
+    result = twistd("web", "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "--listen" in result.stdout
