@@ -10,7 +10,8 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.python.failure import Failure
 
 T = TypeVar("T")
 
@@ -20,9 +21,16 @@ __all__ = ["await_deferred", "deferred_from_coroutine", "future_from_deferred"]
 def deferred_from_coroutine(coro: Coroutine[Any, Any, T]) -> Deferred[T]:
     """Run an asyncio coroutine as a task on the shared loop; its result fires the Deferred.
 
-    Cancelling the Deferred cancels the task.
+    Cancelling the Deferred cancels the task; Twisted code then sees Twisted's CancelledError.
     """
-    return Deferred.fromFuture(asyncio.ensure_future(coro))
+    d = Deferred.fromFuture(asyncio.ensure_future(coro))
+    return d.addErrback(_twisted_cancellation)
+
+
+def _twisted_cancellation(failure: Failure) -> Failure:
+    if failure.check(asyncio.CancelledError):
+        return Failure(CancelledError())
+    return failure
 
 
 def future_from_deferred(d: Deferred[T]) -> asyncio.Future[T]:

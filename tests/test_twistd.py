@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import select
 import signal
 import subprocess
 import urllib.request
@@ -75,3 +78,53 @@ def test_sigterm_stops_cleanly_and_leaves_no_child(jupybot: JupybotProcess) -> N
 
 def test_state_directory_is_private(jupybot: JupybotProcess, tmp_path: Path) -> None:
     assert (tmp_path / "var").stat().st_mode & 0o777 == 0o700
+
+
+def wait_for_exit(pid: int, timeout: float) -> None:
+    """Wait for a process that is not our child to exit (a pidfd becomes readable then)."""
+    fd = os.pidfd_open(pid)
+    try:
+        readable, _, _ = select.select([fd], [], [], timeout)
+        assert readable, f"process {pid} still running after {timeout}s"
+    finally:
+        os.close(fd)
+
+
+def test_daemon_mode_writes_pidfile_and_logfile(tmp_path: Path) -> None:
+    (tmp_path / "config.yml").write_text(jupybot_config(tmp_path))
+    pidfile, logfile = tmp_path / "jupybot.pid", tmp_path / "jupybot.log"
+    # The twistd parent returns once the daemon has started its services.
+    result = twistd(
+        "--pidfile",
+        str(pidfile),
+        "--logfile",
+        str(logfile),
+        "jupybot",
+        "--config",
+        str(tmp_path / "config.yml"),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    pid = int(pidfile.read_text())
+    try:
+        match = re.search(r"web: listening on (http://\S+)/", logfile.read_text())
+        assert match, logfile.read_text()
+        assert get_json(match.group(1) + "/ping")[2]["reactor"] == "AsyncioSelectorReactor"
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        wait_for_exit(pid, 30)
+    assert not pidfile.exists()
+    assert "Server Shut Down" in logfile.read_text()
+
+
+def test_sigint_stops_cleanly(jupybot: JupybotProcess) -> None:
+    jupybot.signal(signal.SIGINT)
+    assert jupybot.wait(30) == -signal.SIGINT
+    jupybot.wait_for("Server Shut Down")
+
+
+def test_other_plugins_are_unaffected(tmp_path: Path) -> None:
+    # Loading the jupybot plugin must not install a reactor or import the package.
+    result = twistd("web", "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "--listen" in result.stdout
