@@ -1,0 +1,52 @@
+"""The platform-neutral chat command layer shared by the Matrix and Discord bots.
+
+See docs/commands.md. Adapters implement L{Conversation}, build one L{ChatCommands} and hand it
+each readable message as an L{IncomingMessage}.
+"""
+
+from __future__ import annotations
+
+from .access import AccessPolicy, RefusalLimiter, matches
+from .bot import ChatCommands
+from .conversation import (
+    Block,
+    CodeBlock,
+    Conversation,
+    HtmlBlock,
+    IncomingMessage,
+    Paragraph,
+    Reply,
+)
+from .format import reply_to_html, reply_to_text
+from .parse import Addressing, Command, UsageError, extract_code, parse_message, strip_address
+from .safety import defang_mentions
+from .stdin import InputRouter
+from .streaming import ExecutionReporter, RenderFunction, status_line, strip_ansi
+
+__all__ = [
+    "AccessPolicy",
+    "Addressing",
+    "Block",
+    "ChatCommands",
+    "CodeBlock",
+    "Command",
+    "Conversation",
+    "ExecutionReporter",
+    "HtmlBlock",
+    "IncomingMessage",
+    "InputRouter",
+    "Paragraph",
+    "RefusalLimiter",
+    "RenderFunction",
+    "Reply",
+    "UsageError",
+    "defang_mentions",
+    "extract_code",
+    "matches",
+    "parse_message",
+    "reply_to_html",
+    "reply_to_text",
+    "status_line",
+    "strip_address",
+    "strip_ansi",
+]

@@ -1,0 +1,303 @@
+"""Showing one execution in a chat: a reply edited as output arrives, then a final status.
+
+Policy: a quick execution (under C{interval}, one second by default) gets exactly one message,
+its final answer. A longer one gets a reply after C{interval} that is edited at most once per
+C{interval} while output arrives, then edited a last time with status, execution count and
+duration. Images and the full text of cut output follow as uploads; a reaction on the command
+says done or failed. Everything the kernel printed is made mention-safe.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ..kernels import (
+    ErrorOutput,
+    ExecutionResult,
+    OutputEvent,
+    Rendered,
+    RenderOptions,
+)
+from .conversation import Block, CodeBlock, Conversation, HtmlBlock, Paragraph, Reply
+from .safety import defang_mentions
+from .stdin import InputRouter
+
+__all__ = ["ExecutionReporter", "RenderFunction", "error_blocks", "status_line", "strip_ansi"]
+
+RenderFunction = Callable[[Sequence[OutputEvent], RenderOptions], Rendered]
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-_]")
+_MAX_TRACEBACK_CHARS = 3000
+
+_STATUS_WORDS = {
+    "ok": "✅ done",
+    "error": "❌ error",
+    "aborted": "⏹ aborted",
+    "timeout": "⏱ timed out",
+    "died": "💀 kernel died",
+}
+DONE_REACTION = "✅"
+FAILED_REACTION = "❌"
+
+
+def strip_ansi(text: str) -> str:
+    """C{text} without terminal colour and cursor codes (tracebacks are full of them)."""
+    return _ANSI.sub("", text)
+
+
+def error_blocks(error: ErrorOutput) -> list[Block]:
+    """The exception line first, then the traceback, de-ANSI'd and cut to a readable size."""
+    headline = f"{error.ename}: {error.evalue}" if error.evalue else error.ename
+    blocks: list[Block] = [Paragraph(defang_mentions(strip_ansi(headline)))]
+    traceback = strip_ansi("\n".join(error.traceback)).strip("\n")
+    if traceback.strip():
+        if len(traceback) > _MAX_TRACEBACK_CHARS:
+            # The innermost frames are the useful ones: keep the end.
+            traceback = "…\n" + traceback[-_MAX_TRACEBACK_CHARS:]
+        blocks.append(CodeBlock(defang_mentions(traceback)))
+    return blocks
+
+
+def status_line(result: ExecutionResult) -> str:
+    parts = [_STATUS_WORDS.get(result.status, result.status)]
+    if result.execution_count is not None:
+        parts.append(f"[{result.execution_count}]")
+    parts.append(_duration(result.duration_seconds))
+    if result.message:
+        parts.append(defang_mentions(result.message))
+    return " · ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.1f} min"
+
+
+class ExecutionReporter:
+    """The L{ExecutionListener} for one C{run}: streams output into one chat reply.
+
+    Call L{started} when the execution is submitted, then L{finish} or L{failed} once.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        *,
+        conversation: Conversation,
+        command_id: str,
+        sender: str,
+        clock: IReactorTime,
+        render: RenderFunction,
+        options: RenderOptions,
+        inputs: InputRouter,
+        interval: float = 1.0,
+    ) -> None:
+        self._conversation = conversation
+        self._command_id = command_id
+        self._sender = sender
+        self._clock = clock
+        self._render = render
+        self._options = options
+        self._inputs = inputs
+        self._interval = interval
+        self._events: list[OutputEvent] = []
+        self._message_id: str | None = None
+        self._shown: Reply | None = None
+        self._busy: Deferred[None] | None = None
+        self._timer: IDelayedCall | None = None
+        self._last_flush = 0.0
+        self._done = False
+        self._waiting: list[Deferred[str]] = []
+
+    @property
+    def message_id(self) -> str | None:
+        """The id of the streamed reply, once it has been sent."""
+        return self._message_id
+
+    # -- ExecutionListener ----------------------------------------------------------------------
+
+    def on_output(self, event: OutputEvent) -> None:
+        if self._done:
+            return
+        self._events.append(event)
+        self._schedule()
+
+    def on_input_request(self, prompt: str, password: bool) -> Deferred[str]:
+        return Deferred.fromCoroutine(self._ask(prompt, password))
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def started(self) -> None:
+        """The execution is submitted: a "running" reply appears after C{interval} unless done."""
+        self._last_flush = self._clock.seconds()
+        self._schedule()
+
+    def finish(self, result: ExecutionResult) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._finish(result))
+
+    def failed(self, message: str) -> Deferred[None]:
+        """The execution could not run or was cut short; C{message} says why, for people."""
+        return Deferred.fromCoroutine(self._failed(message))
+
+    # -- streaming --------------------------------------------------------------------------------
+
+    def _schedule(self) -> None:
+        if self._done or self._busy is not None:
+            return  # a finished edit reschedules itself when there is more to show
+        if self._timer is not None and self._timer.active():
+            return
+        delay = max(0.0, self._last_flush + self._interval - self._clock.seconds())
+        self._timer = self._clock.callLater(delay, self._flush)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _flush(self) -> Deferred[None]:
+        self._timer = None
+        reply, _ = self._compose(None)
+        return self._show(reply)
+
+    def _show(self, reply: Reply) -> Deferred[None]:
+        if reply == self._shown:
+            return succeed(None)
+        self._shown = reply
+        self._last_flush = self._clock.seconds()
+        if self._message_id is None:
+            d: Deferred[None] = self._conversation.send(reply, self._command_id).addCallback(
+                self._remember_id
+            )
+        else:
+            d = self._conversation.edit(self._message_id, reply)
+        d.addErrback(self._log_failure, "could not show execution output")
+        self._busy = d
+        d.addBoth(self._shown_now)
+        return d
+
+    def _remember_id(self, message_id: str) -> None:
+        self._message_id = message_id
+
+    def _shown_now(self, _: object) -> None:
+        self._busy = None
+        if not self._done and self._events and self._compose(None)[0] != self._shown:
+            self._schedule()
+
+    def _log_failure(self, failure: Failure, what: str) -> None:
+        self.log.failure("{what}", failure, what=what)
+
+    async def _settle(self) -> None:
+        """Wait for an edit in flight; new ones are not started meanwhile."""
+        self._cancel_timer()
+        while self._busy is not None:
+            await self._busy
+
+    # -- composing --------------------------------------------------------------------------------
+
+    def _compose(self, result: ExecutionResult | None) -> tuple[Reply, Rendered]:
+        plain = [e for e in self._events if not isinstance(e, ErrorOutput)]
+        errors = [e for e in self._events if isinstance(e, ErrorOutput)]
+        rendered = self._render(plain, self._options) if plain else Rendered(text="")
+        blocks: list[Block] = []
+        if rendered.html:
+            blocks.append(HtmlBlock(defang_mentions(rendered.html), defang_mentions(rendered.text)))
+        elif rendered.text:
+            blocks.append(CodeBlock(defang_mentions(rendered.text)))
+        for error in errors:
+            blocks.extend(error_blocks(error))
+        if rendered.truncated:
+            blocks.append(Paragraph("(output cut: the whole output follows as a file)"))
+        if result is None:
+            blocks.append(Paragraph("⏳ running…"))
+        else:
+            blocks.append(Paragraph(status_line(result)))
+        return Reply(tuple(blocks)), rendered
+
+    # -- endings ----------------------------------------------------------------------------------
+
+    async def _finish(self, result: ExecutionResult) -> None:
+        self._done = True
+        self._withdraw_inputs()
+        await self._settle()
+        reply, rendered = self._compose(result)
+        await self._show(reply)
+        for image in rendered.images:
+            await self._attempt(self._conversation.send_image(image, self._command_id), "image")
+        for attachment in rendered.files:
+            await self._attempt(self._conversation.send_file(attachment, self._command_id), "file")
+        reaction = DONE_REACTION if result.status == "ok" else FAILED_REACTION
+        await self._attempt(self._conversation.react(self._command_id, reaction), "reaction")
+
+    async def _failed(self, message: str) -> None:
+        self._done = True
+        self._withdraw_inputs()
+        await self._settle()
+        reply, _ = self._compose(None)
+        final = Reply((*reply.blocks[:-1], Paragraph(f"❌ {defang_mentions(message)}")))
+        await self._show(final)
+        await self._attempt(self._conversation.react(self._command_id, FAILED_REACTION), "reaction")
+
+    async def _attempt(self, d: Deferred[Any], what: str) -> None:
+        try:
+            await d
+        except Exception:
+            self.log.failure("could not send the execution's {what}", what=what)
+
+    def _withdraw_inputs(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            if not d.called:
+                d.cancel()
+
+    # -- input --------------------------------------------------------------------------------
+
+    async def _ask(self, prompt: str, password: bool) -> str:
+        # Show the output so far first: the prompt usually refers to it.
+        await self._settle()
+        await self._show(self._compose(None)[0])
+        await self._settle()
+        shown_prompt = defang_mentions(strip_ansi(prompt)).strip() or "(no prompt)"
+        if password:
+            direct = await self._conversation.direct_with(self._sender)
+            await self._conversation.send(
+                Reply.text(
+                    f"🔒 The code asks {self._sender} for a password: "
+                    "I have asked in a direct message."
+                ),
+                self._command_id,
+            )
+            await direct.send(
+                Reply(
+                    (
+                        Paragraph("🔒 Code you ran asks for a password:"),
+                        CodeBlock(shown_prompt),
+                        Paragraph("Your next message here is sent to it as the answer."),
+                    )
+                )
+            )
+            waiting = self._inputs.expect(direct.key, self._sender)
+        else:
+            await self._conversation.send(
+                Reply(
+                    (
+                        Paragraph(f"⌨ The code asks {self._sender} for input:"),
+                        CodeBlock(shown_prompt),
+                        Paragraph("Your next message here is the answer."),
+                    )
+                ),
+                self._command_id,
+            )
+            waiting = self._inputs.expect(self._conversation.key, self._sender)
+        self._waiting.append(waiting)
+        return await waiting
