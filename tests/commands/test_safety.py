@@ -1,0 +1,29 @@
+"""Nothing the kernel prints can ping a room or a person."""
+
+from __future__ import annotations
+
+from jupybot.commands import defang_mentions, reply_to_html, reply_to_text
+from jupybot.commands.conversation import CodeBlock, Paragraph, Reply
+from jupybot.commands.safety import WORD_JOINER
+
+
+def test_room_pings_and_user_ids_are_made_inert() -> None:
+    text = "hi @room and @everyone, @here; ping @alice:example.org or <@1234> <@&55> <#9>"
+    safe = defang_mentions(text)
+    for token in ("@room", "@everyone", "@here", "@alice:example.org", "<@1234>", "<@&55>", "<#9>"):
+        assert token not in safe
+    assert safe.replace(WORD_JOINER, "") == text
+
+
+def test_ordinary_at_signs_are_left_alone() -> None:
+    text = "a @ b, email me@example.org, @decorator, @roomy"
+    assert defang_mentions(text) == text
+
+
+def test_reply_forms() -> None:
+    reply = Reply((Paragraph("a <b> & c\nd"), CodeBlock("x = '```'", "python")))
+    assert reply_to_text(reply) == "a <b> & c\nd\n\n````python\nx = '```'\n````"
+    assert reply_to_html(reply) == (
+        "<p>a &lt;b&gt; &amp; c<br>d</p>"
+        '<pre><code class="language-python">x = &#x27;```&#x27;</code></pre>'
+    )
