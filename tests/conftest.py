@@ -9,6 +9,8 @@ import pytest
 
 from .harness import JupybotProcess, jupybot_config
 
+pytest_plugins = ["tests.peers.synapse"]
+
 
 @pytest.fixture
 def jupybot(tmp_path: Path) -> Iterator[JupybotProcess]:

@@ -143,15 +143,13 @@ class ChatCommands:
     async def _command_help(self, message: IncomingMessage, command: Command) -> None:
         prefix = self._prefix(message.conversation)
         topic = lookup(command.args[0]) if command.args else None
-        if command.args and topic is None:
-            text = f"There is no command '{command.args[0][:40]}'.\n" + help_text(
-                prefix, message.conversation.is_direct, self.access.admin_commands
-            )
-        elif topic is not None:
-            text = command_help(topic, prefix)
-        else:
-            text = help_text(prefix, message.conversation.is_direct, self.access.admin_commands)
-        await self._say(message, Reply.text(text))
+        if topic is not None:
+            await self._say(message, Reply.text(command_help(topic, prefix)))
+            return
+        reply = help_text(prefix, message.conversation.is_direct, self.access.admin_commands)
+        if command.args:
+            reply = Reply.text(f"There is no command '{command.args[0][:40]}'.") + reply
+        await self._say(message, reply)
 
     async def _command_specs(self, message: IncomingMessage, command: Command) -> None:
         specs = await self.kernels.kernelspecs()

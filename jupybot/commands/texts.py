@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .conversation import CodeBlock, Paragraph, Reply
+
 __all__ = ["COMMANDS", "CommandSpec", "help_text", "lookup", "usage_line"]
 
 
@@ -61,28 +63,40 @@ def usage_line(spec: CommandSpec, prefix: str) -> str:
     return f"Usage: {lead}{spec.name}{arguments}  (example: {lead}{spec.example})"
 
 
-def help_text(prefix: str, direct: bool, admin_only: frozenset[str]) -> str:
+def help_text(prefix: str, direct: bool, admin_only: frozenset[str]) -> Reply:
     """Every command with an example; C{prefix} is how commands are addressed here."""
     lead = f"{prefix} " if prefix else ""
-    lines = ["Commands:"]
+    lines = []
     for spec in COMMANDS:
         arguments = f" {spec.arguments}" if spec.arguments else ""
         admin = " (admins only)" if spec.name in admin_only and not direct else ""
-        lines.append(f"  {lead}{spec.name}{arguments}: {spec.summary}{admin}")
-    lines.append("Examples:")
-    lines.append(f"  {lead}run 6 * 7")
-    lines.append(f"  {lead}run")
-    lines.append("  ```python")
-    lines.append("  name = input('Your name? ')")
-    lines.append("  print('Hello', name)")
-    lines.append("  ```")
+        lines.append(f"{lead}{spec.name}{arguments}: {spec.summary}{admin}")
+    example = "\n".join(
+        [
+            f"{lead}run 6 * 7",
+            f"{lead}run",
+            "```python",
+            "name = input('Your name? ')",
+            "print('Hello', name)",
+            "```",
+        ]
+    )
+    notes = []
     if direct:
-        lines.append("In this direct chat no prefix is needed: just write 'run 1+1'.")
-    lines.append(
+        notes.append("In this direct chat no prefix is needed: just write 'run 1+1'.")
+    notes.append(
         "When code asks for input, your next message here is the answer; "
         "password prompts are asked in a direct message."
     )
-    return "\n".join(lines)
+    return Reply(
+        (
+            Paragraph("Commands:"),
+            CodeBlock("\n".join(lines)),
+            Paragraph("Examples:"),
+            CodeBlock(example),
+            Paragraph(" ".join(notes)),
+        )
+    )
 
 
 def command_help(spec: CommandSpec, prefix: str) -> str:

@@ -1,10 +1,15 @@
-"""`matrix:`: the Matrix bot's homeserver and credentials. Owned by the Matrix part."""
+"""`matrix:`: the Matrix bot's homeserver, credentials, addressing and access. Owned by the Matrix
+part."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from ._reader import Reader, Secret
+
+_USER_ID = re.compile(r"^@[^:\s]+:[^\s]+$")
+_COMMANDS = ("help", "specs", "start", "kernels", "use", "run", "interrupt", "restart", "stop")
 
 
 @dataclass(frozen=True)
@@ -13,19 +18,57 @@ class MatrixConfig:
     user_id: str | None
     access_token: Secret | None
     password: Secret | None
+    device_name: str = "jupybot"
+    prefix: str | None = None
+    allowed_users: tuple[str, ...] = ()
+    admins: tuple[str, ...] = ()
+    admin_commands: tuple[str, ...] = ("restart", "stop")
+    encryption: bool = False
+    edit_interval_seconds: float = 1.0
+    max_output_chars: int = 4000
 
     @classmethod
     def read(cls, r: Reader) -> MatrixConfig:
         homeserver = r.url("homeserver", None)
         user_id = r.optional_string("user_id")
-        if user_id is not None and not (user_id.startswith("@") and ":" in user_id):
+        if user_id is not None and not _USER_ID.match(user_id):
             r.error(
                 "user_id", f"expected a Matrix user ID such as '@bot:example.org', got {user_id!r}"
             )
         access_token = r.secret("access_token")
         password = r.secret("password")
+        device_name = r.string("device_name", "jupybot")
+        prefix = r.optional_string("prefix")
+        if prefix is not None and (not prefix.strip() or any(c.isspace() for c in prefix)):
+            r.error("prefix", f"expected a word without spaces such as '!jupybot', got {prefix!r}")
+            prefix = None
+        allowed = _patterns(r, "allowed_users")
+        admins = _patterns(r, "admins")
+        admin_commands = r.string_list("admin_commands", ["restart", "stop"])
+        for index, name in enumerate(admin_commands):
+            if name not in _COMMANDS:
+                r.error(
+                    f"admin_commands[{index}]",
+                    f"expected one of {', '.join(_COMMANDS)}, got {name!r}",
+                )
+        encryption = r.boolean("encryption", False)
+        interval = r.number("edit_interval_seconds", 1.0, minimum=0.2, maximum=60)
+        max_chars = r.integer("max_output_chars", 4000, minimum=200, maximum=30000)
         r.finish()
-        return cls(homeserver, user_id, access_token, password)
+        return cls(
+            homeserver,
+            user_id,
+            access_token,
+            password,
+            device_name=device_name,
+            prefix=prefix,
+            allowed_users=allowed,
+            admins=admins,
+            admin_commands=tuple(admin_commands),
+            encryption=encryption,
+            edit_interval_seconds=interval,
+            max_output_chars=max_chars,
+        )
 
     def disabled_reason(self) -> str | None:
         if self.homeserver is None or self.user_id is None:
@@ -33,3 +76,25 @@ class MatrixConfig:
         if self.access_token is None and self.password is None:
             return "no matrix.access_token or matrix.password"
         return None
+
+    @property
+    def command_prefix(self) -> str:
+        """``prefix``, or ``!`` and the bot's localpart (``!jupybot`` for ``@jupybot:server``)."""
+        if self.prefix:
+            return self.prefix
+        assert self.user_id is not None
+        return "!" + self.user_id[1:].split(":", 1)[0]
+
+
+def _patterns(r: Reader, key: str) -> tuple[str, ...]:
+    patterns = r.string_list(key)
+    for index, pattern in enumerate(patterns):
+        if pattern == "*" or (pattern.startswith("*:") and len(pattern) > 2):
+            continue
+        if not _USER_ID.match(pattern):
+            r.error(
+                f"{key}[{index}]",
+                "expected a user ID ('@alice:example.org'), a server ('*:example.org') "
+                f"or '*', got {pattern!r}",
+            )
+    return tuple(patterns)

@@ -1,9 +1,31 @@
-"""The matrix part (not built yet)."""
+"""The Matrix part: a Matrix bot (matrix-nio) over the chat command layer. See docs/matrix.md."""
 
 from __future__ import annotations
 
+from ..kernels import KernelManager
 from ..parts import PartContext
+from .part import MatrixPart
+
+__all__ = ["MatrixPart", "build_matrix"]
+
+
+def find_kernel_manager(context: PartContext) -> KernelManager:
+    """The kernel part's manager; without it, a manager that says kernels are unavailable."""
+    try:
+        kernels = context.top.getServiceNamed("kernels")
+    except KeyError:
+        return KernelManager()
+    manager = getattr(kernels, "manager", None)
+    return manager if isinstance(manager, KernelManager) else KernelManager()
 
 
 def build_matrix(context: PartContext) -> None:
-    context.top.add_disabled("matrix", "not built yet")
+    reason = context.config.matrix.disabled_reason()
+    if reason is not None:
+        context.top.add_disabled("matrix", reason)
+        return
+    context.top.add_part(
+        MatrixPart(
+            context.config.matrix, find_kernel_manager(context), context.state, context.reactor
+        )
+    )

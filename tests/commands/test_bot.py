@@ -53,10 +53,10 @@ def test_help_lists_commands_with_examples() -> None:
     text = room.texts()[-1]
     assert "!jupybot start [kernelspec] [as NAME]" in text
     assert "!jupybot run 6 * 7" in text
-    assert "!jupybot stop [NAME]: stop a kernel (admins only)" in text
+    assert "\n!jupybot stop [NAME]: stop a kernel (admins only)\n" in text
     direct = FakeConversation(is_direct=True)
     say(bot, direct, "help")
-    assert "  run CODE:" in direct.texts()[-1]
+    assert "\nrun CODE:" in direct.texts()[-1]
 
 
 def test_unknown_command_gets_usage_not_traceback() -> None:

@@ -1,0 +1,281 @@
+"""Reading the Matrix sync stream: invites, commands, encrypted rooms, and the sync token.
+
+Everything in one sync response is handled before its token is saved: a restart then resumes
+exactly after the last handled event (nothing re-run, nothing missed). A room's events from
+before the bot joined it are never acted on.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from nio import (
+    AsyncClient,
+    InviteMemberEvent,
+    MegolmEvent,
+    MessageDirection,
+    RoomMemberEvent,
+    RoomMessagesResponse,
+    RoomMessageText,
+    SyncResponse,
+)
+from twisted.logger import Logger
+
+from ..commands import AccessPolicy, ChatCommands, Conversation, IncomingMessage, Reply
+from .api import MatrixApi, MatrixError
+from .content import notice_content, strip_reply_fallback
+from .conversation import MatrixConversation
+from .session import SyncFile
+
+__all__ = ["SYNC_FILTER", "MatrixBot"]
+
+# Enough timeline per room and sync that a busy room rarely has a gap; gaps are filled anyway.
+SYNC_FILTER: dict[str, Any] = {
+    "room": {"timeline": {"limit": 100}},
+    "presence": {"types": []},
+}
+_INITIAL_FILTER: dict[str, Any] = {
+    "room": {"timeline": {"limit": 1}},
+    "presence": {"types": []},
+}
+_GAP_PAGES = 10
+
+
+class MatrixBot:
+    """Turns sync responses into command-layer calls; owns the persisted sync state."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        api: MatrixApi,
+        commands: ChatCommands,
+        access: AccessPolicy,
+        sync_file: SyncFile,
+        encryption: bool,
+    ) -> None:
+        self.client = client
+        self.api = api
+        self.commands = commands
+        self.access = access
+        self.encryption = encryption
+        self._sync_file = sync_file
+        self.state = sync_file.load()
+        self._direct_rooms: dict[str, str] = {}
+        self._declined: set[str] = set()
+
+    @property
+    def user_id(self) -> str:
+        user_id: str = self.client.user_id
+        return user_id
+
+    def _save(self) -> None:
+        self._sync_file.save(self.state)
+
+    # -- rooms --------------------------------------------------------------------------------
+
+    def is_encrypted(self, room_id: str) -> bool:
+        room = self.client.rooms.get(room_id)
+        return bool(room is not None and room.encrypted and self.encryption)
+
+    def is_direct(self, room_id: str) -> bool:
+        """A direct chat: invited as one (or opened by the bot), and still just two people."""
+        if room_id not in self.state.direct:
+            return False
+        room = self.client.rooms.get(room_id)
+        return room is None or len(room.users) <= 2
+
+    def conversation(self, room_id: str) -> MatrixConversation:
+        return MatrixConversation(self, room_id, self.is_direct(room_id))
+
+    async def direct_conversation(self, user_id: str) -> Conversation:
+        """The direct chat with C{user_id}: an existing two-person room, else a new one."""
+        known = self._direct_rooms.get(user_id)
+        if known is not None:
+            return MatrixConversation(self, known, is_direct=True)
+        for room_id, room in self.client.rooms.items():
+            if self.is_direct(room_id) and set(room.users) == {self.user_id, user_id}:
+                self._direct_rooms[user_id] = room_id
+                return MatrixConversation(self, room_id, is_direct=True)
+        room_id = await self.api.create_direct_room(user_id, encrypted=self.encryption)
+        # The bot made the room: nothing in it predates the bot.
+        self.state.joined[room_id] = 0
+        self.state.direct.append(room_id)
+        self._save()
+        self._direct_rooms[user_id] = room_id
+        self.log.info("matrix: opened a direct chat {room} with {user}", room=room_id, user=user_id)
+        return MatrixConversation(self, room_id, is_direct=True)
+
+    # -- syncing --------------------------------------------------------------------------------
+
+    async def initial_sync(self) -> None:
+        """The very first sync of this bot account: note the rooms, run nothing from before."""
+        response = await self.api.sync(None, 0, _INITIAL_FILTER)
+        for room_id in response.rooms.join:
+            self.state.joined.setdefault(room_id, 0)
+        await self._handle_invites(response)
+        self.state.next_batch = response.next_batch
+        self._save()
+        self.log.info(
+            "matrix: first sync; {count} room(s) joined before now are not replayed",
+            count=len(response.rooms.join),
+        )
+
+    async def sync_once(self, timeout_ms: int, full_state: bool = False) -> None:
+        since = self.state.next_batch
+        response = await self.api.sync(since, timeout_ms, SYNC_FILTER, full_state=full_state)
+        await self.handle_sync(response, since)
+
+    async def handle_sync(self, response: SyncResponse, since: str | None) -> None:
+        await self._handle_invites(response)
+        for room_id, info in response.rooms.join.items():
+            events = list(info.timeline.events)
+            if info.timeline.limited and since is not None and room_id in self.state.joined:
+                events = (
+                    await self._missed_events(room_id, info.timeline.prev_batch, since) + events
+                )
+            self._handle_room(room_id, events, list(info.state))
+        for room_id in response.rooms.leave:
+            self.state.joined.pop(room_id, None)
+            if room_id in self.state.direct:
+                self.state.direct.remove(room_id)
+        await self._tell_encrypted_rooms()
+        self.state.next_batch = response.next_batch
+        self._save()
+
+    async def _missed_events(self, room_id: str, start: str | None, since: str) -> list[Any]:
+        """Events of a limited timeline's gap, oldest first (the bot was down for a while)."""
+        found: list[Any] = []
+        token = start
+        for _ in range(_GAP_PAGES):
+            if token is None:
+                break
+            response = await self.api.retrying(
+                f"reading missed events in {room_id}",
+                functools.partial(
+                    self.client.room_messages,
+                    room_id,
+                    start=token,
+                    end=since,
+                    direction=MessageDirection.back,
+                    limit=100,
+                ),
+            )
+            if not isinstance(response, RoomMessagesResponse) or not response.chunk:
+                break
+            found.extend(response.chunk)
+            if response.end is None or response.end == token:
+                break
+            token = response.end
+        found.reverse()
+        self.log.info(
+            "matrix: read {count} missed event(s) in {room}", count=len(found), room=room_id
+        )
+        return found
+
+    def _handle_room(self, room_id: str, events: list[Any], state: list[Any]) -> None:
+        for event in events:
+            if isinstance(event, RoomMemberEvent) and event.state_key == self.user_id:
+                self._own_membership(room_id, event)
+                continue
+            joined_at = self.state.joined.get(room_id)
+            if joined_at is None or event.server_timestamp < joined_at:
+                continue  # from before the bot joined
+            if isinstance(event, RoomMessageText):
+                self._dispatch(room_id, event)
+            elif isinstance(event, MegolmEvent):
+                self.log.warn(
+                    "matrix: cannot decrypt an event from {sender} in {room}",
+                    sender=event.sender,
+                    room=room_id,
+                )
+        if room_id not in self.state.joined:
+            # The bot's join fell in a gap of the timeline: its time is in the room state.
+            for event in state:
+                if isinstance(event, RoomMemberEvent) and event.state_key == self.user_id:
+                    self._own_membership(room_id, event)
+
+    def _own_membership(self, room_id: str, event: RoomMemberEvent) -> None:
+        if event.membership == "join":
+            # Later join events are profile changes; the first one is when the bot arrived.
+            self.state.joined.setdefault(room_id, event.server_timestamp)
+        elif event.membership in ("leave", "ban"):
+            self.state.joined.pop(room_id, None)
+
+    def _dispatch(self, room_id: str, event: RoomMessageText) -> None:
+        if event.sender == self.user_id:
+            return
+        content = event.source.get("content") or {}
+        relation = content.get("m.relates_to") or {}
+        if relation.get("rel_type") == "m.replace" or "m.new_content" in content:
+            return  # an edit of an earlier message: never runs anything again
+        in_reply_to = (relation.get("m.in_reply_to") or {}).get("event_id")
+        text = strip_reply_fallback(event.body) if in_reply_to else event.body
+        message = IncomingMessage(
+            message_id=event.event_id,
+            sender=event.sender,
+            text=text,
+            conversation=self.conversation(room_id),
+            in_reply_to=in_reply_to,
+        )
+        self.commands.handle(message)
+
+    # -- invites and encrypted rooms ----------------------------------------------------------
+
+    async def _handle_invites(self, response: SyncResponse) -> None:
+        for room_id, info in response.rooms.invite.items():
+            if room_id in self._declined:
+                continue
+            invite = next(
+                (
+                    e
+                    for e in info.invite_state
+                    if isinstance(e, InviteMemberEvent)
+                    and e.state_key == self.user_id
+                    and e.membership == "invite"
+                ),
+                None,
+            )
+            inviter = invite.sender if invite is not None else None
+            try:
+                if invite is not None and self.access.is_allowed(invite.sender):
+                    await self.api.join(room_id)
+                    if invite.content.get("is_direct") and room_id not in self.state.direct:
+                        self.state.direct.append(room_id)
+                    self.log.info(
+                        "matrix: joined {room}, invited by {user}", room=room_id, user=inviter
+                    )
+                else:
+                    self._declined.add(room_id)
+                    await self.api.leave(room_id)
+                    self.log.info(
+                        "matrix: declined an invite to {room} from {user} (not allowed)",
+                        room=room_id,
+                        user=inviter,
+                    )
+            except MatrixError as e:
+                self.log.warn("matrix: could not answer an invite: {error}", error=str(e))
+
+    async def _tell_encrypted_rooms(self) -> None:
+        if self.encryption:
+            return
+        for room_id in list(self.state.joined):
+            room = self.client.rooms.get(room_id)
+            if room is None or not room.encrypted or room_id in self.state.told_encrypted:
+                continue
+            self.state.told_encrypted.append(room_id)
+            try:
+                await self.api.send(room_id, "m.room.message", notice_content(_CANNOT_DECRYPT))
+            except MatrixError as e:
+                self.log.warn(
+                    "matrix: could not post in {room}: {error}", room=room_id, error=str(e)
+                )
+
+
+_CANNOT_DECRYPT = Reply.text(
+    "🔒 This room is end-to-end encrypted, and I was started without encryption support, so I "
+    "cannot read the messages here. My operator can turn it on with 'matrix.encryption: true' in "
+    "jupybot's config.yml; until then, talk to me in an unencrypted room."
+)

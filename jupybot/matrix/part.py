@@ -1,0 +1,162 @@
+"""The Matrix part: a matrix-nio AsyncClient on the shared loop, logged in, syncing, answering."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from nio import AsyncClient, AsyncClientConfig, LoginError, LoginResponse, WhoamiResponse
+from twisted.internet.interfaces import IReactorTime
+
+from ..aio import await_deferred
+from ..commands import AccessPolicy, Addressing, ChatCommands, RenderFunction
+from ..config.matrix import MatrixConfig
+from ..kernels import KernelManager, RenderOptions, render_outputs
+from ..service import AsyncioPart
+from ..state import StateDirectory
+from .api import MatrixApi, MatrixError
+from .bot import MatrixBot
+from .session import SessionFile, StoredSession, SyncFile
+
+__all__ = ["MatrixPart"]
+
+SYNC_TIMEOUT_MS = 30_000
+STOP_GRACE_SECONDS = 5.0
+
+
+class MatrixPart(AsyncioPart):
+    """Logs in (reusing the saved device), catches up, then syncs until stopped."""
+
+    def __init__(
+        self,
+        config: MatrixConfig,
+        kernels: KernelManager,
+        state: StateDirectory,
+        clock: IReactorTime,
+        backoff: Callable[[int], float] | None = None,
+        render: RenderFunction | None = None,
+    ) -> None:
+        super().__init__("matrix")
+        assert config.homeserver is not None and config.user_id is not None
+        self.config = config
+        self.kernels = kernels
+        self.state_dir = state
+        self.clock = clock
+        self.backoff = backoff
+        self.render = render
+        self.bot: MatrixBot | None = None
+
+    async def run(self) -> None:
+        config = self.config
+        assert config.homeserver is not None and config.user_id is not None
+        store_path = self.state_dir.file("matrix-store")
+        if config.encryption:
+            store_path.mkdir(mode=0o700, exist_ok=True)
+        client = AsyncClient(
+            config.homeserver,
+            config.user_id,
+            store_path=str(store_path) if config.encryption else "",
+            config=AsyncClientConfig(
+                # jupybot retries itself (api.py), on the injected clock.
+                max_limit_exceeded=0,
+                max_timeouts=0,
+                store_sync_tokens=False,
+                encryption_enabled=config.encryption,
+            ),
+        )
+        api = MatrixApi(client, self.clock, self.backoff)
+        commands = None
+        try:
+            await self._log_in(client, api)
+            commands = ChatCommands(
+                self.kernels,
+                AccessPolicy.build(config.allowed_users, config.admins, config.admin_commands),
+                await self._addressing(client),
+                self.clock,
+                render_options=RenderOptions(max_text_chars=config.max_output_chars),
+                render=self.render or render_outputs,
+                edit_interval=config.edit_interval_seconds,
+            )
+            bot = self.bot = MatrixBot(
+                client,
+                api,
+                commands,
+                commands.access,
+                SyncFile(self.state_dir.file("matrix-sync.json")),
+                config.encryption,
+            )
+            if not (config.allowed_users or config.admins):
+                self.log.warn("matrix: matrix.allowed_users is empty: nobody may use the bot")
+            if bot.state.next_batch is None:
+                await bot.initial_sync()
+            # Full state once per process: nio learns every room's members and encryption.
+            await bot.sync_once(0, full_state=True)
+            self.log.info(
+                "matrix: logged in as {user} (device {device}), syncing",
+                user=client.user_id,
+                device=client.device_id,
+            )
+            self.ready()
+            while True:
+                await bot.sync_once(SYNC_TIMEOUT_MS)
+        finally:
+            if commands is not None and commands.running:
+                stopping = commands.stop()
+                stopping.addTimeout(STOP_GRACE_SECONDS, self.clock)
+                try:
+                    await await_deferred(stopping)
+                except Exception:
+                    self.log.warn("matrix: executions did not stop in time")
+            await client.close()
+
+    async def _log_in(self, client: AsyncClient, api: MatrixApi) -> None:
+        """Reuse the saved device; else log in with the access token or the password."""
+        config = self.config
+        assert config.homeserver is not None and config.user_id is not None
+        sessions = SessionFile(self.state_dir.file("matrix-session.json"))
+        saved = sessions.load(config.homeserver, config.user_id)
+        if saved is not None:
+            client.restore_login(saved.user_id, saved.device_id, saved.access_token)
+            if await self._whoami(client, api) is not None:
+                return
+            self.log.warn("matrix: the saved session was refused; logging in again")
+            sessions.forget()
+        if config.access_token is not None:
+            client.access_token = config.access_token.reveal()
+            whoami = await self._whoami(client, api)
+            if whoami is None:
+                raise MatrixError("matrix.access_token was refused by the homeserver")
+            if whoami.user_id != config.user_id:
+                raise MatrixError(
+                    f"matrix.access_token belongs to {whoami.user_id}, not {config.user_id}"
+                )
+            client.restore_login(config.user_id, whoami.device_id or "", client.access_token)
+        else:
+            assert config.password is not None
+            password = config.password.reveal()
+            response = await api.retrying(
+                "logging in",
+                lambda: client.login(password=password, device_name=config.device_name),
+            )
+            if isinstance(response, LoginError) or not isinstance(response, LoginResponse):
+                raise MatrixError(f"login refused: {getattr(response, 'message', response)}")
+        sessions.save(
+            StoredSession(config.homeserver, config.user_id, client.device_id, client.access_token)
+        )
+
+    async def _whoami(self, client: AsyncClient, api: MatrixApi) -> WhoamiResponse | None:
+        response = await api.retrying("checking the access token", client.whoami)
+        return response if isinstance(response, WhoamiResponse) else None
+
+    async def _addressing(self, client: AsyncClient) -> Addressing:
+        user_id = self.config.user_id
+        assert user_id is not None
+        localpart = user_id[1:].split(":", 1)[0]
+        mentions = [user_id, localpart]
+        try:
+            profile = await client.get_displayname(user_id)
+            name = getattr(profile, "displayname", None)
+            if name and name not in mentions:
+                mentions.append(name)
+        except Exception:
+            self.log.info("matrix: no display name (mentions use the user id)")
+        return Addressing(prefixes=(self.config.command_prefix,), mentions=tuple(mentions))
