@@ -1,20 +1,47 @@
-"""A stand-in kernel manager for the Matrix plumbing tests while the real kernel core lands."""
+"""A stand-in kernel manager for the Matrix plumbing tests while the real kernel core lands.
+
+``run`` takes tiny scripts: ``stream N`` prints a line every half second N times, ``ask P``
+asks for input with prompt P and prints the answer, ``image`` shows a PNG, ``long`` prints more
+than fits in a message, ``fail`` raises; anything else is echoed as the execution's result.
+"""
 
 from __future__ import annotations
 
+import struct
+import zlib
+
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import deferLater
 
 from jupybot.kernels import (
+    DisplayData,
+    ErrorOutput,
     ExecuteResult,
     ExecutionListener,
     ExecutionResult,
+    Stream,
 )
 from tests.commands.fakes import FakeKernels
 
 
-class CannedKernels(FakeKernels):
-    """Executes by echoing: ``run X`` answers ``X`` as an execute result, at once."""
+def tiny_png(width: int = 2, height: int = 1) -> bytes:
+    """A valid PNG of C{width} x C{height} black pixels."""
 
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    pixels = b"".join(b"\x00" + b"\x00" * width for _ in range(height))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(pixels))
+        + chunk(b"IEND", b"")
+    )
+
+
+class CannedKernels(FakeKernels):
     def execute(
         self,
         owner: str,
@@ -24,5 +51,35 @@ class CannedKernels(FakeKernels):
         allow_stdin: bool = True,
     ) -> Deferred[ExecutionResult]:
         self.calls.append(("execute", owner, code))
-        listener.on_output(ExecuteResult({"text/plain": f"echo: {code}"}, {}, 1))
-        return succeed(ExecutionResult("ok", len(self.calls), 0.001))
+        count = sum(1 for c in self.calls if c[0] == "execute")
+        return Deferred.fromCoroutine(self._run(code, listener, count))
+
+    async def _run(self, code: str, listener: ExecutionListener, count: int) -> ExecutionResult:
+        from twisted.internet import reactor
+
+        word, _, rest = code.partition(" ")
+        if word == "stream":
+            for i in range(int(rest)):
+                listener.on_output(Stream("stdout", f"line {i}\n"))
+                await deferLater(reactor, 0.5)
+            return ExecutionResult("ok", count, int(rest) * 0.5)
+        if word == "ask":
+            answer = await listener.on_input_request(rest, False)
+            listener.on_output(Stream("stdout", f"got {answer}\n"))
+            return ExecutionResult("ok", count, 0.1)
+        if word == "image":
+            listener.on_output(DisplayData({"image/png": tiny_png(), "text/plain": "<Figure>"}))
+            return ExecutionResult("ok", count, 0.1)
+        if word == "long":
+            listener.on_output(Stream("stdout", "".join(f"row {i}\n" for i in range(2000))))
+            return ExecutionResult("ok", count, 0.1)
+        if word == "fail":
+            listener.on_output(
+                ErrorOutput("ValueError", "bad", ("\x1b[31mValueError\x1b[0m: bad",))
+            )
+            return ExecutionResult("error", count, 0.1)
+        listener.on_output(ExecuteResult({"text/plain": f"echo: {code}"}, {}, count))
+        return ExecutionResult("ok", count, 0.001)
+
+
+__all__ = ["CannedKernels", "succeed", "tiny_png"]

@@ -37,3 +37,153 @@ async def test_direct_chat_needs_no_prefix(bot: BotRunner, alice_client: UserCli
     await alice_client.answer(room, run_id, "echo: 6*7")
     hello_id = await alice_client.send(room, "hello")
     await alice_client.answer(room, hello_id, "Unknown command 'hello'. Try 'help'")
+
+
+@asyncio_test
+async def test_invites_from_strangers_are_declined_and_refusals_rate_limited(
+    bot: BotRunner, alice_client: UserClient, mallory_client: UserClient
+) -> None:
+    await bot.start()
+    theirs = await mallory_client.create_room(invite=[bot.user_id])
+    ours = await alice_client.create_room(invite=[bot.user_id, mallory_client.user_id])
+    await alice_client.wait_until(lambda: alice_client.joined(ours, bot.user_id))
+    await mallory_client.join(ours)
+    await alice_client.wait_until(lambda: alice_client.joined(ours, mallory_client.user_id))
+    first = await mallory_client.send(ours, "!bot run 1")
+    second = await mallory_client.send(ours, "!bot run 2")
+    await alice_client.answer(ours, first, "is not allowed to use this bot")
+    # Alice's command after Mallory's second one: once it is answered, the second was seen.
+    mine = await alice_client.send(ours, "!bot run 3")
+    await alice_client.answer(ours, mine, "echo: 3")
+    assert alice_client.replies_to(ours, second) == []
+    assert ("execute", f"matrix:{ours}", "1") not in bot.kernels.calls  # type: ignore[attr-defined]
+    # The stranger's room: the bot left (declined) instead of joining.
+    await mallory_client.wait_for(
+        lambda room, e: (
+            room == theirs
+            and e.get("state_key") == bot.user_id
+            and e["content"].get("membership") == "leave"
+        )
+    )
+    assert not mallory_client.joined(theirs, bot.user_id)
+
+
+@asyncio_test
+async def test_streaming_output_edits_one_reply(bot: BotRunner, alice_client: UserClient) -> None:
+    await bot.start()
+    room = await alice_client.create_room(invite=[bot.user_id])
+    await alice_client.wait_until(lambda: alice_client.joined(room, bot.user_id))
+    run_id = await alice_client.send(room, "!bot run stream 6")
+    final = await alice_client.answer(room, run_id, "✅ done")
+    assert "line 0\nline 1\nline 2\nline 3\nline 4\nline 5" in final["content"]["body"]
+    replies = alice_client.replies_to(room, run_id)
+    assert len(replies) == 1
+    edits = alice_client.edits_of(room, replies[0]["event_id"])
+    # 3 s of output, edited at most about once a second, then the final edit.
+    assert 2 <= len(edits) <= 5
+    assert all(e["content"]["body"].startswith("* ") for e in edits)
+    assert "⏳ running…" in edits[0]["content"]["m.new_content"]["body"]
+
+
+@asyncio_test
+async def test_input_answered_by_the_next_message(bot: BotRunner, alice_client: UserClient) -> None:
+    await bot.start()
+    room = await alice_client.create_room(invite=[bot.user_id])
+    await alice_client.wait_until(lambda: alice_client.joined(room, bot.user_id))
+    run_id = await alice_client.send(room, "!bot run ask Your name?")
+    await alice_client.answer(room, run_id, "for input")
+    await alice_client.send(room, "Alice")
+    final = await alice_client.answer(room, run_id, "✅ done")
+    assert "got Alice" in final["content"]["body"]
+
+
+@asyncio_test
+async def test_images_errors_and_long_output(bot: BotRunner, alice_client: UserClient) -> None:
+    await bot.start()
+    room = await alice_client.create_room(invite=[bot.user_id])
+    await alice_client.wait_until(lambda: alice_client.joined(room, bot.user_id))
+    image_id = await alice_client.send(room, "!bot run image")
+    _, image = await alice_client.wait_for(
+        lambda r, e: r == room and e["content"].get("msgtype") == "m.image"
+    )
+    assert image["content"]["m.relates_to"]["m.in_reply_to"]["event_id"] == image_id
+    assert image["content"]["info"]["mimetype"] == "image/png"
+    assert (image["content"]["info"]["w"], image["content"]["info"]["h"]) == (1, 1)
+    from .kernels_double import tiny_png
+
+    assert await alice_client.download(image["content"]["url"]) == tiny_png()
+
+    fail_id = await alice_client.send(room, "!bot run fail")
+    failed = await alice_client.answer(room, fail_id, "❌ error")
+    assert failed["content"]["body"].startswith("ValueError: bad\n")
+    assert "\x1b" not in failed["content"]["body"]
+
+    long_id = await alice_client.send(room, "!bot run long")
+    await alice_client.answer(room, long_id, "the whole output follows as a file")
+    _, attachment = await alice_client.wait_for(
+        lambda r, e: r == room and e["content"].get("msgtype") == "m.file"
+    )
+    data = await alice_client.download(attachment["content"]["url"])
+    assert data.decode().count("\n") == 2000
+
+
+@asyncio_test
+async def test_restart_neither_reruns_nor_misses(bot: BotRunner, alice_client: UserClient) -> None:
+    part = await bot.start()
+    assert part.bot is not None
+    device = part.bot.client.device_id
+    room = await alice_client.create_room(invite=[bot.user_id])
+    await alice_client.wait_until(lambda: alice_client.joined(room, bot.user_id))
+    before = await alice_client.send(room, "!bot run before")
+    await alice_client.answer(room, before, "echo: before")
+    await bot.stop()
+
+    while_down = await alice_client.send(room, "!bot run while-down")
+    part = await bot.start()
+    assert part.bot is not None and part.bot.client.device_id == device
+    await alice_client.answer(room, while_down, "echo: while-down")
+    after = await alice_client.send(room, "!bot run after")
+    await alice_client.answer(room, after, "echo: after")
+    executed = [c[2] for c in bot.kernels.calls if c[0] == "execute"]  # type: ignore[attr-defined]
+    assert executed == ["before", "while-down", "after"]
+    assert len(alice_client.replies_to(room, before)) == 1
+
+
+@asyncio_test
+async def test_commands_from_before_the_first_join_never_run(
+    bot: BotRunner, alice_client: UserClient
+) -> None:
+    room = await alice_client.create_room(invite=[])
+    await alice_client.send(room, "!bot run too-early")
+    await alice_client.invite(room, bot.user_id)
+    await bot.start()
+    await alice_client.wait_until(lambda: alice_client.joined(room, bot.user_id))
+    now = await alice_client.send(room, "!bot run now")
+    await alice_client.answer(room, now, "echo: now")
+    executed = [c[2] for c in bot.kernels.calls if c[0] == "execute"]  # type: ignore[attr-defined]
+    assert executed == ["now"]
+
+
+@asyncio_test
+async def test_encrypted_room_without_encryption_is_told_once(
+    bot: BotRunner, alice_client: UserClient
+) -> None:
+    await bot.start()
+    room = await alice_client.create_room(invite=[bot.user_id], encrypted=True)
+    _, notice = await alice_client.wait_for(
+        lambda r, e: r == room and e.get("sender") == bot.user_id and e["type"] == "m.room.message"
+    )
+    assert "cannot read the messages here" in notice["content"]["body"]
+    assert "matrix.encryption: true" in notice["content"]["body"]
+    await bot.stop()
+    await bot.start()
+    probe = await alice_client.create_room(invite=[bot.user_id])
+    await alice_client.wait_until(lambda: alice_client.joined(probe, bot.user_id))
+    probe_id = await alice_client.send(probe, "!bot run probe")
+    await alice_client.answer(probe, probe_id, "echo: probe")
+    told = [
+        e
+        for r, e in alice_client.events
+        if r == room and e.get("sender") == bot.user_id and e["type"] == "m.room.message"
+    ]
+    assert len(told) == 1

@@ -128,8 +128,7 @@ class UserClient:
         return event_id
 
     async def download(self, mxc: str) -> bytes:
-        server, media_id = mxc[len("mxc://") :].split("/", 1)
-        response = await self.client.download(server_name=server, media_id=media_id)
+        response = await self.client.download(mxc=mxc)
         body: bytes = getattr(response, "body", b"")
         return body
 
