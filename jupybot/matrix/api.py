@@ -18,11 +18,7 @@ import aiohttp
 from nio import (
     AsyncClient,
     ErrorResponse,
-    JoinError,
-    RoomCreateError,
     RoomPreset,
-    RoomSendError,
-    SyncError,
     SyncResponse,
     UploadError,
     UploadResponse,
@@ -130,7 +126,7 @@ class MatrixApi:
             ),
             forever=True,
         )
-        if isinstance(response, SyncError):
+        if isinstance(response, ErrorResponse):
             raise MatrixError(f"sync refused: {response}")
         assert isinstance(response, SyncResponse)
         return response
@@ -144,7 +140,7 @@ class MatrixApi:
                 room_id, event_type, content, tx_id=transaction, ignore_unverified_devices=True
             ),
         )
-        if isinstance(response, RoomSendError):
+        if isinstance(response, ErrorResponse):
             raise MatrixError(f"sending to {room_id} refused: {response}")
         event_id: str = response.event_id
         return event_id
@@ -175,7 +171,7 @@ class MatrixApi:
 
     async def join(self, room_id: str) -> None:
         response = await self.retrying(f"joining {room_id}", lambda: self.client.join(room_id))
-        if isinstance(response, JoinError):
+        if isinstance(response, ErrorResponse):
             raise MatrixError(f"joining {room_id} refused: {response}")
 
     async def leave(self, room_id: str) -> None:
@@ -206,7 +202,7 @@ class MatrixApi:
                 initial_state=initial_state,
             ),
         )
-        if isinstance(response, RoomCreateError):
+        if isinstance(response, ErrorResponse):
             raise MatrixError(f"creating a direct chat with {user_id} refused: {response}")
         room_id: str = response.room_id
         return room_id
