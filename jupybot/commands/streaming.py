@@ -1,10 +1,11 @@
 """Showing one execution in a chat: a reply edited as output arrives, then a final status.
 
 Policy: a quick execution (under C{interval}, one second by default) gets exactly one message,
-its final answer. A longer one gets a reply after C{interval} that is edited at most once per
-C{interval} while output arrives, then edited a last time with status, execution count and
-duration. Images and the full text of cut output follow as uploads; a reaction on the command
-says done or failed. Everything the kernel printed is made mention-safe.
+its final answer with its status. A longer one gets a reply after C{interval} that is edited at
+most once per C{interval} while output arrives, then edited a last time with status, execution
+count and duration, and a reaction on the command says done or failed (an edit notifies nobody).
+Images and the full text of cut output follow as uploads. Everything the kernel printed is made
+mention-safe.
 """
 
 from __future__ import annotations
@@ -230,14 +231,18 @@ class ExecutionReporter:
         self._done = True
         self._withdraw_inputs()
         await self._settle()
+        streamed = self._message_id is not None
         reply, rendered = self._compose(result)
         await self._show(reply)
         for image in rendered.images:
             await self._attempt(self._conversation.send_image(image, self._command_id), "image")
         for attachment in rendered.files:
             await self._attempt(self._conversation.send_file(attachment, self._command_id), "file")
-        reaction = DONE_REACTION if result.status == "ok" else FAILED_REACTION
-        await self._attempt(self._conversation.react(self._command_id, reaction), "reaction")
+        if streamed:
+            # A long run's reply was posted while running; an edit notifies nobody, a reaction
+            # on the command does. A quick run's one reply already is the notification.
+            reaction = DONE_REACTION if result.status == "ok" else FAILED_REACTION
+            await self._attempt(self._conversation.react(self._command_id, reaction), "reaction")
 
     async def _failed(self, message: str) -> None:
         self._done = True

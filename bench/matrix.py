@@ -1,0 +1,219 @@
+"""Matrix bot latency: `!bot run 1+1` until the person's client sees the final answer.
+
+Run: ``.venv/bin/python -m bench.matrix [--rounds N]`` (needs ``.cache/synapse-venv``, built by
+``make test``, or ``$JUPYBOT_SYNAPSE_PYTHON``). Everything is on loopback, on one local Synapse:
+
+- ``floor``: two plain matrix-nio clients ping-pong (A sends, B answers what it sees, A sees the
+  answer): the two sync round trips any bot reply needs; measured in the same run.
+- ``kernel``: the kernel manager's own time for ``1+1`` (no Matrix at all).
+- ``jupybot``: the person sends ``!bot run 1+1``, the bot (in this process, on the asyncio
+  reactor) runs it and replies; timed until the person's client has the reply with its status.
+
+Target: jupybot p50 <= floor p50 + kernel p50 + 15 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from jupybot.reactor import install_asyncio_reactor
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return ordered[index]
+
+
+class Timer:
+    """Latencies in milliseconds."""
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+
+    def add(self, started: float) -> None:
+        self.samples.append((time.perf_counter() - started) * 1000)
+
+    def p50(self) -> float:
+        return round(statistics.median(self.samples), 2)
+
+    def p90(self) -> float:
+        return round(percentile(self.samples, 0.9), 2)
+
+
+async def measure(rounds: int, workdir: Path) -> dict[str, Any]:
+    from twisted.internet import reactor
+
+    from jupybot.aio import await_deferred
+    from jupybot.config import Secret
+    from jupybot.config.matrix import MatrixConfig
+    from jupybot.kernels import ExecutionResult, KernelManager, OutputEvent
+    from jupybot.state import StateDirectory
+    from tests.matrix.conftest import ObservedMatrixPart
+    from tests.matrix.user import UserClient
+    from tests.peers.synapse import Synapse, synapse_python
+
+    python = synapse_python()
+    if python is None:
+        sys.exit("bench.matrix: Synapse is not installed (run `make test` once)")
+    (workdir / "synapse").mkdir()
+    synapse = Synapse(python, workdir / "synapse")
+    await asyncio.to_thread(synapse.start)
+    try:
+        kernels, kernel_kind = _kernels()
+        person = UserClient(synapse, synapse.register("person"))
+        peer = UserClient(synapse, synapse.register("peer"))
+        bot_account = synapse.register("bot")
+        await person.start()
+        await peer.start()
+
+        # -- floor: plain clients ping-pong ----------------------------------------------------
+        room = await person.create_room(invite=[peer.user_id, bot_account.user_id])
+        await peer.join(room)
+        await person.wait_until(lambda: person.joined(room, peer.user_id))
+        answered: set[str] = set()
+
+        async def answer_pings() -> None:
+            while True:
+                await peer.wait_until(
+                    lambda: any(
+                        e["content"].get("body", "").startswith("ping ")
+                        and e["event_id"] not in answered
+                        for r, e in peer.events
+                        if r == room and e.get("type") == "m.room.message"
+                    )
+                )
+                for r, e in list(peer.events):
+                    body = e.get("content", {}).get("body", "")
+                    if r == room and body.startswith("ping ") and e["event_id"] not in answered:
+                        answered.add(e["event_id"])
+                        await peer.send(room, "pong " + body[5:])
+
+        answering = asyncio.ensure_future(answer_pings())
+        floor = Timer()
+        for i in range(rounds + 3):
+            started = time.perf_counter()
+            await person.send(room, f"ping {i}")
+            await person.wait_for(
+                lambda r, e, i=i: r == room and e["content"].get("body") == f"pong {i}"
+            )
+            if i >= 3:
+                floor.add(started)
+        answering.cancel()
+
+        # -- kernel alone ------------------------------------------------------------------------
+        kernel = Timer()
+
+        class Quiet:
+            def on_output(self, event: OutputEvent) -> None:
+                pass
+
+            def on_input_request(self, prompt: str, password: bool) -> Any:
+                raise AssertionError("no input expected")
+
+        for i in range(rounds + 3):
+            started = time.perf_counter()
+            result: ExecutionResult = await await_deferred(
+                kernels.execute("bench:kernel", "1+1", Quiet())
+            )
+            assert result.status == "ok", result
+            if i >= 3:
+                kernel.add(started)
+
+        # -- the bot ------------------------------------------------------------------------------
+        config = MatrixConfig(
+            homeserver=synapse.base_url,
+            user_id=bot_account.user_id,
+            access_token=None,
+            password=Secret(bot_account.password),
+            prefix="!bot",
+            allowed_users=(person.user_id,),
+        )
+        part = ObservedMatrixPart(
+            config, kernels, StateDirectory(workdir / "state"), reactor, **_render_kwargs()
+        )
+        part.startService()
+        await await_deferred(part.serving)
+        await person.wait_until(lambda: person.joined(room, bot_account.user_id))
+        bot = Timer()
+        for i in range(rounds + 3):
+            started = time.perf_counter()
+            command = await person.send(room, "!bot run 1+1")
+            await person.answer(room, command, "✅ done")
+            if i >= 3:
+                bot.add(started)
+        await await_deferred(part.stopService())
+        await person.stop()
+        await peer.stop()
+    finally:
+        await asyncio.to_thread(synapse.stop)
+    figures = {
+        "rounds": rounds,
+        "kernel": kernel_kind,
+        "floor_p50_ms": floor.p50(),
+        "floor_p90_ms": floor.p90(),
+        "kernel_p50_ms": kernel.p50(),
+        "jupybot_p50_ms": bot.p50(),
+        "jupybot_p90_ms": bot.p90(),
+    }
+    figures["overhead_p50_ms"] = round(
+        figures["jupybot_p50_ms"] - figures["floor_p50_ms"] - figures["kernel_p50_ms"], 2
+    )
+    figures["target_met"] = figures["overhead_p50_ms"] <= 15
+    return figures
+
+
+def _kernels() -> tuple[Any, str]:
+    """The real kernel manager when the kernel core can run here, else the stand-in."""
+    from jupybot.kernels import KernelManager
+
+    real = getattr(sys.modules.get("jupybot.kernels"), "standalone_manager", None)
+    if callable(real):
+        manager: KernelManager = real()
+        return manager, "real"
+    from tests.matrix.kernels_double import CannedKernels
+
+    return CannedKernels(), "stand-in (kernel core not merged yet)"
+
+
+def _render_kwargs() -> dict[str, Any]:
+    from tests.commands.fakes import simple_render
+
+    try:
+        from jupybot.kernels import RenderOptions, render_outputs
+
+        render_outputs([], RenderOptions())
+    except NotImplementedError:
+        return {"render": simple_render}
+    return {}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=30)
+    args = parser.parse_args()
+    install_asyncio_reactor()
+    from twisted.internet import defer, task
+
+    from bench._report import report
+    from jupybot.aio import deferred_from_coroutine
+
+    async def run(_reactor: object) -> None:
+        with tempfile.TemporaryDirectory() as workdir:
+            figures = await deferred_from_coroutine(measure(args.rounds, Path(workdir)))
+        for key, value in figures.items():
+            print(f"{key}: {value}")
+        report(figures)
+
+    task.react(lambda r: defer.ensureDeferred(run(r)))
+
+
+if __name__ == "__main__":
+    main()
