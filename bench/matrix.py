@@ -54,7 +54,7 @@ async def measure(rounds: int, workdir: Path) -> dict[str, Any]:
     from jupybot.aio import await_deferred
     from jupybot.config import Secret
     from jupybot.config.matrix import MatrixConfig
-    from jupybot.kernels import ExecutionResult, KernelManager, OutputEvent
+    from jupybot.kernels import ExecutionResult, OutputEvent
     from jupybot.state import StateDirectory
     from tests.matrix.conftest import ObservedMatrixPart
     from tests.matrix.user import UserClient
