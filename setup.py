@@ -26,6 +26,8 @@ setup(
         "jupyter_kernel_gateway>=3.0",
         "ipykernel>=6.29",
         "nh3>=0.2.17",
+        # End-to-end encryption for the Matrix bot (vodozemac wheels from PyPI).
+        "matrix-nio[e2e]>=0.25",
     ],
     extras_require={
         "test": [

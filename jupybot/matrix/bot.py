@@ -129,6 +129,8 @@ class MatrixBot:
         await self.handle_sync(response, since)
 
     async def handle_sync(self, response: SyncResponse, since: str | None) -> None:
+        if self.encryption:
+            await self.maintain_keys()
         await self._handle_invites(response)
         for room_id, info in response.rooms.join.items():
             events = list(info.timeline.events)
@@ -223,6 +225,23 @@ class MatrixBot:
         self.commands.handle(message)
 
     # -- invites and encrypted rooms ----------------------------------------------------------
+
+    async def maintain_keys(self) -> None:
+        """Publish the device's keys and learn the room members' devices, as E2EE needs."""
+        client = self.client
+        try:
+            if client.should_upload_keys:
+                await self.api.retrying("uploading encryption keys", client.keys_upload)
+            if client.should_query_keys:
+                await self.api.retrying("querying encryption keys", client.keys_query)
+            if client.should_claim_keys:
+                users = client.get_users_for_key_claiming()
+                await self.api.retrying(
+                    "claiming encryption keys", functools.partial(client.keys_claim, users)
+                )
+            await self.api.retrying("sending to-device messages", client.send_to_device_messages)
+        except MatrixError as e:
+            self.log.warn("matrix: encryption key upkeep failed: {error}", error=str(e))
 
     async def _handle_invites(self, response: SyncResponse) -> None:
         for room_id, info in response.rooms.invite.items():

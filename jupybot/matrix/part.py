@@ -67,6 +67,11 @@ class MatrixPart(AsyncioPart):
         commands = None
         try:
             await self._log_in(client, api)
+            if config.encryption and not client.olm:
+                raise MatrixError(
+                    "matrix.encryption is true but matrix-nio's e2e support is not installed "
+                    "(pip install 'matrix-nio[e2e]')"
+                )
             commands = ChatCommands(
                 self.kernels,
                 AccessPolicy.build(config.allowed_users, config.admins, config.admin_commands),

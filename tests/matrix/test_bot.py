@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+
+from tests.peers.synapse import MatrixUser, Synapse
 
 from .conftest import BotRunner
 from .user import UserClient, asyncio_test
@@ -187,3 +191,28 @@ async def test_encrypted_room_without_encryption_is_told_once(
         if r == room and e.get("sender") == bot.user_id and e["type"] == "m.room.message"
     ]
     assert len(told) == 1
+
+
+@asyncio_test
+async def test_encrypted_room_with_encryption(
+    bot: BotRunner, synapse: Synapse, alice: MatrixUser, tmp_path: Path
+) -> None:
+    (tmp_path / "alice-store").mkdir()
+    person = UserClient(synapse, alice, store=tmp_path / "alice-store")
+    await person.start()
+    try:
+        await bot.start(encryption=True)
+        room = await person.create_room(invite=[bot.user_id], encrypted=True)
+        await person.wait_until(lambda: person.joined(room, bot.user_id))
+        run_id = await person.send(room, "!bot run secret")
+        answer = await person.answer(room, run_id, "echo: secret")
+        assert answer["content"]["msgtype"] == "m.notice"
+        # It went over the wire encrypted, both ways.
+        assert answer["event_id"] in person.decrypted
+        # A restart keeps the device and its keys: the bot still reads the room.
+        await bot.stop()
+        await bot.start()
+        again = await person.send(room, "!bot run again")
+        await person.answer(room, again, "echo: again")
+    finally:
+        await person.stop()

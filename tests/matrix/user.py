@@ -10,10 +10,12 @@ import asyncio
 import contextlib
 import functools
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any, ParamSpec
 
 from nio import (
     AsyncClient,
+    AsyncClientConfig,
     RoomCreateResponse,
     RoomPreset,
     RoomSendResponse,
@@ -40,12 +42,21 @@ def asyncio_test(test: Callable[P, Coroutine[Any, Any, None]]) -> Callable[P, De
 
 
 class UserClient:
-    def __init__(self, synapse: Synapse, user: MatrixUser) -> None:
+    def __init__(self, synapse: Synapse, user: MatrixUser, store: Path | None = None) -> None:
+        """With a C{store} folder the client does end-to-end encryption, like Element."""
         self.user = user
-        self.client = AsyncClient(synapse.base_url, user.user_id, device_id=user.device_id)
+        self.client = AsyncClient(
+            synapse.base_url,
+            user.user_id,
+            device_id=user.device_id,
+            store_path=str(store) if store else "",
+            config=AsyncClientConfig(encryption_enabled=store is not None, store_sync_tokens=False),
+        )
         self.client.restore_login(user.user_id, user.device_id, user.access_token)
+        self.encrypted = store is not None
         self.events: list[tuple[str, Event]] = []
         self.invites: list[str] = []
+        self.decrypted: set[str] = set()  # ids of events that arrived encrypted
         self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
         self._next_batch: str | None = None
@@ -58,6 +69,8 @@ class UserClient:
         response = await self.client.sync(timeout=0)
         assert isinstance(response, SyncResponse), response
         self._next_batch = response.next_batch
+        if self.encrypted:
+            await self.maintain_keys()
         self._task = asyncio.ensure_future(self._sync_forever())
 
     async def _sync_forever(self) -> None:
@@ -72,12 +85,26 @@ class UserClient:
                 await asyncio.sleep(0.2)
                 continue
             self._next_batch = response.next_batch
+            if self.encrypted:
+                await self.maintain_keys()
             async with self._changed:
                 for room_id, info in response.rooms.join.items():
                     for event in info.timeline.events:
                         self.events.append((room_id, event.source))
+                        if getattr(event, "decrypted", False):
+                            self.decrypted.add(event.event_id)
                 self.invites.extend(response.rooms.invite)
                 self._changed.notify_all()
+
+    async def maintain_keys(self) -> None:
+        client = self.client
+        if client.should_upload_keys:
+            await client.keys_upload()
+        if client.should_query_keys:
+            await client.keys_query()
+        if client.should_claim_keys:
+            await client.keys_claim(client.get_users_for_key_claiming())
+        await client.send_to_device_messages()
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -122,7 +149,9 @@ class UserClient:
         content: dict[str, Any] = {"msgtype": "m.text", "body": body}
         if reply_to is not None:
             content["m.relates_to"] = {"m.in_reply_to": {"event_id": reply_to}}
-        response = await self.client.room_send(room_id, "m.room.message", content)
+        response = await self.client.room_send(
+            room_id, "m.room.message", content, ignore_unverified_devices=True
+        )
         assert isinstance(response, RoomSendResponse), response
         event_id: str = response.event_id
         return event_id
