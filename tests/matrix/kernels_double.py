@@ -1,8 +1,9 @@
 """A stand-in kernel manager for the Matrix plumbing tests while the real kernel core lands.
 
 ``run`` takes tiny scripts: ``stream N`` prints a line every half second N times, ``ask P``
-asks for input with prompt P and prints the answer, ``image`` shows a PNG, ``long`` prints more
-than fits in a message, ``fail`` raises; anything else is echoed as the execution's result.
+asks for input with prompt P and prints the answer, ``secret P`` asks for a password, ``image``
+shows a PNG, ``long`` prints more than fits in a message, ``fail`` raises; anything else is
+echoed as the execution's result.
 """
 
 from __future__ import annotations
@@ -66,6 +67,10 @@ class CannedKernels(FakeKernels):
         if word == "ask":
             answer = await listener.on_input_request(rest, False)
             listener.on_output(Stream("stdout", f"got {answer}\n"))
+            return ExecutionResult("ok", count, 0.1)
+        if word == "secret":
+            answer = await listener.on_input_request(rest, True)
+            listener.on_output(Stream("stdout", f"got {len(answer)} characters\n"))
             return ExecutionResult("ok", count, 0.1)
         if word == "image":
             listener.on_output(DisplayData({"image/png": tiny_png(), "text/plain": "<Figure>"}))

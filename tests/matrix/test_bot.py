@@ -216,3 +216,43 @@ async def test_encrypted_room_with_encryption(
         await person.answer(room, again, "echo: again")
     finally:
         await person.stop()
+
+
+@asyncio_test
+async def test_password_prompt_is_asked_in_a_direct_chat(
+    bot: BotRunner, alice_client: UserClient
+) -> None:
+    await bot.start()
+    room = await alice_client.create_room(invite=[bot.user_id])
+    await alice_client.wait_until(lambda: alice_client.joined(room, bot.user_id))
+    run_id = await alice_client.send(room, "!bot run secret Password:")
+    await alice_client.answer(room, run_id, "I have asked in a direct message")
+    direct = await alice_client.wait_until(
+        lambda: next((r for r in alice_client.invites if r != room), None)
+    )
+    await alice_client.join(direct)
+    await alice_client.wait_for(
+        lambda r, e: r == direct and "Password:" in e.get("content", {}).get("body", "")
+    )
+    await alice_client.send(direct, "hunter22")
+    final = await alice_client.answer(room, run_id, "✅ done")
+    assert "got 8 characters" in final["content"]["body"]
+    assert not any(
+        "hunter22" in e.get("content", {}).get("body", "")
+        for r, e in alice_client.events
+        if r == room
+    )
+
+
+@asyncio_test
+async def test_shutdown_cancels_running_executions_and_says_so(
+    bot: BotRunner, alice_client: UserClient
+) -> None:
+    await bot.start()
+    room = await alice_client.create_room(invite=[bot.user_id])
+    await alice_client.wait_until(lambda: alice_client.joined(room, bot.user_id))
+    run_id = await alice_client.send(room, "!bot run stream 100")
+    await alice_client.answer(room, run_id, "line 2")
+    await bot.stop()
+    final = await alice_client.answer(room, run_id, "Cancelled: the bot is stopping.")
+    assert "line 2" in final["content"]["body"]
