@@ -133,12 +133,19 @@ class MatrixBot:
             await self.maintain_keys()
         await self._handle_invites(response)
         for room_id, info in response.rooms.join.items():
+            if room_id not in self.state.joined:
+                # The room state is as of the timeline's start: a join there came before it
+                # (in a gap of the timeline, or before a restart).
+                self._own_membership_in(room_id, list(info.state))
             events = list(info.timeline.events)
             if info.timeline.limited and since is not None and room_id in self.state.joined:
-                events = (
-                    await self._missed_events(room_id, info.timeline.prev_batch, since) + events
-                )
-            self._handle_room(room_id, events, list(info.state))
+                try:
+                    missed = await self._missed_events(room_id, info.timeline.prev_batch, since)
+                except MatrixError as e:
+                    self.log.warn("matrix: could not read missed events: {error}", error=str(e))
+                else:
+                    events = missed + events
+            self._handle_room(room_id, events)
         for room_id in response.rooms.leave:
             self.state.joined.pop(room_id, None)
             if room_id in self.state.direct:
@@ -177,7 +184,12 @@ class MatrixBot:
         )
         return found
 
-    def _handle_room(self, room_id: str, events: list[Any], state: list[Any]) -> None:
+    def _own_membership_in(self, room_id: str, state: list[Any]) -> None:
+        for event in state:
+            if isinstance(event, RoomMemberEvent) and event.state_key == self.user_id:
+                self._own_membership(room_id, event)
+
+    def _handle_room(self, room_id: str, events: list[Any]) -> None:
         for event in events:
             if isinstance(event, RoomMemberEvent) and event.state_key == self.user_id:
                 self._own_membership(room_id, event)
@@ -193,11 +205,6 @@ class MatrixBot:
                     sender=event.sender,
                     room=room_id,
                 )
-        if room_id not in self.state.joined:
-            # The bot's join fell in a gap of the timeline: its time is in the room state.
-            for event in state:
-                if isinstance(event, RoomMemberEvent) and event.state_key == self.user_id:
-                    self._own_membership(room_id, event)
 
     def _own_membership(self, room_id: str, event: RoomMemberEvent) -> None:
         if event.membership == "join":

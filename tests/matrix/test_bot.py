@@ -256,3 +256,20 @@ async def test_shutdown_cancels_running_executions_and_says_so(
     await bot.stop()
     final = await alice_client.answer(room, run_id, "Cancelled: the bot is stopping.")
     assert "line 2" in final["content"]["body"]
+
+
+@asyncio_test
+async def test_a_long_downtime_gap_is_read_back(bot: BotRunner, alice_client: UserClient) -> None:
+    await bot.start()
+    room = await alice_client.create_room(invite=[bot.user_id])
+    await alice_client.wait_until(lambda: alice_client.joined(room, bot.user_id))
+    await bot.stop()
+    first = await alice_client.send(room, "!bot run first")
+    for i in range(110):  # more than one sync's timeline (100 events)
+        await alice_client.send(room, f"chatter {i}")
+    last = await alice_client.send(room, "!bot run last")
+    await bot.start()
+    await alice_client.answer(room, last, "echo: last")
+    await alice_client.answer(room, first, "echo: first")
+    executed = [c[2] for c in bot.kernels.calls if c[0] == "execute"]  # type: ignore[attr-defined]
+    assert executed == ["first", "last"]
