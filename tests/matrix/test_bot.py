@@ -204,8 +204,8 @@ async def test_encrypted_room_with_encryption(
         await bot.start(encryption=True)
         room = await person.create_room(invite=[bot.user_id], encrypted=True)
         await person.wait_until(lambda: person.joined(room, bot.user_id))
-        run_id = await person.send(room, "!bot run secret")
-        answer = await person.answer(room, run_id, "echo: secret")
+        run_id = await person.send(room, "!bot run hidden")
+        answer = await person.answer(room, run_id, "echo: hidden")
         assert answer["content"]["msgtype"] == "m.notice"
         # It went over the wire encrypted, both ways.
         assert answer["event_id"] in person.decrypted
