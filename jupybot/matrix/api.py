@@ -72,12 +72,12 @@ class MatrixApi:
         max_attempts: int = 8,
     ) -> None:
         self.client = client
-        self._clock = clock
+        self.clock = clock
         self._policy = policy or backoffPolicy(initialDelay=0.5, maxDelay=30.0)
         self._max_attempts = max_attempts
 
     async def sleep(self, seconds: float) -> None:
-        await await_deferred(deferLater(self._clock, seconds, lambda: None))
+        await await_deferred(deferLater(self.clock, seconds, lambda: None))
 
     async def retrying(
         self, what: str, call: Callable[[], Awaitable[R]], forever: bool = False

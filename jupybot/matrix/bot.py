@@ -20,8 +20,10 @@ from nio import (
     RoomMessageText,
     SyncResponse,
 )
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from ..aio import await_deferred
 from ..commands import AccessPolicy, ChatCommands, Conversation, IncomingMessage, Reply
 from .api import MatrixApi, MatrixError
 from .content import notice_content, strip_reply_fallback
@@ -40,6 +42,7 @@ _INITIAL_FILTER: dict[str, Any] = {
     "presence": {"types": []},
 }
 _GAP_PAGES = 10
+_ROOM_SYNC_TIMEOUT = 60.0
 
 
 class MatrixBot:
@@ -65,6 +68,7 @@ class MatrixBot:
         self.state = sync_file.load()
         self._direct_rooms: dict[str, str] = {}
         self._declined: set[str] = set()
+        self._awaiting_rooms: dict[str, Deferred[None]] = {}
 
     @property
     def user_id(self) -> str:
@@ -104,6 +108,12 @@ class MatrixBot:
         self.state.joined[room_id] = 0
         self.state.direct.append(room_id)
         self._save()
+        if self.encryption and room_id not in self.client.rooms:
+            # Encrypting needs the room's members, which nio learns from the next sync.
+            seen: Deferred[None] = Deferred()
+            self._awaiting_rooms[room_id] = seen
+            seen.addTimeout(_ROOM_SYNC_TIMEOUT, self.api.clock)
+            await await_deferred(seen)
         self._direct_rooms[user_id] = room_id
         self.log.info("matrix: opened a direct chat {room} with {user}", room=room_id, user=user_id)
         return MatrixConversation(self, room_id, is_direct=True)
@@ -146,6 +156,10 @@ class MatrixBot:
                 else:
                     events = missed + events
             self._handle_room(room_id, events)
+        for room_id in response.rooms.join:
+            waiting = self._awaiting_rooms.pop(room_id, None)
+            if waiting is not None and not waiting.called:
+                waiting.callback(None)
         for room_id in response.rooms.leave:
             self.state.joined.pop(room_id, None)
             if room_id in self.state.direct:

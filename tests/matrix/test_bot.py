@@ -273,3 +273,31 @@ async def test_a_long_downtime_gap_is_read_back(bot: BotRunner, alice_client: Us
     await alice_client.answer(room, first, "echo: first")
     executed = [c[2] for c in bot.kernels.calls if c[0] == "execute"]  # type: ignore[attr-defined]
     assert executed == ["first", "last"]
+
+
+@asyncio_test
+async def test_password_prompt_in_an_encrypted_direct_chat(
+    bot: BotRunner, synapse: Synapse, alice: MatrixUser, tmp_path: Path
+) -> None:
+    (tmp_path / "alice-store").mkdir()
+    person = UserClient(synapse, alice, store=tmp_path / "alice-store")
+    await person.start()
+    try:
+        await bot.start(encryption=True)
+        room = await person.create_room(invite=[bot.user_id], encrypted=True)
+        await person.wait_until(lambda: person.joined(room, bot.user_id))
+        run_id = await person.send(room, "!bot run secret Password:")
+        await person.answer(room, run_id, "I have asked in a direct message")
+        direct = await person.wait_until(
+            lambda: next((r for r in person.invites if r != room), None)
+        )
+        await person.join(direct)
+        _, prompt = await person.wait_for(
+            lambda r, e: r == direct and "Password:" in e.get("content", {}).get("body", "")
+        )
+        assert prompt["event_id"] in person.decrypted
+        await person.send(direct, "hunter22")
+        final = await person.answer(room, run_id, "✅ done")
+        assert "got 8 characters" in final["content"]["body"]
+    finally:
+        await person.stop()
