@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.web.resource import Resource
 
 from .config import Config
+from .contact.registry import ChannelRegistry
 from .service import JupybotService
 from .state import StateDirectory
 
@@ -23,3 +24,5 @@ class PartContext:
     state: StateDirectory
     top: JupybotService
     web_root: Resource
+    # Chat adapters register contact delivery channels here; the contact outbox reads them.
+    channels: ChannelRegistry = field(default_factory=ChannelRegistry)
