@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+from types import FrameType
 from typing import Any
 
 from twisted.application.service import IService
+from twisted.logger import Logger
 from twisted.python import usage
 
 from .config import Config, ConfigError, default_config_path, load_config
@@ -60,6 +63,7 @@ def makeService(options: Options) -> IService:
     from .app import build_service
 
     config = options.config
+    _stop_on_early_signals(reactor)
     top = build_service(config, reactor)
     twistd_options: Any = getattr(options, "parent", None) or {}
     if not twistd_options.get("syslog"):
@@ -70,6 +74,35 @@ def makeService(options: Options) -> IService:
             open_log_file(_log_path(twistd_options)),
         )
     return top
+
+
+def _stop_on_early_signals(reactor: Any) -> None:
+    """Stop cleanly on SIGINT/SIGTERM from now on, not only once reactor.run() handles them.
+
+    twistd starts the services (spawning the embedded gateway, say) before the reactor installs
+    its signal handlers; without these, a signal in that window would kill the process or raise
+    KeyboardInterrupt, leaving children behind. The reactor's own handlers take over when it
+    starts (it installs a SIGINT one only over Python's default, hence the restore).
+    """
+    log = Logger()
+    stopping = False
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        if stopping:
+            return
+        stopping = True
+        log.info("Received {signal}, shutting down.", signal=signal.Signals(signum).name)
+        reactor.callFromThread(reactor.stop)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stop)
+
+    def hand_over() -> None:
+        if not stopping:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    reactor.addSystemEventTrigger("before", "startup", hand_over)
 
 
 def _log_path(twistd_options: Any) -> str | None:
