@@ -16,7 +16,7 @@ $(INSTALLED): setup.py pyproject.toml $(wildcard package.json package-lock.json)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# compat mode puts the checkout on sys.path, so twisted/plugins/ here is seen by twistd
-	$(BIN)/pip install --quiet -e '.[test]' --config-settings editable_mode=compat
+	$(BIN)/pip install --quiet -e '.[test,kernel]' --config-settings editable_mode=compat
 	scripts/install-web-assets
 	# Refresh Twisted's plugin cache now rather than on the first twistd start.
 	$(BIN)/python -c 'from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))'

@@ -26,10 +26,17 @@ setup(
         "jupyter_kernel_gateway>=3.0",
         "ipykernel>=6.29",
         "nh3>=0.2.17",
+        # Rendering kernel outputs: Markdown, image sizes, SVG -> PNG.
+        "markdown-it-py>=3.0",
+        "Pillow>=10.0",
+        "CairoSVG>=2.7",
         # End-to-end encryption for the Matrix bot (vodozemac wheels from PyPI).
         "matrix-nio[e2e]>=0.25",
     ],
     extras_require={
+        # What the embedded gateway's python3 kernel offers chat users out of the box: plots
+        # and tables (`make run` and `make test` install it).
+        "kernel": ["matplotlib>=3.8", "pandas>=2.1"],
         "test": [
             "pytest>=8",
             "pytest-twisted>=1.14",

@@ -9,7 +9,7 @@ import pytest
 
 from .harness import JupybotProcess, jupybot_config
 
-pytest_plugins = ["tests.peers.synapse"]
+pytest_plugins = ["tests.peers.kernel_gateway", "tests.peers.synapse"]
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""`gateway:`: which Jupyter Kernel Gateway to use. Owned by the kernels part."""
+"""`gateway:`: which Jupyter Kernel Gateway to use, and the kernel limits. Owned by the kernels part."""
 
 from __future__ import annotations
 
@@ -12,10 +12,32 @@ class GatewayConfig:
     # None: start the embedded gateway as a child process.
     url: str | None
     token: Secret | None
+    verify_tls: bool = True
+    default_kernel: str = "python3"
+    request_timeout_seconds: float = 30.0
+    execution_timeout_seconds: float = 300.0
+    # After an interrupt that the kernel ignores, how long before it is restarted.
+    interrupt_grace_seconds: float = 10.0
+    max_kernels: int = 20
+    max_kernels_per_owner: int = 3
+    # Kernels jupybot started and nobody used for this long are shut down (0: never).
+    idle_cull_seconds: float = 3600.0
 
     @classmethod
     def read(cls, r: Reader) -> GatewayConfig:
         url = r.url("url", None)
         token = r.secret("token")
+        config = cls(
+            url=url.rstrip("/") if url else None,
+            token=token,
+            verify_tls=r.boolean("verify_tls", True),
+            default_kernel=r.string("default_kernel", "python3"),
+            request_timeout_seconds=r.number("request_timeout_seconds", 30.0, minimum=1),
+            execution_timeout_seconds=r.number("execution_timeout_seconds", 300.0, minimum=1),
+            interrupt_grace_seconds=r.number("interrupt_grace_seconds", 10.0, minimum=0),
+            max_kernels=r.integer("max_kernels", 20, minimum=1),
+            max_kernels_per_owner=r.integer("max_kernels_per_owner", 3, minimum=1),
+            idle_cull_seconds=r.number("idle_cull_seconds", 3600.0, minimum=0),
+        )
         r.finish()
-        return cls(url=url, token=token)
+        return config

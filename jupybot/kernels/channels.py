@@ -1,0 +1,216 @@
+"""One kernel's channels websocket (`/api/kernels/<id>/channels`), kept connected.
+
+Messages are Jupyter messages as JSON text frames with a `channel` key. Replies are routed to
+whoever sent the request, by `parent_header.msg_id`; kernel-wide messages (a `status` with no
+parent: restarting, dead) go to C{on_kernel_message}. The session id is stable across
+reconnections, so the gateway can replay what was sent while the socket was down.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlparse
+
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import TimeoutError as DeferredTimeout
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.ssl import CertificateOptions, optionsForClientTLS
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ..parts import Reactor
+from .api import GatewayUnavailable
+
+log = Logger()
+
+Message = dict[str, Any]
+MessageHandler = Callable[[Message], None]
+
+PROTOCOL_VERSION = "5.3"
+
+
+class _ChannelsProtocol(WebSocketClientProtocol):
+    factory: _ChannelsFactory
+
+    def onOpen(self) -> None:
+        self.factory.channels.opened(self)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if isBinary:
+            return  # binary frames carry buffers (widgets); nothing here uses them
+        try:
+            message = json.loads(payload)
+        except ValueError:
+            log.warn("kernels: undecodable frame from the gateway ignored")
+            return
+        if isinstance(message, dict):
+            self.factory.channels.received(message)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self.factory.channels.closed(self, reason or f"code {code}")
+
+
+class _ChannelsFactory(WebSocketClientFactory):
+    protocol = _ChannelsProtocol  # type: ignore[assignment]
+    channels: KernelChannels
+
+
+class KernelChannels:
+    """The channels websocket of one kernel, reconnected with backoff until L{close}."""
+
+    def __init__(
+        self,
+        reactor: Reactor,
+        url: str,
+        headers: dict[str, str],
+        on_kernel_message: MessageHandler,
+        on_disconnect: Callable[[str], None],
+        verify_tls: bool = True,
+    ) -> None:
+        self._reactor = reactor
+        self.session_id = uuid.uuid4().hex
+        separator = "&" if "?" in url else "?"
+        full_url = f"{url}{separator}session_id={self.session_id}"
+        factory = _ChannelsFactory(full_url, headers=headers)
+        factory.channels = self
+        factory.setProtocolOptions(tcpNoDelay=True, autoPingInterval=30, autoPingTimeout=20)
+        self._service = ClientService(
+            _endpoint(reactor, full_url, verify_tls),
+            factory,
+            retryPolicy=backoffPolicy(initialDelay=0.2, maxDelay=10.0),
+            clock=reactor,
+        )
+        self._on_kernel_message = on_kernel_message
+        self._on_disconnect = on_disconnect
+        self._protocol: _ChannelsProtocol | None = None
+        self._waiting: list[Deferred[None]] = []
+        self._handlers: dict[str, MessageHandler] = {}
+        self._closed = False
+
+    def start(self) -> None:
+        self._service.startService()
+
+    @property
+    def is_open(self) -> bool:
+        return self._protocol is not None
+
+    def wait_open(self, timeout: float) -> Deferred[None]:
+        """Fire once the websocket is open; fail with L{GatewayUnavailable} after C{timeout}."""
+        if self._closed:
+            return _unavailable("This kernel's connection is closed.")
+        d: Deferred[None] = Deferred()
+        if self._protocol is not None:
+            d.callback(None)
+            return d
+        self._waiting.append(d)
+
+        def timed_out(failure: Failure) -> None:
+            if failure.check(DeferredTimeout, CancelledError):
+                raise GatewayUnavailable(
+                    "The kernel gateway did not answer in time; try again in a moment."
+                )
+            failure.raiseException()
+
+        d.addTimeout(timeout, self._reactor)
+        d.addErrback(timed_out)
+        return d
+
+    def send(
+        self,
+        channel: str,
+        msg_type: str,
+        content: dict[str, Any],
+        handler: MessageHandler | None = None,
+        parent_header: dict[str, Any] | None = None,
+    ) -> str:
+        """Send a message; C{handler} receives every message whose parent it is. Returns its id."""
+        if self._protocol is None:
+            raise GatewayUnavailable("The kernel's connection is down; try again in a moment.")
+        msg_id = uuid.uuid4().hex
+        header = {
+            "msg_id": msg_id,
+            "msg_type": msg_type,
+            "session": self.session_id,
+            "username": "jupybot",
+            "date": datetime.now(UTC).isoformat(),
+            "version": PROTOCOL_VERSION,
+        }
+        message = {
+            "header": header,
+            "parent_header": parent_header or {},
+            "metadata": {},
+            "content": content,
+            "channel": channel,
+            "buffers": [],
+        }
+        if handler is not None:
+            self._handlers[msg_id] = handler
+        self._protocol.sendMessage(json.dumps(message).encode())
+        return msg_id
+
+    def reconnect(self) -> None:
+        """Drop the socket so that a new one is opened (new gateway-side streams)."""
+        if self._protocol is not None:
+            self._protocol.dropConnection(abort=True)
+
+    def forget(self, msg_id: str) -> None:
+        self._handlers.pop(msg_id, None)
+
+    def close(self) -> Deferred[None]:
+        """Stop reconnecting and close the socket."""
+        self._closed = True
+        self._handlers.clear()
+        for d in self._waiting:
+            d.errback(GatewayUnavailable("This kernel's connection is closed."))
+        self._waiting = []
+        return self._service.stopService()
+
+    # Called by the protocol.
+
+    def opened(self, protocol: _ChannelsProtocol) -> None:
+        self._protocol = protocol
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(None)
+
+    def received(self, message: Message) -> None:
+        parent = message.get("parent_header") or {}
+        handler = self._handlers.get(parent.get("msg_id", ""))
+        if handler is not None:
+            handler(message)
+        else:
+            self._on_kernel_message(message)
+
+    def closed(self, protocol: _ChannelsProtocol, reason: str) -> None:
+        if self._protocol is protocol:
+            self._protocol = None
+        if not self._closed:
+            self._on_disconnect(reason)
+
+
+def _unavailable(message: str) -> Deferred[None]:
+    d: Deferred[None] = Deferred()
+    d.errback(GatewayUnavailable(message))
+    return d
+
+
+def _endpoint(reactor: Reactor, url: str, verify_tls: bool) -> Any:
+    parsed = urlparse(url)
+    secure = parsed.scheme == "wss"
+    host = parsed.hostname or "localhost"
+    port = parsed.port or (443 if secure else 80)
+    endpoint = HostnameEndpoint(reactor, host, port)
+    if secure:
+        options = optionsForClientTLS(host) if verify_tls else CertificateOptions(verify=False)
+        return wrapClientTLS(options, endpoint)
+    return endpoint
+
+
+def message_type(message: Message) -> str:
+    return str((message.get("header") or {}).get("msg_type") or message.get("msg_type") or "")
