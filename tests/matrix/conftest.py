@@ -11,6 +11,7 @@ import pytest_twisted
 from twisted.internet.defer import Deferred
 
 from jupybot.aio import await_deferred, deferred_from_coroutine
+from jupybot.commands.streaming import RenderFunction
 from jupybot.config import Secret
 from jupybot.config.matrix import MatrixConfig
 from jupybot.kernels import KernelManager
@@ -45,6 +46,7 @@ class BotRunner:
     state: StateDirectory
     kernels: KernelManager
     part: ObservedMatrixPart | None = None
+    render: RenderFunction = simple_render
 
     @property
     def user_id(self) -> str:
@@ -61,7 +63,7 @@ class BotRunner:
             self.state,
             reactor,
             backoff=lambda attempt: 0.2,
-            render=simple_render,
+            render=self.render,
         )
         self.part = part
         part.startService()
