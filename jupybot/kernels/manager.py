@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred
+from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -46,6 +47,7 @@ class GatewayKernelManager(KernelManager):
         self._reactor = reactor
         self._config = config
         self._rest: GatewayRest | None = None
+        self._connected: list[Deferred[GatewayRest]] = []
         self._owners: dict[str, dict[str, _Owned]] = {}
         self._current: dict[str, str] = {}
         self._starting = 0
@@ -62,6 +64,9 @@ class GatewayKernelManager(KernelManager):
             self._config.request_timeout_seconds,
             self._config.verify_tls,
         )
+        waiting, self._connected = self._connected, []
+        for d in waiting:
+            d.callback(self._rest)
 
     def start_culling(self) -> None:
         idle = self._config.idle_cull_seconds
@@ -88,13 +93,30 @@ class GatewayKernelManager(KernelManager):
             raise GatewayUnavailable("The kernel gateway is still starting; try again in a moment.")
         return self._rest
 
+    async def _gateway(self) -> GatewayRest:
+        """The gateway's client, waiting (within the request timeout) while it starts."""
+        if self._rest is not None:
+            return self._rest
+        d: Deferred[GatewayRest] = Deferred()
+        self._connected.append(d)
+        d.addTimeout(self._config.request_timeout_seconds, self._reactor)
+        try:
+            return await d
+        except DeferredTimeout:
+            raise GatewayUnavailable(
+                "The kernel gateway is still starting; try again in a moment."
+            ) from None
+        finally:
+            if d in self._connected:
+                self._connected.remove(d)
+
     # The KernelManager API.
 
     def kernelspecs(self) -> Deferred[list[KernelSpec]]:
         return _deferred(self._kernelspecs())
 
     async def _kernelspecs(self) -> list[KernelSpec]:
-        _, specs = await self.rest.kernelspecs()
+        _, specs = await (await self._gateway()).kernelspecs()
         return specs
 
     def start(
@@ -104,6 +126,7 @@ class GatewayKernelManager(KernelManager):
 
     async def _start(self, owner: str, spec: str | None, name: str | None) -> KernelHandle:
         spec = spec or self._config.default_kernel
+        rest = await self._gateway()
         owned = self._owners.setdefault(owner, {})
         if name is not None and name in owned:
             raise KernelError(f"There is already a kernel named {name!r} here.")
@@ -117,7 +140,6 @@ class GatewayKernelManager(KernelManager):
             raise KernelLimitReached(
                 f"There are already {len(owned)} kernels here (the limit); stop one first."
             )
-        rest = self.rest
         self._starting += 1
         try:
             kernel_id = await self._start_on_gateway(rest, spec)
