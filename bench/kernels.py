@@ -118,7 +118,10 @@ async def measure_gateway(rounds: int, kernels: int, seconds: float) -> dict[str
     from jupybot.kernels.embedded import EmbeddedGateway
 
     config = replace(
-        GatewayConfig(url=None, token=None), max_kernels=kernels + 1, max_kernels_per_owner=1
+        GatewayConfig(url=None, token=None),
+        max_kernels=kernels + 1,
+        max_kernels_per_owner=1,
+        request_timeout_seconds=180,  # 50 kernels starting at once on 2 cores take a while
     )
     manager = GatewayKernelManager(reactor, config)
     runtime = Path(tempfile.mkdtemp(prefix="jupybot-bench-kernels-"))

@@ -135,6 +135,8 @@ class KernelChannels:
         self._waiting.append(d)
 
         def timed_out(failure: Failure) -> None:
+            if d in self._waiting:
+                self._waiting.remove(d)
             if failure.check(DeferredTimeout, CancelledError):
                 raise GatewayUnavailable(
                     "The kernel gateway did not answer in time; try again in a moment."
@@ -190,9 +192,10 @@ class KernelChannels:
         """Stop reconnecting and close the socket."""
         self._closed = True
         self._handlers.clear()
-        for d in self._waiting:
-            d.errback(GatewayUnavailable("This kernel's connection is closed."))
-        self._waiting = []
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            if not d.called:
+                d.errback(GatewayUnavailable("This kernel's connection is closed."))
         return self._service.stopService()
 
     # Called by the protocol.
@@ -201,7 +204,8 @@ class KernelChannels:
         self._protocol = protocol
         waiting, self._waiting = self._waiting, []
         for d in waiting:
-            d.callback(None)
+            if not d.called:
+                d.callback(None)
 
     def received(self, message: Message) -> None:
         parent = message.get("parent_header") or {}
