@@ -5,7 +5,7 @@ Run: ``.venv/bin/python -m bench.matrix [--rounds N]`` (needs ``.cache/synapse-v
 
 - ``floor``: two plain matrix-nio clients ping-pong (A sends, B answers what it sees, A sees the
   answer): the two sync round trips any bot reply needs; measured in the same run.
-- ``kernel``: the kernel manager's own time for ``1+1`` (no Matrix at all).
+- ``kernel``: the kernel core's own time for ``1+1`` on the embedded gateway (no Matrix).
 - ``jupybot``: the person sends ``!bot run 1+1``, the bot (in this process, on the asyncio
   reactor) runs it and replies; timed until the person's client has the reply with its status.
 
@@ -55,6 +55,7 @@ class Timer:
 
 async def measure(rounds: int, workdir: Path) -> dict[str, Any]:
     from twisted.internet import reactor
+    from twisted.internet.defer import Deferred
 
     from jupybot.aio import await_deferred
     from jupybot.config import Secret
@@ -71,8 +72,9 @@ async def measure(rounds: int, workdir: Path) -> dict[str, Any]:
     (workdir / "synapse").mkdir()
     synapse = Synapse(python, workdir / "synapse")
     await asyncio.to_thread(synapse.start)
+    gateway = None
     try:
-        kernels, kernel_kind = _kernels()
+        kernels, gateway = await _kernels(workdir)
         person = UserClient(synapse, synapse.register("person"))
         peer = UserClient(synapse, synapse.register("peer"))
         bot_account = synapse.register("bot")
@@ -139,9 +141,7 @@ async def measure(rounds: int, workdir: Path) -> dict[str, Any]:
             prefix="!bot",
             allowed_users=(person.user_id,),
         )
-        part = ObservedMatrixPart(
-            config, kernels, StateDirectory(workdir / "state"), reactor, **_render_kwargs()
-        )
+        part = ObservedMatrixPart(config, kernels, StateDirectory(workdir / "state"), reactor)
         part.startService()
         await await_deferred(part.serving)
         await person.wait_until(lambda: person.joined(room, bot_account.user_id))
@@ -157,10 +157,13 @@ async def measure(rounds: int, workdir: Path) -> dict[str, Any]:
         await peer.stop()
     finally:
         await asyncio.to_thread(synapse.stop)
+        if gateway is not None:
+            await await_deferred(Deferred.fromCoroutine(kernels.shutdown_all()))
+            await await_deferred(Deferred.fromCoroutine(gateway.stop()))
     overhead = round(bot.p50() - floor.p50() - kernel.p50(), 2)
     figures: dict[str, Any] = {
         "rounds": rounds,
-        "kernel": kernel_kind,
+        "kernel": "python3 on jupybot's embedded Kernel Gateway",
         "floor_p50_ms": floor.p50(),
         "floor_p90_ms": floor.p90(),
         "kernel_p50_ms": kernel.p50(),
@@ -172,29 +175,21 @@ async def measure(rounds: int, workdir: Path) -> dict[str, Any]:
     return figures
 
 
-def _kernels() -> tuple[Any, str]:
-    """The real kernel manager when the kernel core can run here, else the stand-in."""
-    from jupybot.kernels import KernelManager
+async def _kernels(workdir: Path) -> tuple[Any, Any]:
+    """The real kernel core on jupybot's embedded Kernel Gateway."""
+    from twisted.internet import reactor
 
-    real = getattr(sys.modules.get("jupybot.kernels"), "standalone_manager", None)
-    if callable(real):
-        manager: KernelManager = real()
-        return manager, "real"
-    from tests.matrix.kernels_double import CannedKernels
+    from jupybot.aio import await_deferred
+    from jupybot.config.kernels import GatewayConfig
+    from jupybot.kernels import GatewayKernelManager
+    from jupybot.kernels.embedded import EmbeddedGateway
 
-    return CannedKernels(), "stand-in (kernel core not merged yet)"
-
-
-def _render_kwargs() -> dict[str, Any]:
-    from tests.commands.fakes import simple_render
-
-    try:
-        from jupybot.kernels import RenderOptions, render_outputs
-
-        render_outputs([], RenderOptions())
-    except NotImplementedError:
-        return {"render": simple_render}
-    return {}
+    manager = GatewayKernelManager(reactor, GatewayConfig(url=None, token=None))
+    gateway = EmbeddedGateway(
+        reactor, workdir / "kernel-runtime", on_ready=manager.connect, on_restart=lambda: None
+    )
+    await await_deferred(gateway.start())
+    return manager, gateway
 
 
 def main() -> None:
