@@ -94,13 +94,19 @@ class GatewayKernel:
         while self._reactor.seconds() < deadline:
             await self.channels.wait_open(max(deadline - self._reactor.seconds(), 0.1))
             reply: Deferred[None] = Deferred()
+            seen: set[str] = set()
 
-            def answered(message: Message, reply: Deferred[None] = reply) -> None:
-                if message_type(message) == "kernel_info_reply" and not reply.called:
+            def answered(
+                message: Message, reply: Deferred[None] = reply, seen: set[str] = seen
+            ) -> None:
+                # The reply proves the shell channel; a status with our request as parent
+                # proves iopub is subscribed (after a restart it can lag: output would be lost).
+                seen.add(message_type(message))
+                if {"kernel_info_reply", "status"} <= seen and not reply.called:
                     reply.callback(None)
 
             msg_id = self.channels.send("shell", "kernel_info_request", {}, handler=answered)
-            reply.addTimeout(1.0, self._reactor)
+            reply.addTimeout(0.5, self._reactor)
             try:
                 await reply
                 return
