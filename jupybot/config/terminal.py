@@ -2,9 +2,39 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from ._reader import Reader
+from ._reader import Reader, Secret
+
+MEGABYTE = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ProgramLimits:
+    """What one session of a program may use; applied to the child with prlimit."""
+
+    session_seconds: float = 1800.0
+    idle_seconds: float = 300.0
+    cpu_seconds: int = 60
+    memory_mb: int = 512  # address space
+    processes: int = 64  # per user: the kernel counts every process of the uid
+    file_size_mb: int = 16
+
+    @classmethod
+    def read(cls, r: Reader) -> ProgramLimits:
+        default = cls()
+        limits = cls(
+            session_seconds=r.number(
+                "session_seconds", default.session_seconds, minimum=1, maximum=86400
+            ),
+            idle_seconds=r.number("idle_seconds", default.idle_seconds, minimum=1, maximum=86400),
+            cpu_seconds=r.integer("cpu_seconds", default.cpu_seconds, minimum=1),
+            memory_mb=r.integer("memory_mb", default.memory_mb, minimum=16),
+            processes=r.integer("processes", default.processes, minimum=1),
+            file_size_mb=r.integer("file_size_mb", default.file_size_mb, minimum=0),
+        )
+        r.finish()
+        return limits
 
 
 @dataclass(frozen=True)
@@ -13,19 +43,35 @@ class ProgramConfig:
     title: str
     description: str
     argv: tuple[str, ...]
+    cwd: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    limits: ProgramLimits = field(default_factory=ProgramLimits)
 
     @classmethod
     def read(cls, r: Reader) -> ProgramConfig:
         name = r.string("name", "")
         if not name:
             r.error("name", "expected a program name")
+        elif not name.replace("-", "").replace("_", "").isalnum():
+            r.error("name", f"expected letters, digits, '-' or '_', got {name!r}")
         argv = tuple(r.string_list("argv"))
         if not argv:
             r.error("argv", "expected a non-empty list such as ['python3', '-i']")
         title = r.string("title", name)
         description = r.string("description", "")
+        cwd = r.optional_string("cwd")
+        env = r.string_map("env")
+        limits = ProgramLimits.read(r.section("limits"))
         r.finish()
-        return cls(name=name, title=title, description=description, argv=argv)
+        return cls(
+            name=name,
+            title=title,
+            description=description,
+            argv=argv,
+            cwd=cwd,
+            env=env,
+            limits=limits,
+        )
 
 
 def read_programs(r: Reader) -> tuple[ProgramConfig, ...]:
@@ -40,10 +86,34 @@ def read_programs(r: Reader) -> tuple[ProgramConfig, ...]:
 
 @dataclass(frozen=True)
 class TerminalConfig:
-    enabled: bool
+    enabled: bool = True
+    max_sessions: int = 50
+    max_sessions_per_ip: int = 4
+    # A browser that lost its connection may resume its session within this time.
+    resume_seconds: float = 30.0
+    # Output kept for replay on resume, per session.
+    replay_kb: int = 64
+    # Flow control: PTY reading pauses when this much output is unacknowledged by the browser.
+    window_kb: int = 512
+    max_frame_kb: int = 64
+    token: Secret | None = None
 
     @classmethod
     def read(cls, r: Reader) -> TerminalConfig:
-        enabled = r.boolean("enabled", True)
+        default = cls()
+        config = cls(
+            enabled=r.boolean("enabled", default.enabled),
+            max_sessions=r.integer("max_sessions", default.max_sessions, minimum=1),
+            max_sessions_per_ip=r.integer(
+                "max_sessions_per_ip", default.max_sessions_per_ip, minimum=1
+            ),
+            resume_seconds=r.number(
+                "resume_seconds", default.resume_seconds, minimum=0, maximum=3600
+            ),
+            replay_kb=r.integer("replay_kb", default.replay_kb, minimum=0, maximum=4096),
+            window_kb=r.integer("window_kb", default.window_kb, minimum=16, maximum=65536),
+            max_frame_kb=r.integer("max_frame_kb", default.max_frame_kb, minimum=1, maximum=1024),
+            token=r.secret("token"),
+        )
         r.finish()
-        return cls(enabled=enabled)
+        return config

@@ -1,0 +1,1 @@
+"""Small interactive programs shipped for the terminal page's demo catalogue."""

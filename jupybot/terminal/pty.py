@@ -1,0 +1,307 @@
+"""One program on a pseudo-terminal: spawned at the viewer's size, resized, flow-controlled, and
+killed with every process it started.
+
+The program runs under ``prlimit`` (the resource limits of its catalogue entry) in a session of
+its own: Twisted's PTY child calls ``setsid()``, so the session id is the child's pid and
+everything the program starts, in whatever process group, can be found and killed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import signal
+import struct
+import sys
+import termios
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ..config.terminal import MEGABYTE, ProgramConfig
+from . import _proc
+
+log = Logger()
+
+# Seconds between SIGHUP, SIGTERM and SIGKILL when a session ends.
+KILL_GRACE = 2.0
+MIN_SIZE, MAX_COLS, MAX_ROWS = 1, 1000, 500
+# In a program's argv, the Python that runs jupybot (for demos shipped in the package).
+PYTHON = "{python}"
+
+
+class ProgramNotFound(Exception):
+    """The program's executable is not installed here."""
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    code: int | None
+    signal: int | None
+
+    def describe(self) -> str:
+        if self.signal is not None:
+            return f"killed by {signal.Signals(self.signal).name}"
+        return f"exited with status {self.code}"
+
+
+class OutputSink(Protocol):
+    """Where a session's output and end go (a websocket, a line-mode reader, a test)."""
+
+    def output(self, data: bytes) -> None: ...
+
+    def ended(self, status: ExitStatus) -> None: ...
+
+
+def valid_size(cols: object, rows: object) -> bool:
+    return (
+        isinstance(cols, int)
+        and isinstance(rows, int)
+        and not isinstance(cols, bool)
+        and not isinstance(rows, bool)
+        and MIN_SIZE <= cols <= MAX_COLS
+        and MIN_SIZE <= rows <= MAX_ROWS
+    )
+
+
+def launch_argv(program: ProgramConfig) -> list[str]:
+    """prlimit with the program's limits, then the program's own argv (never through a shell)."""
+    prlimit = shutil.which("prlimit")
+    if prlimit is None:
+        raise ProgramNotFound("prlimit (util-linux) is not installed")
+    argv = list(program.argv)
+    if argv[0] == PYTHON:
+        argv[0] = sys.executable
+    elif shutil.which(argv[0], path=_path(program)) is None:
+        raise ProgramNotFound(f"{argv[0]!r} is not installed on this server")
+    limits = program.limits
+    return [
+        prlimit,
+        f"--cpu={limits.cpu_seconds}",
+        f"--as={limits.memory_mb * MEGABYTE}",
+        f"--nproc={limits.processes}",
+        f"--fsize={limits.file_size_mb * MEGABYTE}",
+        "--",
+        *argv,
+    ]
+
+
+def _path(program: ProgramConfig) -> str:
+    return program.env.get("PATH") or os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")
+
+
+def launch_env(program: ProgramConfig) -> dict[str, str]:
+    """A clean environment: jupybot's own (which holds its secrets) is never passed on."""
+    env = {
+        "PATH": _path(program),
+        "LANG": "C.UTF-8",
+        "TERM": "xterm-256color",
+        "COLORTERM": "truecolor",
+        "HOME": program.cwd or os.environ.get("HOME", "/tmp"),
+    }
+    env.update(program.env)
+    return env
+
+
+class _PtyProtocol(ProcessProtocol):
+    def __init__(self, session: PtySession) -> None:
+        self.session = session
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        self.session._received(data)
+
+    def processEnded(self, reason: Failure) -> None:
+        value = reason.value
+        if isinstance(value, ProcessDone):
+            status = ExitStatus(0, None)
+        elif isinstance(value, ProcessTerminated):
+            status = ExitStatus(value.exitCode, value.signal)
+        else:
+            status = ExitStatus(None, None)
+        self.session._process_ended(status)
+
+
+class PtySession:
+    """A running program. L{start} spawns it; L{ended} fires with its exit status."""
+
+    def __init__(
+        self,
+        reactor: Any,
+        program: ProgramConfig,
+        cols: int,
+        rows: int,
+        sink: OutputSink,
+    ) -> None:
+        self.program = program
+        self._reactor = reactor
+        self._sink = sink
+        self._size = (cols, rows)
+        self._transport: Any = None
+        self._master_fd: int | None = None
+        self._tty_name: str | None = None
+        self._paused_by: set[str] = set()
+        self._killing: IDelayedCall | None = None
+        self.pid: int | None = None
+        self.status: ExitStatus | None = None
+        self.ended: Deferred[ExitStatus] = Deferred()
+        self.on_activity: Callable[[], None] = lambda: None
+
+    @property
+    def running(self) -> bool:
+        return self.pid is not None and self.status is None
+
+    def start(self) -> None:
+        argv = launch_argv(self.program)
+        master, slave = os.openpty()
+        tty_name = os.ttyname(slave)
+        try:
+            _set_size(master, *self._size)
+            self._transport = self._reactor.spawnProcess(
+                _PtyProtocol(self),
+                argv[0],
+                argv,
+                env=launch_env(self.program),
+                path=self.program.cwd,
+                usePTY=(master, slave, tty_name),
+            )
+        except Exception:
+            os.close(master)
+            os.close(slave)
+            raise
+        self._master_fd = master
+        self._tty_name = tty_name  # Twisted closed our copy of the slave side after the fork
+        self.pid = self._transport.pid
+        log.info(
+            "terminal: started {program} (pid {pid}, {cols}x{rows})",
+            program=self.program.name,
+            pid=self.pid,
+            cols=self._size[0],
+            rows=self._size[1],
+        )
+
+    def attach(self, sink: OutputSink) -> None:
+        """Send output to C{sink} from now on (a resumed browser)."""
+        self._sink = sink
+
+    def write(self, data: bytes) -> None:
+        if self.running and data:
+            self._transport.write(data)
+            self.on_activity()
+
+    def resize(self, cols: int, rows: int) -> None:
+        """TIOCSWINSZ on the terminal: the kernel sends SIGWINCH to the foreground group."""
+        self._size = (cols, rows)
+        if self.running and self._master_fd is not None:
+            _set_size(self._master_fd, cols, rows)
+
+    def pause_reading(self, reason: str) -> None:
+        """Stop reading output (the viewer is behind); the program blocks when the PTY fills."""
+        if not self._paused_by and self.running:
+            self._transport.pauseProducing()
+        self._paused_by.add(reason)
+
+    def resume_reading(self, reason: str) -> None:
+        if reason not in self._paused_by:
+            return
+        self._paused_by.discard(reason)
+        if not self._paused_by and self.running:
+            self._transport.resumeProducing()
+
+    def waiting_for_input(self) -> bool:
+        """Is the program blocked waiting for terminal input (line mode's end of an answer)?"""
+        if not self.running or self._master_fd is None:
+            return False
+        try:
+            foreground = os.tcgetpgrp(self._master_fd)
+        except OSError:
+            return False
+        return not self._input_pending() and _proc.is_waiting_for_input(
+            foreground, self._tty_name or ""
+        )
+
+    def _input_pending(self) -> bool:
+        """Has the program still to read input written to it? (It is then not waiting yet.)"""
+        if self._tty_name is None:
+            return False
+        try:
+            fd = os.open(self._tty_name, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        except OSError:
+            return False
+        try:
+            pending = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+            return bool(pending)
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+
+    def terminate(self) -> Deferred[ExitStatus]:
+        """SIGHUP every process of the session, SIGTERM after a grace, then SIGKILL."""
+        if self.running and self._killing is None:
+            self._signal_session(signal.SIGHUP)
+            self._killing = self._reactor.callLater(KILL_GRACE, self._escalate, signal.SIGTERM)
+        return _chain(self.ended)
+
+    def _escalate(self, signum: int) -> None:
+        self._signal_session(signum)
+        if signum == signal.SIGTERM:
+            self._killing = self._reactor.callLater(KILL_GRACE, self._escalate, signal.SIGKILL)
+        else:
+            self._killing = None
+
+    def _signal_session(self, signum: int) -> None:
+        if self.pid is None:
+            return
+        for pid in _proc.session_members(self.pid):
+            with suppress(ProcessLookupError):
+                os.kill(pid, signum)
+        if self.status is None and signum == signal.SIGKILL:
+            with suppress(ProcessExitedAlready):
+                self._transport.signalProcess("KILL")
+
+    def _received(self, data: bytes) -> None:
+        self.on_activity()
+        self._sink.output(data)
+
+    def _process_ended(self, status: ExitStatus) -> None:
+        self.status = status
+        # Processes the program left behind in its session (daemons, background jobs) go too.
+        if self.pid is not None and _proc.session_members(self.pid):
+            self._signal_session(signal.SIGKILL)
+        if self._killing is not None and self._killing.active():
+            self._killing.cancel()
+        self._killing = None
+        self._master_fd = None  # closed by Twisted with the transport
+        log.info(
+            "terminal: {program} (pid {pid}) {status}",
+            program=self.program.name,
+            pid=self.pid,
+            status=status.describe(),
+        )
+        self._sink.ended(status)
+        self.ended.callback(status)
+
+
+def _set_size(fd: int, cols: int, rows: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def _chain(d: Deferred[ExitStatus]) -> Deferred[ExitStatus]:
+    """A new Deferred with C{d}'s result, leaving C{d} itself untouched for others."""
+    copy: Deferred[ExitStatus] = Deferred()
+
+    def forward(status: ExitStatus) -> ExitStatus:
+        copy.callback(status)
+        return status
+
+    d.addCallback(forward)
+    return copy

@@ -1,0 +1,224 @@
+"""The terminal core: which sessions run, for whom, for how long, and how a browser resumes one.
+
+Knows nothing of websockets: a viewer is any L{Viewer}; the web adapter is one of them.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+
+from ..config.terminal import ProgramConfig, TerminalConfig
+from .pty import ExitStatus, ProgramNotFound, PtySession, valid_size
+
+log = Logger()
+
+
+class SessionRefused(Exception):
+    """A session cannot be opened or resumed; C{reason} is a short code, C{str()} for people."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class Viewer(Protocol):
+    """Who watches a session: output, the program's end, and the server ending it."""
+
+    def output(self, data: bytes) -> None: ...
+
+    def ended(self, status: ExitStatus) -> None: ...
+
+    def stopped(self, reason: str, message: str) -> None: ...
+
+
+class ReplayBuffer:
+    """The last C{capacity} bytes of output, addressed by their offset in the whole output."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.total = 0
+        self._data = bytearray()
+
+    def append(self, data: bytes) -> None:
+        self.total += len(data)
+        self._data += data
+        excess = len(self._data) - self.capacity
+        if excess > 0:
+            del self._data[:excess]
+
+    def since(self, offset: int) -> bytes:
+        """What was output after C{offset} bytes, as far as still kept."""
+        start = max(0, len(self._data) - (self.total - max(0, offset)))
+        return bytes(self._data[start:])
+
+
+class Session:
+    """One program and its bookkeeping: viewer, replay, timers, resume token."""
+
+    def __init__(
+        self, sessions: TerminalSessions, program: ProgramConfig, client_ip: str, viewer: Viewer
+    ) -> None:
+        self.id = secrets.token_hex(8)
+        self.resume_token = secrets.token_urlsafe(24)
+        self.program = program
+        self.client_ip = client_ip
+        self.viewer: Viewer | None = viewer
+        self.replay = ReplayBuffer(sessions.config.replay_kb * 1024)
+        self.pty: PtySession
+        self._sessions = sessions
+        self._idle: IDelayedCall | None = None
+        self._deadline: IDelayedCall | None = None
+        self._detached: IDelayedCall | None = None
+
+    # OutputSink, for the PtySession.
+
+    def output(self, data: bytes) -> None:
+        self.replay.append(data)
+        if self.viewer is not None:
+            self.viewer.output(data)
+
+    def ended(self, status: ExitStatus) -> None:
+        self._cancel_timers()
+        self._sessions._forget(self)
+        if self.viewer is not None:
+            self.viewer.ended(status)
+
+    # Timers.
+
+    def start_timers(self, reactor: Any) -> None:
+        limits = self.program.limits
+        self._deadline = reactor.callLater(
+            limits.session_seconds,
+            self.stop,
+            "time-limit",
+            f"This session reached its time limit of {limits.session_seconds:g} s.",
+        )
+        self.touch()
+
+    def touch(self) -> None:
+        """Input or output happened: the idle clock starts again."""
+        limits = self.program.limits
+        if self._idle is not None and self._idle.active():
+            self._idle.reset(limits.idle_seconds)
+        elif self.pty.running:
+            self._idle = self._sessions.reactor.callLater(
+                limits.idle_seconds,
+                self.stop,
+                "idle",
+                f"This session was idle for {limits.idle_seconds:g} s and was closed.",
+            )
+
+    def stop(self, reason: str, message: str) -> Deferred[ExitStatus]:
+        """End the session on the server's initiative, telling the viewer why."""
+        if self.viewer is not None:
+            self.viewer.stopped(reason, message)
+        return self.pty.terminate()
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._idle, self._deadline, self._detached):
+            if timer is not None and timer.active():
+                timer.cancel()
+
+    # Viewers coming and going.
+
+    def detach(self) -> None:
+        self.viewer = None
+        if not self.pty.running:
+            return
+        grace = self._sessions.config.resume_seconds
+        if grace <= 0:
+            self.pty.terminate()
+            return
+        self._detached = self._sessions.reactor.callLater(grace, self.pty.terminate)
+
+    def attach(self, viewer: Viewer, received: int) -> bytes:
+        if self._detached is not None and self._detached.active():
+            self._detached.cancel()
+        self._detached = None
+        self.viewer = viewer
+        return self.replay.since(received)
+
+
+class TerminalSessions:
+    """Every terminal session of the server, with the caps of `terminal:`."""
+
+    def __init__(
+        self, reactor: Any, config: TerminalConfig, programs: Mapping[str, ProgramConfig]
+    ) -> None:
+        self.reactor = reactor
+        self.config = config
+        self.programs = dict(programs)
+        self._sessions: dict[str, Session] = {}
+        self._by_token: dict[str, Session] = {}
+        self._per_ip: Counter[str] = Counter()
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def open(self, program_name: object, cols: object, rows: object, client_ip: str,
+             viewer: Viewer) -> Session:  # fmt: skip
+        """Spawn C{program_name} at C{cols}x{rows} for C{viewer}, or raise L{SessionRefused}."""
+        program = self.programs.get(program_name) if isinstance(program_name, str) else None
+        if program is None:
+            known = ", ".join(sorted(self.programs)) or "none"
+            raise SessionRefused(
+                "unknown-program", f"There is no program {program_name!r}; available: {known}."
+            )
+        if not valid_size(cols, rows):
+            raise SessionRefused(
+                "bad-size",
+                f"Terminal size must be 1-1000 columns and 1-500 rows, got {cols}x{rows}.",
+            )
+        assert isinstance(cols, int) and isinstance(rows, int)
+        if len(self._sessions) >= self.config.max_sessions:
+            raise SessionRefused("busy", "The server runs as many sessions as it can; try later.")
+        if self._per_ip[client_ip] >= self.config.max_sessions_per_ip:
+            raise SessionRefused(
+                "too-many", "You have as many sessions open as allowed; close one first."
+            )
+        session = Session(self, program, client_ip, viewer)
+        session.pty = PtySession(self.reactor, program, cols, rows, session)
+        session.pty.on_activity = session.touch
+        try:
+            session.pty.start()
+        except ProgramNotFound as e:
+            raise SessionRefused("unavailable", f"{program.title} cannot start: {e}.") from None
+        except OSError as e:
+            log.error("terminal: cannot start {program}: {error}", program=program.name, error=e)
+            raise SessionRefused("unavailable", f"{program.title} cannot start here.") from None
+        self._sessions[session.id] = session
+        self._by_token[session.resume_token] = session
+        self._per_ip[client_ip] += 1
+        session.start_timers(self.reactor)
+        return session
+
+    def resume(self, token: object, viewer: Viewer, received: int) -> tuple[Session, bytes]:
+        """Give a detached session to a new viewer, with the output it missed."""
+        session = self._by_token.get(token) if isinstance(token, str) else None
+        if session is None or not session.pty.running:
+            raise SessionRefused("expired", "That session has ended; start a new one.")
+        if session.viewer is not None:
+            raise SessionRefused("in-use", "That session is open in another window.")
+        return session, session.attach(viewer, received)
+
+    def _forget(self, session: Session) -> None:
+        if self._sessions.pop(session.id, None) is not None:
+            self._by_token.pop(session.resume_token, None)
+            self._per_ip[session.client_ip] -= 1
+            if self._per_ip[session.client_ip] <= 0:
+                del self._per_ip[session.client_ip]
+
+    def close_all(self) -> Deferred[Any]:
+        """Stop every session (server shutdown); fires when every program has ended."""
+        endings = [
+            session.stop("shutdown", "The server is shutting down.")
+            for session in list(self._sessions.values())
+        ]
+        return DeferredList(endings, consumeErrors=True)

@@ -1,0 +1,102 @@
+"""The raw terminal protocol's frames (docs/protocol.md): one type byte, then the payload."""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+# Browser -> server (binary frames, after the JSON hello text frame).
+INPUT = 0x00
+RESIZE = 0x01  # u16 cols, u16 rows, big-endian
+ACK = 0x02  # u32: bytes of output the terminal has processed since the last ACK
+
+# Server -> browser (binary frames).
+OUTPUT = 0x10
+READY = 0x11  # JSON {"session", "resume", "program", "title"}
+EXIT = 0x12  # JSON {"code", "signal", "message"}
+ERROR = 0x13  # JSON {"reason", "message"}
+
+# Close codes (4000-4999 are the application's).
+CLOSE_NORMAL = 1000
+CLOSE_BAD_REQUEST = 4400
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_NOT_FOUND = 4404
+CLOSE_TIMEOUT = 4408
+CLOSE_BUSY = 4429
+CLOSE_UNAVAILABLE = 4503
+
+REFUSAL_CLOSE_CODES = {
+    "unknown-program": CLOSE_NOT_FOUND,
+    "bad-size": CLOSE_BAD_REQUEST,
+    "busy": CLOSE_BUSY,
+    "too-many": CLOSE_BUSY,
+    "unavailable": CLOSE_UNAVAILABLE,
+    "expired": CLOSE_NOT_FOUND,
+    "in-use": CLOSE_BUSY,
+    "unauthorized": CLOSE_UNAUTHORIZED,
+    "bad-request": CLOSE_BAD_REQUEST,
+    "idle": CLOSE_TIMEOUT,
+    "time-limit": CLOSE_TIMEOUT,
+    "shutdown": 1001,
+}
+
+
+class BadFrame(Exception):
+    """A frame that does not follow the protocol; C{str()} says how."""
+
+
+@dataclass(frozen=True)
+class Resize:
+    cols: int
+    rows: int
+
+
+@dataclass(frozen=True)
+class Ack:
+    count: int
+
+
+@dataclass(frozen=True)
+class Input:
+    data: bytes
+
+
+ClientFrame = Input | Resize | Ack
+
+
+def decode_client_frame(payload: bytes) -> ClientFrame:
+    if not payload:
+        raise BadFrame("empty frame")
+    kind, body = payload[0], payload[1:]
+    if kind == INPUT:
+        return Input(body)
+    if kind == RESIZE:
+        if len(body) != 4:
+            raise BadFrame("a resize frame carries 4 bytes: u16 cols, u16 rows")
+        cols, rows = struct.unpack("!HH", body)
+        return Resize(cols, rows)
+    if kind == ACK:
+        if len(body) != 4:
+            raise BadFrame("an ack frame carries 4 bytes: u32 count")
+        return Ack(struct.unpack("!I", body)[0])
+    raise BadFrame(f"unknown frame type 0x{kind:02x}")
+
+
+def decode_hello(payload: bytes) -> dict[str, Any]:
+    try:
+        hello = json.loads(payload)
+    except (UnicodeDecodeError, ValueError):
+        raise BadFrame("the first message must be a JSON object (the hello)") from None
+    if not isinstance(hello, dict):
+        raise BadFrame("the first message must be a JSON object (the hello)")
+    return hello
+
+
+def output_frame(data: bytes) -> bytes:
+    return bytes((OUTPUT,)) + data
+
+
+def json_frame(kind: int, body: dict[str, Any]) -> bytes:
+    return bytes((kind,)) + json.dumps(body).encode()
