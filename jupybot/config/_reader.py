@@ -46,6 +46,10 @@ def describe(value: object) -> str:
     if isinstance(value, Mapping):
         return "a mapping"
     if isinstance(value, list):
+        odd = next((item for item in value if not isinstance(item, str)), None)
+        if odd is not None:
+            # YAML reads yes/no/on/off and bare numbers as other types: say which item.
+            return f"a list holding {odd!r} (quote it to make it a string)"
         return "a list"
     if value is None:
         return "nothing"

@@ -48,6 +48,22 @@ def session_members(session_id: int) -> list[int]:
     return members
 
 
+def descendants(pid: int) -> list[int]:
+    """Every live process below C{pid} in the process tree."""
+    children: dict[int, list[int]] = {}
+    for candidate in _all_pids():
+        fields = _stat_fields(candidate)
+        if fields is not None and len(fields) > 1 and fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append(candidate)
+    found: list[int] = []
+    frontier = [pid]
+    while frontier:
+        below = children.get(frontier.pop(), [])
+        found.extend(below)
+        frontier.extend(below)
+    return found
+
+
 def group_members(pgrp: int) -> list[int]:
     members = []
     for pid in _all_pids():

@@ -261,7 +261,10 @@ class PtySession:
     def _signal_session(self, signum: int) -> None:
         if self.pid is None:
             return
-        for pid in _proc.session_members(self.pid):
+        # The session finds what the program left behind; the tree finds children that left
+        # the session with setsid() while the program still runs.
+        targets = {self.pid, *_proc.session_members(self.pid), *_proc.descendants(self.pid)}
+        for pid in targets:
             with suppress(ProcessLookupError):
                 os.kill(pid, signum)
         if self.status is None and signum == signal.SIGKILL:

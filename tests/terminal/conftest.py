@@ -1,0 +1,90 @@
+"""A `twistd jupybot` with a catalogue of test programs, and a websocket client for it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.harness import JupybotProcess, jupybot_config
+
+PROGRAMS = """
+programs:
+  - {name: py, argv: [python3, -q]}
+  - {name: sh, argv: [sh]}
+  - {name: cat, argv: [cat]}
+  - {name: flood, argv: ["yes"]}
+  - {name: missing, argv: [no-such-program-anywhere]}
+  - name: sleepy
+    argv: [cat]
+    limits: {idle_seconds: 1}
+  - name: hog
+    argv: [python3, -c, "x = bytearray(200 * 1024 * 1024); print('allocated')"]
+    limits: {memory_mb: 64}
+terminal:
+  max_sessions_per_ip: 100
+  resume_seconds: 5
+  window_kb: 64
+"""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupybotProcess]:
+    workdir = tmp_path_factory.mktemp("terminal")
+    process = JupybotProcess(jupybot_config(workdir, PROGRAMS), workdir)
+    try:
+        process.wait_listening()
+        process.wait_for("terminal: running")
+        yield process
+    finally:
+        process.stop()
+
+
+def ws_url(server: JupybotProcess, path: str) -> str:
+    return server.base_url.replace("http://", "ws://") + path
+
+
+class RawClient:
+    """The page's side of the raw protocol, as a test drives it."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.output = bytearray()
+        self.ready: dict[str, Any] = {}
+        self.exit: dict[str, Any] | None = None
+        self.error: dict[str, Any] | None = None
+
+    async def hello(self, **hello: Any) -> None:
+        await self.ws.send_str(json.dumps(hello))
+
+    async def send(self, data: bytes) -> None:
+        await self.ws.send_bytes(b"\x00" + data)
+
+    async def frame(self) -> aiohttp.WSMessage:
+        """Receive one frame and record what it says; returns it."""
+        message = await self.ws.receive(timeout=30)
+        if message.type == aiohttp.WSMsgType.BINARY:
+            kind, body = message.data[0], message.data[1:]
+            if kind == 0x10:
+                self.output += body
+            elif kind == 0x11:
+                self.ready = json.loads(body)
+            elif kind == 0x12:
+                self.exit = json.loads(body)
+            elif kind == 0x13:
+                self.error = json.loads(body)
+        return message
+
+    async def until_output(self, needle: bytes) -> None:
+        while needle not in self.output:
+            message = await self.frame()
+            assert message.type == aiohttp.WSMsgType.BINARY, (message, bytes(self.output))
+
+    async def until_closed(self) -> aiohttp.WSMessage:
+        while True:
+            message = await self.frame()
+            if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+                return message

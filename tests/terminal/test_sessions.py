@@ -1,0 +1,61 @@
+"""The terminal core without any websocket: caps, per-address limits, shutdown."""
+
+from __future__ import annotations
+
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+
+from jupybot.config.terminal import ProgramConfig, TerminalConfig
+from jupybot.terminal import ExitStatus, SessionRefused, TerminalSessions
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.stops: list[str] = []
+        self.end: Deferred[ExitStatus] = Deferred()
+
+    def output(self, data: bytes) -> None:
+        self.data += data
+
+    def ended(self, status: ExitStatus) -> None:
+        self.end.callback(status)
+
+    def stopped(self, reason: str, message: str) -> None:
+        self.stops.append(reason)
+
+
+CAT = ProgramConfig(name="cat", title="cat", description="", argv=("cat",))
+
+
+@pytest_twisted.ensureDeferred
+async def test_caps_per_address_and_for_the_server() -> None:
+    sessions = TerminalSessions(
+        reactor, TerminalConfig(max_sessions=3, max_sessions_per_ip=2), {"cat": CAT}
+    )
+    viewers = [Recorder() for _ in range(4)]
+    sessions.open("cat", 80, 24, "10.0.0.1", viewers[0])
+    sessions.open("cat", 80, 24, "10.0.0.1", viewers[1])
+    try:
+        sessions.open("cat", 80, 24, "10.0.0.1", viewers[2])
+    except SessionRefused as e:
+        assert e.reason == "too-many"
+    else:
+        raise AssertionError("a third session from one address was allowed")
+    sessions.open("cat", 80, 24, "10.0.0.2", viewers[2])
+    try:
+        sessions.open("cat", 80, 24, "10.0.0.3", viewers[3])
+    except SessionRefused as e:
+        assert e.reason == "busy"
+    else:
+        raise AssertionError("the server cap was ignored")
+    await sessions.close_all()
+    assert len(sessions) == 0
+    for viewer in viewers[:3]:
+        status = await viewer.end
+        assert status.signal is not None  # SIGHUP ended cat
+        assert viewer.stops == ["shutdown"]
+    # A closed session frees its address's slot.
+    sessions.open("cat", 80, 24, "10.0.0.1", Recorder())
+    await sessions.close_all()

@@ -1,0 +1,287 @@
+"""The terminal over real websockets, against `twistd jupybot` running real programs on PTYs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import struct
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.harness import JupybotProcess, descendants
+from tests.matrix.user import asyncio_test
+
+from .conftest import RawClient, ws_url
+
+pytestmark = pytest.mark.peers
+
+
+async def raw(
+    session: aiohttp.ClientSession, server: JupybotProcess, headers: dict[str, str] | None = None
+) -> RawClient:
+    ws = await session.ws_connect(ws_url(server, "/terminal/ws"), headers=headers)
+    return RawClient(ws)
+
+
+def alive(pids: list[int]) -> list[int]:
+    return [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+
+
+@asyncio_test
+async def test_a_program_runs_at_the_browser_size_and_reports_its_exit(
+    server: JupybotProcess,
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        client = await raw(http, server)
+        await client.hello(program="sh", cols=100, rows=30)
+        await client.frame()
+        assert client.ready["program"] == "sh" and client.ready["resume"]
+        await client.send(b"stty size; echo $TERM\n")
+        await client.until_output(b"30 100")
+        await client.until_output(b"xterm-256color")
+        await client.ws.send_bytes(b"\x01" + struct.pack("!HH", 120, 40))
+        await client.send(b"stty size\n")
+        await client.until_output(b"40 120")
+        await client.send(b"exit 3\n")
+        closing = await client.until_closed()
+        assert client.exit == {"code": 3, "signal": None, "message": "exited with status 3"}
+        assert closing.data == 1000
+
+
+@asyncio_test
+async def test_output_is_raw_bytes_even_split_utf8(server: JupybotProcess) -> None:
+    async with aiohttp.ClientSession() as http:
+        client = await raw(http, server)
+        await client.hello(program="py", cols=80, rows=24)
+        await client.send("print('é' * 3000)\n".encode())
+        await client.until_output(("é" * 3000).encode())
+        await client.ws.close()
+
+
+@asyncio_test
+async def test_environment_is_clean_of_jupybot_secrets(server: JupybotProcess) -> None:
+    async with aiohttp.ClientSession() as http:
+        client = await raw(http, server)
+        await client.hello(program="sh", cols=80, rows=24)
+        await client.send(b"env | wc -l; echo end-$((1+1))\n")
+        await client.until_output(b"end-2")
+        found = re.search(rb"(\d+)\r\nend-2", bytes(client.output))
+        assert found, bytes(client.output)
+        count = int(found.group(1))
+        assert count < 12  # PATH, LANG, TERM, HOME, ... not jupybot's whole environment
+        await client.ws.close()
+
+
+@pytest.mark.parametrize(
+    ("hello", "reason", "code"),
+    [
+        ({"program": "nope", "cols": 80, "rows": 24}, "unknown-program", 4404),
+        ({"program": "sh", "cols": 0, "rows": 24}, "bad-size", 4400),
+        ({"program": "sh", "cols": "wide", "rows": 24}, "bad-size", 4400),
+        ({"program": "missing", "cols": 80, "rows": 24}, "unavailable", 4503),
+        ({"resume": "no-such-token"}, "expired", 4404),
+    ],
+)
+@asyncio_test
+async def test_bad_hellos_get_a_reason_and_a_close_code(
+    server: JupybotProcess, hello: dict[str, object], reason: str, code: int
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        client = await raw(http, server)
+        await client.hello(**hello)
+        closing = await client.until_closed()
+        assert client.error is not None and client.error["reason"] == reason
+        assert closing.data == code
+
+
+@asyncio_test
+async def test_garbage_oversized_and_invalid_frames_are_refused(server: JupybotProcess) -> None:
+    async with aiohttp.ClientSession() as http:
+        client = await raw(http, server)
+        await client.ws.send_str("{not json")
+        assert (await client.until_closed()).data == 4400
+
+        client = await raw(http, server)
+        await client.ws.send_bytes(b"\x00binary before hello")
+        assert (await client.until_closed()).data == 4400
+
+        client = await raw(http, server)
+        await client.hello(program="cat", cols=80, rows=24)
+        await client.ws.send_bytes(b"\x7fwhat")
+        assert (await client.until_closed()).data == 4400
+
+        client = await raw(http, server)
+        await client.hello(program="cat", cols=80, rows=24)
+        await client.ws.send_bytes(b"\x00" + b"x" * (65 * 1024))
+        closing = await client.until_closed()
+        # autobahn fails the connection: a 1009 close frame, or the socket just dropped.
+        assert closing.type == aiohttp.WSMsgType.CLOSED or closing.data == 1009
+
+        # The server still serves everyone else.
+        client = await raw(http, server)
+        await client.hello(program="cat", cols=80, rows=24)
+        await client.send(b"still here\n")
+        await client.until_output(b"still here\r\nstill here")
+        await client.ws.close()
+
+
+@asyncio_test
+async def test_a_foreign_origin_is_refused_before_any_program_starts(
+    server: JupybotProcess,
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await raw(http, server, headers={"Origin": "https://evil.example"})
+        assert refused.value.status == 403
+        host = server.base_url.removeprefix("http://")
+        client = await raw(http, server, headers={"Origin": f"http://{host}"})
+        await client.hello(program="cat", cols=80, rows=24)
+        await client.frame()
+        assert client.ready
+        await client.ws.close()
+
+
+@asyncio_test
+async def test_disconnect_kills_everything_the_program_started(server: JupybotProcess) -> None:
+    async with aiohttp.ClientSession() as http:
+        client = await raw(http, server)
+        before = descendants(server.pid)  # the embedded Kernel Gateway and its kernels
+        await client.hello(program="sh", cols=80, rows=24)
+        await client.send(b"sleep 300 & setsid sleep 301 & echo started-$((1+1))\n")
+        await client.until_output(b"started-2")
+        started = sorted(set(descendants(server.pid)) - set(before))
+        assert len(started) >= 3  # sh and its two sleeps, one in a session of its own
+        await client.ws.close()
+    # Not resumed within terminal.resume_seconds (5 s): everything it started is killed.
+    await _wait_gone(started, 20)
+
+
+async def _wait_gone(pids: list[int], within: float) -> None:
+    for pid in pids:
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            continue
+        loop = asyncio.get_running_loop()
+        ended = loop.create_future()
+
+        def readable(ended: asyncio.Future[None] = ended) -> None:
+            if not ended.done():
+                ended.set_result(None)
+
+        loop.add_reader(fd, readable)
+        try:
+            await asyncio.wait_for(ended, within)
+        finally:
+            loop.remove_reader(fd)
+            os.close(fd)
+
+
+@asyncio_test
+async def test_a_lost_connection_resumes_with_the_output_it_missed(server: JupybotProcess) -> None:
+    async with aiohttp.ClientSession() as http:
+        first = await raw(http, server)
+        await first.hello(program="sh", cols=80, rows=24)
+        await first.send(b"echo one\n")
+        await first.until_output(b"one\r\n")
+        token, received = first.ready["resume"], len(first.output)
+        await first.send(b"sleep 0.5; echo two\n")
+        await first.ws.close()
+
+        second = await raw(http, server)
+        await second.hello(resume=token, received=received)
+        await second.until_output(b"two\r\n")
+        assert b"one" not in second.output  # only what the first window had not seen
+        await second.send(b"exit\n")
+        await second.until_closed()
+        assert second.exit is not None and second.exit["code"] == 0
+
+
+@asyncio_test
+async def test_idle_sessions_are_closed_with_a_reason(server: JupybotProcess) -> None:
+    async with aiohttp.ClientSession() as http:
+        client = await raw(http, server)
+        await client.hello(program="sleepy", cols=80, rows=24)
+        closing = await client.until_closed()
+        assert client.error is not None and client.error["reason"] == "idle"
+        assert closing.data == 4408
+
+
+@asyncio_test
+async def test_resource_limits_apply_to_the_program(server: JupybotProcess) -> None:
+    async with aiohttp.ClientSession() as http:
+        client = await raw(http, server)
+        await client.hello(program="hog", cols=80, rows=24)
+        await client.until_closed()
+        assert b"MemoryError" in client.output and b"allocated" not in client.output
+        assert client.exit is not None and client.exit["code"] == 1
+
+
+@asyncio_test
+async def test_a_flood_to_a_slow_reader_is_paused_and_ctrl_c_gets_through(
+    server: JupybotProcess,
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        client = await raw(http, server)
+        await client.hello(program="sh", cols=80, rows=24)
+        await client.send(b"yes\n")
+        # Read without acknowledging: the server stops after its window (64 KB here).
+        while len(client.output) < 64 * 1024:
+            await client.frame()
+        for _ in range(5):
+            try:
+                await client.ws.receive(timeout=0.5)
+            except TimeoutError:
+                break
+        else:
+            pytest.fail("output kept coming without acknowledgements")
+        await client.send(b"\x03")
+        await client.ws.send_bytes(b"\x02" + struct.pack("!I", 10 * 1024 * 1024))
+        await client.send(b"echo back-$((1+1))\n")
+        await client.until_output(b"back-2")
+        await client.ws.close()
+
+
+@asyncio_test
+async def test_line_mode_answers_each_command_when_the_program_waits_again(
+    server: JupybotProcess,
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(ws_url(server, "/terminal/line"))
+
+        async def ask(event: dict[str, object]) -> dict[str, object]:
+            await ws.send_str(json.dumps(event))
+            answer = json.loads((await ws.receive(timeout=30)).data)
+            assert isinstance(answer, dict)
+            return answer
+
+        assert await ask({"event": "initialize", "program": "py"}) == {
+            "event": "output",
+            "output": ">>> ",
+        }
+        slow = await ask({"event": "command", "input": "import time; time.sleep(0.4); 6 * 7"})
+        assert slow["output"] == "42\n>>> "
+        assert (await ask({"event": "command", "input": "x = input('name? ')"}))["output"] == (
+            "name? "
+        )
+        assert (await ask({"event": "command", "input": "Ada"}))["output"] == ">>> "
+        for_loop = await ask({"event": "command", "input": "for i in range(3): print(i)\n"})
+        assert for_loop["output"] == "... "
+        assert (await ask({"event": "command", "input": ""}))["output"] == "0\n1\n2\n>>> "
+        ending = await ask({"event": "command", "input": "exit(4)"})
+        assert ending["event"] == "exit" and ending["code"] == 4
+        await ws.close()
+
+
+@asyncio_test
+async def test_line_mode_rejects_what_it_cannot_understand(server: JupybotProcess) -> None:
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(ws_url(server, "/terminal/line"))
+        await ws.send_str(json.dumps({"event": "command", "input": "1"}))
+        error = json.loads((await ws.receive(timeout=30)).data)
+        assert error["event"] == "error" and "initialize" in error["message"]
+        await ws.close()
