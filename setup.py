@@ -46,6 +46,10 @@ setup(
             "mypy-zope>=1.0",
             "ruff>=0.6",
             "types-PyYAML",
+            # Drives Debian's chromium for the terminal page test (no browser download).
+            "playwright>=1.40",
+            # Baseline of bench/terminal.py.
+            "terminado>=0.18",
         ],
     },
     entry_points={},
