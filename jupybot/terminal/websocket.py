@@ -131,6 +131,7 @@ class RawTerminalProtocol(_TerminalProtocol):
     def __init__(self) -> None:
         super().__init__()
         self._unacked = 0
+        self._outgoing: list[bytes] = []
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         try:
@@ -206,16 +207,26 @@ class RawTerminalProtocol(_TerminalProtocol):
     def output(self, data: bytes) -> None:
         if self.state != self.STATE_OPEN:
             return
-        self.sendMessage(wire.output_frame(data), isBinary=True)
+        # Reads of one reactor turn go out as one frame: fewer, larger frames for a flood, and
+        # no added delay for a keystroke's echo.
+        if not self._outgoing:
+            self.factory.reactor.callLater(0, self._flush)
+        self._outgoing.append(data)
         self._unacked += len(data)
         if self._unacked > self._window and self.session is not None:
             # The browser has not drawn this much yet: let the program wait (Ctrl-C still goes).
             self.session.pty.pause_reading("window")
 
+    def _flush(self) -> None:
+        data, self._outgoing = b"".join(self._outgoing), []
+        if data and self.state == self.STATE_OPEN:
+            self.sendMessage(wire.output_frame(data), isBinary=True)
+
     def ended(self, status: ExitStatus) -> None:
         self._release()
         if self.state != self.STATE_OPEN:
             return
+        self._flush()
         body = {"code": status.code, "signal": status.signal, "message": status.describe()}
         self.sendMessage(wire.json_frame(wire.EXIT, body), isBinary=True)
         self.sendClose(wire.CLOSE_NORMAL)

@@ -9,6 +9,7 @@ Prints one JSON object of what the page showed.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 
@@ -29,11 +30,11 @@ def main(url: str) -> None:
         rows = page.locator(".xterm-rows")
         rows.filter(has_text=">>>").wait_for(timeout=20000)
         page.keyboard.type("import os; print('size', os.get_terminal_size().columns)\n")
-        rows.filter(has_text="size ").wait_for(timeout=20000)
+        rows.filter(has_text=re.compile(r"size\s\d+")).wait_for(timeout=20000)
         seen["columns_before"] = _last_size(rows.inner_text())
         page.set_viewport_size({"width": 600, "height": 500})
         page.keyboard.type("print('size', os.get_terminal_size().columns, 6 * 7)\n")
-        rows.filter(has_text=" 42").wait_for(timeout=20000)
+        rows.filter(has_text=re.compile(r"size\s\d+\s42")).wait_for(timeout=20000)
         seen["columns_after"] = _last_size(rows.inner_text())
         seen["list_hidden"] = page.locator("#programs").is_hidden()
         page.keyboard.type("exit(5)\n")
@@ -45,10 +46,8 @@ def main(url: str) -> None:
 
 
 def _last_size(text: str) -> int:
-    # xterm.js draws spaces as no-break spaces.
-    lines = text.replace("\xa0", " ").splitlines()
-    sizes = [line.split()[1] for line in lines if line.startswith("size ")]
-    return int(sizes[-1])
+    # xterm.js draws spaces as no-break spaces (\s matches them).
+    return int(re.findall(r"^size\s(\d+)", text, re.MULTILINE)[-1])
 
 
 if __name__ == "__main__":

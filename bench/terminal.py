@@ -1,0 +1,262 @@
+"""Browser terminal: throughput, keystroke echo, idle sessions, a flood and Ctrl-C, with baselines.
+
+Run: ``.venv/bin/python -m bench.terminal [--megabytes 200] [--sessions 100] [--idle 1000]``
+
+Everything on loopback, in one run:
+
+- ``raw_pty_mb_s``: this process reads ``head -c N /dev/zero`` from a PTY itself (the floor).
+- ``throughput_mb_s``: the same command through `twistd jupybot` to a websocket client that
+  acknowledges as it reads (the page's protocol).
+- ``terminado_mb_s``: terminado serving the same command to the same kind of client.
+- ``echo_p50_ms``/``echo_p99_ms``: keystroke -> echo, with ``--sessions`` interactive sessions.
+- ``rss_kb_per_idle_session``: jupybot's RSS growth per idle session, ``--idle`` of them.
+- ``flood_rss_growth_mb``: jupybot's RSS growth while `yes` floods a client reading 1 MB/s
+  for 10 s; ``ctrl_c_ms``: Ctrl-C during that flood until the shell prompt is back.
+
+Targets (issue 3): throughput >= 0.85x raw PTY and >= 1.5x terminado; echo p99 <= 5 ms; 1000
+idle sessions at <= 64 KB each; flood growth <= 16 MB; Ctrl-C <= 250 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import pty
+import statistics
+import struct
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench._report import report
+from tests.harness import JupybotProcess, jupybot_config
+
+PROMPT = b"READY> "
+
+
+def programs(megabytes: int) -> str:
+    return f"""
+programs:
+  - {{name: bulk, argv: [sh, -c, "head -c {megabytes}M /dev/zero"]}}
+  - {{name: cat, argv: [cat], limits: {{idle_seconds: 3600}}}}
+  - {{name: sh, argv: [sh], env: {{PS1: "{PROMPT.decode()}"}}}}
+terminal:
+  max_sessions: 5000
+  max_sessions_per_ip: 5000
+"""
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def raw_pty_mb_s(megabytes: int) -> float:
+    pid, master = pty.fork()
+    if pid == 0:
+        os.execvp("sh", ["sh", "-c", f"head -c {megabytes}M /dev/zero"])
+    total = 0
+    started = time.perf_counter()
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        total += len(chunk)
+    elapsed = time.perf_counter() - started
+    os.waitpid(pid, 0)
+    os.close(master)
+    return round(total / elapsed / 1e6, 1)
+
+
+class Terminal:
+    """One raw-protocol session, as the page runs it."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+
+    @classmethod
+    async def open(cls, http: aiohttp.ClientSession, url: str, program: str) -> Terminal:
+        ws = await http.ws_connect(url, max_msg_size=0)
+        await ws.send_str(json.dumps({"program": program, "cols": 80, "rows": 24}))
+        ready = await ws.receive()
+        assert ready.data[0] == 0x11, ready
+        return cls(ws)
+
+    async def send(self, data: bytes) -> None:
+        await self.ws.send_bytes(b"\x00" + data)
+
+    async def ack(self, count: int) -> None:
+        await self.ws.send_bytes(b"\x02" + struct.pack("!I", count))
+
+    async def output(self) -> bytes | None:
+        message = await self.ws.receive()
+        if message.type != aiohttp.WSMsgType.BINARY:
+            return None
+        if message.data[0] == 0x10:
+            return bytes(message.data[1:])
+        return b"" if message.data[0] == 0x11 else None
+
+
+async def through_jupybot(http: aiohttp.ClientSession, url: str) -> float:
+    terminal = await Terminal.open(http, url, "bulk")
+    total = unacked = 0
+    started = time.perf_counter()
+    while (chunk := await terminal.output()) is not None:
+        total += len(chunk)
+        unacked += len(chunk)
+        if unacked >= 256 * 1024:
+            await terminal.ack(unacked)
+            unacked = 0
+    return round(total / (time.perf_counter() - started) / 1e6, 1)
+
+
+async def through_terminado(http: aiohttp.ClientSession, megabytes: int) -> float:
+    port = 18000 + os.getpid() % 1000
+    server = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench._terminado_server",
+        str(port),
+        str(megabytes),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert server.stdout is not None
+        await server.stdout.readline()  # "ready"
+        async with http.ws_connect(f"ws://127.0.0.1:{port}/websocket", max_msg_size=0) as ws:
+            total = 0
+            started = time.perf_counter()
+            async for message in ws:
+                kind, *rest = json.loads(message.data)
+                if kind == "stdout":
+                    total += len(rest[0])
+                elif kind == "disconnect":
+                    break
+            return round(total / (time.perf_counter() - started) / 1e6, 1)
+    finally:
+        server.terminate()
+        await server.wait()
+
+
+async def echo_latency(http: aiohttp.ClientSession, url: str, sessions: int) -> list[float]:
+    terminals = await asyncio.gather(*(Terminal.open(http, url, "cat") for _ in range(sessions)))
+    samples: list[float] = []
+
+    async def typist(terminal: Terminal) -> None:
+        for _ in range(20):
+            started = time.perf_counter()
+            await terminal.send(b"x")
+            while not (await terminal.output() or b""):
+                pass
+            samples.append((time.perf_counter() - started) * 1000)
+
+    await asyncio.gather(*(typist(t) for t in terminals))
+    await asyncio.gather(*(t.ws.close() for t in terminals))
+    return samples
+
+
+async def idle_sessions(http: aiohttp.ClientSession, url: str, count: int, pid: int) -> float:
+    before = rss_kb(pid)
+    terminals = []
+    for start in range(0, count, 50):
+        terminals += await asyncio.gather(
+            *(Terminal.open(http, url, "cat") for _ in range(min(50, count - start)))
+        )
+    grown = rss_kb(pid) - before
+    await asyncio.gather(*(t.ws.close() for t in terminals))
+    return round(grown / count, 1)
+
+
+async def flood_and_interrupt(
+    http: aiohttp.ClientSession, url: str, pid: int
+) -> tuple[float, float]:
+    terminal = await Terminal.open(http, url, "sh")
+    await terminal.send(b"yes\n")
+    before = rss_kb(pid)
+    peak = before
+    deadline = time.perf_counter() + 10
+    budget_start = time.perf_counter()
+    read = 0
+    while time.perf_counter() < deadline:
+        chunk = await terminal.output() or b""
+        read += len(chunk)
+        # A reader that draws 1 MB/s: acknowledge no faster than that.
+        ahead = read / 1e6 - (time.perf_counter() - budget_start)
+        if ahead > 0:
+            await asyncio.sleep(ahead)
+        await terminal.ack(len(chunk))
+        peak = max(peak, rss_kb(pid))
+    started = time.perf_counter()
+    await terminal.send(b"\x03")
+    seen = b""
+    while not seen.endswith(PROMPT):
+        chunk = await terminal.output() or b""
+        await terminal.ack(len(chunk))
+        seen = (seen + chunk)[-64:]
+    ctrl_c = (time.perf_counter() - started) * 1000
+    await terminal.ws.close()
+    return round((peak - before) / 1024, 1), round(ctrl_c, 1)
+
+
+async def measure(args: argparse.Namespace, server: JupybotProcess) -> dict[str, Any]:
+    url = server.base_url.replace("http://", "ws://") + "/terminal/ws"
+    figures: dict[str, Any] = {"megabytes": args.megabytes}
+    figures["raw_pty_mb_s"] = await asyncio.to_thread(raw_pty_mb_s, args.megabytes)
+    # One connection per session: no pool limit.
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+        figures["throughput_mb_s"] = await through_jupybot(http, url)
+        print(figures, flush=True)
+        figures["terminado_mb_s"] = await through_terminado(http, args.megabytes)
+        samples = await echo_latency(http, url, args.sessions)
+        figures["echo_sessions"] = args.sessions
+        figures["echo_p50_ms"] = round(statistics.median(samples), 2)
+        figures["echo_p99_ms"] = round(percentile(samples, 0.99), 2)
+        figures["idle_sessions"] = args.idle
+        figures["rss_kb_per_idle_session"] = await idle_sessions(http, url, args.idle, server.pid)
+        growth, ctrl_c = await flood_and_interrupt(http, url, server.pid)
+        figures["flood_rss_growth_mb"] = growth
+        figures["ctrl_c_ms"] = ctrl_c
+    figures["vs_raw_pty"] = round(figures["throughput_mb_s"] / figures["raw_pty_mb_s"], 2)
+    figures["vs_terminado"] = round(figures["throughput_mb_s"] / figures["terminado_mb_s"], 2)
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--megabytes", type=int, default=200)
+    parser.add_argument("--sessions", type=int, default=100)
+    parser.add_argument("--idle", type=int, default=1000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as workdir:
+        server = JupybotProcess(
+            jupybot_config(Path(workdir), programs(args.megabytes)), Path(workdir)
+        )
+        try:
+            server.wait_listening()
+            server.wait_for("terminal: running")
+            figures = asyncio.run(measure(args, server))
+        finally:
+            server.stop()
+    for key, value in sorted(figures.items()):
+        print(f"{key}: {value}")
+    report(figures)
+
+
+if __name__ == "__main__":
+    main()
