@@ -44,10 +44,13 @@ def summarize(config: Config) -> list[str]:
         lines.append(f"terminal: {len(config.programs)} program(s): {names}")
     else:
         lines.append("terminal: disabled (terminal.enabled is false)")
-    lines.append(
-        "contact: "
-        + ("enabled" if config.contact.enabled else "disabled (contact.enabled is false)")
-    )
+    if config.contact.enabled:
+        channels = config.contact.deliver_to or (
+            ("discord",) if config.discord.disabled_reason() is None else ("file",)
+        )
+        lines.append(f"contact: POST /contact, delivered to {', '.join(channels)}")
+    else:
+        lines.append("contact: disabled (contact.enabled is false)")
     for name, reason in (
         ("matrix", config.matrix.disabled_reason()),
         ("discord", config.discord.disabled_reason()),

@@ -6,13 +6,46 @@ from dataclasses import dataclass
 
 from ._reader import Reader
 
+KNOWN_CHANNELS = ("discord", "matrix", "file")
+
 
 @dataclass(frozen=True)
 class ContactConfig:
-    enabled: bool
+    enabled: bool = True
+    # Delivery channels, by name; each accepted message goes to every one of them. Empty: the
+    # Discord owner DM when the Discord bot is configured, else the file.
+    deliver_to: tuple[str, ...] = ()
+    # Where the "file" channel appends messages as JSON lines (relative: in the state directory).
+    file: str = "contact-messages.jsonl"
+    max_body_kb: int = 32
+    max_message_chars: int = 5000
+    # Per client address: this many submissions per window.
+    rate_limit: int = 5
+    rate_window_seconds: float = 600.0
+    honeypot_field: str = "website"
 
     @classmethod
     def read(cls, r: Reader) -> ContactConfig:
-        enabled = r.boolean("enabled", True)
+        default = cls()
+        channels = tuple(r.string_list("deliver_to", list(default.deliver_to)))
+        for name in channels:
+            if name not in KNOWN_CHANNELS:
+                r.error(
+                    "deliver_to", f"unknown channel {name!r}; expected {', '.join(KNOWN_CHANNELS)}"
+                )
+        config = cls(
+            enabled=r.boolean("enabled", default.enabled),
+            deliver_to=channels,
+            file=r.string("file", default.file),
+            max_body_kb=r.integer("max_body_kb", default.max_body_kb, minimum=1, maximum=1024),
+            max_message_chars=r.integer(
+                "max_message_chars", default.max_message_chars, minimum=10, maximum=100000
+            ),
+            rate_limit=r.integer("rate_limit", default.rate_limit, minimum=1),
+            rate_window_seconds=r.number(
+                "rate_window_seconds", default.rate_window_seconds, minimum=1
+            ),
+            honeypot_field=r.string("honeypot_field", default.honeypot_field),
+        )
         r.finish()
-        return cls(enabled=enabled)
+        return config

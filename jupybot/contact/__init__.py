@@ -1,9 +1,38 @@
-"""The contact part (not built yet)."""
+"""The contact part: POST /contact, stored durably, delivered to the owner (docs/contact.md).
+
+The outbox is core: chat adapters offer it delivery channels through L{ChannelRegistry}.
+"""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ..parts import PartContext
+from .api import ContactMessage, DeliveryChannel, DeliveryRefused, DeliveryUnavailable
+from .part import ContactPart
+from .registry import ChannelRegistry
+
+__all__ = [
+    "ChannelRegistry",
+    "ContactMessage",
+    "ContactPart",
+    "DeliveryChannel",
+    "DeliveryRefused",
+    "DeliveryUnavailable",
+    "build_contact",
+]
 
 
 def build_contact(context: PartContext) -> None:
-    context.top.add_disabled("contact", "not built yet")
+    config = context.config.contact
+    if not config.enabled:
+        context.top.add_disabled("contact", "contact.enabled is false")
+        return
+    if not config.deliver_to:
+        discord = context.config.discord.disabled_reason() is None
+        config = replace(config, deliver_to=("discord",) if discord else ("file",))
+    part = ContactPart(
+        config, context.config.web.origins, context.reactor, context.state, context.channels
+    )
+    context.web_root.putChild(b"contact", part.resource)
+    context.top.add_part(part)

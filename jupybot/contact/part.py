@@ -1,0 +1,69 @@
+"""The contact part: the store's thread, the outbox, and POST /contact on the site."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.defer import Deferred
+
+from ..config.contact import ContactConfig
+from ..service import Part
+from ..state import StateDirectory
+from .api import ContactMessage
+from .file_channel import FileChannel
+from .outbox import Outbox
+from .registry import ChannelRegistry
+from .resource import ContactResource
+from .store import ContactStore, NewMessage
+
+DATABASE = "contact.sqlite3"
+
+
+def database_path(state: StateDirectory) -> Path:
+    return state.file(DATABASE)
+
+
+class ContactPart(Part):
+    def __init__(
+        self,
+        config: ContactConfig,
+        origins: tuple[str, ...],
+        reactor: Any,
+        state: StateDirectory,
+        channels: ChannelRegistry,
+    ) -> None:
+        super().__init__("contact")
+        self._config = config
+        self.store = ContactStore(reactor, database_path(state))
+        self.outbox = Outbox(reactor, self.store, channels, config.deliver_to)
+        self.resource = ContactResource(config, origins, reactor, self.accept)
+        if "file" in config.deliver_to:
+            path = Path(config.file)
+            channels.register(FileChannel(path if path.is_absolute() else state.file(config.file)))
+
+    def accept(self, new: NewMessage) -> Deferred[ContactMessage]:
+        """Store a message, then hand it to the outbox; fires once it is on disk."""
+        d = self.store.add(new, self._config.deliver_to)
+
+        def queue(message: ContactMessage) -> ContactMessage:
+            self.outbox.enqueue(message)
+            return message
+
+        return d.addCallback(queue)
+
+    def start_part(self) -> Deferred[None]:
+        self.store.start()
+        return Deferred.fromCoroutine(self._resume())
+
+    async def _resume(self) -> None:
+        waiting = await self.outbox.resume()
+        self.log.info(
+            "contact: {count} message delivery(ies) waiting from before; delivering to {channels}",
+            count=waiting,
+            channels=", ".join(self._config.deliver_to) or "nowhere",
+        )
+
+    def stop_part(self) -> Deferred[None]:
+        self.outbox.stop()
+        return self.store.stop()

@@ -1,0 +1,198 @@
+"""POST /contact: validation, rate limit, CORS; 202 only once the message is on disk."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qs
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from ..config.contact import ContactConfig
+from .api import ContactMessage
+from .store import NewMessage
+
+log = Logger()
+
+# Deliberately plain: one @, something on each side, a dot in the domain, no spaces.
+EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s.]{2,}$")
+FIELD_LIMITS = {"name": 200, "email": 254, "subject": 300}
+
+
+class RateLimiter:
+    """At most C{limit} events per C{window} seconds for each key (a client address)."""
+
+    def __init__(self, clock: Any, limit: int, window: float) -> None:
+        self._clock = clock
+        self._limit = limit
+        self._window = window
+        self._events: dict[str, deque[float]] = {}
+
+    def retry_after(self, key: str) -> float | None:
+        """None if an event is allowed now (and counts it); else seconds until one is."""
+        now = self._clock.seconds()
+        events = self._events.setdefault(key, deque())
+        while events and events[0] <= now - self._window:
+            events.popleft()
+        if len(events) >= self._limit:
+            return float(events[0] + self._window - now)
+        events.append(now)
+        if len(self._events) > 10000:  # forget addresses that went quiet
+            for stale in [
+                k for k, v in self._events.items() if not v or v[-1] <= now - self._window
+            ]:
+                del self._events[stale]
+        return None
+
+
+def validate(fields: dict[str, str], config: ContactConfig) -> tuple[NewMessage | None, dict[str, str]]:  # fmt: skip
+    """The message, or what is wrong with each field."""
+    errors: dict[str, str] = {}
+    name = fields.get("name", "").strip()
+    email = fields.get("email", "").strip()
+    subject = fields.get("subject", "").strip() or None
+    message = fields.get("message", "").strip()
+    if not name:
+        errors["name"] = "required"
+    if not email:
+        errors["email"] = "required"
+    elif not EMAIL.match(email):
+        errors["email"] = "not an email address"
+    if not message:
+        errors["message"] = "required"
+    elif len(message) > config.max_message_chars:
+        errors["message"] = f"longer than {config.max_message_chars} characters"
+    for field, limit in FIELD_LIMITS.items():
+        if len(fields.get(field, "")) > limit:
+            errors[field] = f"longer than {limit} characters"
+    if errors:
+        return None, errors
+    return NewMessage(name, email, subject, message, ""), {}
+
+
+class ContactResource(Resource):
+    isLeaf = True
+
+    def __init__(
+        self,
+        config: ContactConfig,
+        origins: tuple[str, ...],
+        clock: Any,
+        accept: Callable[[NewMessage], Deferred[ContactMessage]],
+    ) -> None:
+        super().__init__()
+        self._config = config
+        self._origins = origins
+        self._accept = accept
+        self._limiter = RateLimiter(clock, config.rate_limit, config.rate_window_seconds)
+
+    def render_OPTIONS(self, request: Request) -> bytes:
+        """CORS preflight: only for the configured origins."""
+        if not self._cors(request):
+            return _json(request, 403, {"error": "This origin may not post here."})
+        request.setHeader(b"access-control-allow-methods", b"POST, OPTIONS")
+        request.setHeader(b"access-control-allow-headers", b"Content-Type")
+        request.setHeader(b"access-control-max-age", b"86400")
+        request.setResponseCode(204)
+        return b""
+
+    def render_POST(self, request: Request) -> bytes | int:
+        if not self._cors(request):
+            return _json(request, 403, {"error": "This origin may not post here."})
+        limit = self._config.max_body_kb * 1024
+        length = request.getHeader(b"content-length")
+        body = request.content.read(limit + 1) if request.content is not None else b""
+        if (length is not None and length.isdigit() and int(length) > limit) or len(body) > limit:
+            return _json(request, 413, {"error": f"The message is larger than {limit} bytes."})
+        try:
+            fields = _fields(request, body)
+        except ValueError as e:
+            return _json(request, 400, {"error": str(e)})
+        client_ip = _client_ip(request)
+        if fields.get(self._config.honeypot_field):
+            # A form-filling robot: it is told what a person would be, and nothing is stored.
+            log.info("contact: honeypot filled from {ip}; dropped", ip=client_ip)
+            return _json(request, 202, {"status": "accepted"})
+        new, errors = validate(fields, self._config)
+        if new is None:
+            return _json(request, 400, {"error": "Some fields are not valid.", "fields": errors})
+        wait = self._limiter.retry_after(client_ip)
+        if wait is not None:
+            request.setHeader(b"retry-after", str(max(1, round(wait))).encode())
+            return _json(request, 429, {"error": "Too many messages; try again later."})
+        stored = self._accept(NewMessage(new.name, new.email, new.subject, new.message, client_ip))
+
+        gone: list[bool] = []
+        request.notifyFinish().addErrback(lambda _: gone.append(True))
+
+        def accepted(message: ContactMessage) -> None:
+            if not gone:  # a client that went away: the message is stored all the same
+                _finish(request, 202, {"status": "accepted", "id": message.id})
+
+        def failed(failure: Failure) -> None:
+            log.failure("contact: could not store a message", failure)
+            if not gone:
+                _finish(request, 503, {"error": "The message could not be stored; try again."})
+
+        stored.addCallbacks(accepted, failed)
+        return NOT_DONE_YET
+
+    def _cors(self, request: Request) -> bool:
+        """Same-origin and origin-less requests pass; cross-origin ones only if configured."""
+        origin = request.getHeader(b"origin")
+        if origin is None:
+            return True
+        origin_text = origin.decode("latin-1").rstrip("/")
+        host = request.getHeader(b"host")
+        if host is not None and origin_text.split("://", 1)[-1] == host.decode("latin-1"):
+            return True
+        if origin_text in self._origins:
+            request.setHeader(b"access-control-allow-origin", origin)
+            request.setHeader(b"vary", b"Origin")
+            return True
+        return False
+
+
+def _fields(request: Request, body: bytes) -> dict[str, str]:
+    content_type = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
+    if content_type == b"application/json":
+        try:
+            data = json.loads(body)
+        except (UnicodeDecodeError, ValueError):
+            raise ValueError("The body is not valid JSON.") from None
+        if not isinstance(data, dict):
+            raise ValueError("The body must be a JSON object.")
+        return {
+            str(k): v if isinstance(v, str) else str(v) for k, v in data.items() if v is not None
+        }
+    if content_type in (b"application/x-www-form-urlencoded", b""):
+        try:
+            parsed = parse_qs(body.decode("utf-8"), keep_blank_values=True)
+        except UnicodeDecodeError:
+            raise ValueError("The form is not UTF-8.") from None
+        return {k: v[0] for k, v in parsed.items()}
+    raise ValueError("Send application/json or application/x-www-form-urlencoded.")
+
+
+def _client_ip(request: Request) -> str:
+    address = request.getClientAddress()
+    return str(getattr(address, "host", "unknown"))
+
+
+def _json(request: Request, code: int, body: dict[str, Any]) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"application/json")
+    request.setHeader(b"cache-control", b"no-store")
+    return json.dumps(body).encode()
+
+
+def _finish(request: Request, code: int, body: dict[str, Any]) -> None:
+    request.write(_json(request, code, body))
+    request.finish()

@@ -1,0 +1,225 @@
+"""Accepted contact messages in SQLite: durable before they are acknowledged.
+
+One writer thread owns the connection (WAL, synchronous=FULL). Submissions that arrive while it
+commits are written together in the next transaction: one fsync for many messages, so
+durability does not cost throughput. The reactor never waits on SQLite.
+"""
+
+from __future__ import annotations
+
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from twisted.internet.defer import Deferred
+
+from .api import ContactMessage
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    email TEXT NOT NULL,
+    subject TEXT,
+    message TEXT NOT NULL,
+    client_ip TEXT NOT NULL,
+    received_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    message_id INTEGER NOT NULL REFERENCES messages(id),
+    channel TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',  -- pending | delivered | failed
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    delivered_at REAL,
+    PRIMARY KEY (message_id, channel)
+);
+CREATE INDEX IF NOT EXISTS deliveries_waiting ON deliveries(state) WHERE state != 'delivered';
+"""
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    name: str
+    email: str
+    subject: str | None
+    message: str
+    client_ip: str
+
+
+@dataclass(frozen=True)
+class Delivery:
+    message: ContactMessage
+    channel: str
+    state: str
+    attempts: int
+    last_error: str | None
+
+
+def open_database(path: Path) -> sqlite3.Connection:
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=FULL")
+    connection.executescript(SCHEMA)
+    return connection
+
+
+class ContactStore:
+    """The database behind its writer thread; every method returns a Deferred."""
+
+    def __init__(self, reactor: Any, path: Path) -> None:
+        self._reactor = reactor
+        self.path = path
+        self._requests: queue.Queue[
+            tuple[Callable[[sqlite3.Connection], Any], Deferred[Any]] | None
+        ]
+        self._requests = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._adds: list[tuple[NewMessage, tuple[str, ...], Deferred[ContactMessage]]] = []
+        self._adds_lock = threading.Lock()
+
+    def start(self) -> None:
+        connection = open_database(self.path)
+        self.path.chmod(0o600)
+        self._thread = threading.Thread(
+            target=self._run, args=(connection,), name="jupybot-contact-store", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> Deferred[None]:
+        """Finish what was submitted, then close; fires when the thread is done."""
+        done: Deferred[None] = Deferred()
+        if self._thread is None:
+            done.callback(None)
+            return done
+        thread, self._thread = self._thread, None
+        self._requests.put(None)
+
+        def wait() -> None:
+            thread.join()
+            self._reactor.callFromThread(done.callback, None)
+
+        threading.Thread(target=wait, daemon=True).start()
+        return done
+
+    # What the reactor asks for.
+
+    def add(self, new: NewMessage, channels: tuple[str, ...]) -> Deferred[ContactMessage]:
+        """Store C{new} with a pending delivery per channel; fires once it is on disk."""
+        d: Deferred[ContactMessage] = Deferred()
+        with self._adds_lock:
+            first = not self._adds
+            self._adds.append((new, channels, d))
+        if first:
+            self._requests.put((self._commit_adds, Deferred()))
+        return d
+
+    def waiting(self) -> Deferred[list[Delivery]]:
+        """Every delivery not done yet (pending or failed), oldest first."""
+        return self._call(lambda db: _deliveries(db, "state != 'delivered'"))
+
+    def pending(self) -> Deferred[list[Delivery]]:
+        return self._call(lambda db: _deliveries(db, "state = 'pending'"))
+
+    def delivered(self, message_id: int, channel: str) -> Deferred[None]:
+        return self._call(
+            lambda db: _update(
+                db,
+                "UPDATE deliveries SET state='delivered', attempts=attempts+1, delivered_at=?, "
+                "last_error=NULL WHERE message_id=? AND channel=?",
+                (time.time(), message_id, channel),
+            )
+        )
+
+    def attempt_failed(self, message_id: int, channel: str, error: str, final: bool) -> Deferred[None]:  # fmt: skip
+        state = "failed" if final else "pending"
+        return self._call(
+            lambda db: _update(
+                db,
+                "UPDATE deliveries SET state=?, attempts=attempts+1, last_error=? "
+                "WHERE message_id=? AND channel=?",
+                (state, error, message_id, channel),
+            )
+        )
+
+    def _call(self, work: Callable[[sqlite3.Connection], T]) -> Deferred[T]:
+        d: Deferred[T] = Deferred()
+        self._requests.put((work, d))
+        return d
+
+    # The writer thread.
+
+    def _run(self, connection: sqlite3.Connection) -> None:
+        try:
+            while (request := self._requests.get()) is not None:
+                work, d = request
+                try:
+                    result = work(connection)
+                except Exception as e:  # reported to whoever asked
+                    self._reactor.callFromThread(d.errback, e)
+                else:
+                    if work != self._commit_adds:
+                        self._reactor.callFromThread(d.callback, result)
+            self._commit_adds(connection)
+        finally:
+            connection.close()
+
+    def _commit_adds(self, connection: sqlite3.Connection) -> None:
+        with self._adds_lock:
+            batch, self._adds = self._adds, []
+        if not batch:
+            return
+        received_at = time.time()
+        stored: list[tuple[Deferred[ContactMessage], ContactMessage]] = []
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            for new, channels, d in batch:
+                cursor = connection.execute(
+                    "INSERT INTO messages (name, email, subject, message, client_ip, received_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (new.name, new.email, new.subject, new.message, new.client_ip, received_at),
+                )
+                message_id = int(cursor.lastrowid or 0)
+                connection.executemany(
+                    "INSERT INTO deliveries (message_id, channel) VALUES (?, ?)",
+                    [(message_id, channel) for channel in channels],
+                )
+                message = ContactMessage(
+                    message_id,
+                    new.name,
+                    new.email,
+                    new.subject,
+                    new.message,
+                    new.client_ip,
+                    received_at,
+                )
+                stored.append((d, message))
+            connection.execute("COMMIT")
+        except Exception as e:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            for _, _, d in batch:
+                self._reactor.callFromThread(d.errback, e)
+            return
+        for d, message in stored:
+            self._reactor.callFromThread(d.callback, message)
+
+
+def _update(db: sqlite3.Connection, sql: str, parameters: tuple[Any, ...]) -> None:
+    db.execute(sql, parameters)
+
+
+def _deliveries(db: sqlite3.Connection, where: str) -> list[Delivery]:
+    rows = db.execute(
+        "SELECT m.id, m.name, m.email, m.subject, m.message, m.client_ip, m.received_at, "
+        "d.channel, d.state, d.attempts, d.last_error FROM deliveries d "
+        f"JOIN messages m ON m.id = d.message_id WHERE d.{where} ORDER BY m.id"
+    ).fetchall()
+    return [Delivery(ContactMessage(*row[:7]), row[7], row[8], row[9], row[10]) for row in rows]
