@@ -1,0 +1,140 @@
+"""The store and the outbox: durable, retried with backoff, delivered once, resumed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import Clock
+
+from jupybot.contact.api import ContactMessage, DeliveryRefused, DeliveryUnavailable
+from jupybot.contact.outbox import Outbox
+from jupybot.contact.registry import ChannelRegistry
+from jupybot.contact.store import ContactStore, NewMessage
+
+
+class FlakyChannel:
+    """Down until told otherwise; records what it delivered."""
+
+    name = "discord"
+
+    def __init__(self) -> None:
+        self.up = False
+        self.refuse = False
+        self.delivered: list[tuple[int, float]] = []
+        self.attempts = 0
+        self.called: Deferred[None] = Deferred()
+
+    def deliver(self, message: ContactMessage, delayed_seconds: float) -> Deferred[None]:
+        self.attempts += 1
+        waiter, self.called = self.called, Deferred()
+        waiter.callback(None)
+        if self.refuse:
+            return fail(DeliveryRefused("the owner does not accept direct messages"))
+        if not self.up:
+            return fail(DeliveryUnavailable("not connected"))
+        self.delivered.append((message.id, delayed_seconds))
+        return succeed(None)
+
+
+def new(text: str) -> NewMessage:
+    return NewMessage("Ada", "ada@example.org", None, text, "10.0.0.1")
+
+
+async def settle(store: ContactStore) -> None:
+    """Every database call queued so far has run (the writer thread handles them in order)."""
+    await store.pending()
+
+
+@pytest_twisted.ensureDeferred
+async def test_down_then_up_delivers_each_message_once_in_order(tmp_path: Path) -> None:
+    store = ContactStore(reactor, tmp_path / "contact.sqlite3")
+    store.start()
+    clock = Clock()
+    channel = FlakyChannel()
+    registry = ChannelRegistry()
+    registry.register(channel)
+    outbox = Outbox(clock, store, registry, ("discord",))
+    try:
+        attempted = channel.called
+        for text in ("one", "two", "three"):
+            outbox.enqueue(await store.add(new(text), ("discord",)))
+        await attempted
+        await settle(store)
+        assert channel.attempts == 1  # one message at a time, waiting for the backoff
+        clock.advance(2)
+        await settle(store)
+        assert channel.attempts == 2
+        channel.up = True
+        clock.advance(4)
+        for _ in range(6):
+            await settle(store)
+        assert [message_id for message_id, _ in channel.delivered] == [1, 2, 3]
+        assert await store.waiting() == []
+        clock.advance(600)
+        await settle(store)
+        assert len(channel.delivered) == 3
+    finally:
+        outbox.stop()
+        await store.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_refused_is_kept_as_failed_for_the_owner(tmp_path: Path) -> None:
+    store = ContactStore(reactor, tmp_path / "contact.sqlite3")
+    store.start()
+    channel = FlakyChannel()
+    channel.refuse = True
+    registry = ChannelRegistry()
+    registry.register(channel)
+    outbox = Outbox(Clock(), store, registry, ("discord",))
+    try:
+        attempted = channel.called
+        outbox.enqueue(await store.add(new("hello"), ("discord",)))
+        await attempted
+        await settle(store)
+        [failed] = await store.waiting()
+        assert failed.state == "failed" and "direct messages" in (failed.last_error or "")
+        assert await store.pending() == []
+    finally:
+        outbox.stop()
+        await store.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_restart_resumes_what_waits(tmp_path: Path) -> None:
+    path = tmp_path / "contact.sqlite3"
+    store = ContactStore(reactor, path)
+    store.start()
+    await store.add(new("kept"), ("discord",))
+    await store.stop()
+
+    store = ContactStore(reactor, path)
+    store.start()
+    channel = FlakyChannel()
+    channel.up = True
+    registry = ChannelRegistry()
+    registry.register(channel)
+    outbox = Outbox(Clock(), store, registry, ("discord",))
+    try:
+        assert await outbox.resume() == 1
+        await settle(store)
+        assert [message_id for message_id, _ in channel.delivered] == [1]
+    finally:
+        outbox.stop()
+        await store.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_submissions_share_commits(tmp_path: Path) -> None:
+    store = ContactStore(reactor, tmp_path / "contact.sqlite3")
+    store.start()
+    try:
+        messages = [store.add(new(str(n)), ("file",)) for n in range(200)]
+        stored = [await d for d in messages]
+        assert sorted(m.id for m in stored) == list(range(1, 201))
+        assert len(await store.pending()) == 200
+    finally:
+        await store.stop()
