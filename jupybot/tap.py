@@ -93,6 +93,8 @@ def _stop_on_early_signals(reactor: Any) -> None:
             return
         stopping = True
         log.info("Received {signal}, shutting down.", signal=signal.Signals(signum).name)
+        # As the reactor's own handlers do: twistd then exits by this signal, as a shell expects.
+        reactor._exitSignal = signum
         reactor.callFromThread(reactor.stop)
 
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -25,6 +25,8 @@ log = Logger()
 HELLO_SECONDS = 10.0
 # Line mode: output quiet this long, then the program's state is checked.
 QUIET_SECONDS = 0.02
+# Line mode: a command that produced no output at all is answered after this long.
+SILENT_ANSWER_SECONDS = 0.25
 
 
 class TerminalFactory(WebSocketServerFactory):
@@ -272,6 +274,7 @@ class LineModeProtocol(_TerminalProtocol):
         self._awaiting = False
         self._check: IDelayedCall | None = None
         self._echo: bytes | None = None
+        self._asked_at = 0.0
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         try:
@@ -321,6 +324,7 @@ class LineModeProtocol(_TerminalProtocol):
 
     def _await_answer(self) -> None:
         self._awaiting = True
+        self._asked_at = self.factory.reactor.seconds()
         self._schedule_check()
 
     def _schedule_check(self) -> None:
@@ -333,7 +337,12 @@ class LineModeProtocol(_TerminalProtocol):
         self._check = None
         if not self._awaiting or self.session is None:
             return
-        if self.session.pty.waiting_for_input():
+        # Input just written may not have reached the terminal's read queue yet, and the
+        # program still looks as if it waited: believe that only once it has answered
+        # something, or after a while for a command that prints nothing (echo off).
+        answered = bool(self._pending) and not (self._echo or b"").startswith(self._pending)
+        settled = self.factory.reactor.seconds() - self._asked_at >= SILENT_ANSWER_SECONDS
+        if (answered or settled) and self.session.pty.waiting_for_input():
             self._reply({"event": "output", "output": self._take_output()})
             self._awaiting = False
         else:

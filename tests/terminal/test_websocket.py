@@ -186,16 +186,17 @@ async def test_a_lost_connection_resumes_with_the_output_it_missed(server: Jupyb
     async with aiohttp.ClientSession() as http:
         first = await raw(http, server)
         await first.hello(program="sh", cols=80, rows=24)
-        await first.send(b"echo one\n")
-        await first.until_output(b"one\r\n")
+        await first.send(b"echo one-$((1+1))\n")
+        await first.until_output(b"one-2\r\n")
+        await first.send(b"sleep 0.5; echo two-$((1+1))\n")
+        await first.until_output(b"two-$((1+1))\r\n")  # the echo of the command line
         token, received = first.ready["resume"], len(first.output)
-        await first.send(b"sleep 0.5; echo two\n")
         await first.ws.close()
 
         second = await raw(http, server)
         await second.hello(resume=token, received=received)
-        await second.until_output(b"two\r\n")
-        assert b"one" not in second.output  # only what the first window had not seen
+        await second.until_output(b"two-2\r\n")
+        assert b"one-2" not in second.output  # only what the first window had not seen
         await second.send(b"exit\n")
         await second.until_closed()
         assert second.exit is not None and second.exit["code"] == 0
