@@ -194,5 +194,7 @@ def _json(request: Request, code: int, body: dict[str, Any]) -> bytes:
 
 
 def _finish(request: Request, code: int, body: dict[str, Any]) -> None:
-    request.write(_json(request, code, body))
+    data = _json(request, code, body)
+    request.setHeader(b"content-length", str(len(data)).encode())  # not chunked: one write
+    request.write(data)
     request.finish()
