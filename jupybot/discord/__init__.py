@@ -1,9 +1,27 @@
-"""The discord part (not built yet)."""
+"""The Discord part: the chat command layer on Discord, and the owner's contact messages.
+
+See docs/discord.md. Kernels are per channel (``discord:<channel id>``).
+"""
 
 from __future__ import annotations
 
+from ..kernels import find_kernel_manager
 from ..parts import PartContext
+from .delivery import OwnerDirectMessages
+from .part import DiscordAccess, DiscordPart
+
+__all__ = ["DiscordAccess", "DiscordPart", "OwnerDirectMessages", "build_discord"]
 
 
 def build_discord(context: PartContext) -> None:
-    context.top.add_disabled("discord", "not built yet")
+    config = context.config.discord
+    reason = config.disabled_reason()
+    if reason is not None:
+        context.top.add_disabled("discord", reason)
+        return
+    part = DiscordPart(config, find_kernel_manager(context), context.reactor)
+    if config.owner_id:
+        context.channels.register(OwnerDirectMessages(part.client, config.owner_id))
+    else:
+        part.log.warn("discord: no discord.owner_id: contact messages cannot reach you on Discord")
+    context.top.add_part(part)

@@ -63,6 +63,7 @@ __all__ = [
     "UnknownKernelSpec",
     "UpdateDisplayData",
     "build_kernels",
+    "find_kernel_manager",
     "render_outputs",
 ]
 
@@ -114,6 +115,16 @@ class KernelsPart(Part):
         await self.manager.shutdown_all()
         if self.embedded is not None:
             await self.embedded.stop()
+
+
+def find_kernel_manager(context: PartContext) -> KernelManager:
+    """For chat adapters: the kernels part's manager, or one that says kernels are unavailable."""
+    try:
+        kernels = context.top.getServiceNamed("kernels")
+    except KeyError:
+        return KernelManager()
+    manager = getattr(kernels, "manager", None)
+    return manager if isinstance(manager, KernelManager) else KernelManager()
 
 
 def build_kernels(context: PartContext) -> None:

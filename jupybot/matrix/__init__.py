@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-from ..kernels import KernelManager
+from ..kernels import find_kernel_manager
 from ..parts import PartContext
 from .part import MatrixPart
 
 __all__ = ["MatrixPart", "build_matrix"]
-
-
-def find_kernel_manager(context: PartContext) -> KernelManager:
-    """The kernel part's manager; without it, a manager that says kernels are unavailable."""
-    try:
-        kernels = context.top.getServiceNamed("kernels")
-    except KeyError:
-        return KernelManager()
-    manager = getattr(kernels, "manager", None)
-    return manager if isinstance(manager, KernelManager) else KernelManager()
 
 
 def build_matrix(context: PartContext) -> None:

@@ -1,0 +1,202 @@
+"""The Discord part: a discord.py client on the shared loop, answering slash commands and
+messages through the platform-neutral command layer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import discord
+import yarl
+from discord import app_commands
+from twisted.internet.interfaces import IReactorTime
+
+from ..aio import await_deferred
+from ..commands import AccessPolicy, Addressing, ChatCommands, IncomingMessage
+from ..config.discord import DiscordConfig
+from ..kernels import KernelManager, RenderOptions
+from ..service import AsyncioPart
+from .conversation import DiscordConversation
+
+__all__ = ["DiscordAccess", "DiscordPart"]
+
+STOP_GRACE_SECONDS = 5.0
+KERNEL_ACTIONS = ("start", "stop", "restart", "interrupt", "list")
+
+
+@dataclass(frozen=True)
+class DiscordAccess(AccessPolicy):
+    """Users by id, plus anyone holding one of C{allowed_roles} in the server they write from."""
+
+    allowed_roles: frozenset[str] = frozenset()
+    member_roles: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    def is_allowed(self, user_id: str) -> bool:
+        roles = self.member_roles.get(user_id, frozenset())
+        return super().is_allowed(user_id) or bool(roles & self.allowed_roles)
+
+    def saw(self, user: discord.abc.User) -> None:
+        if isinstance(user, discord.Member):
+            self.member_roles[str(user.id)] = frozenset(str(role.id) for role in user.roles)
+
+
+class _Client(discord.Client):
+    def __init__(self, part: DiscordPart, **options: Any) -> None:
+        super().__init__(**options)
+        self.part = part
+        self.tree = app_commands.CommandTree(self)
+
+    async def on_ready(self) -> None:
+        self.part.connected()
+
+    async def on_message(self, message: discord.Message) -> None:
+        await self.part.message(message)
+
+
+class DiscordPart(AsyncioPart):
+    """Logs in, connects to the gateway (discord.py reconnects by itself) until stopped."""
+
+    def __init__(self, config: DiscordConfig, kernels: KernelManager, clock: IReactorTime) -> None:
+        super().__init__("discord")
+        self.config = config
+        self._clock = clock
+        owner = (str(config.owner_id),) if config.owner_id else ()
+        self.access = DiscordAccess(
+            allowed=tuple(config.allowed_users) + owner,
+            admins=owner,
+            admin_commands=frozenset(config.admin_commands),
+            allowed_roles=frozenset(config.allowed_roles),
+        )
+        intents = discord.Intents.default()
+        intents.message_content = True
+        self.client = _Client(
+            self,
+            intents=intents,
+            allowed_mentions=discord.AllowedMentions.none(),
+            # No guild data is worth waiting for before answering.
+            guild_ready_timeout=0,
+        )
+        self.commands = ChatCommands(
+            kernels,
+            self.access,
+            Addressing(prefixes=(config.prefix,)),
+            clock,
+            render_options=RenderOptions(max_text_chars=1800, allow_html=False),
+            edit_interval=config.edit_interval_seconds,
+        )
+        self._conversations: dict[int, DiscordConversation] = {}
+        self._define_slash_commands()
+
+    async def run(self) -> None:
+        assert self.config.token is not None
+        # discord.py reads its API base and gateway from class attributes: one Discord per
+        # process.
+        discord.http.Route.BASE = self.config.api_base
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(self.config.gateway_url)
+        try:
+            await self.client.login(self.config.token.reveal())
+            user = self.client.user
+            assert user is not None
+            self.commands.addressing = Addressing(
+                prefixes=(self.config.prefix,), mentions=(f"<@{user.id}>", f"<@!{user.id}>")
+            )
+            await self.client.connect(reconnect=True)
+        except discord.LoginFailure as e:
+            raise RuntimeError(f"Discord refused the token: {e}") from e
+        finally:
+            if self.commands.running:
+                stopping = self.commands.stop()
+                stopping.addTimeout(STOP_GRACE_SECONDS, self._clock)
+                try:
+                    await await_deferred(stopping)
+                except Exception:
+                    self.log.warn("discord: executions did not stop in time")
+            await self.client.close()
+
+    def connected(self) -> None:
+        user = self.client.user
+        self.log.info(
+            "discord: connected as {name} ({id})", name=str(user), id=user.id if user else "?"
+        )
+        if not (self.config.allowed_users or self.config.allowed_roles or self.config.owner_id):
+            self.log.warn(
+                "discord: no allowed_users, allowed_roles or owner_id: nobody may run code"
+            )
+        self.ready()
+
+    def conversation(self, channel: Any) -> DiscordConversation:
+        conversation = self._conversations.get(channel.id)
+        if conversation is None:
+            conversation = self._conversations[channel.id] = DiscordConversation(
+                self.client, channel
+            )
+        return conversation
+
+    async def message(self, message: discord.Message) -> None:
+        if message.author.bot or (self.client.user and message.author.id == self.client.user.id):
+            return
+        self.access.saw(message.author)
+        reference = message.reference.message_id if message.reference else None
+        self.commands.handle(
+            IncomingMessage(
+                message_id=str(message.id),
+                sender=str(message.author.id),
+                text=message.content,
+                conversation=self.conversation(message.channel),
+                in_reply_to=str(reference) if reference else None,
+            )
+        )
+
+    # Slash commands: each becomes the same text command a message would carry.
+
+    def _define_slash_commands(self) -> None:
+        tree = self.client.tree
+
+        @tree.command(name="whoami", description="Your Discord user id (the owner needs it).")
+        async def whoami(interaction: discord.Interaction) -> None:
+            await interaction.response.send_message(
+                f"Your Discord user id is {interaction.user.id}.", ephemeral=True
+            )
+
+        @tree.command(name="sync", description="Owner only: publish the bot's slash commands.")
+        async def sync(interaction: discord.Interaction) -> None:
+            if interaction.user.id != self.config.owner_id:
+                await interaction.response.send_message(
+                    "Only the bot's owner may sync its commands.", ephemeral=True
+                )
+                return
+            synced = await tree.sync()
+            await interaction.response.send_message(
+                f"Synced {len(synced)} command(s).", ephemeral=True
+            )
+
+        @tree.command(name="run", description="Run code in this channel's kernel.")
+        @app_commands.describe(code="The code to run")
+        async def run(interaction: discord.Interaction, code: str) -> None:
+            body = f"run\n```\n{code}\n```" if "\n" in code else f"run {code}"
+            await self._slash(interaction, body, f"▶ `{discord.utils.escape_markdown(code[:80])}`")
+
+        @tree.command(name="kernel", description="Start, stop, restart, interrupt or list kernels.")
+        @app_commands.choices(action=[app_commands.Choice(name=a, value=a) for a in KERNEL_ACTIONS])
+        async def kernel(interaction: discord.Interaction, action: str) -> None:
+            word = "kernels" if action == "list" else action
+            await self._slash(interaction, word, f"▶ kernel {action}")
+
+    async def _slash(self, interaction: discord.Interaction, body: str, echo: str) -> None:
+        """Answer at once (Discord wants it within 3 s), then run the command as if typed."""
+        self.access.saw(interaction.user)
+        await interaction.response.send_message(
+            echo, allowed_mentions=discord.AllowedMentions.none()
+        )
+        original = await interaction.original_response()
+        channel = interaction.channel or await self.client.fetch_channel(
+            interaction.channel_id or 0
+        )
+        self.commands.handle(
+            IncomingMessage(
+                message_id=str(original.id),
+                sender=str(interaction.user.id),
+                text=f"{self.config.prefix} {body}",
+                conversation=self.conversation(channel),
+            )
+        )
