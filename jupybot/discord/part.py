@@ -6,10 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import discord
 import yarl
 from discord import app_commands
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
 
 from ..aio import await_deferred
 from ..commands import AccessPolicy, Addressing, ChatCommands, IncomingMessage
@@ -94,7 +96,7 @@ class DiscordPart(AsyncioPart):
         discord.http.Route.BASE = self.config.api_base
         discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(self.config.gateway_url)
         try:
-            await self.client.login(self.config.token.reveal())
+            await self._log_in()
             user = self.client.user
             assert user is not None
             self.commands.addressing = Addressing(
@@ -112,6 +114,23 @@ class DiscordPart(AsyncioPart):
                 except Exception:
                     self.log.warn("discord: executions did not stop in time")
             await self.client.close()
+
+    async def _log_in(self) -> None:
+        """Log in, waiting out an unreachable Discord (backoff); a refused token is final."""
+        assert self.config.token is not None
+        delay = 1.0
+        while True:
+            try:
+                await self.client.login(self.config.token.reveal())
+                return
+            except discord.LoginFailure:
+                raise
+            except (discord.HTTPException, aiohttp.ClientError, OSError) as e:
+                self.log.warn(
+                    "discord: cannot log in ({error}); retrying in {delay:g}s", error=e, delay=delay
+                )
+            await await_deferred(deferLater(self._clock, delay))
+            delay = min(delay * 2, 60.0)
 
     def connected(self) -> None:
         user = self.client.user
