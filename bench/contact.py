@@ -109,9 +109,6 @@ def main() -> None:
         finally:
             server.stop()
         figures["sqlite_floor_per_s"] = sqlite_floor(Path(workdir) / "floor.sqlite3", args.seconds)
-    figures["group_commit_gain"] = round(
-        figures["contact_accepted_per_s"] / figures["sqlite_floor_per_s"], 2
-    )
     for key, value in sorted(figures.items()):
         print(f"{key}: {value}")
     report(figures)
