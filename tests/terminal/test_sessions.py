@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -37,19 +38,13 @@ async def test_caps_per_address_and_for_the_server() -> None:
     viewers = [Recorder() for _ in range(4)]
     sessions.open("cat", 80, 24, "10.0.0.1", viewers[0])
     sessions.open("cat", 80, 24, "10.0.0.1", viewers[1])
-    try:
+    with pytest.raises(SessionRefused) as third_from_one_address:
         sessions.open("cat", 80, 24, "10.0.0.1", viewers[2])
-    except SessionRefused as e:
-        assert e.reason == "too-many"
-    else:
-        raise AssertionError("a third session from one address was allowed")
+    assert third_from_one_address.value.reason == "too-many"
     sessions.open("cat", 80, 24, "10.0.0.2", viewers[2])
-    try:
+    with pytest.raises(SessionRefused) as over_the_server_cap:
         sessions.open("cat", 80, 24, "10.0.0.3", viewers[3])
-    except SessionRefused as e:
-        assert e.reason == "busy"
-    else:
-        raise AssertionError("the server cap was ignored")
+    assert over_the_server_cap.value.reason == "busy"
     await sessions.close_all()
     assert len(sessions) == 0
     for viewer in viewers[:3]:
