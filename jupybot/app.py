@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .config import Config
-from .contact import build_contact
+from .contact import build_contact, default_channels
 from .discord import build_discord
 from .kernels import build_kernels
 from .matrix import build_matrix
@@ -45,9 +45,7 @@ def summarize(config: Config) -> list[str]:
     else:
         lines.append("terminal: disabled (terminal.enabled is false)")
     if config.contact.enabled:
-        channels = config.contact.deliver_to or (
-            ("discord",) if config.discord.disabled_reason() is None else ("file",)
-        )
+        channels = config.contact.deliver_to or default_channels(config)
         lines.append(f"contact: POST /contact, delivered to {', '.join(channels)}")
     else:
         lines.append("contact: disabled (contact.enabled is false)")

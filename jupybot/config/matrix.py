@@ -26,6 +26,8 @@ class MatrixConfig:
     encryption: bool = False
     edit_interval_seconds: float = 1.0
     max_output_chars: int = 4000
+    # A room (id) the bot has joined where contact messages are posted (docs/contact.md).
+    contact_room: str | None = None
 
     @classmethod
     def read(cls, r: Reader) -> MatrixConfig:
@@ -54,6 +56,13 @@ class MatrixConfig:
         encryption = r.boolean("encryption", False)
         interval = r.number("edit_interval_seconds", 1.0, minimum=0.2, maximum=60)
         max_chars = r.integer("max_output_chars", 4000, minimum=200, maximum=30000)
+        contact_room = r.optional_string("contact_room")
+        if contact_room is not None and not contact_room.startswith("!"):
+            r.error(
+                "contact_room",
+                f"expected a room id such as '!abc:example.org', got {contact_room!r}",
+            )
+            contact_room = None
         r.finish()
         return cls(
             homeserver,
@@ -68,6 +77,7 @@ class MatrixConfig:
             encryption=encryption,
             edit_interval_seconds=interval,
             max_output_chars=max_chars,
+            contact_room=contact_room,
         )
 
     def disabled_reason(self) -> str | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from ..config import Config
 from ..parts import PartContext
 from .api import ContactMessage, DeliveryChannel, DeliveryRefused, DeliveryUnavailable
 from .part import ContactPart
@@ -20,7 +21,18 @@ __all__ = [
     "DeliveryRefused",
     "DeliveryUnavailable",
     "build_contact",
+    "default_channels",
 ]
+
+
+def default_channels(config: Config) -> tuple[str, ...]:
+    """Without `contact.deliver_to`: every configured chat channel, else the file."""
+    channels = []
+    if config.discord.disabled_reason() is None and config.discord.owner_id:
+        channels.append("discord")
+    if config.matrix.disabled_reason() is None and config.matrix.contact_room:
+        channels.append("matrix")
+    return tuple(channels) or ("file",)
 
 
 def build_contact(context: PartContext) -> None:
@@ -29,8 +41,7 @@ def build_contact(context: PartContext) -> None:
         context.top.add_disabled("contact", "contact.enabled is false")
         return
     if not config.deliver_to:
-        discord = context.config.discord.disabled_reason() is None
-        config = replace(config, deliver_to=("discord",) if discord else ("file",))
+        config = replace(config, deliver_to=default_channels(context.config))
     part = ContactPart(
         config, context.config.web.origins, context.reactor, context.state, context.channels
     )

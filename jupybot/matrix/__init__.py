@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from ..kernels import find_kernel_manager
 from ..parts import PartContext
+from .delivery import MatrixContactRoom
 from .part import MatrixPart
 
-__all__ = ["MatrixPart", "build_matrix"]
+__all__ = ["MatrixContactRoom", "MatrixPart", "build_matrix"]
 
 
 def build_matrix(context: PartContext) -> None:
@@ -14,8 +15,9 @@ def build_matrix(context: PartContext) -> None:
     if reason is not None:
         context.top.add_disabled("matrix", reason)
         return
-    context.top.add_part(
-        MatrixPart(
-            context.config.matrix, find_kernel_manager(context), context.state, context.reactor
-        )
+    part = MatrixPart(
+        context.config.matrix, find_kernel_manager(context), context.state, context.reactor
     )
+    if context.config.matrix.contact_room:
+        context.channels.register(MatrixContactRoom(part, context.config.matrix.contact_room))
+    context.top.add_part(part)

@@ -131,9 +131,16 @@ class MatrixApi:
         assert isinstance(response, SyncResponse)
         return response
 
-    async def send(self, room_id: str, event_type: str, content: dict[str, Any]) -> str:
-        """Post an event; fires with its event id."""
-        transaction = str(uuid.uuid4())
+    async def send(
+        self,
+        room_id: str,
+        event_type: str,
+        content: dict[str, Any],
+        transaction: str | None = None,
+    ) -> str:
+        """Post an event; fires with its event id. The homeserver posts an event once per
+        C{transaction} (of this device), however often it is sent."""
+        transaction = transaction or str(uuid.uuid4())
         response = await self.retrying(
             f"sending {event_type} to {room_id}",
             lambda: self.client.room_send(
