@@ -23,11 +23,16 @@ class FileChannel:
         self.path = path
         self._written: set[int] = set()
         if path.exists():
-            for line in path.read_text(encoding="utf-8").splitlines():
+            text = path.read_text(encoding="utf-8")
+            if text and not text.endswith("\n"):
+                # A line cut short by a crash: end it, so the next record starts on its own line.
+                with path.open("a", encoding="utf-8") as f:
+                    f.write("\n")
+            for line in text.splitlines():
                 try:
                     self._written.add(int(json.loads(line)["id"]))
                 except (ValueError, KeyError, TypeError):
-                    continue  # a line cut short by a crash: its message is written again
+                    continue  # that cut-short line: its message is written again
 
     def deliver(self, message: ContactMessage, delayed_seconds: float) -> Deferred[None]:
         if message.id in self._written:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest_twisted
@@ -10,6 +11,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 
 from jupybot.contact.api import ContactMessage, DeliveryRefused, DeliveryUnavailable
+from jupybot.contact.file_channel import FileChannel
 from jupybot.contact.outbox import Outbox
 from jupybot.contact.registry import ChannelRegistry
 from jupybot.contact.store import ContactStore, NewMessage
@@ -138,3 +140,24 @@ async def test_concurrent_submissions_share_commits(tmp_path: Path) -> None:
         assert len(await store.pending()) == 200
     finally:
         await store.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_file_channel_recovers_from_a_line_cut_by_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "messages.jsonl"
+    first = ContactMessage(1, "Ada", "a@example.org", None, "one", "10.0.0.1", 0.0)
+    await FileChannel(path).deliver(first, 0)
+    with path.open("a") as f:
+        f.write('{"id": 2, "name": "Ad')  # the crash
+    channel = FileChannel(path)
+    second = ContactMessage(2, "Ada", "a@example.org", None, "two", "10.0.0.1", 0.0)
+    await channel.deliver(first, 0)  # already there: not again
+    await channel.deliver(second, 0)
+    ids = []
+    for line in path.read_text().splitlines():
+        try:
+            ids.append(json.loads(line)["id"])
+        except ValueError:
+            continue
+    assert ids == [1, 2]
+    assert FileChannel(path)._written == {1, 2}
