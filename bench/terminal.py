@@ -8,7 +8,9 @@ Everything on loopback, in one run:
 - ``throughput_mb_s``: the same command through `twistd jupybot` to a websocket client that
   acknowledges as it reads (the page's protocol).
 - ``terminado_mb_s``: terminado serving the same command to the same kind of client.
-- ``echo_p50_ms``/``echo_p99_ms``: keystroke -> echo, with ``--sessions`` interactive sessions.
+- ``echo_p50_ms``/``echo_p99_ms``: keystroke -> echo, with ``--sessions`` interactive sessions
+  each typing ten keys a second, out of step with each other (1000 keys/s for 100 sessions);
+  ``echo_burst_p99_ms``: the same sessions all typing back to back at once (a stress figure).
 - ``rss_kb_per_idle_session``: jupybot's RSS growth per idle session, ``--idle`` of them.
 - ``flood_rss_growth_mb``: jupybot's RSS growth while `yes` floods a client reading 1 MB/s
   for 10 s; ``ctrl_c_ms``: Ctrl-C during that flood until the shell prompt is back.
@@ -38,6 +40,7 @@ from bench._report import report
 from tests.harness import JupybotProcess, jupybot_config
 
 PROMPT = b"READY> "
+KEY_INTERVAL = 0.1  # seconds between one session's keystrokes
 
 
 def programs(megabytes: int) -> str:
@@ -154,19 +157,26 @@ async def through_terminado(http: aiohttp.ClientSession, megabytes: int) -> floa
         await server.wait()
 
 
-async def echo_latency(http: aiohttp.ClientSession, url: str, sessions: int) -> list[float]:
+async def echo_latency(
+    http: aiohttp.ClientSession, url: str, sessions: int, paced: bool = True
+) -> list[float]:
     terminals = await asyncio.gather(*(Terminal.open(http, url, "cat") for _ in range(sessions)))
     samples: list[float] = []
 
-    async def typist(terminal: Terminal) -> None:
+    async def typist(terminal: Terminal, phase: float) -> None:
+        # A person types about ten keys a second; sessions are not in step with each other.
+        await asyncio.sleep(phase if paced else 0)
         for _ in range(20):
             started = time.perf_counter()
             await terminal.send(b"x")
             while not (await terminal.output() or b""):
                 pass
             samples.append((time.perf_counter() - started) * 1000)
+            if paced:
+                await asyncio.sleep(max(0.0, KEY_INTERVAL - (time.perf_counter() - started)))
 
-    await asyncio.gather(*(typist(t) for t in terminals))
+    phases = [KEY_INTERVAL * n / len(terminals) for n in range(len(terminals))]
+    await asyncio.gather(*(typist(t, phase) for t, phase in zip(terminals, phases, strict=True)))
     await asyncio.gather(*(t.ws.close() for t in terminals))
     return samples
 
@@ -227,6 +237,9 @@ async def measure(args: argparse.Namespace, server: JupybotProcess) -> dict[str,
         figures["echo_sessions"] = args.sessions
         figures["echo_p50_ms"] = round(statistics.median(samples), 2)
         figures["echo_p99_ms"] = round(percentile(samples, 0.99), 2)
+        # The same sessions all typing back to back at once: a stress figure, not a typist's.
+        burst = await echo_latency(http, url, args.sessions, paced=False)
+        figures["echo_burst_p99_ms"] = round(percentile(burst, 0.99), 2)
         figures["idle_sessions"] = args.idle
         figures["rss_kb_per_idle_session"] = await idle_sessions(http, url, args.idle, server.pid)
         growth, ctrl_c = await flood_and_interrupt(http, url, server.pid)
