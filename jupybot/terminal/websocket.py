@@ -26,7 +26,7 @@ HELLO_SECONDS = 10.0
 # Line mode: output quiet this long, then the program's state is checked.
 QUIET_SECONDS = 0.02
 # Line mode: a command that produced no output at all is answered after this long.
-SILENT_ANSWER_SECONDS = 0.25
+SILENT_ANSWER_SECONDS = 1.0
 
 
 class TerminalFactory(WebSocketServerFactory):
@@ -275,6 +275,7 @@ class LineModeProtocol(_TerminalProtocol):
         self._check: IDelayedCall | None = None
         self._echo: bytes | None = None
         self._asked_at = 0.0
+        self._seen_waiting = False
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         try:
@@ -324,6 +325,7 @@ class LineModeProtocol(_TerminalProtocol):
 
     def _await_answer(self) -> None:
         self._awaiting = True
+        self._seen_waiting = False
         self._asked_at = self.factory.reactor.seconds()
         self._schedule_check()
 
@@ -342,10 +344,14 @@ class LineModeProtocol(_TerminalProtocol):
         # something, or after a while for a command that prints nothing (echo off).
         answered = bool(self._pending) and not (self._echo or b"").startswith(self._pending)
         settled = self.factory.reactor.seconds() - self._asked_at >= SILENT_ANSWER_SECONDS
-        if (answered or settled) and self.session.pty.waiting_for_input():
+        waiting = (answered or settled) and self.session.pty.waiting_for_input()
+        if waiting and self._seen_waiting:
+            # Twice in a row, with no output between: not a passing moment of the program.
             self._reply({"event": "output", "output": self._take_output()})
             self._awaiting = False
+            self._seen_waiting = False
         else:
+            self._seen_waiting = waiting
             self._schedule_check()
 
     def _take_output(self) -> str:
@@ -364,6 +370,7 @@ class LineModeProtocol(_TerminalProtocol):
 
     def output(self, data: bytes) -> None:
         self._pending += data
+        self._seen_waiting = False
         if self._awaiting:
             self._schedule_check()
 
