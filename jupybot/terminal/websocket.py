@@ -173,6 +173,9 @@ class RawTerminalProtocol(_TerminalProtocol):
         if getattr(self._tcp, "producer", None) is not None:
             # Served through twisted.web: the HTTP channel is still the registered producer.
             self._tcp.unregisterProducer()
+        # Twisted pauses a producer once 64 KB wait to be sent; the window below already bounds
+        # what a session may have in flight, so the socket may hold that much.
+        self._tcp.bufferSize = max(self._tcp.bufferSize, self._window)
         self._tcp.registerProducer(_Backpressure(session), True)
         body = {
             "session": session.id,
