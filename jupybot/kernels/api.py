@@ -1,8 +1,8 @@
-"""The kernel core's public API (see briefs/kernel-api.md): platform-neutral, Twisted-native.
+"""The kernel core's public API (docs/kernels.md): platform-neutral, Twisted-native.
 
-Owners are opaque strings chosen by chat adapters, e.g. ``"matrix:!room:server"``.
-This commit fixes the shape so the chat command layer can code against it; the
-L{KernelManager} bodies are stubs until the gateway client lands.
+Owners are opaque strings chosen by chat adapters, e.g. ``"matrix:!room:server"``. The base
+L{KernelManager} answers that kernels are unavailable (a server without the kernels part);
+L{GatewayKernelManager} is the real one.
 """
 
 from __future__ import annotations
