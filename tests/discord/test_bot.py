@@ -77,3 +77,38 @@ async def test_long_output_is_cut_and_attached(world: World) -> None:
     )
     assert len(answer[0]["content"]) <= 2000
     assert any(f["filename"] == "output.txt" for f in answer[0]["files"])
+
+
+@asyncio_test
+async def test_output_streams_into_one_edited_reply(world: World) -> None:
+    channel = world.discord.dm_channel(world.alice)
+    await world.discord.user_says(world.alice, channel, "run stream 3")
+    [reply] = await world.discord.wait_for(
+        lambda: [m for m in world.discord.bot_messages(channel["id"]) if "done" in m["content"]]
+    )
+    assert "line 0\nline 1\nline 2" in reply["content"]
+    assert reply.get("edits", 0) >= 1  # posted while running, then edited
+    assert len(world.discord.bot_messages(channel["id"])) == 1
+
+
+@asyncio_test
+async def test_input_is_answered_by_the_next_message(world: World) -> None:
+    channel = world.discord.dm_channel(world.alice)
+    await world.discord.user_says(world.alice, channel, "run ask name?")
+    await world.discord.wait_for(
+        lambda: [m for m in world.discord.bot_messages(channel["id"]) if "name?" in m["content"]]
+    )
+    await world.discord.user_says(world.alice, channel, "Ada")
+    await world.discord.wait_for(
+        lambda: [m for m in world.discord.bot_messages(channel["id"]) if "got Ada" in m["content"]]
+    )
+
+
+@asyncio_test
+async def test_errors_show_the_exception_first_without_colours(world: World) -> None:
+    channel = world.discord.dm_channel(world.alice)
+    await world.discord.user_says(world.alice, channel, "run fail")
+    [reply] = await world.discord.wait_for(
+        lambda: [m for m in world.discord.bot_messages(channel["id"]) if "error" in m["content"]]
+    )
+    assert "ValueError: bad" in reply["content"] and "\x1b" not in reply["content"]
