@@ -9,6 +9,10 @@ Run: ``.venv/bin/python -m bench.matrix [--rounds N]`` (needs ``.cache/synapse-v
 - ``jupybot``: the person sends ``!bot run 1+1``, the bot (in this process, on the asyncio
   reactor) runs it and replies; timed until the person's client has the reply with its status.
 
+The three are measured in interleaved rounds, with the bot in the room throughout, so each sees
+the homeserver in the same state: Synapse's own latency drifts during a run by more than the
+overhead measured (runs measured one after the other gave overheads from 2 to 26 ms).
+
 Target: jupybot p50 <= floor p50 + kernel p50 + 15 ms.
 """
 
@@ -104,17 +108,6 @@ async def measure(rounds: int, workdir: Path) -> dict[str, Any]:
                         await peer.send(room, "pong " + body[5:])
 
         answering = asyncio.ensure_future(answer_pings())
-        floor = Timer()
-        for i in range(rounds + 3):
-            started = time.perf_counter()
-            await person.send(room, f"ping {i}")
-            await person.wait_for(functools.partial(_has_body, room, f"pong {i}"))
-            if i >= 3:
-                floor.add(started)
-        answering.cancel()
-
-        # -- kernel alone ------------------------------------------------------------------------
-        kernel = Timer()
 
         class Quiet:
             def on_output(self, event: OutputEvent) -> None:
@@ -123,16 +116,6 @@ async def measure(rounds: int, workdir: Path) -> dict[str, Any]:
             def on_input_request(self, prompt: str, password: bool) -> Any:
                 raise AssertionError("no input expected")
 
-        for i in range(rounds + 3):
-            started = time.perf_counter()
-            result: ExecutionResult = await await_deferred(
-                kernels.execute("bench:kernel", "1+1", Quiet())
-            )
-            assert result.status == "ok", result
-            if i >= 3:
-                kernel.add(started)
-
-        # -- the bot ------------------------------------------------------------------------------
         config = MatrixConfig(
             homeserver=synapse.base_url,
             user_id=bot_account.user_id,
@@ -145,13 +128,31 @@ async def measure(rounds: int, workdir: Path) -> dict[str, Any]:
         part.startService()
         await await_deferred(part.serving)
         await person.wait_until(lambda: person.joined(room, bot_account.user_id))
-        bot = Timer()
+
+        # Rounds interleave the three measurements, so that each sees the homeserver in the
+        # same state (its latency drifts over a run by more than the overhead measured).
+        floor, kernel, bot = Timer(), Timer(), Timer()
         for i in range(rounds + 3):
+            started = time.perf_counter()
+            await person.send(room, f"ping {i}")
+            await person.wait_for(functools.partial(_has_body, room, f"pong {i}"))
+            if i >= 3:
+                floor.add(started)
+
+            started = time.perf_counter()
+            result: ExecutionResult = await await_deferred(
+                kernels.execute("bench:kernel", "1+1", Quiet())
+            )
+            assert result.status == "ok", result
+            if i >= 3:
+                kernel.add(started)
+
             started = time.perf_counter()
             command = await person.send(room, "!bot run 1+1")
             await person.answer(room, command, "✅ done")
             if i >= 3:
                 bot.add(started)
+        answering.cancel()
         await await_deferred(part.stopService())
         await person.stop()
         await peer.stop()
