@@ -6,7 +6,7 @@ Knows nothing of websockets: a viewer is any L{Viewer}; the web adapter is one o
 from __future__ import annotations
 
 import secrets
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -39,24 +39,28 @@ class Viewer(Protocol):
 
 
 class ReplayBuffer:
-    """The last C{capacity} bytes of output, addressed by their offset in the whole output."""
+    """The last C{capacity} bytes of output (at least), addressed by their offset in the whole
+    output. Kept as chunks, so a flood costs no copying beyond the chunks themselves."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.total = 0
-        self._data = bytearray()
+        self._chunks: deque[bytes] = deque()
+        self._kept = 0
 
     def append(self, data: bytes) -> None:
         self.total += len(data)
-        self._data += data
-        excess = len(self._data) - self.capacity
-        if excess > 0:
-            del self._data[:excess]
+        self._chunks.append(data)
+        self._kept += len(data)
+        while self._chunks and self._kept - len(self._chunks[0]) >= self.capacity:
+            self._kept -= len(self._chunks.popleft())
 
     def since(self, offset: int) -> bytes:
-        """What was output after C{offset} bytes, as far as still kept."""
-        start = max(0, len(self._data) - (self.total - max(0, offset)))
-        return bytes(self._data[start:])
+        """What was output after C{offset} bytes, as far as still kept (at most C{capacity})."""
+        wanted = min(self.total - max(0, offset), self.capacity, self._kept)
+        if wanted <= 0:
+            return b""
+        return b"".join(self._chunks)[-wanted:]
 
 
 class Session:
