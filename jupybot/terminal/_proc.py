@@ -64,19 +64,49 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def group_members(pgrp: int) -> list[int]:
+def _children(pid: int) -> list[int] | None:
+    """The children of C{pid}, from /proc/PID/task/*/children (None where the kernel lacks it)."""
+    found: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as f:
+                found.extend(int(child) for child in f.read().split())
+    except FileNotFoundError:
+        # The process is gone (no children), or this kernel has no children files (None).
+        return None if os.path.exists(f"/proc/{pid}") else found
+    except OSError:
+        return found
+    return found
+
+
+def _tree(leader: int) -> list[int] | None:
+    """C{leader} and every process below it, or None where /proc cannot tell children."""
+    tree, frontier = [leader], [leader]
+    while frontier:
+        below = _children(frontier.pop())
+        if below is None:
+            return None
+        tree.extend(below)
+        frontier.extend(below)
+    return tree
+
+
+def group_members(pgrp: int, leader: int | None = None) -> list[int]:
+    """The processes of process group C{pgrp}; with the session C{leader}, only its process
+    tree is read (cheap with a thousand sessions), else every process."""
+    candidates = _tree(leader) if leader is not None else None
     members = []
-    for pid in _all_pids():
+    for pid in candidates if candidates is not None else _all_pids():
         fields = _stat_fields(pid)
         if fields is not None and len(fields) > 2 and int(fields[2]) == pgrp:
             members.append(pid)
     return members
 
 
-def is_waiting_for_input(pgrp: int, tty: str) -> bool:
+def is_waiting_for_input(pgrp: int, tty: str, leader: int | None = None) -> bool:
     """True when every process of the terminal's foreground group sleeps, one of them in a call
     that waits for the terminal (read, select, poll...): the program wants input."""
-    pids = group_members(pgrp)
+    pids = group_members(pgrp, leader)
     if not pids:
         return False
     waiting = False

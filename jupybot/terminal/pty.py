@@ -229,7 +229,7 @@ class PtySession:
         except OSError:
             return False
         return not self._input_pending() and _proc.is_waiting_for_input(
-            foreground, self._tty_name or ""
+            foreground, self._tty_name or "", self.pid
         )
 
     def _input_pending(self) -> bool:
