@@ -11,6 +11,7 @@ from jupybot.aio import await_deferred, deferred_from_coroutine
 from jupybot.config import Secret
 from jupybot.config.discord import DiscordConfig
 from jupybot.discord import DiscordPart
+from jupybot.kernels import KernelManager
 from tests.matrix.kernels_double import CannedKernels
 from tests.peers.fake_discord import FakeDiscord, Json
 
@@ -24,7 +25,7 @@ class World:
     mallory: Json
 
 
-async def _start() -> World:
+async def start_world(kernels: KernelManager | None = None) -> World:
     from twisted.internet import reactor  # installed by pytest-twisted, after collection
 
     fake = FakeDiscord()
@@ -38,13 +39,13 @@ async def _start() -> World:
         gateway_url=fake.gateway_url,
         edit_interval_seconds=0.2,
     )
-    part = DiscordPart(config, CannedKernels(), reactor)
+    part = DiscordPart(config, kernels or CannedKernels(), reactor)
     ready = part.start_part()
     await await_deferred(ready)
     return World(fake, part, owner, alice, mallory)
 
 
-async def _stop(world: World) -> None:
+async def stop_world(world: World) -> None:
     stopping = world.part.stop_part()
     if stopping is not None:
         await await_deferred(stopping)
@@ -53,6 +54,6 @@ async def _stop(world: World) -> None:
 
 @pytest_twisted.async_yield_fixture
 async def world() -> AsyncIterator[World]:
-    started = await deferred_from_coroutine(_start())
+    started = await deferred_from_coroutine(start_world())
     yield started
-    await deferred_from_coroutine(_stop(started))
+    await deferred_from_coroutine(stop_world(started))

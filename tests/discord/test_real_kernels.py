@@ -1,0 +1,55 @@
+"""The Discord bot with a real Kernel Gateway: a plot arrives as an image attachment."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_twisted
+
+from jupybot.aio import deferred_from_coroutine
+from jupybot.config.kernels import GatewayConfig
+from jupybot.kernels import GatewayKernelManager
+from tests.matrix.user import asyncio_test
+from tests.peers.kernel_gateway import KernelGateway
+
+from .conftest import World, start_world, stop_world
+
+pytestmark = pytest.mark.peers
+
+
+@pytest_twisted.async_yield_fixture
+async def real_world(kernel_gateway: KernelGateway) -> AsyncIterator[World]:
+    from twisted.internet import reactor
+
+    manager = GatewayKernelManager(reactor, GatewayConfig(url=None, token=None))
+    manager.connect(kernel_gateway.url, kernel_gateway.token)
+    started = await deferred_from_coroutine(start_world(manager))
+    yield started
+    await deferred_from_coroutine(stop_world(started))
+    await manager.shutdown_all()
+
+
+@asyncio_test
+async def test_a_plot_arrives_as_an_image(real_world: World) -> None:
+    world = real_world
+    channel = world.discord.dm_channel(world.alice)
+    code = (
+        "run\n```python\nimport matplotlib\n"
+        "matplotlib.use('module://matplotlib_inline.backend_inline')\n"
+        "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()\nprint('plotted')\n```"
+    )
+    await world.discord.user_says(world.alice, channel, code)
+    [image] = await world.discord.wait_for(
+        lambda: [
+            f
+            for m in world.discord.bot_messages(channel["id"])
+            for f in m["files"]
+            if f["filename"].endswith(".png")
+        ],
+        within=60,
+    )
+    assert image["data"].startswith(b"\x89PNG")
+    await world.discord.wait_for(
+        lambda: [m for m in world.discord.bot_messages(channel["id"]) if "plotted" in m["content"]]
+    )
