@@ -50,15 +50,19 @@ async def settle(store: ContactStore) -> None:
     await store.pending()
 
 
+def outbox_for(store: ContactStore, channel: FlakyChannel, clock: Clock) -> Outbox:
+    registry = ChannelRegistry()
+    registry.register(channel)
+    return Outbox(clock, store, registry, ("discord",))
+
+
 @pytest_twisted.ensureDeferred
 async def test_down_then_up_delivers_each_message_once_in_order(tmp_path: Path) -> None:
     store = ContactStore(reactor, tmp_path / "contact.sqlite3")
     store.start()
     clock = Clock()
     channel = FlakyChannel()
-    registry = ChannelRegistry()
-    registry.register(channel)
-    outbox = Outbox(clock, store, registry, ("discord",))
+    outbox = outbox_for(store, channel, clock)
     try:
         attempted = channel.called
         for text in ("one", "two", "three"):
@@ -89,9 +93,7 @@ async def test_refused_is_kept_as_failed_for_the_owner(tmp_path: Path) -> None:
     store.start()
     channel = FlakyChannel()
     channel.refuse = True
-    registry = ChannelRegistry()
-    registry.register(channel)
-    outbox = Outbox(Clock(), store, registry, ("discord",))
+    outbox = outbox_for(store, channel, Clock())
     try:
         attempted = channel.called
         outbox.enqueue(await store.add(new("hello"), ("discord",)))
@@ -117,9 +119,7 @@ async def test_a_restart_resumes_what_waits(tmp_path: Path) -> None:
     store.start()
     channel = FlakyChannel()
     channel.up = True
-    registry = ChannelRegistry()
-    registry.register(channel)
-    outbox = Outbox(Clock(), store, registry, ("discord",))
+    outbox = outbox_for(store, channel, Clock())
     try:
         assert await outbox.resume() == 1
         await settle(store)
