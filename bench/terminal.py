@@ -41,6 +41,7 @@ from tests.harness import JupybotProcess, jupybot_config
 
 PROMPT = b"READY> "
 KEY_INTERVAL = 0.1  # seconds between one session's keystrokes
+ACK_EVERY = 16 * 1024  # bytes of output between acknowledgements, as the page sends them
 
 
 def programs(megabytes: int) -> str:
@@ -123,7 +124,7 @@ async def through_jupybot(http: aiohttp.ClientSession, url: str) -> float:
     while (chunk := await terminal.output()) is not None:
         total += len(chunk)
         unacked += len(chunk)
-        if unacked >= 256 * 1024:
+        if unacked >= ACK_EVERY:
             await terminal.ack(unacked)
             unacked = 0
     return round(total / (time.perf_counter() - started) / 1e6, 1)

@@ -298,22 +298,34 @@ class PtySession:
         self.ended.callback(status)
 
 
-# Twisted reads a PTY 8 KB at a time; a flooding program is read in far fewer calls with more.
-READ_SIZE = 128 * 1024
+# Linux hands a PTY's output out at most 4 KB per read(), however large the buffer; reading
+# again at once pulls in what the program wrote meanwhile. Draining the PTY in one reactor turn
+# (about 60 KB in a flood) costs one turn and one websocket frame instead of fifteen.
+READ_SIZE = 64 * 1024
+DRAIN_LIMIT = 256 * 1024
 
 
 def _read_pty(transport: Any) -> object:
-    """PTYProcess.doRead with a larger read: same results (None, or why the fd is done)."""
-    try:
-        data = os.read(transport.fd, READ_SIZE)
-    except OSError as e:
-        if e.errno in (errno.EAGAIN, errno.EINTR):
-            return None
-        return CONNECTION_LOST
-    if not data:
-        return CONNECTION_DONE
-    transport.proto.childDataReceived(1, data)
-    return None
+    """PTYProcess.doRead, reading until the PTY is empty: the same results (None, or why the fd
+    is done), with what was read delivered first."""
+    chunks: list[bytes] = []
+    size = 0
+    outcome: object = None
+    while size < DRAIN_LIMIT:
+        try:
+            data = os.read(transport.fd, READ_SIZE)
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.EINTR):
+                outcome = CONNECTION_LOST
+            break
+        if not data:
+            outcome = CONNECTION_DONE
+            break
+        chunks.append(data)
+        size += len(data)
+    if chunks:
+        transport.proto.childDataReceived(1, b"".join(chunks) if len(chunks) > 1 else chunks[0])
+    return outcome
 
 
 def _set_size(fd: int, cols: int, rows: int) -> None:

@@ -5,6 +5,7 @@ See docs/protocol.md. Each connection is one L{Viewer} of one session of L{Termi
 
 from __future__ import annotations
 
+import codecs
 import hmac
 import json
 from typing import Any
@@ -115,6 +116,16 @@ class _TerminalProtocol(WebSocketServerProtocol):
     def refuse(self, reason: str, message: str) -> None:
         """Tell the client why, then close with the matching code (each protocol its way)."""
 
+    def _pause_while_socket_full(self, session: Session, buffer_bytes: int) -> None:
+        """The program's output waits while more than C{buffer_bytes} wait to be sent."""
+        if getattr(self._tcp, "producer", None) is not None:
+            # Served through twisted.web: the HTTP channel is still the registered producer.
+            self._tcp.unregisterProducer()
+        self._tcp.bufferSize = max(self._tcp.bufferSize, buffer_bytes)
+        # Without it, a frame's tail shorter than a segment waits for the client's delayed ACK.
+        self._tcp.setTcpNoDelay(True)
+        self._tcp.registerProducer(_Backpressure(session), True)
+
     # Viewer.
 
     def output(self, data: bytes) -> None:
@@ -133,7 +144,6 @@ class RawTerminalProtocol(_TerminalProtocol):
     def __init__(self) -> None:
         super().__init__()
         self._unacked = 0
-        self._outgoing: list[bytes] = []
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         try:
@@ -169,14 +179,12 @@ class RawTerminalProtocol(_TerminalProtocol):
 
     def _attach(self, session: Session) -> None:
         self.session = session
+        # A resumed session may have been paused for the window of the viewer that went away.
         self._unacked = 0
-        if getattr(self._tcp, "producer", None) is not None:
-            # Served through twisted.web: the HTTP channel is still the registered producer.
-            self._tcp.unregisterProducer()
+        session.pty.resume_reading("window")
         # Twisted pauses a producer once 64 KB wait to be sent; the window below already bounds
         # what a session may have in flight, so the socket may hold that much.
-        self._tcp.bufferSize = max(self._tcp.bufferSize, self._window)
-        self._tcp.registerProducer(_Backpressure(session), True)
+        self._pause_while_socket_full(session, self._window)
         body = {
             "session": session.id,
             "resume": session.resume_token,
@@ -212,26 +220,19 @@ class RawTerminalProtocol(_TerminalProtocol):
     def output(self, data: bytes) -> None:
         if self.state != self.STATE_OPEN:
             return
-        # Reads of one reactor turn go out as one frame: fewer, larger frames for a flood, and
-        # no added delay for a keystroke's echo.
-        if not self._outgoing:
-            self.factory.reactor.callLater(0, self._flush)
-        self._outgoing.append(data)
+        # autobahn holds what it sends to the same size limit as what it receives.
+        step = self.factory.sessions.config.max_frame_kb * 1024 - 1
+        for start in range(0, len(data), step):
+            self.sendMessage(wire.output_frame(data[start : start + step]), isBinary=True)
         self._unacked += len(data)
         if self._unacked > self._window and self.session is not None:
             # The browser has not drawn this much yet: let the program wait (Ctrl-C still goes).
             self.session.pty.pause_reading("window")
 
-    def _flush(self) -> None:
-        data, self._outgoing = b"".join(self._outgoing), []
-        if data and self.state == self.STATE_OPEN:
-            self.sendMessage(wire.output_frame(data), isBinary=True)
-
     def ended(self, status: ExitStatus) -> None:
         self._release()
         if self.state != self.STATE_OPEN:
             return
-        self._flush()
         body = {"code": status.code, "signal": status.signal, "message": status.describe()}
         self.sendMessage(wire.json_frame(wire.EXIT, body), isBinary=True)
         self.sendClose(wire.CLOSE_NORMAL)
@@ -249,6 +250,11 @@ class RawTerminalProtocol(_TerminalProtocol):
             self.session.pty.resume_reading("socket")
             self.session.pty.resume_reading("window")
             self._tcp.unregisterProducer()
+
+
+def _utf8_decoder() -> codecs.IncrementalDecoder:
+    """Decodes output part by part: a character split between two parts is not garbled."""
+    return codecs.getincrementaldecoder("utf-8")("replace")
 
 
 class _Backpressure:
@@ -269,16 +275,26 @@ class _Backpressure:
 
 class LineModeProtocol(_TerminalProtocol):
     """JSON text frames: each `command` is answered with everything the program printed until
-    it waits for input again, told from the program's state, not from a delay."""
+    it waits for input again, told from the program's state, not from a delay. An answer too
+    large for one frame goes out in parts as it comes, so memory stays bounded."""
 
     def __init__(self) -> None:
         super().__init__()
         self._pending = bytearray()
+        self._decoder = _utf8_decoder()
         self._awaiting = False
         self._check: IDelayedCall | None = None
         self._echo: bytes | None = None
         self._asked_at = 0.0
         self._seen_waiting = False
+        self._sent_part = False
+
+    @property
+    def _part_bytes(self) -> int:
+        # JSON escapes a control byte or an invalid one in six characters: a part of this many
+        # bytes fits a frame whatever it holds.
+        frame = self.factory.sessions.config.max_frame_kb * 1024
+        return max(64, (frame - 256) // 6)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         try:
@@ -310,6 +326,7 @@ class LineModeProtocol(_TerminalProtocol):
                 self.client_ip,
                 self,
             )
+            self._pause_while_socket_full(self.session, 0)
             self._await_answer()
         elif event == "command":
             if self.session is None:
@@ -329,6 +346,7 @@ class LineModeProtocol(_TerminalProtocol):
     def _await_answer(self) -> None:
         self._awaiting = True
         self._seen_waiting = False
+        self._sent_part = False
         self._asked_at = self.factory.reactor.seconds()
         self._schedule_check()
 
@@ -345,7 +363,9 @@ class LineModeProtocol(_TerminalProtocol):
         # Input just written may not have reached the terminal's read queue yet, and the
         # program still looks as if it waited: believe that only once it has answered
         # something, or after a while for a command that prints nothing (echo off).
-        answered = bool(self._pending) and not (self._echo or b"").startswith(self._pending)
+        answered = self._sent_part or (
+            bool(self._pending) and not (self._echo or b"").startswith(self._pending)
+        )
         settled = self.factory.reactor.seconds() - self._asked_at >= SILENT_ANSWER_SECONDS
         waiting = (answered or settled) and self.session.pty.waiting_for_input()
         if waiting and self._seen_waiting:
@@ -357,13 +377,24 @@ class LineModeProtocol(_TerminalProtocol):
             self._seen_waiting = waiting
             self._schedule_check()
 
-    def _take_output(self) -> str:
-        data = bytes(self._pending)
-        self._pending.clear()
-        if self._echo is not None and data.startswith(self._echo):
-            data = data[len(self._echo) :]  # the terminal's echo of the command itself
+    def _send_parts(self) -> None:
+        """Send the output that fills whole parts now, each with C{"more": true}."""
+        part = self._part_bytes
+        while len(self._pending) >= part + len(self._echo or b""):
+            self._reply({"event": "output", "output": self._take_output(part), "more": True})
+            self._sent_part = True
+
+    def _take_output(self, limit: int | None = None) -> str:
+        """The pending output as text, all of it or a part of at most C{limit} bytes."""
+        if self._echo is not None and self._pending.startswith(self._echo):
+            del self._pending[: len(self._echo)]  # the terminal's echo of the command itself
         self._echo = None
-        return data.decode("utf-8", "replace").replace("\r\n", "\n")
+        data = bytes(self._pending if limit is None else self._pending[:limit])
+        if limit is not None and len(data) > 1 and data.endswith(b"\r"):
+            data = data[:-1]  # its \n may be the first byte of the next part
+        del self._pending[: len(data)]
+        text = self._decoder.decode(data, final=limit is None)
+        return text.replace("\r\n", "\n")
 
     def _reply(self, body: dict[str, Any]) -> None:
         if self.state == self.STATE_OPEN:
@@ -374,12 +405,14 @@ class LineModeProtocol(_TerminalProtocol):
     def output(self, data: bytes) -> None:
         self._pending += data
         self._seen_waiting = False
+        self._send_parts()
         if self._awaiting:
             self._schedule_check()
 
     def ended(self, status: ExitStatus) -> None:
         if self._check is not None and self._check.active():
             self._check.cancel()
+        self._send_parts()
         self._reply(
             {
                 "event": "exit",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,6 +29,7 @@ terminal:
   max_sessions_per_ip: 100
   resume_seconds: 5
   window_kb: 64
+  replay_kb: 256
 """
 
 
@@ -53,6 +55,7 @@ class RawClient:
     def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         self.ws = ws
         self.output = bytearray()
+        self.acknowledged = 0
         self.ready: dict[str, Any] = {}
         self.exit: dict[str, Any] | None = None
         self.error: dict[str, Any] | None = None
@@ -78,10 +81,18 @@ class RawClient:
                 self.error = json.loads(body)
         return message
 
-    async def until_output(self, needle: bytes) -> None:
+    async def acknowledge(self) -> None:
+        """Tell the server every byte of output so far was drawn, as the page does."""
+        if len(self.output) > self.acknowledged:
+            count, self.acknowledged = len(self.output) - self.acknowledged, len(self.output)
+            await self.ws.send_bytes(b"\x02" + struct.pack("!I", count))
+
+    async def until_output(self, needle: bytes, acknowledge: bool = False) -> None:
         while needle not in self.output:
             message = await self.frame()
             assert message.type == aiohttp.WSMsgType.BINARY, (message, bytes(self.output))
+            if acknowledge:
+                await self.acknowledge()
 
     async def until_closed(self) -> aiohttp.WSMessage:
         while True:

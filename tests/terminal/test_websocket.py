@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -203,6 +204,51 @@ async def test_a_lost_connection_resumes_with_the_output_it_missed(server: Jupyb
 
 
 @asyncio_test
+async def test_a_resume_replays_more_than_one_frame_of_missed_output(
+    server: JupybotProcess,
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        first = await raw(http, server)
+        await first.hello(program="sh", cols=80, rows=24)
+        # 200 000 bytes while nobody watches: more than a frame (64 KB), less than the replay.
+        await first.send(
+            b"sleep 0.5; head -c 200000 /dev/zero | tr '\\0' Q; echo; echo end-$((1+1))\n"
+        )
+        await first.until_output(b"end-$((1+1))\r\n")
+        token, received = first.ready["resume"], len(first.output)
+        await first.ws.close()
+
+        second = await raw(http, server)
+        await second.hello(resume=token, received=received)
+        await second.until_output(b"end-2\r\n", acknowledge=True)
+        assert second.output.count(b"Q") == 200000
+        await second.ws.close()
+
+
+@asyncio_test
+async def test_a_flood_paused_for_a_lost_window_flows_again_after_a_resume(
+    server: JupybotProcess,
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        first = await raw(http, server)
+        await first.hello(program="flood", cols=80, rows=24)
+        while len(first.output) < 64 * 1024:  # the window (64 KB here), never acknowledged
+            await first.frame()
+        with contextlib.suppress(TimeoutError):
+            while True:  # everything sent before the pause: nothing is left to replay
+                await asyncio.wait_for(first.frame(), 0.5)
+        token, received = first.ready["resume"], len(first.output)
+        await first.ws.close()
+
+        second = await raw(http, server)
+        await second.hello(resume=token, received=received)
+        while len(second.output) < 1024 * 1024:  # many windows: acknowledged as the page does
+            await second.frame()
+            await second.acknowledge()
+        await second.ws.close()
+
+
+@asyncio_test
 async def test_idle_sessions_are_closed_with_a_reason(server: JupybotProcess) -> None:
     async with aiohttp.ClientSession() as http:
         client = await raw(http, server)
@@ -286,3 +332,47 @@ async def test_line_mode_rejects_what_it_cannot_understand(server: JupybotProces
         error = json.loads((await ws.receive(timeout=30)).data)
         assert error["event"] == "error" and "initialize" in error["message"]
         await ws.close()
+
+
+async def line_answer(ws: aiohttp.ClientWebSocketResponse) -> tuple[str, int]:
+    """One whole answer of line mode, and how many parts it came in."""
+    text, parts = "", 0
+    while True:
+        event = json.loads((await ws.receive(timeout=30)).data)
+        assert event["event"] == "output", event
+        text, parts = text + event["output"], parts + 1
+        if not event.get("more"):
+            return text, parts
+
+
+@asyncio_test
+async def test_line_mode_sends_a_large_answer_whole_in_parts(server: JupybotProcess) -> None:
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(ws_url(server, "/terminal/line"))
+        await ws.send_str(json.dumps({"event": "initialize", "program": "py"}))
+        assert await line_answer(ws) == (">>> ", 1)
+        # 300 000 bytes of two-byte characters: far more than a frame (64 KB).
+        await ws.send_str(json.dumps({"event": "command", "input": "print('é' * 150000)"}))
+        text, parts = await line_answer(ws)
+        assert text == "é" * 150000 + "\n>>> "
+        assert parts > 1
+        await ws.close()
+
+
+@asyncio_test
+async def test_line_mode_flood_keeps_server_memory_bounded(server: JupybotProcess) -> None:
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(ws_url(server, "/terminal/line"))
+        await ws.send_str(json.dumps({"event": "initialize", "program": "flood"}))
+        first = json.loads((await ws.receive(timeout=30)).data)
+        assert first["event"] == "output" and first["more"] and first["output"].startswith("y\n")
+        before = rss_kb(server.pid)
+        # The client stops reading while `yes` keeps printing: the program must wait for it.
+        await asyncio.sleep(2)
+        assert rss_kb(server.pid) - before < 16 * 1024
+        await ws.close()
+
+
+def rss_kb(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
