@@ -3,7 +3,7 @@
 
 const INPUT = 0x00, RESIZE = 0x01, ACK = 0x02;
 const OUTPUT = 0x10, READY = 0x11, EXIT = 0x12, ERROR = 0x13;
-const ACK_EVERY = 16384;
+const ACK_EVERY = 65536;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
@@ -100,6 +100,7 @@ class Session {
     const message = body.length ? JSON.parse(decoder.decode(body)) : {};
     if (type === READY) {
       this.resume = message.resume;
+      this.unacked = 0;  // the server counts afresh for each connection
       this.retries = 0;
       setStatus("running");
       this.send(sizeFrame(this.term.cols, this.term.rows));
