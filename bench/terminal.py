@@ -40,7 +40,7 @@ from typing import Any
 import aiohttp
 
 from bench._report import report
-from tests.harness import JupybotProcess, jupybot_config
+from tests.harness import JupybotProcess, jupybot_config, rss_kb
 
 PROMPT = b"READY> "
 KEY_INTERVAL = 0.1  # seconds between one session's keystrokes
@@ -57,13 +57,6 @@ terminal:
   max_sessions: 5000
   max_sessions_per_ip: 5000
 """
-
-
-def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
 
 
 def percentile(values: list[float], fraction: float) -> float:

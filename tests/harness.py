@@ -171,6 +171,14 @@ def jupybot_config(workdir: Path, extra: str = "") -> str:
     )
 
 
+def rss_kb(pid: int) -> int:
+    """The resident memory of process C{pid}, in KB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"process {pid} has no VmRSS")
+
+
 def descendants(pid: int) -> list[int]:
     """Every process whose ancestry leads to C{pid} (read from /proc)."""
     parents: dict[int, int] = {}

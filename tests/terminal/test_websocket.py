@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.harness import JupybotProcess, descendants
+from tests.harness import JupybotProcess, descendants, rss_kb
 from tests.matrix.user import asyncio_test
 
 from .conftest import RawClient, ws_url
@@ -371,8 +371,3 @@ async def test_line_mode_flood_keeps_server_memory_bounded(server: JupybotProces
         await asyncio.sleep(2)
         assert rss_kb(server.pid) - before < 16 * 1024
         await ws.close()
-
-
-def rss_kb(pid: int) -> int:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"VmRSS:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
