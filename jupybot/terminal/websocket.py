@@ -45,10 +45,11 @@ class TerminalFactory(WebSocketServerFactory):
         self.origins = origins
         self.token = token
         self.reactor = reactor
-        max_bytes = sessions.config.max_frame_kb * 1024
+        # autobahn holds what it sends to the same limit as what it receives.
+        self.frame_bytes = sessions.config.max_frame_kb * 1024
         self.setProtocolOptions(
-            maxFramePayloadSize=max_bytes,
-            maxMessagePayloadSize=max_bytes,
+            maxFramePayloadSize=self.frame_bytes,
+            maxMessagePayloadSize=self.frame_bytes,
             autoPingInterval=30,
             autoPingTimeout=20,
         )
@@ -116,8 +117,9 @@ class _TerminalProtocol(WebSocketServerProtocol):
     def refuse(self, reason: str, message: str) -> None:
         """Tell the client why, then close with the matching code (each protocol its way)."""
 
-    def _pause_while_socket_full(self, session: Session, buffer_bytes: int) -> None:
-        """The program's output waits while more than C{buffer_bytes} wait to be sent."""
+    def _pause_while_socket_full(self, session: Session, buffer_bytes: int = 0) -> None:
+        """The program's output waits while the socket has more to send than C{buffer_bytes}
+        (at least Twisted's 64 KB)."""
         if getattr(self._tcp, "producer", None) is not None:
             # Served through twisted.web: the HTTP channel is still the registered producer.
             self._tcp.unregisterProducer()
@@ -220,8 +222,7 @@ class RawTerminalProtocol(_TerminalProtocol):
     def output(self, data: bytes) -> None:
         if self.state != self.STATE_OPEN:
             return
-        # autobahn holds what it sends to the same size limit as what it receives.
-        step = self.factory.sessions.config.max_frame_kb * 1024 - 1
+        step = self.factory.frame_bytes - 1  # the type byte
         for start in range(0, len(data), step):
             self.sendMessage(wire.output_frame(data[start : start + step]), isBinary=True)
         self._unacked += len(data)
@@ -293,8 +294,7 @@ class LineModeProtocol(_TerminalProtocol):
     def _part_bytes(self) -> int:
         # JSON escapes a control byte or an invalid one in six characters: a part of this many
         # bytes fits a frame whatever it holds.
-        frame = self.factory.sessions.config.max_frame_kb * 1024
-        return max(64, (frame - 256) // 6)
+        return max(64, (self.factory.frame_bytes - 256) // 6)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         try:
@@ -326,7 +326,7 @@ class LineModeProtocol(_TerminalProtocol):
                 self.client_ip,
                 self,
             )
-            self._pause_while_socket_full(self.session, 0)
+            self._pause_while_socket_full(self.session)
             self._await_answer()
         elif event == "command":
             if self.session is None:

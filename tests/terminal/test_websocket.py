@@ -334,6 +334,14 @@ async def test_line_mode_rejects_what_it_cannot_understand(server: JupybotProces
         await ws.close()
 
 
+async def line_mode(
+    http: aiohttp.ClientSession, server: JupybotProcess, program: str
+) -> aiohttp.ClientWebSocketResponse:
+    ws = await http.ws_connect(ws_url(server, "/terminal/line"))
+    await ws.send_str(json.dumps({"event": "initialize", "program": program}))
+    return ws
+
+
 async def line_answer(ws: aiohttp.ClientWebSocketResponse) -> tuple[str, int]:
     """One whole answer of line mode, and how many parts it came in."""
     text, parts = "", 0
@@ -348,8 +356,7 @@ async def line_answer(ws: aiohttp.ClientWebSocketResponse) -> tuple[str, int]:
 @asyncio_test
 async def test_line_mode_sends_a_large_answer_whole_in_parts(server: JupybotProcess) -> None:
     async with aiohttp.ClientSession() as http:
-        ws = await http.ws_connect(ws_url(server, "/terminal/line"))
-        await ws.send_str(json.dumps({"event": "initialize", "program": "py"}))
+        ws = await line_mode(http, server, "py")
         assert await line_answer(ws) == (">>> ", 1)
         # 300 000 bytes of two-byte characters: far more than a frame (64 KB).
         await ws.send_str(json.dumps({"event": "command", "input": "print('é' * 150000)"}))
@@ -362,8 +369,7 @@ async def test_line_mode_sends_a_large_answer_whole_in_parts(server: JupybotProc
 @asyncio_test
 async def test_line_mode_flood_keeps_server_memory_bounded(server: JupybotProcess) -> None:
     async with aiohttp.ClientSession() as http:
-        ws = await http.ws_connect(ws_url(server, "/terminal/line"))
-        await ws.send_str(json.dumps({"event": "initialize", "program": "flood"}))
+        ws = await line_mode(http, server, "flood")
         first = json.loads((await ws.receive(timeout=30)).data)
         assert first["event"] == "output" and first["more"] and first["output"].startswith("y\n")
         before = rss_kb(server.pid)
