@@ -6,11 +6,13 @@ Run: ``.venv/bin/python -m bench.terminal [--megabytes 200] [--rounds 5] [--sess
 Everything on loopback, in one run:
 
 - ``raw_pty_mb_s``: this process reads ``head -c N /dev/zero`` from a PTY itself (the floor).
+- ``pty_layer_mb_s``: jupybot's PTY layer alone on the asyncio reactor, output dropped
+  (bench/_pty_layer.py): the cost of the reactor and the PTY reading, before any websocket.
 - ``throughput_mb_s``: the same command through `twistd jupybot` to a websocket client that
   acknowledges as it reads (the page's protocol).
 - ``terminado_mb_s``: terminado serving the same command to the same kind of client.
-- The three run one after the other, ``--rounds`` times; each figure is the median, and
-  ``vs_raw_pty``/``vs_terminado`` are medians of the ratios within a round.
+- All four run one after the other, ``--rounds`` times; each figure is the median, and
+  ``vs_raw_pty``/``vs_pty_layer``/``vs_terminado`` are medians of the ratios within a round.
 - ``echo_p50_ms``/``echo_p99_ms``: keystroke -> echo, with ``--sessions`` interactive sessions
   each typing ten keys a second, out of step with each other (1000 keys/s for 100 sessions);
   ``echo_burst_p99_ms``: the same sessions all typing back to back at once (a stress figure).
@@ -124,6 +126,14 @@ async def through_jupybot(http: aiohttp.ClientSession, url: str) -> float:
             await terminal.ack(unacked)
             unacked = 0
     return round(total / (time.perf_counter() - started) / 1e6, 1)
+
+
+async def through_pty_layer(megabytes: int) -> float:
+    reader = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench._pty_layer", str(megabytes), stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await reader.communicate()
+    return float(out)
 
 
 async def through_terminado(http: aiohttp.ClientSession, megabytes: int) -> float:
@@ -245,18 +255,28 @@ async def measure(args: argparse.Namespace, server: JupybotProcess) -> dict[str,
 async def throughput(
     http: aiohttp.ClientSession, url: str, megabytes: int, rounds: int
 ) -> dict[str, float]:
-    """Medians over rounds of raw PTY, jupybot and terminado, one after the other in each round:
-    on a shared machine the speed of all three drifts by a third within a minute, so each
+    """Medians over rounds of raw PTY, the PTY layer, jupybot and terminado, one after the other
+    in each round: on a shared machine their speed drifts by a third within a minute, so each
     ratio compares figures taken seconds apart."""
-    runs: dict[str, list[float]] = {"raw_pty_mb_s": [], "throughput_mb_s": [], "terminado_mb_s": []}
+    runs: dict[str, list[float]] = {
+        "raw_pty_mb_s": [],
+        "pty_layer_mb_s": [],
+        "throughput_mb_s": [],
+        "terminado_mb_s": [],
+    }
     for _ in range(rounds):
         runs["raw_pty_mb_s"].append(await asyncio.to_thread(raw_pty_mb_s, megabytes))
+        runs["pty_layer_mb_s"].append(await through_pty_layer(megabytes))
         runs["throughput_mb_s"].append(await through_jupybot(http, url))
         runs["terminado_mb_s"].append(await through_terminado(http, megabytes))
         print({name: values[-1] for name, values in runs.items()}, flush=True)
     ours = runs["throughput_mb_s"]
     figures = {name: round(statistics.median(values), 1) for name, values in runs.items()}
-    for name, baseline in (("vs_raw_pty", "raw_pty_mb_s"), ("vs_terminado", "terminado_mb_s")):
+    for name, baseline in (
+        ("vs_raw_pty", "raw_pty_mb_s"),
+        ("vs_pty_layer", "pty_layer_mb_s"),
+        ("vs_terminado", "terminado_mb_s"),
+    ):
         ratios = [a / b for a, b in zip(ours, runs[baseline], strict=True)]
         figures[name] = round(statistics.median(ratios), 2)
     return figures
