@@ -140,6 +140,8 @@ class Session:
         if grace <= 0:
             self.pty.terminate()
             return
+        # Nobody reads: the program waits (and keeps what it prints) until a viewer resumes.
+        self.pty.pause_reading("detached")
         self._detached = self._sessions.reactor.callLater(grace, self.pty.terminate)
 
     def attach(self, viewer: Viewer, received: int) -> bytes:
@@ -147,6 +149,7 @@ class Session:
             self._detached.cancel()
         self._detached = None
         self.viewer = viewer
+        self.pty.resume_reading("detached")
         return self.replay.since(received)
 
 

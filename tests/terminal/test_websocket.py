@@ -229,6 +229,7 @@ async def test_a_resume_replays_more_than_one_frame_of_missed_output(
 async def test_a_flood_paused_for_a_lost_window_flows_again_after_a_resume(
     server: JupybotProcess,
 ) -> None:
+    others = set(descendants(server.pid))
     async with aiohttp.ClientSession() as http:
         first = await raw(http, server)
         await first.hello(program="flood", cols=80, rows=24)
@@ -246,6 +247,9 @@ async def test_a_flood_paused_for_a_lost_window_flows_again_after_a_resume(
             await second.frame()
             await second.acknowledge()
         await second.ws.close()
+    # Nobody watches until the session expires: the program waits rather than burn a CPU.
+    (flood,) = set(descendants(server.pid)) - others
+    await _blocked_writing_its_terminal(flood, within=30)
 
 
 @asyncio_test
@@ -369,11 +373,29 @@ async def test_line_mode_sends_a_large_answer_whole_in_parts(server: JupybotProc
 @asyncio_test
 async def test_line_mode_flood_keeps_server_memory_bounded(server: JupybotProcess) -> None:
     async with aiohttp.ClientSession() as http:
+        others = set(descendants(server.pid))
         ws = await line_mode(http, server, "flood")
         first = json.loads((await ws.receive(timeout=30)).data)
         assert first["event"] == "output" and first["more"] and first["output"].startswith("y\n")
         before = rss_kb(server.pid)
         # The client stops reading while `yes` keeps printing: the program must wait for it.
-        await asyncio.sleep(2)
+        (flood,) = set(descendants(server.pid)) - others
+        await _blocked_writing_its_terminal(flood, within=30)
         assert rss_kb(server.pid) - before < 16 * 1024
         await ws.close()
+
+
+async def _blocked_writing_its_terminal(pid: int, within: float) -> None:
+    """Wait until C{pid} sleeps in a write to its terminal (the kernel has no event for it)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while asyncio.get_running_loop().time() < deadline:
+        if _sleeps_writing_its_terminal(pid):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"process {pid} kept running: its output was never held back")
+
+
+def _sleeps_writing_its_terminal(pid: int) -> bool:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    wchan = Path(f"/proc/{pid}/wchan").read_text()
+    return stat[stat.rindex(")") + 2] == "S" and wchan in ("wait_woken", "n_tty_write")
