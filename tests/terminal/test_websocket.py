@@ -386,16 +386,26 @@ async def test_line_mode_flood_keeps_server_memory_bounded(server: JupybotProces
 
 
 async def _blocked_writing_its_terminal(pid: int, within: float) -> None:
-    """Wait until C{pid} sleeps in a write to its terminal (the kernel has no event for it)."""
+    """Wait until C{pid} is held in a write to its terminal: asleep there, having written
+    nothing since the last look (a program read at full speed also sleeps there, briefly)."""
     deadline = asyncio.get_running_loop().time() + within
+    written = -1
     while asyncio.get_running_loop().time() < deadline:
-        if _sleeps_writing_its_terminal(pid):
+        try:
+            asleep, now_written = _write_state(pid)
+        except FileNotFoundError:
+            raise AssertionError(f"process {pid} ended without its output held back") from None
+        if asleep and now_written == written:
             return
+        written = now_written
         await asyncio.sleep(0.05)
-    raise AssertionError(f"process {pid} kept running: its output was never held back")
+    raise AssertionError(f"process {pid} kept writing: its output was never held back")
 
 
-def _sleeps_writing_its_terminal(pid: int) -> bool:
+def _write_state(pid: int) -> tuple[bool, int]:
+    """Is C{pid} asleep in a terminal write, and how many bytes has it written so far?"""
     stat = Path(f"/proc/{pid}/stat").read_text()
     wchan = Path(f"/proc/{pid}/wchan").read_text()
-    return stat[stat.rindex(")") + 2] == "S" and wchan in ("wait_woken", "n_tty_write")
+    io = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+    asleep = stat[stat.rindex(")") + 2] == "S" and wchan in ("wait_woken", "n_tty_write")
+    return asleep, int(io["wchar"])
