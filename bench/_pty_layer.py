@@ -9,15 +9,23 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from twisted.internet import asyncioreactor
+
+if TYPE_CHECKING:
+    from jupybot.terminal.pty import PtySession
 
 
 class Counter:
     def __init__(self) -> None:
         self.total = 0
-        self.started = time.perf_counter()
+        self.started = 0.0
         self.mb_s = 0.0
+
+    def start(self, session: PtySession) -> None:
+        self.started = time.perf_counter()
+        session.start()
 
     def output(self, data: bytes) -> None:
         self.total += len(data)
@@ -40,7 +48,7 @@ def main() -> None:
     counter = Counter()
     session = PtySession(reactor, program, 80, 24, counter)
     session.ended.addCallback(lambda _: reactor.stop())
-    reactor.callWhenRunning(session.start)
+    reactor.callWhenRunning(counter.start, session)
     reactor.run()
     print(counter.mb_s, flush=True)
 

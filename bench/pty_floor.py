@@ -20,20 +20,17 @@ from __future__ import annotations
 import argparse
 import fcntl
 import os
-import pty
 import select
 import statistics
 import time
 from collections.abc import Callable
 
 from bench._report import report
-from bench.terminal import raw_pty_mb_s
+from bench.terminal import bulk_on_pty, raw_pty_mb_s
 
 
 def drained_mb_s(megabytes: int, work_seconds: float) -> float:
-    pid, master = pty.fork()
-    if pid == 0:
-        os.execvp("sh", ["sh", "-c", f"head -c {megabytes}M /dev/zero"])
+    pid, master = bulk_on_pty(megabytes)
     fcntl.fcntl(master, fcntl.F_SETFL, fcntl.fcntl(master, fcntl.F_GETFL) | os.O_NONBLOCK)
     poller = select.epoll()
     poller.register(master, select.EPOLLIN)

@@ -66,10 +66,16 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
-def raw_pty_mb_s(megabytes: int) -> float:
+def bulk_on_pty(megabytes: int) -> tuple[int, int]:
+    """``head -c N /dev/zero`` on a new PTY: its pid and the PTY's master side."""
     pid, master = pty.fork()
     if pid == 0:
         os.execvp("sh", ["sh", "-c", f"head -c {megabytes}M /dev/zero"])
+    return pid, master
+
+
+def raw_pty_mb_s(megabytes: int) -> float:
+    pid, master = bulk_on_pty(megabytes)
     total = 0
     started = time.perf_counter()
     while True:
