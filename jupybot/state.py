@@ -6,20 +6,50 @@ import os
 import stat
 from pathlib import Path
 
+# The file creation mask jupybot runs with (set by the twistd plugin, jupybot.tap): new files
+# 0600, new folders 0700, whoever creates them.
+PRIVATE_UMASK = 0o077
+
 
 class StateDirectory:
-    """C{storage.path}, created on start with owner-only permissions (0700)."""
+    """C{storage.path}: created 0700, and nothing below it readable by anyone but its owner.
+
+    New files are private because the whole process runs with L{PRIVATE_UMASK}: SQLite, its
+    C{-wal}/C{-shm} files and matrix-nio's crypto store are created by libraries that take their
+    mode from the umask, so one process-wide mask covers them all, including files added later.
+    Files left readable by an older version are made private by the first L{ensure}.
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path).absolute()
+        self._made_private = False
 
     def ensure(self) -> Path:
+        """Create the directory if needed; the first time, make everything below it private."""
         self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        mode = stat.S_IMODE(self.path.stat().st_mode)
-        if mode & 0o077:
-            self.path.chmod(0o700)
+        if not self._made_private:
+            make_private(self.path)
+            self._made_private = True
         return self.path
 
     def file(self, name: str) -> Path:
         """The path of a file in the state directory (the directory is created if needed)."""
         return self.ensure() / name
+
+
+def make_private(top: Path) -> None:
+    """Take group and other permissions off C{top} and every file and folder below it.
+
+    Symbolic links are left alone (chmod would follow one out of the tree), and so are their
+    targets.
+    """
+    _drop_group_and_other(top)
+    for folder, folders, files in os.walk(top):
+        for name in folders + files:
+            _drop_group_and_other(Path(folder, name))
+
+
+def _drop_group_and_other(path: Path) -> None:
+    mode = path.lstat().st_mode
+    if not stat.S_ISLNK(mode) and stat.S_IMODE(mode) & 0o077:
+        path.chmod(stat.S_IMODE(mode) & 0o700)

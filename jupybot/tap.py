@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from types import FrameType
@@ -14,6 +15,7 @@ from twisted.python import usage
 from .config import Config, ConfigError, default_config_path, load_config
 from .logs import make_observer, open_log_file
 from .reactor import ASYNCIO_REACTOR, install_asyncio_reactor, installed_reactor_name
+from .state import PRIVATE_UMASK
 
 
 class Options(usage.Options):
@@ -37,6 +39,14 @@ class Options(usage.Options):
                 f"twistd jupybot: jupybot runs on the asyncio reactor, not {reactor_name}; "
                 "use '-r asyncio' or no -r at all",
             )
+        umask = self.parent.get("umask") if self.parent is not None else None
+        if umask is not None and (umask & 0o077) != 0o077:
+            _exit(
+                1,
+                f"twistd jupybot: --umask {umask:04o} would let other users read what jupybot "
+                "keeps in storage.path (contact messages, the Matrix session); "
+                f"use --umask {PRIVATE_UMASK:04o} or leave it out",
+            )
         path = self["config"] or default_config_path()
         try:
             self.config = load_config(path)
@@ -57,6 +67,9 @@ def _exit(status: int, message: str) -> None:
 
 
 def makeService(options: Options) -> IService:
+    # Every file jupybot creates is its own (see StateDirectory), as twistd would do for a
+    # daemon; an explicit --umask is applied after this, and postOptions refused a lax one.
+    os.umask(PRIVATE_UMASK)
     install_asyncio_reactor()
     from twisted.internet import reactor
 
