@@ -23,7 +23,7 @@ def build_service(config: Config, reactor: Reactor) -> JupybotService:
     context = PartContext(config=config, reactor=reactor, state=state, top=top, web_root=web.root)
 
     build_kernels(context)
-    build_terminal(context)
+    build_terminal(context, top, web.root)
     build_contact(context)
     build_matrix(context)
     build_discord(context)
