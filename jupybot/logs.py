@@ -20,8 +20,10 @@ from twisted.python.logfile import LogFile
 from zope.interface import implementer
 
 from .config import Secret
+from .redaction import Redactor
 
-_REDACTED = "[redacted]"
+# The owner reads the logs: hiding even a short secret there costs little.
+_MIN_LOGGED_SECRET = 4
 
 
 @implementer(ILogObserver)
@@ -34,10 +36,10 @@ class RedactingObserver:
 
     def __init__(self, observer: ILogObserver, secrets: Iterable[Secret]) -> None:
         self._observer = observer
-        self._secrets = [s.reveal() for s in secrets if len(s.reveal()) >= 4]
+        self._redact = Redactor(secrets, _MIN_LOGGED_SECRET)
 
     def __call__(self, event: LogEvent) -> None:
-        if self._secrets:
+        if self._redact:
             event = self._redacted(event)
         self._observer(event)
 
@@ -46,13 +48,12 @@ class RedactingObserver:
         failure = event.get("log_failure")
         if failure is not None:
             text += "\n" + failure.getTraceback()
-        if not any(secret in text for secret in self._secrets):
+        redacted = self._redact(text)
+        if redacted == text:
             return event
-        for secret in self._secrets:
-            text = text.replace(secret, _REDACTED)
         clean = {k: v for k, v in event.items() if k.startswith("log_") and k != "log_failure"}
         clean["log_format"] = "{redacted_text}"
-        clean["redacted_text"] = text
+        clean["redacted_text"] = redacted
         return clean
 
 
