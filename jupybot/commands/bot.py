@@ -7,13 +7,17 @@ streaming execution output) happens here, the same for every chat network.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, DeferredList
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from ..config import Secret
 from ..kernels import KernelError, KernelManager, RenderOptions, render_outputs
+from ..redaction import Redactor
+from ._redact import MIN_SECRET_CHARS
 from .access import AccessPolicy, RefusalLimiter
 from .conversation import Conversation, IncomingMessage, Reply
 from .parse import Addressing, Command, UsageError, parse_message, strip_address
@@ -30,6 +34,8 @@ class ChatCommands:
     Each conversation's kernels are owned by its C{key}. L{handle} fires when the command is
     completely done (a C{run} only when its output is shown), so adapters should not wait for it
     before reading the next message: the next message may be the answer to C{input()}.
+    C{secrets} (the configured credentials) are replaced with C{[redacted]} wherever kernel
+    output or a kernel error would show them.
     """
 
     log = Logger()
@@ -45,6 +51,7 @@ class ChatCommands:
         render_options: RenderOptions | None = None,
         edit_interval: float = 1.0,
         refusal_interval: float = 60.0,
+        secrets: Iterable[Secret] = (),
     ) -> None:
         self.kernels = kernels
         self.access = access
@@ -55,6 +62,7 @@ class ChatCommands:
         self._render_options = render_options or RenderOptions()
         self._edit_interval = edit_interval
         self._refusals = RefusalLimiter(clock, refusal_interval)
+        self._redact = Redactor(secrets, MIN_SECRET_CHARS)
         self._running: set[Deferred[None]] = set()
 
     # -- entry points -----------------------------------------------------------------------------
@@ -123,7 +131,7 @@ class ChatCommands:
         try:
             await getattr(self, f"_command_{command.name}")(message, command)
         except KernelError as e:
-            await self._say(message, Reply.text(f"❌ {e}"))
+            await self._say(message, Reply.text(f"❌ {self._redact(str(e))}"))
 
     async def _say(self, message: IncomingMessage, reply: Reply, refused: bool = False) -> None:
         if refused and not self._refusals.should_tell(message.sender):
@@ -201,6 +209,7 @@ class ChatCommands:
             options=self._render_options,
             inputs=self.inputs,
             interval=self._edit_interval,
+            redact=self._redact,
         )
         execution = self.kernels.execute(
             message.conversation.key, command.code, reporter, name=command.kernel

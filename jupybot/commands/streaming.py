@@ -5,13 +5,15 @@ its final answer with its status. A longer one gets a reply after C{interval} th
 most once per C{interval} while output arrives, then edited a last time with status, execution
 count and duration, and a reaction on the command says done or failed (an edit notifies nobody).
 Images and the full text of cut output follow as uploads. Everything the kernel printed is made
-mention-safe.
+mention-safe, and a configured secret in it is replaced with C{[redacted]} (the sandbox should
+keep secrets from kernels; this catches one printed anyway, like the log redactor does).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
@@ -26,6 +28,8 @@ from ..kernels import (
     Rendered,
     RenderOptions,
 )
+from ..redaction import Redactor
+from ._redact import MIN_SECRET_CHARS, redact_events
 from .conversation import Block, CodeBlock, Conversation, HtmlBlock, Paragraph, Reply
 from .safety import defang_mentions
 from .stdin import InputRouter
@@ -103,6 +107,7 @@ class ExecutionReporter:
         options: RenderOptions,
         inputs: InputRouter,
         interval: float = 1.0,
+        redact: Redactor | None = None,
     ) -> None:
         self._conversation = conversation
         self._command_id = command_id
@@ -112,6 +117,7 @@ class ExecutionReporter:
         self._options = options
         self._inputs = inputs
         self._interval = interval
+        self._redact = redact or Redactor((), MIN_SECRET_CHARS)
         self._events: list[OutputEvent] = []
         self._message_id: str | None = None
         self._shown: Reply | None = None
@@ -207,8 +213,9 @@ class ExecutionReporter:
     # -- composing --------------------------------------------------------------------------------
 
     def _compose(self, result: ExecutionResult | None) -> tuple[Reply, Rendered]:
-        plain = [e for e in self._events if not isinstance(e, ErrorOutput)]
-        errors = [e for e in self._events if isinstance(e, ErrorOutput)]
+        events = redact_events(self._events, self._redact)
+        plain = [e for e in events if not isinstance(e, ErrorOutput)]
+        errors = [e for e in events if isinstance(e, ErrorOutput)]
         rendered = self._render(plain, self._options) if plain else Rendered(text="")
         blocks: list[Block] = []
         if rendered.html:
@@ -222,7 +229,8 @@ class ExecutionReporter:
         if result is None:
             blocks.append(Paragraph("⏳ running…"))
         else:
-            blocks.append(Paragraph(status_line(result)))
+            message = result.message and self._redact(result.message)
+            blocks.append(Paragraph(status_line(replace(result, message=message))))
         return Reply(tuple(blocks)), rendered
 
     # -- endings ----------------------------------------------------------------------------------
@@ -249,7 +257,8 @@ class ExecutionReporter:
         self._withdraw_inputs()
         await self._settle()
         reply, _ = self._compose(None)
-        final = Reply((*reply.blocks[:-1], Paragraph(f"❌ {defang_mentions(message)}")))
+        shown = defang_mentions(self._redact(message))
+        final = Reply((*reply.blocks[:-1], Paragraph(f"❌ {shown}")))
         await self._show(final)
         await self._attempt(self._conversation.react(self._command_id, FAILED_REACTION), "reaction")
 
@@ -272,7 +281,7 @@ class ExecutionReporter:
         await self._settle()
         await self._show(self._compose(None)[0])
         await self._settle()
-        shown_prompt = defang_mentions(strip_ansi(prompt)).strip() or "(no prompt)"
+        shown_prompt = defang_mentions(self._redact(strip_ansi(prompt))).strip() or "(no prompt)"
         if password:
             direct = await self._conversation.direct_with(self._sender)
             await self._conversation.send(
