@@ -22,11 +22,11 @@ def build_service(config: Config, reactor: Reactor) -> JupybotService:
     web = WebPart(config.web, reactor, top.statuses)
     context = PartContext(config=config, reactor=reactor, state=state, top=top, web_root=web.root)
 
-    build_kernels(context)
+    kernels = build_kernels(context, top)
     build_terminal(context, top, web.root)
     build_contact(context)
-    build_matrix(context)
-    build_discord(context)
+    build_matrix(context, kernels)
+    build_discord(context, kernels)
     top.add_part(web)
     return top
 

@@ -5,7 +5,7 @@ See docs/discord.md. Kernels are per channel (``discord:<channel id>``).
 
 from __future__ import annotations
 
-from ..kernels import find_kernel_manager
+from ..kernels import KernelManager
 from ..parts import PartContext
 from .delivery import OwnerDirectMessages
 from .part import DiscordAccess, DiscordPart
@@ -13,13 +13,13 @@ from .part import DiscordAccess, DiscordPart
 __all__ = ["DiscordAccess", "DiscordPart", "OwnerDirectMessages", "build_discord"]
 
 
-def build_discord(context: PartContext) -> None:
+def build_discord(context: PartContext, kernels: KernelManager) -> None:
     config = context.config.discord
     reason = config.disabled_reason()
     if reason is not None:
         context.top.add_disabled("discord", reason)
         return
-    part = DiscordPart(config, find_kernel_manager(context), context.reactor)
+    part = DiscordPart(config, kernels, context.reactor)
     if config.owner_id:
         context.channels.register(OwnerDirectMessages(part.client, config.owner_id))
     else:

@@ -1,0 +1,71 @@
+"""The kernels part: the kernel manager, and the embedded gateway when no `gateway.url` is set."""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred
+
+from ..config.kernels import GatewayConfig
+from ..parts import PartContext, Reactor
+from ..service import JupybotService, Part
+from ..state import StateDirectory
+from .api import KernelError, KernelManager
+from .embedded import EmbeddedGateway
+from .manager import GatewayKernelManager
+
+__all__ = ["KernelsPart", "build_kernels"]
+
+GATEWAY_RESTARTED = "The kernel gateway restarted and lost its kernels; start a new one."
+
+
+class KernelsPart(Part):
+    """The kernel manager, and the embedded gateway when no `gateway.url` is configured."""
+
+    def __init__(self, config: GatewayConfig, reactor: Reactor, state: StateDirectory) -> None:
+        super().__init__("kernels")
+        self._config = config
+        self.manager = GatewayKernelManager(reactor, config)
+        self.embedded: EmbeddedGateway | None = None
+        if config.url is None:
+            self.embedded = EmbeddedGateway(
+                reactor,
+                state.path / "kernel-runtime",
+                on_ready=self.manager.connect,
+                on_restart=lambda: self.manager.gateway_lost(GATEWAY_RESTARTED),
+            )
+
+    def start_part(self) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._start())
+
+    async def _start(self) -> None:
+        if self.embedded is not None:
+            await self.embedded.start()
+        else:
+            assert self._config.url is not None
+            token = self._config.token.reveal() if self._config.token else None
+            self.manager.connect(self._config.url, token)
+            try:
+                _, specs = await self.manager.rest.kernelspecs()
+            except KernelError as e:
+                self.log.warn("kernels: gateway {url}: {error}", url=self._config.url, error=str(e))
+            else:
+                self.log.info(
+                    "kernels: gateway {url} offers {specs}",
+                    url=self._config.url,
+                    specs=", ".join(s.name for s in specs),
+                )
+        self.manager.start_culling()
+
+    def stop_part(self) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        await self.manager.shutdown_all()
+        if self.embedded is not None:
+            await self.embedded.stop()
+
+
+def build_kernels(context: PartContext, top: JupybotService) -> KernelManager:
+    """The kernels part, added to C{top}; its manager is what the chat parts run code with."""
+    part = KernelsPart(context.config.gateway, context.reactor, context.state)
+    top.add_part(part)
+    return part.manager
