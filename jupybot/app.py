@@ -1,9 +1,14 @@
-"""The composition root: config + reactor -> the service tree, with every part wired in."""
+"""The composition root: config + reactor -> the service tree, with every part wired in.
+
+Only this module knows which part needs which: it builds the parts in start order and hands
+each one what it uses (the service tree, the site's root, the kernel manager, the contact
+channel registry). Parts never look each other up.
+"""
 
 from __future__ import annotations
 
 from .config import Config
-from .contact import build_contact, default_channels
+from .contact import ChannelRegistry, build_contact
 from .discord import build_discord
 from .kernels import build_kernels
 from .matrix import build_matrix
@@ -20,15 +25,30 @@ def build_service(config: Config, reactor: Reactor) -> JupybotService:
     state = StateDirectory(config.storage.path)
     state.ensure()
     web = WebPart(config.web, reactor, top.statuses)
-    context = PartContext(config=config, reactor=reactor, state=state, top=top, web_root=web.root)
+    context = PartContext(config=config, reactor=reactor, state=state)
+    # The chat parts register the contact outbox's delivery channels here.
+    channels = ChannelRegistry()
 
     kernels = build_kernels(context, top)
     build_terminal(context, top, web.root)
-    build_contact(context)
-    build_matrix(context, kernels)
-    build_discord(context, kernels)
+    build_contact(context, top, web.root, channels, deliver_to(config))
+    build_matrix(context, top, kernels, channels)
+    build_discord(context, top, kernels, channels)
     top.add_part(web)
     return top
+
+
+def deliver_to(config: Config) -> tuple[str, ...]:
+    """The contact channels: `contact.deliver_to`, else every configured chat channel, else the
+    file."""
+    if config.contact.deliver_to:
+        return config.contact.deliver_to
+    channels = []
+    if config.discord.disabled_reason() is None and config.discord.owner_id:
+        channels.append("discord")
+    if config.matrix.disabled_reason() is None and config.matrix.contact_room:
+        channels.append("matrix")
+    return tuple(channels) or ("file",)
 
 
 def summarize(config: Config) -> list[str]:
@@ -45,7 +65,7 @@ def summarize(config: Config) -> list[str]:
     else:
         lines.append("terminal: disabled (terminal.enabled is false)")
     if config.contact.enabled:
-        channels = config.contact.deliver_to or default_channels(config)
+        channels = deliver_to(config)
         lines.append(f"contact: POST /contact, delivered to {', '.join(channels)}")
     else:
         lines.append("contact: disabled (contact.enabled is false)")

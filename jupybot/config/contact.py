@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..delivery import KNOWN_CHANNELS
 from ._reader import Reader
-
-KNOWN_CHANNELS = ("discord", "matrix", "file")
 
 
 @dataclass(frozen=True)

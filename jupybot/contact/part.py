@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.web.resource import Resource
 
 from ..config.contact import ContactConfig
-from ..service import Part
+from ..parts import PartContext
+from ..service import JupybotService, Part
 from ..state import StateDirectory
 from .api import ContactMessage
 from .file_channel import FileChannel
@@ -67,3 +70,27 @@ class ContactPart(Part):
     def stop_part(self) -> Deferred[None]:
         self.outbox.stop()
         return self.store.stop()
+
+
+def build_contact(
+    context: PartContext,
+    top: JupybotService,
+    web_root: Resource,
+    channels: ChannelRegistry,
+    deliver_to: tuple[str, ...],
+) -> None:
+    """The contact part with POST /contact on C{web_root}, delivering to C{deliver_to} (names in
+    C{channels}), unless `contact.enabled` is false."""
+    config = context.config.contact
+    if not config.enabled:
+        top.add_disabled("contact", "contact.enabled is false")
+        return
+    part = ContactPart(
+        replace(config, deliver_to=deliver_to),
+        context.config.web.origins,
+        context.reactor,
+        context.state,
+        channels,
+    )
+    web_root.putChild(b"contact", part.resource)
+    top.add_part(part)

@@ -16,11 +16,14 @@ from twisted.internet.task import deferLater
 from ..aio import await_deferred
 from ..commands import AccessPolicy, Addressing, ChatCommands, IncomingMessage
 from ..config.discord import DiscordConfig
+from ..contact.registry import ChannelRegistry
 from ..kernels import KernelManager, RenderOptions
-from ..service import AsyncioPart
+from ..parts import PartContext
+from ..service import AsyncioPart, JupybotService
 from .conversation import DiscordConversation
+from .delivery import OwnerDirectMessages
 
-__all__ = ["DiscordAccess", "DiscordPart"]
+__all__ = ["DiscordAccess", "DiscordPart", "build_discord"]
 
 STOP_GRACE_SECONDS = 5.0
 KERNEL_ACTIONS = ("start", "stop", "restart", "interrupt", "list")
@@ -219,3 +222,24 @@ class DiscordPart(AsyncioPart):
                 conversation=self.conversation(channel),
             )
         )
+
+
+def build_discord(
+    context: PartContext,
+    top: JupybotService,
+    kernels: KernelManager,
+    channels: ChannelRegistry,
+) -> None:
+    """The Discord part, unless it lacks a token; with `discord.owner_id`, it also offers the
+    contact outbox its "discord" channel."""
+    config = context.config.discord
+    reason = config.disabled_reason()
+    if reason is not None:
+        top.add_disabled("discord", reason)
+        return
+    part = DiscordPart(config, kernels, context.reactor)
+    if config.owner_id:
+        channels.register(OwnerDirectMessages(part.client, config.owner_id))
+    else:
+        part.log.warn("discord: no discord.owner_id: contact messages cannot reach you on Discord")
+    top.add_part(part)

@@ -10,14 +10,17 @@ from twisted.internet.interfaces import IReactorTime
 from ..aio import await_deferred
 from ..commands import AccessPolicy, Addressing, ChatCommands, RenderFunction
 from ..config.matrix import MatrixConfig
+from ..contact.registry import ChannelRegistry
 from ..kernels import KernelManager, RenderOptions, render_outputs
-from ..service import AsyncioPart
+from ..parts import PartContext
+from ..service import AsyncioPart, JupybotService
 from ..state import StateDirectory
 from .api import MatrixApi, MatrixError
 from .bot import MatrixBot
+from .delivery import MatrixContactRoom
 from .session import SessionFile, StoredSession, SyncFile
 
-__all__ = ["MatrixPart"]
+__all__ = ["MatrixPart", "build_matrix"]
 
 SYNC_TIMEOUT_MS = 30_000
 STOP_GRACE_SECONDS = 5.0
@@ -165,3 +168,22 @@ class MatrixPart(AsyncioPart):
         except Exception:
             self.log.info("matrix: no display name (mentions use the user id)")
         return Addressing(prefixes=(self.config.command_prefix,), mentions=tuple(mentions))
+
+
+def build_matrix(
+    context: PartContext,
+    top: JupybotService,
+    kernels: KernelManager,
+    channels: ChannelRegistry,
+) -> None:
+    """The Matrix part, unless it lacks credentials; with `matrix.contact_room`, it also offers
+    the contact outbox its "matrix" channel."""
+    config = context.config.matrix
+    reason = config.disabled_reason()
+    if reason is not None:
+        top.add_disabled("matrix", reason)
+        return
+    part = MatrixPart(config, kernels, context.state, context.reactor)
+    if config.contact_room:
+        channels.register(MatrixContactRoom(part, config.contact_room))
+    top.add_part(part)
