@@ -9,6 +9,10 @@ from dataclasses import dataclass
 from ._reader import Reader, Secret
 
 _USER_ID = re.compile(r"^@[^:\s]+:[^\s]+$")
+# The chat command layer's commands (jupybot/commands/texts.py). Not imported from there: the
+# command layer imports the kernels package, which imports this one (an import cycle), and would
+# make reading config.yml load every kernel client and renderer. tests/matrix/test_config.py
+# checks that the two lists are the same.
 _COMMANDS = ("help", "specs", "start", "kernels", "use", "run", "interrupt", "restart", "stop")
 
 

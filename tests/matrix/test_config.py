@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from jupybot.commands.texts import COMMANDS
 from jupybot.config import ConfigError, parse_config
 
 GOOD = """
@@ -58,3 +59,13 @@ matrix:
     assert any(e.startswith("matrix.admin_commands[0]: expected one of help, ") for e in errors)
     assert "matrix.edit_interval_seconds: expected at least 0.2, got 0.0" in errors
     assert any(e.startswith("matrix.colour: unknown key") for e in errors)
+
+
+def test_admin_commands_are_exactly_the_commands_of_the_command_layer() -> None:
+    names = [spec.name for spec in COMMANDS]
+    text = f"matrix:\n  admin_commands: [{', '.join(names)}, reboot]\n"
+    with pytest.raises(ConfigError) as raised:
+        parse_config(text, environ={})
+    assert raised.value.errors == [
+        f"matrix.admin_commands[{len(names)}]: expected one of {', '.join(names)}, got 'reboot'"
+    ]
