@@ -5,14 +5,12 @@ kernel manager, the contact channel registry) as arguments of its own."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from .config import Config
+from .reactor import Reactor
 from .state import StateDirectory
 
-# Twisted's reactor provides many interfaces at once (IReactorTime, IReactorProcess,
-# IReactorTCP...); parts take what they need from it, and tests pass fakes.
-Reactor = Any
+__all__ = ["PartContext", "Reactor"]
 
 
 @dataclass(frozen=True)

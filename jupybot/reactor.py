@@ -1,4 +1,5 @@
-"""Installs Twisted's asyncio reactor, once and on purpose, on a fresh asyncio loop.
+"""Installs Twisted's asyncio reactor, once and on purpose, on a fresh asyncio loop; and names
+the type parts receive it as (L{Reactor}).
 
 jupybot's Twisted protocols and its asyncio libraries (matrix-nio, discord.py, aiohttp) must
 share one event loop; this is the only place that decides which loop that is.
@@ -8,8 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from typing import Any
 
 ASYNCIO_REACTOR = "AsyncioSelectorReactor"
+
+# The reactor as a part receives it when it uses several of its interfaces at once (time and
+# TCP for the kernels, time and processes for the terminal...). A class that uses one interface
+# names it instead (IReactorTime for a clock). This stays Any: zope interfaces are nominal for
+# mypy-zope, so no combination of them declared here would accept the installed reactor (typed
+# by Twisted as its own private combination) or the test fakes without a cast at every caller.
+Reactor = Any
 
 
 class WrongReactor(Exception):

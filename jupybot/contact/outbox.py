@@ -10,10 +10,9 @@ per message id absorbs.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from .api import ContactMessage, DeliveryRefused, DeliveryUnavailable
@@ -39,7 +38,7 @@ class _ChannelQueue:
 class Outbox:
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorTime,
         store: ContactStore,
         registry: ChannelRegistry,
         channels: tuple[str, ...],

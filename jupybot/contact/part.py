@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.web.resource import Resource
 
 from ..config.contact import ContactConfig
 from ..parts import PartContext
+from ..reactor import Reactor
 from ..service import JupybotService, Part
 from ..state import StateDirectory
 from .api import ContactMessage
@@ -32,7 +32,7 @@ class ContactPart(Part):
         self,
         config: ContactConfig,
         origins: tuple[str, ...],
-        reactor: Any,
+        reactor: Reactor,
         state: StateDirectory,
         channels: ChannelRegistry,
     ) -> None:

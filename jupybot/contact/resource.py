@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
@@ -29,7 +30,7 @@ FIELD_LIMITS = {"name": 200, "email": 254, "subject": 300}
 class RateLimiter:
     """At most C{limit} events per C{window} seconds for each key (a client address)."""
 
-    def __init__(self, clock: Any, limit: int, window: float) -> None:
+    def __init__(self, clock: IReactorTime, limit: int, window: float) -> None:
         self._clock = clock
         self._limit = limit
         self._window = window
@@ -84,7 +85,7 @@ class ContactResource(Resource):
         self,
         config: ContactConfig,
         origins: tuple[str, ...],
-        clock: Any,
+        clock: IReactorTime,
         accept: Callable[[NewMessage], Deferred[ContactMessage]],
     ) -> None:
         super().__init__()

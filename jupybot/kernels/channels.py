@@ -22,11 +22,12 @@ from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.ssl import CertificateOptions, optionsForClientTLS
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ..parts import Reactor
+from ..reactor import Reactor
 from .api import GatewayUnavailable
 
 log = Logger()
@@ -228,7 +229,7 @@ def _unavailable(message: str) -> Deferred[None]:
     return d
 
 
-def _endpoint(reactor: Reactor, url: str, verify_tls: bool) -> Any:
+def _endpoint(reactor: Reactor, url: str, verify_tls: bool) -> IStreamClientEndpoint:
     parsed = urlparse(url)
     secure = parsed.scheme == "wss"
     host = parsed.hostname or "localhost"

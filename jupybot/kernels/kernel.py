@@ -12,7 +12,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 from ..config.kernels import GatewayConfig
-from ..parts import Reactor
+from ..reactor import Reactor
 from .api import (
     ExecutionListener,
     ExecutionResult,

@@ -18,7 +18,7 @@ from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, ResponseNeverRe
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
-from ..parts import Reactor
+from ..reactor import Reactor
 from .api import GatewayUnavailable, KernelSpec, NoSuchKernel, UnknownKernelSpec
 
 log = Logger()

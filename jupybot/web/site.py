@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
@@ -14,6 +13,7 @@ from twisted.web.server import Request, Site
 
 from .. import __version__
 from ..config.core import WebConfig
+from ..reactor import Reactor
 from ..service import Part
 
 
@@ -43,7 +43,7 @@ class WebPart(Part):
     """Listens on C{web.listen}; other parts C{putChild} on L{root} before it starts."""
 
     def __init__(
-        self, config: WebConfig, reactor: Any, statuses: Callable[[], dict[str, str]]
+        self, config: WebConfig, reactor: Reactor, statuses: Callable[[], dict[str, str]]
     ) -> None:
         super().__init__("web")
         self.config = config
