@@ -38,15 +38,19 @@ def main() -> None:
     asyncioreactor.install()
     from twisted.internet import reactor
 
-    from jupybot.config.terminal import ProgramConfig
+    from jupybot.sandbox import Launch
     from jupybot.terminal.pty import PtySession
 
     megabytes = int(sys.argv[1])
-    program = ProgramConfig(
-        name="bulk", title="", description="", argv=("sh", "-c", f"head -c {megabytes}M /dev/zero")
+    # The PTY layer alone: no sandbox, no rlimits.
+    launch = Launch(
+        argv=["/bin/sh", "-c", f"head -c {megabytes}M /dev/zero"],
+        env={"PATH": "/usr/bin:/bin"},
+        cgroup=None,
+        contained=False,
     )
     counter = Counter()
-    session = PtySession(reactor, program, 80, 24, counter)
+    session = PtySession(reactor, "bulk", launch, 80, 24, counter)
     session.ended.addCallback(lambda _: reactor.stop())
     reactor.callWhenRunning(counter.start, session)
     reactor.run()

@@ -13,9 +13,12 @@ from .discord import build_discord
 from .kernels import build_kernels
 from .matrix import build_matrix
 from .parts import PartContext, Reactor
+from .sandbox import Sandbox
+from .sandbox.part import SandboxPart
 from .service import JupybotService
 from .state import StateDirectory
 from .terminal import build_terminal
+from .terminal.programs import program_problems
 from .web import WebPart
 
 
@@ -29,8 +32,11 @@ def build_service(config: Config, reactor: Reactor) -> JupybotService:
     # The chat parts register the contact outbox's delivery channels here.
     channels = ChannelRegistry()
 
+    # Prepared first: the terminal and the embedded kernels run strangers' code in it.
+    sandbox = Sandbox(config.sandbox)
+    top.add_part(SandboxPart(sandbox))
     kernels = build_kernels(context, top)
-    build_terminal(context, top, web.root)
+    build_terminal(context, top, web.root, sandbox)
     build_contact(context, top, web.root, channels, deliver_to(config))
     build_matrix(context, top, kernels, channels)
     build_discord(context, top, kernels, channels)
@@ -56,12 +62,17 @@ def summarize(config: Config) -> list[str]:
     lines = [
         f"web: listening on {config.web.listen}",
         f"storage: {config.storage.path}",
+        f"sandbox: {describe_sandbox(config)}",
         "kernels: "
         + (f"gateway at {config.gateway.url}" if config.gateway.url else "embedded Kernel Gateway"),
     ]
     if config.terminal.enabled:
         names = ", ".join(p.name for p in config.programs) or "none"
         lines.append(f"terminal: {len(config.programs)} program(s): {names}")
+        sandbox = Sandbox(config.sandbox)
+        for index, program in enumerate(config.programs):
+            for problem in program_problems(program, sandbox, f"programs[{index}]"):
+                lines.append(f"terminal: will not start: {problem}")
     else:
         lines.append("terminal: disabled (terminal.enabled is false)")
     if config.contact.enabled:
@@ -75,3 +86,11 @@ def summarize(config: Config) -> list[str]:
     ):
         lines.append(f"{name}: disabled ({reason})" if reason else f"{name}: enabled")
     return lines
+
+
+def describe_sandbox(config: Config) -> str:
+    sandbox = config.sandbox
+    if not sandbox.enabled:
+        return "none: visitor programs and kernels run UNSANDBOXED"
+    limits = "cgroups where allowed, else rlimits" if sandbox.cgroups == "auto" else "rlimits"
+    return f"bubblewrap (as {sandbox.user} when jupybot runs as root); limits: {limits}"

@@ -14,6 +14,7 @@ from .core import LoggingConfig, ShutdownConfig, StorageConfig, WebConfig
 from .discord import DiscordConfig
 from .kernels import GatewayConfig
 from .matrix import MatrixConfig
+from .sandbox import SandboxConfig
 from .terminal import ProgramConfig, TerminalConfig, read_programs
 
 __all__ = [
@@ -48,6 +49,7 @@ class Config:
     storage: StorageConfig
     logging: LoggingConfig
     shutdown: ShutdownConfig
+    sandbox: SandboxConfig
     programs: tuple[ProgramConfig, ...]
     terminal: TerminalConfig
     gateway: GatewayConfig
@@ -80,6 +82,7 @@ def parse_config(
         storage=StorageConfig.read(top.section("storage")),
         logging=LoggingConfig.read(top.section("logging")),
         shutdown=ShutdownConfig.read(top.section("shutdown")),
+        sandbox=SandboxConfig.read(top.section("sandbox")),
         programs=read_programs(top),
         terminal=TerminalConfig.read(top.section("terminal")),
         gateway=GatewayConfig.read(top.section("gateway")),

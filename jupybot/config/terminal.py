@@ -11,13 +11,16 @@ MEGABYTE = 1024 * 1024
 
 @dataclass(frozen=True)
 class ProgramLimits:
-    """What one session of a program may use; applied to the child with prlimit."""
+    """What one session of a program may use: in a cgroup of its own where the sandbox may
+    create one (memory, processes, CPU share), and as rlimits on every process."""
 
     session_seconds: float = 1800.0
     idle_seconds: float = 300.0
     cpu_seconds: int = 60
-    memory_mb: int = 512  # address space
-    processes: int = 64  # per user: the kernel counts every process of the uid
+    memory_mb: int = 512
+    processes: int = 64
+    # Share of one core the session may use at most (cgroups only).
+    cpu_percent: int = 100
     file_size_mb: int = 16
 
     @classmethod
@@ -30,7 +33,8 @@ class ProgramLimits:
             idle_seconds=r.number("idle_seconds", default.idle_seconds, minimum=1, maximum=86400),
             cpu_seconds=r.integer("cpu_seconds", default.cpu_seconds, minimum=1),
             memory_mb=r.integer("memory_mb", default.memory_mb, minimum=16),
-            processes=r.integer("processes", default.processes, minimum=1),
+            processes=r.integer("processes", default.processes, minimum=1, maximum=4096),
+            cpu_percent=r.integer("cpu_percent", default.cpu_percent, minimum=1, maximum=6400),
             file_size_mb=r.integer("file_size_mb", default.file_size_mb, minimum=0),
         )
         r.finish()
@@ -43,9 +47,15 @@ class ProgramConfig:
     title: str
     description: str
     argv: tuple[str, ...]
+    # Inside the sandbox: where the program starts (default: its private home).
     cwd: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     limits: ProgramLimits = field(default_factory=ProgramLimits)
+    # Host paths the sandbox shows at the same path: read-only, and writable where asked.
+    files: tuple[str, ...] = ()
+    writable: tuple[str, ...] = ()
+    # The host's network (default: none at all, not even loopback).
+    network: bool = False
 
     @classmethod
     def read(cls, r: Reader) -> ProgramConfig:
@@ -62,6 +72,11 @@ class ProgramConfig:
         cwd = r.optional_string("cwd")
         env = r.string_map("env")
         limits = ProgramLimits.read(r.section("limits"))
+        files = tuple(_absolute_paths(r, "files"))
+        writable = tuple(_absolute_paths(r, "writable"))
+        network = r.boolean("network", False)
+        if cwd is not None and not cwd.startswith("/"):
+            r.error("cwd", f"expected an absolute path inside the sandbox, got {cwd!r}")
         r.finish()
         return cls(
             name=name,
@@ -71,7 +86,18 @@ class ProgramConfig:
             cwd=cwd,
             env=env,
             limits=limits,
+            files=files,
+            writable=writable,
+            network=network,
         )
+
+
+def _absolute_paths(r: Reader, key: str) -> list[str]:
+    paths = r.string_list(key)
+    for index, path in enumerate(paths):
+        if not path.startswith("/") or "\0" in path:
+            r.error(f"{key}[{index}]", f"expected an absolute path, got {path!r}")
+    return [path.rstrip("/") or "/" for path in paths]
 
 
 def read_programs(r: Reader) -> tuple[ProgramConfig, ...]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerProtocol
 from twisted.internet.defer import Deferred
@@ -11,37 +9,42 @@ from twisted.web.resource import Resource
 
 from ..config import Config
 from ..parts import PartContext, Reactor
+from ..sandbox import Sandbox
 from ..service import JupybotService, Part
 from .page import ProgramList, ProgramPage, static_files
-from .pty import PYTHON
+from .programs import program_problems
 from .sessions import TerminalSessions
 from .websocket import LineModeProtocol, RawTerminalProtocol, TerminalFactory
 
 __all__ = ["TerminalPart", "build_terminal"]
 
 
+class ProgramsUnavailable(Exception):
+    """A program of the catalogue cannot run here; the message names each mistake."""
+
+
 class TerminalPart(Part):
     """Owns the sessions; stopping it ends every program (and everything they started)."""
 
-    def __init__(self, config: Config, reactor: Reactor) -> None:
+    def __init__(self, config: Config, reactor: Reactor, sandbox: Sandbox) -> None:
         super().__init__("terminal")
         self.sessions = TerminalSessions(
-            reactor, config.terminal, {p.name: p for p in config.programs}
+            reactor, config.terminal, {p.name: p for p in config.programs}, sandbox
         )
         self._programs = config.programs
+        self._sandbox = sandbox
 
     def start_part(self) -> None:
-        for program in self._programs:
-            executable = program.argv[0]
-            if executable != PYTHON and shutil.which(executable) is None:
-                self.log.warn(
-                    "terminal: program {name}: {executable!r} is not installed; "
-                    "visitors who pick it get an error",
-                    name=program.name,
-                    executable=executable,
-                )
-        if shutil.which("prlimit") is None:
-            self.log.error("terminal: prlimit (util-linux) is missing: no program can start")
+        """Refuse to serve unless every program can run in its sandbox: a mistake in the
+        catalogue is the owner's to fix, not a visitor's to find."""
+        self._sandbox.require()
+        problems = [
+            problem
+            for index, program in enumerate(self._programs)
+            for problem in program_problems(program, self._sandbox, f"programs[{index}]")
+        ]
+        if problems:
+            raise ProgramsUnavailable("; ".join(problems))
 
     def stop_part(self) -> Deferred[None]:
         return self.sessions.close_all().addCallback(lambda _: None)
@@ -65,13 +68,16 @@ class TerminalPart(Part):
         }
 
 
-def build_terminal(context: PartContext, top: JupybotService, web_root: Resource) -> None:
-    """The terminal part with its page on C{web_root}, unless `terminal.enabled` is false."""
+def build_terminal(
+    context: PartContext, top: JupybotService, web_root: Resource, sandbox: Sandbox
+) -> None:
+    """The terminal part with its page on C{web_root}, unless `terminal.enabled` is false;
+    every program runs in C{sandbox}."""
     config = context.config
     if not config.terminal.enabled:
         top.add_disabled("terminal", "terminal.enabled is false")
         return
-    part = TerminalPart(config, context.reactor)
+    part = TerminalPart(config, context.reactor, sandbox)
     for name, resource in part.resources(config, context.reactor).items():
         web_root.putChild(name, resource)
     top.add_part(part)

@@ -1,9 +1,10 @@
 """One program on a pseudo-terminal: spawned at the viewer's size, resized, flow-controlled, and
 killed with every process it started.
 
-The program runs under ``prlimit`` (the resource limits of its catalogue entry) in a session of
-its own: Twisted's PTY child calls ``setsid()``, so the session id is the child's pid and
-everything the program starts, in whatever process group, can be found and killed.
+The program is spawned as a L{Launch} (jupybot.sandbox) makes it. Sandboxed, it lives in a PID
+namespace that dies with the spawned process, so ending it is one SIGKILL whatever it started.
+Unsandboxed (``sandbox.mode: none``), Twisted's PTY child calls ``setsid()``, so the session id is
+the child's pid and everything the program starts can be found in /proc and killed.
 """
 
 from __future__ import annotations
@@ -12,10 +13,8 @@ import errno
 import fcntl
 import functools
 import os
-import shutil
 import signal
 import struct
-import sys
 import termios
 from collections.abc import Callable
 from contextlib import suppress
@@ -26,11 +25,12 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.main import CONNECTION_DONE, CONNECTION_LOST
+from twisted.internet.process import PTYProcess, _listOpenFDs
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ..config.terminal import MEGABYTE, ProgramConfig
+from ..sandbox import Launch
 from . import _proc
 
 log = Logger()
@@ -38,8 +38,10 @@ log = Logger()
 # Seconds between SIGHUP, SIGTERM and SIGKILL when a session ends.
 KILL_GRACE = 2.0
 MIN_SIZE, MAX_COLS, MAX_ROWS = 1, 1000, 500
-# In a program's argv, the Python that runs jupybot (for demos shipped in the package).
-PYTHON = "{python}"
+# How long an emptied cgroup may take to be removable, in tries 50 ms apart.
+CGROUP_REMOVE_TRIES = 100
+# Seconds after the spawned process is reaped before jupybot closes a terminal still held open.
+ORPHAN_GRACE = 1.0
 
 
 class ProgramNotFound(Exception):
@@ -76,45 +78,6 @@ def valid_size(cols: object, rows: object) -> bool:
     )
 
 
-def launch_argv(program: ProgramConfig) -> list[str]:
-    """prlimit with the program's limits, then the program's own argv (never through a shell)."""
-    prlimit = shutil.which("prlimit")
-    if prlimit is None:
-        raise ProgramNotFound("prlimit (util-linux) is not installed")
-    argv = list(program.argv)
-    if argv[0] == PYTHON:
-        argv[0] = sys.executable
-    elif shutil.which(argv[0], path=_path(program)) is None:
-        raise ProgramNotFound(f"{argv[0]!r} is not installed on this server")
-    limits = program.limits
-    return [
-        prlimit,
-        f"--cpu={limits.cpu_seconds}",
-        f"--as={limits.memory_mb * MEGABYTE}",
-        f"--nproc={limits.processes}",
-        f"--fsize={limits.file_size_mb * MEGABYTE}",
-        "--",
-        *argv,
-    ]
-
-
-def _path(program: ProgramConfig) -> str:
-    return program.env.get("PATH") or os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")
-
-
-def launch_env(program: ProgramConfig) -> dict[str, str]:
-    """A clean environment: jupybot's own (which holds its secrets) is never passed on."""
-    env = {
-        "PATH": _path(program),
-        "LANG": "C.UTF-8",
-        "TERM": "xterm-256color",
-        "COLORTERM": "truecolor",
-        "HOME": program.cwd or os.environ.get("HOME", "/tmp"),
-    }
-    env.update(program.env)
-    return env
-
-
 class _PtyProtocol(ProcessProtocol):
     def __init__(self, session: PtySession) -> None:
         self.session = session
@@ -122,15 +85,43 @@ class _PtyProtocol(ProcessProtocol):
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         self.session._received(data)
 
+    def processExited(self, reason: Failure) -> None:
+        # Reaped: read the PTY to its end even if nobody watches, or processEnded never comes.
+        self.session._exited()
+
     def processEnded(self, reason: Failure) -> None:
         value = reason.value
         if isinstance(value, ProcessDone):
             status = ExitStatus(0, None)
         elif isinstance(value, ProcessTerminated):
             status = ExitStatus(value.exitCode, value.signal)
+            if self.session.contained and status.code is not None and 128 < status.code <= 192:
+                # bubblewrap reports its program's death by signal N as status 128 + N.
+                status = ExitStatus(None, status.code - 128)
         else:
             status = ExitStatus(None, None)
         self.session._process_ended(status)
+
+
+class _SandboxPtyProcess(PTYProcess):
+    """A PTY child in a session of its own that leaves the terminal free: inside its PID
+    namespace the program makes itself the terminal's session leader (``setsid --ctty``), so
+    job control sees process groups it can name. Twisted's own PTY child takes the terminal for
+    the process outside, whose group the program cannot see ("Cannot set tty process group")."""
+
+    def _setupChild(self, masterfd: int, slavefd: int) -> None:
+        os.close(masterfd)
+        os.setsid()
+        for fd in range(3):
+            if fd != slavefd:
+                os.close(fd)
+        for fd in range(3):
+            os.dup2(slavefd, fd)
+        for fd in _listOpenFDs():
+            if fd > 2:
+                with suppress(OSError):
+                    os.close(fd)
+        self._resetSignalDisposition()
 
 
 class PtySession:
@@ -139,12 +130,16 @@ class PtySession:
     def __init__(
         self,
         reactor: Any,
-        program: ProgramConfig,
+        name: str,
+        launch: Launch,
         cols: int,
         rows: int,
         sink: OutputSink,
+        cwd: str | None = None,
     ) -> None:
-        self.program = program
+        self.name = name
+        self._launch = launch
+        self._cwd = cwd
         self._reactor = reactor
         self._sink = sink
         self._size = (cols, rows)
@@ -159,26 +154,44 @@ class PtySession:
         self.on_activity: Callable[[], None] = lambda: None
 
     @property
+    def contained(self) -> bool:
+        return self._launch.contained
+
+    @property
     def running(self) -> bool:
         return self.pid is not None and self.status is None
 
     def start(self) -> None:
-        argv = launch_argv(self.program)
+        argv = self._launch.argv
         master, slave = os.openpty()
         tty_name = os.ttyname(slave)
         try:
             _set_size(master, *self._size)
-            self._transport = self._reactor.spawnProcess(
-                _PtyProtocol(self),
-                argv[0],
-                argv,
-                env=launch_env(self.program),
-                path=self.program.cwd,
-                usePTY=(master, slave, tty_name),
-            )
+            if self._launch.contained:
+                self._transport = _SandboxPtyProcess(
+                    self._reactor,
+                    argv[0],
+                    argv,
+                    self._launch.env,
+                    self._cwd,
+                    _PtyProtocol(self),
+                    None,
+                    None,
+                    (master, slave, tty_name),
+                )
+            else:
+                self._transport = self._reactor.spawnProcess(
+                    _PtyProtocol(self),
+                    argv[0],
+                    argv,
+                    env=self._launch.env,
+                    path=self._cwd,
+                    usePTY=(master, slave, tty_name),
+                )
         except Exception:
             os.close(master)
             os.close(slave)
+            self._release_cgroup(CGROUP_REMOVE_TRIES)
             raise
         self._transport.doRead = functools.partial(_read_pty, self._transport)
         self._master_fd = master
@@ -186,15 +199,11 @@ class PtySession:
         self.pid = self._transport.pid
         log.info(
             "terminal: started {program} (pid {pid}, {cols}x{rows})",
-            program=self.program.name,
+            program=self.name,
             pid=self.pid,
             cols=self._size[0],
             rows=self._size[1],
         )
-
-    def attach(self, sink: OutputSink) -> None:
-        """Send output to C{sink} from now on (a resumed browser)."""
-        self._sink = sink
 
     def write(self, data: bytes) -> None:
         if self.running and data:
@@ -250,6 +259,9 @@ class PtySession:
 
     def terminate(self) -> Deferred[ExitStatus]:
         """SIGHUP every process of the session, SIGTERM after a grace, then SIGKILL."""
+        # Whatever the program prints while it ends is read (for nobody, maybe): a paused
+        # program could not see its signals through, and its end would never be noticed.
+        self._resume_all()
         if self.running and self._killing is None:
             self._signal_session(signal.SIGHUP)
             self._killing = self._reactor.callLater(KILL_GRACE, self._escalate, signal.SIGTERM)
@@ -265,6 +277,9 @@ class PtySession:
     def _signal_session(self, signum: int) -> None:
         if self.pid is None:
             return
+        if self._launch.contained:
+            self._signal_sandbox(signum)
+            return
         # The session finds what the program left behind; the tree finds children that left
         # the session with setsid() while the program still runs.
         targets = {self.pid, *_proc.session_members(self.pid), *_proc.descendants(self.pid)}
@@ -275,22 +290,76 @@ class PtySession:
             with suppress(ProcessExitedAlready):
                 self._transport.signalProcess("KILL")
 
+    def _signal_sandbox(self, signum: int) -> None:
+        """The program's foreground group gets the polite signals; SIGKILL goes to the process
+        jupybot spawned, whose death takes the whole PID namespace with it."""
+        if signum == signal.SIGKILL or self._master_fd is None:
+            with suppress(ProcessLookupError):
+                os.kill(self.pid or 0, signal.SIGKILL)
+            return
+        try:
+            foreground = os.tcgetpgrp(self._master_fd)
+        except OSError:
+            foreground = 0
+        # 0 while the program does not lead its terminal yet (or any more): then the sandbox
+        # itself gets the signal, which ends it at once. (killpg(0) would signal jupybot.)
+        with suppress(OSError):
+            if foreground > 0 and foreground != os.getpgrp():
+                os.killpg(foreground, signum)
+            else:
+                os.kill(self.pid or 0, signum)
+
+    def _resume_all(self) -> None:
+        if self._paused_by and self.running:
+            self._paused_by.clear()
+            self._transport.resumeProducing()
+
+    def _exited(self) -> None:
+        """The spawned process was reaped. What it started may still hold the terminal: a
+        sandbox whose parent died while it was being set up escapes ``--die-with-parent``, and
+        unsandboxed programs leave daemons. Kill them, and if the terminal still does not close,
+        close it ourselves: the session must end."""
+        self._resume_all()
+        if self._launch.cgroup is not None:
+            self._launch.cgroup.kill_all()
+        self._reactor.callLater(ORPHAN_GRACE, self._close_terminal)
+
+    def _close_terminal(self) -> None:
+        if self.status is None and self._transport is not None:
+            log.warn("terminal: {program} (pid {pid}) left processes holding its terminal; closing it",
+                     program=self.name, pid=self.pid)  # fmt: skip
+            self._transport.loseConnection()
+
+    def _release_cgroup(self, tries: int) -> None:
+        cgroup = self._launch.cgroup
+        if cgroup is None or cgroup.remove():
+            return
+        if tries == 2:
+            cgroup.kill_all()
+        if tries <= 1:
+            log.warn("terminal: cannot remove the cgroup of {program} (pid {pid})",
+                     program=self.name, pid=self.pid)  # fmt: skip
+            return
+        self._reactor.callLater(0.05, self._release_cgroup, tries - 1)
+
     def _received(self, data: bytes) -> None:
         self.on_activity()
         self._sink.output(data)
 
     def _process_ended(self, status: ExitStatus) -> None:
         self.status = status
-        # Processes the program left behind in its session (daemons, background jobs) go too.
-        if self.pid is not None and _proc.session_members(self.pid):
+        # Processes the program left behind in its session (daemons, background jobs) go too;
+        # in a sandbox they went with its PID namespace.
+        if not self._launch.contained and self.pid is not None and _proc.session_members(self.pid):
             self._signal_session(signal.SIGKILL)
+        self._release_cgroup(CGROUP_REMOVE_TRIES)
         if self._killing is not None and self._killing.active():
             self._killing.cancel()
         self._killing = None
         self._master_fd = None  # closed by Twisted with the transport
         log.info(
             "terminal: {program} (pid {pid}) {status}",
-            program=self.program.name,
+            program=self.name,
             pid=self.pid,
             status=status.describe(),
         )

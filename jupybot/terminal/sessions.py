@@ -15,6 +15,8 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 from ..config.terminal import ProgramConfig, TerminalConfig
+from ..sandbox import Sandbox
+from .programs import host_cwd, launch_program
 from .pty import ExitStatus, ProgramNotFound, PtySession, valid_size
 
 log = Logger()
@@ -157,10 +159,15 @@ class TerminalSessions:
     """Every terminal session of the server, with the caps of `terminal:`."""
 
     def __init__(
-        self, reactor: Any, config: TerminalConfig, programs: Mapping[str, ProgramConfig]
+        self,
+        reactor: Any,
+        config: TerminalConfig,
+        programs: Mapping[str, ProgramConfig],
+        sandbox: Sandbox,
     ) -> None:
         self.reactor = reactor
         self.config = config
+        self.sandbox = sandbox
         self.programs = dict(programs)
         self._sessions: dict[str, Session] = {}
         self._by_token: dict[str, Session] = {}
@@ -191,9 +198,18 @@ class TerminalSessions:
                 "too-many", "You have as many sessions open as allowed; close one first."
             )
         session = Session(self, program, client_ip, viewer)
-        session.pty = PtySession(self.reactor, program, cols, rows, session)
-        session.pty.on_activity = session.touch
         try:
+            launch = launch_program(program, self.sandbox, session.id)
+            session.pty = PtySession(
+                self.reactor,
+                program.name,
+                launch,
+                cols,
+                rows,
+                session,
+                cwd=host_cwd(program, self.sandbox),
+            )
+            session.pty.on_activity = session.touch
             session.pty.start()
         except ProgramNotFound as e:
             raise SessionRefused("unavailable", f"{program.title} cannot start: {e}.") from None

@@ -18,7 +18,8 @@ programs:
   - {name: sh, argv: [sh]}
   - {name: cat, argv: [cat]}
   - {name: flood, argv: ["yes"]}
-  - {name: missing, argv: [no-such-program-anywhere]}
+  # Installed when the server starts, uninstalled before a visitor picks it.
+  - {name: missing, argv: ["{workdir}/bin/game"], files: ["{workdir}/bin"]}
   - name: sleepy
     argv: [cat]
     limits: {idle_seconds: 1}
@@ -36,10 +37,16 @@ terminal:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupybotProcess]:
     workdir = tmp_path_factory.mktemp("terminal")
-    process = JupybotProcess(jupybot_config(workdir, PROGRAMS), workdir)
+    game = workdir / "bin" / "game"
+    game.parent.mkdir()
+    game.write_text("#!/bin/sh\necho game\n")
+    game.chmod(0o755)
+    programs = PROGRAMS.replace("{workdir}", str(workdir))
+    process = JupybotProcess(jupybot_config(workdir, programs), workdir)
     try:
         process.wait_listening()
         process.wait_for("terminal: running")
+        game.unlink()
         yield process
     finally:
         process.stop()

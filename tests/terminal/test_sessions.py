@@ -7,7 +7,9 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 
+from jupybot.config.sandbox import SandboxConfig
 from jupybot.config.terminal import ProgramConfig, TerminalConfig
+from jupybot.sandbox import Sandbox
 from jupybot.terminal import ExitStatus, SessionRefused, TerminalSessions
 
 
@@ -32,8 +34,10 @@ CAT = ProgramConfig(name="cat", title="cat", description="", argv=("cat",))
 
 @pytest_twisted.ensureDeferred
 async def test_caps_per_address_and_for_the_server() -> None:
+    sandbox = Sandbox(SandboxConfig())
+    sandbox.prepare()
     sessions = TerminalSessions(
-        reactor, TerminalConfig(max_sessions=3, max_sessions_per_ip=2), {"cat": CAT}
+        reactor, TerminalConfig(max_sessions=3, max_sessions_per_ip=2), {"cat": CAT}, sandbox
     )
     viewers = [Recorder() for _ in range(4)]
     sessions.open("cat", 80, 24, "10.0.0.1", viewers[0])
@@ -54,3 +58,4 @@ async def test_caps_per_address_and_for_the_server() -> None:
     # A closed session frees its address's slot.
     sessions.open("cat", 80, 24, "10.0.0.1", Recorder())
     await sessions.close_all()
+    sandbox.close()

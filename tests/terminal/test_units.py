@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import struct
 import sys
+from pathlib import Path
 
 import pytest
 
+from jupybot.config.sandbox import SandboxConfig
 from jupybot.config.terminal import ProgramConfig, ProgramLimits
+from jupybot.sandbox import Sandbox
+from jupybot.sandbox.profile import bubblewrap_args
 from jupybot.terminal import wire
-from jupybot.terminal.pty import ProgramNotFound, launch_argv, launch_env, valid_size
+from jupybot.terminal.programs import (
+    DEMOS_DIR,
+    launch_program,
+    program_problems,
+    program_profile,
+)
+from jupybot.terminal.pty import ProgramNotFound, valid_size
 from jupybot.terminal.sessions import ReplayBuffer
 from jupybot.terminal.websocket import origin_allowed
 
@@ -64,7 +74,9 @@ def test_sizes() -> None:
     assert not valid_size("80", 24)
 
 
-def test_programs_run_under_prlimit_with_a_clean_environment() -> None:
+def test_unsandboxed_programs_run_under_prlimit_with_a_clean_environment() -> None:
+    sandbox = Sandbox(SandboxConfig(mode="none"))
+    sandbox.prepare()
     program = ProgramConfig(
         name="py",
         title="Python",
@@ -73,16 +85,68 @@ def test_programs_run_under_prlimit_with_a_clean_environment() -> None:
         env={"GAME": "on"},
         limits=ProgramLimits(cpu_seconds=5, memory_mb=100, processes=7, file_size_mb=1),
     )
-    argv = launch_argv(program)
-    assert argv[0].endswith("prlimit")
-    assert argv[1:6] == ["--cpu=5", "--as=104857600", "--nproc=7", "--fsize=1048576", "--"]
-    assert argv[6:] == [sys.executable, "-q"]
-    env = launch_env(program)
-    assert env["TERM"] == "xterm-256color" and env["GAME"] == "on"
-    assert set(env) == {"PATH", "LANG", "TERM", "COLORTERM", "HOME", "GAME"}
+    launch = launch_program(program, sandbox, "s1")
+    assert launch.argv[0].endswith("prlimit") and not launch.contained
+    assert launch.argv[1:7] == [
+        "--as=104857600",
+        "--fsize=1048576",
+        "--nofile=1024",
+        "--core=0",
+        "--cpu=5",
+        "--nproc=7",
+    ]
+    assert launch.argv[7:] == ["--", sys.executable, "-q"]
+    assert launch.env["TERM"] == "xterm-256color" and launch.env["GAME"] == "on"
+    assert "JUPYBOT_CONFIG" not in launch.env and "SSH_AUTH_SOCK" not in launch.env
+    assert set(launch.env) == {
+        *("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "TMPDIR"),
+        *("TERM", "COLORTERM", "GAME"),
+    }
+
+
+def test_sandboxed_programs_see_only_what_their_entry_declares(tmp_path: Path) -> None:
+    game = tmp_path / "game"
+    game.mkdir()
+    profile = program_profile(
+        ProgramConfig(
+            name="game",
+            title="Game",
+            description="",
+            argv=("python3", "{demos}/quiz.py"),
+            files=(str(game),),
+            writable=(str(tmp_path / "scores"),),
+        ),
+        Sandbox(SandboxConfig()),
+    )
+    args = bubblewrap_args(profile, tmp_path)
+    assert profile.argv == ("/usr/bin/setsid", "--ctty", "/usr/bin/python3", f"{DEMOS_DIR}/quiz.py")
+    pairs = list(zip(args, args[1:], args[2:], strict=False))
+    assert ("--ro-bind", str(game), str(game)) in pairs
+    assert ("--ro-bind", DEMOS_DIR, DEMOS_DIR) in pairs
+    assert ("--bind", str(tmp_path / "scores"), str(tmp_path / "scores")) in pairs
+    assert "--unshare-net" in args and "--die-with-parent" in args and "--disable-userns" in args
+    assert not any("/etc/shadow" in arg or arg == "/etc" or "/root" in arg for arg in args)
 
 
 def test_a_missing_executable_is_named() -> None:
     program = ProgramConfig(name="x", title="X", description="", argv=("no-such-thing-here",))
     with pytest.raises(ProgramNotFound, match="'no-such-thing-here' is not installed"):
-        launch_argv(program)
+        program_profile(program, Sandbox(SandboxConfig()))
+
+
+def test_catalogue_mistakes_are_named_with_their_key_path(tmp_path: Path) -> None:
+    program = ProgramConfig(
+        name="x",
+        title="X",
+        description="",
+        argv=("/opt/nowhere/bin/game",),
+        files=("/opt/nowhere",),
+        cwd="/srv/game",
+    )
+    problems = program_problems(program, Sandbox(SandboxConfig()), "programs[3]")
+    assert problems == [
+        "programs[3].files[0]: /opt/nowhere does not exist",
+        "programs[3].argv: '/opt/nowhere/bin/game' is not installed inside the sandbox",
+        "programs[3].cwd: /srv/game is not a directory the sandbox shows "
+        "(list it, or a directory above it, in files: or writable:)",
+    ]

@@ -49,7 +49,9 @@ async def test_a_program_runs_at_the_browser_size_and_reports_its_exit(
         await client.until_output(b"40 120")
         await client.send(b"exit 3\n")
         closing = await client.until_closed()
-        assert client.exit == {"code": 3, "signal": None, "message": "exited with status 3"}
+        assert client.exit == {"code": 3, "signal": None, "message": "exited with status 3"}, bytes(
+            client.output
+        )
         assert closing.data == 1000
 
 
@@ -248,7 +250,7 @@ async def test_a_flood_paused_for_a_lost_window_flows_again_after_a_resume(
             await second.acknowledge()
         await second.ws.close()
     # Nobody watches until the session expires: the program waits rather than burn a CPU.
-    (flood,) = set(descendants(server.pid)) - others
+    flood = started_program(server, others, "yes")
     await _blocked_writing_its_terminal(flood, within=30)
 
 
@@ -379,10 +381,21 @@ async def test_line_mode_flood_keeps_server_memory_bounded(server: JupybotProces
         assert first["event"] == "output" and first["more"] and first["output"].startswith("y\n")
         before = rss_kb(server.pid)
         # The client stops reading while `yes` keeps printing: the program must wait for it.
-        (flood,) = set(descendants(server.pid)) - others
+        flood = started_program(server, others, "yes")
         await _blocked_writing_its_terminal(flood, within=30)
         assert rss_kb(server.pid) - before < 16 * 1024
         await ws.close()
+
+
+def started_program(server: JupybotProcess, others: set[int], name: str) -> int:
+    """The pid of the program C{name} started since C{others}: the program itself, not the
+    sandbox around it."""
+    (pid,) = [
+        pid
+        for pid in set(descendants(server.pid)) - others
+        if Path(f"/proc/{pid}/comm").read_text().strip() == name
+    ]
+    return pid
 
 
 async def _blocked_writing_its_terminal(pid: int, within: float) -> None:

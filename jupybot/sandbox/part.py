@@ -1,0 +1,33 @@
+"""The sandbox as a part: prepared before the parts that run strangers' code, shown by /ping."""
+
+from __future__ import annotations
+
+from ..service import Part
+from .sandbox import Sandbox
+
+__all__ = ["SandboxPart"]
+
+
+class SandboxPart(Part):
+    """Checks at start that this host can contain programs and kernels, and says how.
+
+    If it cannot, this part fails with the reason and what to allow; the terminal and the
+    embedded kernels then refuse to start, and every other part keeps serving.
+    """
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        super().__init__("sandbox")
+        self.sandbox = sandbox
+
+    def start_part(self) -> None:
+        self.sandbox.prepare()
+        if self.sandbox.enabled:
+            self.log.info("sandbox: {how}", how=self.sandbox.describe())
+        else:
+            self.log.warn(
+                "sandbox: mode is none: visitor programs and kernels run UNSANDBOXED, "
+                "with jupybot's user and files within their reach"
+            )
+
+    def stop_part(self) -> None:
+        self.sandbox.close()

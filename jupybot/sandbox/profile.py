@@ -1,0 +1,136 @@
+"""What one sandboxed process may see and use: a typed profile, turned into bubblewrap's
+command line by L{bubblewrap_args}. Sandboxes are configuration, not code."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Who a program is inside its sandbox, whoever runs it outside.
+INSIDE_UID = 1000
+INSIDE_USER = "visitor"
+INSIDE_HOME = f"/home/{INSIDE_USER}"
+INSIDE_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+# /etc as a program sees it: what libc, Python, terminfo and fonts read; never shadow, sudoers,
+# ssh keys, machine-id or jupybot's configuration. passwd and group are written by jupybot.
+ETC_ALWAYS = (
+    "/etc/alternatives",
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/localtime",
+    "/etc/nsswitch.conf",
+    "/etc/inputrc",
+    "/etc/mime.types",
+    "/etc/fonts",
+    "/etc/terminfo",
+    "/etc/protocols",
+    "/etc/services",
+    "/etc/python3",
+    "/etc/python3.11",
+)
+ETC_NETWORK = (
+    "/etc/resolv.conf",
+    "/etc/hosts",
+    "/etc/host.conf",
+    "/etc/gai.conf",
+    "/etc/ssl",
+    "/etc/ca-certificates",
+)
+SYSTEM_DIRECTORIES = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64")
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory_mb: int = 512
+    processes: int = 64
+    cpu_percent: int = 100
+    cpu_seconds: int = 0  # 0: no CPU-time limit (a kernel lives for hours)
+    file_size_mb: int = 16
+    open_files: int = 1024
+
+
+@dataclass(frozen=True)
+class SandboxProfile:
+    """One sandboxed program: its argv (resolved on the host), what it sees, what it may use."""
+
+    argv: tuple[str, ...]
+    read_only: tuple[str, ...] = ()
+    writable: tuple[str, ...] = ()
+    network: bool = False
+    cwd: str = INSIDE_HOME
+    env: dict[str, str] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
+
+
+def bubblewrap_args(profile: SandboxProfile, identity_dir: Path) -> list[str]:
+    """bwrap's options for C{profile} (its argv follows them): new user, PID, IPC, UTS, cgroup
+    and network namespaces; the system read-only; a private /tmp, /dev/shm and home in memory
+    that vanish with the sandbox; the profile's own paths; no capabilities, no new privileges,
+    no nested user namespaces, and nothing left alive when jupybot dies."""
+    memory = str(profile.limits.memory_mb * 1024 * 1024)
+    args = [
+        "--unshare-user",
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+        *([] if profile.network else ["--unshare-net"]),
+        "--disable-userns",
+        "--die-with-parent",
+        "--cap-drop",
+        "ALL",
+        "--hostname",
+        "sandbox",
+        "--uid",
+        str(INSIDE_UID),
+        "--gid",
+        str(INSIDE_UID),
+    ]
+    for directory in SYSTEM_DIRECTORIES:
+        if os.path.islink(directory):
+            args += ["--symlink", os.readlink(directory), directory]
+        elif os.path.isdir(directory):
+            args += ["--ro-bind", directory, directory]
+    etc = ETC_ALWAYS + (ETC_NETWORK if profile.network else ())
+    for path in etc:
+        args += ["--ro-bind-try", path, path]
+    args += ["--ro-bind", str(identity_dir / "passwd"), "/etc/passwd"]
+    args += ["--ro-bind", str(identity_dir / "group"), "/etc/group"]
+    args += ["--proc", "/proc", "--dev", "/dev"]
+    for tmpfs in ("/tmp", "/dev/shm", "/home"):
+        args += ["--size", memory, "--tmpfs", tmpfs]
+    args += ["--perms", "0700", "--dir", INSIDE_HOME]
+    for path in profile.read_only:
+        args += ["--ro-bind", path, path]
+    for path in profile.writable:
+        args += ["--bind", path, path]
+    # The sandbox's root (and the /etc made in it) is a tmpfs of its own: read-only too.
+    args += ["--remount-ro", "/", "--chdir", profile.cwd]
+    return args
+
+
+def identity_files() -> dict[str, str]:
+    """/etc/passwd and /etc/group inside: the visitor, and nobody else."""
+    return {
+        "passwd": f"{INSIDE_USER}:x:{INSIDE_UID}:{INSIDE_UID}::{INSIDE_HOME}:/bin/sh\n"
+        "nobody:x:65534:65534::/nonexistent:/usr/sbin/nologin\n",
+        "group": f"{INSIDE_USER}:x:{INSIDE_UID}:\nnogroup:x:65534:\n",
+    }
+
+
+def sandbox_env(profile_env: dict[str, str]) -> dict[str, str]:
+    """The environment a sandboxed program starts with: nothing of jupybot's."""
+    env = {
+        "PATH": INSIDE_PATH,
+        "HOME": INSIDE_HOME,
+        "USER": INSIDE_USER,
+        "LOGNAME": INSIDE_USER,
+        "SHELL": "/bin/sh",
+        "LANG": "C.UTF-8",
+        "TMPDIR": "/tmp",
+    }
+    env.update(profile_env)
+    return env

@@ -1,0 +1,87 @@
+"""The catalogue's programs as the sandbox runs them: argv placeholders, visible paths, limits."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from ..config.terminal import ProgramConfig
+from ..sandbox import INSIDE_HOME, Launch, Limits, Sandbox, SandboxProfile
+from .pty import ProgramNotFound
+
+# In a program's argv: the Python that runs jupybot, and the demos shipped with jupybot (both
+# shown read-only to the program that names them).
+PYTHON = "{python}"
+DEMOS = "{demos}"
+DEMOS_DIR = str(Path(__file__).resolve().parent.parent / "demos")
+
+SETSID = "/usr/bin/setsid"
+TERMINAL_ENV = {"TERM": "xterm-256color", "COLORTERM": "truecolor"}
+
+
+def program_profile(program: ProgramConfig, sandbox: Sandbox) -> SandboxProfile:
+    """What C{program} runs as, sees and may use; L{ProgramNotFound} if it cannot be found
+    inside its sandbox."""
+    argv = [arg.replace(DEMOS, DEMOS_DIR) for arg in program.argv]
+    read_only = list(program.files)
+    if any(DEMOS in arg for arg in program.argv):
+        read_only.append(DEMOS_DIR)
+    if argv[0] == PYTHON:
+        read_only += sorted({sys.prefix, sys.base_prefix})
+    executable = sandbox.resolve(argv[0], (*read_only, *program.writable))
+    if executable is None:
+        where = "inside the sandbox" if sandbox.enabled else "on this server"
+        raise ProgramNotFound(f"{argv[0]!r} is not installed {where}")
+    argv[0] = executable
+    if sandbox.enabled:
+        # The program leads its terminal's session inside the sandbox (see pty.py).
+        argv = [SETSID, "--ctty", *argv]
+    limits = program.limits
+    return SandboxProfile(
+        argv=tuple(argv),
+        read_only=tuple(dict.fromkeys(read_only)),
+        writable=program.writable,
+        network=program.network,
+        cwd=program.cwd or INSIDE_HOME,
+        env=TERMINAL_ENV | program.env,
+        limits=Limits(
+            memory_mb=limits.memory_mb,
+            processes=limits.processes,
+            cpu_percent=limits.cpu_percent,
+            cpu_seconds=limits.cpu_seconds,
+            file_size_mb=limits.file_size_mb,
+        ),
+    )
+
+
+def launch_program(program: ProgramConfig, sandbox: Sandbox, session_id: str) -> Launch:
+    return sandbox.launch(program_profile(program, sandbox), name=f"{program.name}-{session_id}")
+
+
+def host_cwd(program: ProgramConfig, sandbox: Sandbox) -> str | None:
+    """The directory spawnProcess starts in: the program's own without a sandbox; inside one,
+    bubblewrap changes directory itself."""
+    return None if sandbox.enabled else program.cwd
+
+
+def program_problems(program: ProgramConfig, sandbox: Sandbox, where: str) -> list[str]:
+    """Why C{program} cannot run in C{sandbox}, each with its key path; empty when it can."""
+    problems = []
+    for key in ("files", "writable"):
+        for index, path in enumerate(getattr(program, key)):
+            if not os.path.exists(path):
+                problems.append(f"{where}.{key}[{index}]: {path} does not exist")
+    try:
+        program_profile(program, sandbox)
+    except ProgramNotFound as e:
+        problems.append(f"{where}.argv: {e}")
+    if program.cwd is not None and sandbox.enabled and program.cwd != INSIDE_HOME:
+        shown = (*program.files, *program.writable, "/usr")
+        inside = any(program.cwd == p or program.cwd.startswith(p + "/") for p in shown)
+        if not inside or not os.path.isdir(program.cwd):
+            problems.append(
+                f"{where}.cwd: {program.cwd} is not a directory the sandbox shows "
+                "(list it, or a directory above it, in files: or writable:)"
+            )
+    return problems
