@@ -3,6 +3,7 @@ messages through the platform-neutral command layer."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,7 @@ from twisted.internet.task import deferLater
 
 from ..aio import await_deferred
 from ..commands import AccessPolicy, Addressing, ChatCommands, IncomingMessage
+from ..config import Secret
 from ..config.discord import DiscordConfig
 from ..contact.registry import ChannelRegistry
 from ..kernels import KernelManager, RenderOptions
@@ -61,7 +63,13 @@ class _Client(discord.Client):
 class DiscordPart(AsyncioPart):
     """Logs in, connects to the gateway (discord.py reconnects by itself) until stopped."""
 
-    def __init__(self, config: DiscordConfig, kernels: KernelManager, clock: IReactorTime) -> None:
+    def __init__(
+        self,
+        config: DiscordConfig,
+        kernels: KernelManager,
+        clock: IReactorTime,
+        secrets: Sequence[Secret] = (),
+    ) -> None:
         super().__init__("discord")
         self.config = config
         self._clock = clock
@@ -88,6 +96,7 @@ class DiscordPart(AsyncioPart):
             clock,
             render_options=RenderOptions(max_text_chars=1800, allow_html=False),
             edit_interval=config.edit_interval_seconds,
+            secrets=secrets,
         )
         self._conversations: dict[int, DiscordConversation] = {}
         self._define_slash_commands()
@@ -237,7 +246,7 @@ def build_discord(
     if reason is not None:
         top.add_disabled("discord", reason)
         return
-    part = DiscordPart(config, kernels, context.reactor)
+    part = DiscordPart(config, kernels, context.reactor, secrets=context.config.secrets)
     if config.owner_id:
         channels.register(OwnerDirectMessages(part.client, config.owner_id))
     else:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from nio import AsyncClient, AsyncClientConfig, LoginError, LoginResponse, WhoamiResponse
 from twisted.internet.interfaces import IReactorTime
 
 from ..aio import await_deferred
 from ..commands import AccessPolicy, Addressing, ChatCommands, RenderFunction
+from ..config import Secret
 from ..config.matrix import MatrixConfig
 from ..contact.registry import ChannelRegistry
 from ..kernels import KernelManager, RenderOptions, render_outputs
@@ -37,8 +38,11 @@ class MatrixPart(AsyncioPart):
         clock: IReactorTime,
         backoff: Callable[[int], float] | None = None,
         render: RenderFunction | None = None,
+        secrets: Sequence[Secret] = (),
     ) -> None:
         super().__init__("matrix")
+        # Never shown in a reply, even when a kernel prints one.
+        self.secrets = tuple(secrets)
         assert config.homeserver is not None and config.user_id is not None
         self.config = config
         self.kernels = kernels
@@ -83,6 +87,8 @@ class MatrixPart(AsyncioPart):
                 render_options=RenderOptions(max_text_chars=config.max_output_chars),
                 render=self.render or render_outputs,
                 edit_interval=config.edit_interval_seconds,
+                # A token from a password login is a secret too, though not in config.yml.
+                secrets=[*self.secrets, Secret(client.access_token)],
             )
             bot = self.bot = MatrixBot(
                 client,
@@ -183,7 +189,9 @@ def build_matrix(
     if reason is not None:
         top.add_disabled("matrix", reason)
         return
-    part = MatrixPart(config, kernels, context.state, context.reactor)
+    part = MatrixPart(
+        config, kernels, context.state, context.reactor, secrets=context.config.secrets
+    )
     if config.contact_room:
         channels.register(MatrixContactRoom(part, config.contact_room))
     top.add_part(part)
