@@ -24,12 +24,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from bench._report import percentile
 from jupybot.reactor import install_asyncio_reactor
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))]
 
 
 def milliseconds(samples: list[float]) -> tuple[float, float]:

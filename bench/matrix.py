@@ -28,13 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench._report import percentile
 from jupybot.reactor import install_asyncio_reactor
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
-    return ordered[index]
 
 
 def _has_body(room_id: str, body: str, room: str, event: dict[str, Any]) -> bool:

@@ -41,7 +41,7 @@ from typing import Any
 
 import aiohttp
 
-from bench._report import report
+from bench._report import percentile, report
 from tests.harness import JupybotProcess, jupybot_config, rss_kb
 
 PROMPT = b"READY> "
@@ -59,11 +59,6 @@ terminal:
   max_sessions: 5000
   max_sessions_per_ip: 5000
 """
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 def bulk_on_pty(megabytes: int) -> tuple[int, int]:
