@@ -34,6 +34,7 @@ def test_parts_are_built_in_start_order_and_unconfigured_ones_are_disabled(
 ) -> None:
     top = build_service(config_in(tmp_path), reactor)
     assert top.statuses() == {
+        "sandbox": "starting",
         "kernels": "starting",
         "terminal": "starting",
         "contact": "starting",
