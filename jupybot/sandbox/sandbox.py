@@ -129,21 +129,29 @@ class Sandbox:
 
     def _probe(self) -> None:
         """Run `true` in a sandbox like a program's: the kernel may forbid user namespaces."""
-        launch = self.launch(SandboxProfile(argv=("/bin/true",)), name=None)
+        error = self.try_run(SandboxProfile(argv=("/bin/true",)))
+        if error is not None:
+            raise SandboxUnavailable(
+                f"bubblewrap cannot create namespaces here ({error}); "
+                "allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, "
+                "user.max_user_namespaces > 0, or the AppArmor profile for bwrap), "
+                "or set sandbox.mode: none"
+            )
+
+    def try_run(self, profile: SandboxProfile) -> str | None:
+        """Run C{profile} once, to its end, outside any session: None if it exited 0, else
+        why not (bubblewrap's last word: a path the sandbox user cannot read, say)."""
+        launch = self.launch(profile, name=None)
         try:
             result = subprocess.run(
                 launch.argv, env=launch.env, capture_output=True, timeout=30, check=False
             )
         except (OSError, subprocess.TimeoutExpired) as e:
-            raise SandboxUnavailable(f"bubblewrap could not be run ({e})") from None
-        if result.returncode != 0:
-            error = result.stderr.decode("utf-8", "replace").strip().splitlines()
-            raise SandboxUnavailable(
-                f"bubblewrap cannot create namespaces here ({error[-1] if error else 'no message'}); "
-                "allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, "
-                "user.max_user_namespaces > 0, or the AppArmor profile for bwrap), "
-                "or set sandbox.mode: none"
-            )
+            return f"it could not be run: {e}"
+        if result.returncode == 0:
+            return None
+        lines = result.stderr.decode("utf-8", "replace").strip().splitlines()
+        return lines[-1] if lines else f"exit status {result.returncode}"
 
     def describe(self) -> str:
         """One line for the start-up log, /ping and --check-config."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from ..config.terminal import ProgramConfig
@@ -73,9 +74,17 @@ def program_problems(program: ProgramConfig, sandbox: Sandbox, where: str) -> li
             if not os.path.exists(path):
                 problems.append(f"{where}.{key}[{index}]: {path} does not exist")
     try:
-        program_profile(program, sandbox)
+        profile = program_profile(program, sandbox)
     except ProgramNotFound as e:
         problems.append(f"{where}.argv: {e}")
+        profile = None
+    if profile is not None and sandbox.prepared and sandbox.enabled and not problems:
+        # What the sandbox user cannot read, bubblewrap cannot show: try it once.
+        executable = profile.argv[2] if profile.argv[0] == SETSID else profile.argv[0]
+        check = replace(profile, argv=("/bin/sh", "-c", 'test -x "$0"', executable))
+        error = sandbox.try_run(check)
+        if error is not None:
+            problems.append(f"{where}: cannot run in its sandbox ({error})")
     if program.cwd is not None and sandbox.enabled and program.cwd != INSIDE_HOME:
         shown = (*program.files, *program.writable, "/usr")
         inside = any(program.cwd == p or program.cwd.startswith(p + "/") for p in shown)

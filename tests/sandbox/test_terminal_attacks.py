@@ -8,8 +8,10 @@ they must succeed: that shows each test fails with the protection switched off.
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from jupybot.config.sandbox import SandboxConfig
 from jupybot.config.terminal import ProgramConfig, ProgramLimits, TerminalConfig
 from jupybot.sandbox import Sandbox
 from jupybot.terminal import ExitStatus, TerminalSessions
+from jupybot.terminal.programs import program_problems
 
 MARKER = "jupybot-test-secret-3f9c1d"
 ATTACKS = Path(__file__).with_name("attacks.py").read_text()
@@ -186,3 +189,20 @@ async def test_a_memory_hog_stops_at_the_session_limit(sandbox: Sandbox) -> None
 async def test_no_network_at_all(sandbox: Sandbox) -> None:
     verdict = await attack(sandbox, "interfaces")
     assert verdict["interfaces"] == ["lo"]
+
+
+def test_a_program_the_sandbox_user_cannot_read_is_refused_at_start(
+    sandbox: Sandbox,
+) -> None:
+    private = Path(tempfile.mkdtemp())  # 0700: the sandbox user may not enter
+    game = private / "game"
+    game.write_text("#!/bin/sh\necho hi\n")
+    game.chmod(0o755)
+    program = ProgramConfig(
+        name="game", title="Game", description="", argv=(str(game),), files=(str(private),)
+    )
+    (problem,) = program_problems(program, sandbox, "programs[0]")
+    assert problem.startswith("programs[0]: cannot run in its sandbox (")
+    private.chmod(0o755)
+    assert program_problems(program, sandbox, "programs[0]") == []
+    shutil.rmtree(private)
