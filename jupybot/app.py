@@ -27,7 +27,7 @@ def build_service(config: Config, reactor: Reactor) -> JupybotService:
     top = JupybotService(reactor, stop_timeout=config.shutdown.timeout_seconds)
     state = StateDirectory(config.storage.path)
     state.ensure()
-    web = WebPart(config.web, reactor, top.statuses)
+    web = WebPart(config.web, reactor, top.statuses, top.details)
     context = PartContext(config=config, reactor=reactor, state=state)
     # The chat parts register the contact outbox's delivery channels here.
     channels = ChannelRegistry()

@@ -42,6 +42,8 @@ class Part(MultiService):
         super().__init__()
         self.setName(name)
         self.status = STARTING
+        # What /ping shows beside the status, when there is more to say (how it runs).
+        self.detail: str | None = None
 
     def start_part(self) -> Deferred[None] | None:
         return None
@@ -164,6 +166,14 @@ class JupybotService(MultiService):
                 part = self.getServiceNamed(name)
                 result[name] = part.status if isinstance(part, Part) else RUNNING
         return result
+
+    def details(self) -> dict[str, str]:
+        """Each running part's L{Part.detail}, where it has one."""
+        return {
+            part.name: part.detail
+            for part in self
+            if isinstance(part, Part) and part.detail is not None
+        }
 
     def stopService(self) -> Deferred[None]:
         Service.stopService(self)  # marks us stopped; the children are stopped below

@@ -45,6 +45,8 @@ def test_ping_names_the_asyncio_reactor(jupybot: JupybotProcess) -> None:
     assert isinstance(services, dict)
     assert services["web"] == "running"
     assert services["matrix"] == "disabled"
+    # Which containment is in force, as the start-up log says it.
+    assert body["details"]["sandbox"].startswith("bubblewrap as ")
 
 
 def test_explicit_asyncio_reactor_is_accepted(tmp_path: Path) -> None:

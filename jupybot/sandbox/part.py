@@ -21,6 +21,7 @@ class SandboxPart(Part):
 
     def start_part(self) -> None:
         self.sandbox.prepare()
+        self.detail = self.sandbox.describe()
         if self.sandbox.enabled:
             self.log.info("sandbox: {how}", how=self.sandbox.describe())
         else:

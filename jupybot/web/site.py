@@ -22,10 +22,16 @@ class PingResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, reactor_name: str, statuses: Callable[[], dict[str, str]]) -> None:
+    def __init__(
+        self,
+        reactor_name: str,
+        statuses: Callable[[], dict[str, str]],
+        details: Callable[[], dict[str, str]] = dict,
+    ) -> None:
         super().__init__()
         self._reactor_name = reactor_name
         self._statuses = statuses
+        self._details = details
 
     def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"content-type", b"application/json")
@@ -35,6 +41,7 @@ class PingResource(Resource):
             "version": __version__,
             "reactor": self._reactor_name,
             "services": self._statuses(),
+            "details": self._details(),
         }
         return json.dumps(body).encode()
 
@@ -43,12 +50,16 @@ class WebPart(Part):
     """Listens on C{web.listen}; other parts C{putChild} on L{root} before it starts."""
 
     def __init__(
-        self, config: WebConfig, reactor: Reactor, statuses: Callable[[], dict[str, str]]
+        self,
+        config: WebConfig,
+        reactor: Reactor,
+        statuses: Callable[[], dict[str, str]],
+        details: Callable[[], dict[str, str]] = dict,
     ) -> None:
         super().__init__("web")
         self.config = config
         self.root = Resource()
-        self.root.putChild(b"ping", PingResource(type(reactor).__name__, statuses))
+        self.root.putChild(b"ping", PingResource(type(reactor).__name__, statuses, details))
         self.site = Site(self.root)
         self.site.displayTracebacks = False
         self._reactor = reactor
