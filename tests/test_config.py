@@ -52,7 +52,7 @@ def test_shipped_config_is_valid() -> None:
         (
             "webb: {}",
             "webb: unknown key (expected one of: contact, discord, gateway, logging, matrix, "
-            "programs, shutdown, storage, terminal, web)",
+            "programs, sandbox, shutdown, storage, terminal, web)",
         ),
         ("web: {lisen: 'tcp:1'}", "web.lisen: unknown key (expected one of: listen, origins)"),
         ("programs: [bogus]", "programs[0]: expected a mapping, got 'bogus'"),

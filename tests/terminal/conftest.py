@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
 import struct
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -19,7 +22,7 @@ programs:
   - {name: cat, argv: [cat]}
   - {name: flood, argv: ["yes"]}
   # Installed when the server starts, uninstalled before a visitor picks it.
-  - {name: missing, argv: ["{workdir}/bin/game"], files: ["{workdir}/bin"]}
+  - {name: missing, argv: ["{bin}/game"], files: ["{bin}"]}
   - name: sleepy
     argv: [cat]
     limits: {idle_seconds: 1}
@@ -37,11 +40,13 @@ terminal:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupybotProcess]:
     workdir = tmp_path_factory.mktemp("terminal")
-    game = workdir / "bin" / "game"
-    game.parent.mkdir()
+    # Where the sandbox user may read it (pytest's folders are private to root).
+    bin_dir = Path(tempfile.mkdtemp(prefix="jupybot-test-bin-"))
+    bin_dir.chmod(0o755)
+    game = bin_dir / "game"
     game.write_text("#!/bin/sh\necho game\n")
     game.chmod(0o755)
-    programs = PROGRAMS.replace("{workdir}", str(workdir))
+    programs = PROGRAMS.replace("{bin}", str(bin_dir))
     process = JupybotProcess(jupybot_config(workdir, programs), workdir)
     try:
         process.wait_listening()
@@ -50,6 +55,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupybotProcess]
         yield process
     finally:
         process.stop()
+        shutil.rmtree(bin_dir)
 
 
 def ws_url(server: JupybotProcess, path: str) -> str:
