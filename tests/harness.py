@@ -95,6 +95,20 @@ class ChildProcess:
                     )
                 self._changed.wait(remaining)
 
+    def wait_for_count(self, pattern: str, count: int, timeout: float = 30.0) -> None:
+        """Until C{count} output lines in all match C{pattern} (one per event awaited)."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while sum(1 for line in self.lines if regex.search(line)) < count:
+                remaining = deadline - time.monotonic()
+                if self._closed or remaining <= 0:
+                    raise AssertionError(
+                        f"{self.name} did not print {count} lines like {pattern!r} within "
+                        f"{timeout}s:\n{self.output_unlocked()}"
+                    )
+                self._changed.wait(remaining)
+
     def output_unlocked(self) -> str:
         return "\n".join(self.lines[-200:])
 
