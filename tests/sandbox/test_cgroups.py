@@ -1,0 +1,76 @@
+"""Where session cgroups are made and what limits are written, on a cgroup tree laid out in a
+temporary folder as v1 and v2 lay theirs out (the real v1 tree is used by the attack tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from jupybot.sandbox import CgroupLimits, Cgroups, find_cgroups
+
+LIMITS = CgroupLimits(memory_mb=64, processes=32, cpu_percent=50)
+
+
+def proc_self_cgroup(proc: Path, text: str) -> Path:
+    (proc / "self").mkdir(parents=True)
+    (proc / "self" / "cgroup").write_text(text)
+    return proc
+
+
+def test_v1_sessions_nest_below_jupybots_own_groups(tmp_path: Path) -> None:
+    root = tmp_path / "cgroup"
+    for controller, own in (("memory", "service/a"), ("pids", ""), ("cpu", "")):
+        (root / controller / own).mkdir(parents=True, exist_ok=True)
+        (root / controller / "tasks").write_text("")
+    proc = proc_self_cgroup(tmp_path / "proc", "4:memory:/service/a\n8:pids:/\n1:cpu,cpuacct:/\n")
+    (root / "cpuacct").mkdir()
+    (root / "cpuacct" / "tasks").write_text("")
+    cgroups = find_cgroups(pid=77, root=root, proc=proc)
+    assert isinstance(cgroups, Cgroups) and cgroups.version == 1
+    session = cgroups.create("python-s1", LIMITS)
+    memory = root / "memory/service/a/jupybot-77/python-s1"
+    assert (memory / "memory.limit_in_bytes").read_text() == str(64 * 1024 * 1024)
+    assert (root / "pids/jupybot-77/python-s1/pids.max").read_text() == "32"
+    assert (root / "cpu/jupybot-77/python-s1/cpu.cfs_quota_us").read_text() == "50000"
+    assert (root / "cpu/jupybot-77/python-s1/cpu.cfs_period_us").read_text() == "100000"
+    assert str(memory / "cgroup.procs") in session.procs_files and len(session.procs_files) == 3
+
+
+def test_v1_groups_left_by_a_killed_jupybot_are_swept(tmp_path: Path) -> None:
+    root = tmp_path / "cgroup"
+    for controller in ("memory", "pids", "cpu"):
+        (root / controller / "jupybot-999999999" / "old-session").mkdir(parents=True)
+        (root / controller / "tasks").write_text("")
+    proc = proc_self_cgroup(tmp_path / "proc", "4:memory:/\n8:pids:/\n1:cpu:/\n")
+    find_cgroups(pid=77, root=root, proc=proc)
+    assert not (root / "pids" / "jupybot-999999999").exists()
+
+
+def test_v2_delegated_moves_jupybot_to_a_leaf_and_enables_the_controllers(tmp_path: Path) -> None:
+    root = tmp_path / "cgroup"
+    own = root / "system.slice" / "jupybot.service"
+    own.mkdir(parents=True)
+    (root / "cgroup.controllers").write_text("cpu memory pids io\n")
+    (own / "cgroup.controllers").write_text("cpu memory pids\n")
+    (own / "cgroup.subtree_control").write_text("")
+    (own / "cgroup.procs").write_text("1234\n")
+    proc = proc_self_cgroup(tmp_path / "proc", "0::/system.slice/jupybot.service\n")
+    cgroups = find_cgroups(pid=1234, root=root, proc=proc)
+    assert isinstance(cgroups, Cgroups) and cgroups.version == 2
+    assert (own / "supervisor" / "cgroup.procs").read_text() == "1234"
+    assert (own / "cgroup.subtree_control").read_text() == "+cpu +memory +pids"
+    cgroups.create("s1", LIMITS)
+    session = own / "session-s1"
+    assert (session / "memory.max").read_text() == str(64 * 1024 * 1024)
+    assert (session / "pids.max").read_text() == "32"
+    assert (session / "cpu.max").read_text() == "50000 100000"
+
+
+def test_v2_without_delegation_says_what_to_do(tmp_path: Path) -> None:
+    root = tmp_path / "cgroup"
+    own = root / "user.slice"
+    own.mkdir(parents=True)
+    (root / "cgroup.controllers").write_text("cpu memory pids\n")
+    (own / "cgroup.controllers").write_text("memory\n")
+    proc = proc_self_cgroup(tmp_path / "proc", "0::/user.slice\n")
+    reason = find_cgroups(pid=1, root=root, proc=proc)
+    assert reason == (f"cgroup v2 at {own} does not offer cpu, pids (delegate them: Delegate=yes)")
