@@ -18,7 +18,23 @@ from .conversation import (
     Reply,
 )
 from .format import reply_to_html, reply_to_text
-from .parse import Addressing, Command, UsageError, extract_code, parse_message, strip_address
+from .parse import (
+    Addressing,
+    Command,
+    Help,
+    Interrupt,
+    Kernels,
+    Restart,
+    Run,
+    Specs,
+    Start,
+    Stop,
+    UsageError,
+    Use,
+    extract_code,
+    parse_message,
+    strip_address,
+)
 from .safety import defang_mentions
 from .stdin import InputRouter
 from .streaming import ExecutionReporter, RenderFunction, status_line, strip_ansi
@@ -32,14 +48,23 @@ __all__ = [
     "Command",
     "Conversation",
     "ExecutionReporter",
+    "Help",
     "HtmlBlock",
     "IncomingMessage",
     "InputRouter",
+    "Interrupt",
+    "Kernels",
     "Paragraph",
     "RefusalLimiter",
     "RenderFunction",
     "Reply",
+    "Restart",
+    "Run",
+    "Specs",
+    "Start",
+    "Stop",
     "UsageError",
+    "Use",
     "defang_mentions",
     "extract_code",
     "matches",

@@ -8,7 +8,7 @@ streaming execution output) happens here, the same for every chat network.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, assert_never
 
 from twisted.internet.defer import CancelledError, Deferred, DeferredList
 from twisted.internet.interfaces import IReactorTime
@@ -20,7 +20,22 @@ from ..redaction import Redactor
 from ._redact import MIN_SECRET_CHARS
 from .access import AccessPolicy, RefusalLimiter
 from .conversation import Conversation, IncomingMessage, Reply
-from .parse import Addressing, Command, UsageError, parse_message, strip_address
+from .parse import (
+    Addressing,
+    Command,
+    Help,
+    Interrupt,
+    Kernels,
+    Restart,
+    Run,
+    Specs,
+    Start,
+    Stop,
+    UsageError,
+    Use,
+    parse_message,
+    strip_address,
+)
 from .stdin import InputRouter
 from .streaming import ExecutionReporter, RenderFunction
 from .texts import command_help, help_text, lookup
@@ -129,9 +144,36 @@ class ChatCommands:
             command=command.name,
         )
         try:
-            await getattr(self, f"_command_{command.name}")(message, command)
+            await self._dispatch(message, command)
         except KernelError as e:
             await self._say(message, Reply.text(f"❌ {self._redact(str(e))}"))
+
+    async def _dispatch(self, message: IncomingMessage, command: Command) -> None:
+        owner = message.conversation.key
+        match command:
+            case Help(topic):
+                await self._help(message, topic)
+            case Specs():
+                await self._specs(message)
+            case Start(kernelspec, kernel):
+                await self._start(message, kernelspec, kernel)
+            case Kernels():
+                await self._kernels(message)
+            case Use(kernel):
+                await self._use(message, kernel)
+            case Run(code, kernel):
+                await self._run(message, code, kernel)
+            case Interrupt(kernel):
+                await self.kernels.interrupt(owner, kernel)
+                await self._say(message, Reply.text("⏹ Interrupt sent."))
+            case Restart(kernel):
+                await self.kernels.restart(owner, kernel)
+                await self._say(message, Reply.text("🔄 Kernel restarted; its variables are gone."))
+            case Stop(kernel):
+                await self.kernels.stop(owner, kernel)
+                await self._say(message, Reply.text("⏹ Kernel stopped."))
+            case _:
+                assert_never(command)
 
     async def _say(self, message: IncomingMessage, reply: Reply, refused: bool = False) -> None:
         if refused and not self._refusals.should_tell(message.sender):
@@ -148,18 +190,18 @@ class ChatCommands:
 
     # -- commands ---------------------------------------------------------------------------------
 
-    async def _command_help(self, message: IncomingMessage, command: Command) -> None:
+    async def _help(self, message: IncomingMessage, topic: str | None) -> None:
         prefix = self._prefix(message.conversation)
-        topic = lookup(command.args[0]) if command.args else None
-        if topic is not None:
-            await self._say(message, Reply.text(command_help(topic, prefix)))
+        spec = lookup(topic) if topic is not None else None
+        if spec is not None:
+            await self._say(message, Reply.text(command_help(spec, prefix)))
             return
         reply = help_text(prefix, message.conversation.is_direct, self.access.admin_commands)
-        if command.args:
-            reply = Reply.text(f"There is no command '{command.args[0][:40]}'.") + reply
+        if topic is not None:
+            reply = Reply.text(f"There is no command '{topic[:40]}'.") + reply
         await self._say(message, reply)
 
-    async def _command_specs(self, message: IncomingMessage, command: Command) -> None:
+    async def _specs(self, message: IncomingMessage) -> None:
         specs = await self.kernels.kernelspecs()
         if not specs:
             await self._say(message, Reply.text("No kernel types are available."))
@@ -168,9 +210,10 @@ class ChatCommands:
         lines += [f"  {s.name}: {s.display_name} ({s.language})" for s in specs]
         await self._say(message, Reply.text("\n".join(lines)))
 
-    async def _command_start(self, message: IncomingMessage, command: Command) -> None:
-        owner = message.conversation.key
-        handle = await self.kernels.start(owner, command.start_spec, command.start_name)
+    async def _start(
+        self, message: IncomingMessage, kernelspec: str | None, kernel: str | None
+    ) -> None:
+        handle = await self.kernels.start(message.conversation.key, kernelspec, kernel)
         await self._say(
             message,
             Reply.text(
@@ -179,7 +222,7 @@ class ChatCommands:
             ),
         )
 
-    async def _command_kernels(self, message: IncomingMessage, command: Command) -> None:
+    async def _kernels(self, message: IncomingMessage) -> None:
         owner = message.conversation.key
         handles = self.kernels.kernels(owner)
         if not handles:
@@ -193,13 +236,11 @@ class ChatCommands:
             text = "\n".join(lines)
         await self._say(message, Reply.text(text))
 
-    async def _command_use(self, message: IncomingMessage, command: Command) -> None:
-        assert command.kernel is not None
-        handle = self.kernels.use(message.conversation.key, command.kernel)
+    async def _use(self, message: IncomingMessage, kernel: str) -> None:
+        handle = self.kernels.use(message.conversation.key, kernel)
         await self._say(message, Reply.text(f"Now using kernel '{handle.name}' ({handle.spec})."))
 
-    async def _command_run(self, message: IncomingMessage, command: Command) -> None:
-        assert command.code is not None
+    async def _run(self, message: IncomingMessage, code: str, kernel: str | None) -> None:
         reporter = ExecutionReporter(
             conversation=message.conversation,
             command_id=message.message_id,
@@ -211,9 +252,7 @@ class ChatCommands:
             interval=self._edit_interval,
             redact=self._redact,
         )
-        execution = self.kernels.execute(
-            message.conversation.key, command.code, reporter, name=command.kernel
-        )
+        execution = self.kernels.execute(message.conversation.key, code, reporter, name=kernel)
         reporter.started()
         try:
             result = await execution
@@ -224,15 +263,3 @@ class ChatCommands:
             await reporter.failed("Cancelled: the bot is stopping.")
             raise
         await reporter.finish(result)
-
-    async def _command_interrupt(self, message: IncomingMessage, command: Command) -> None:
-        await self.kernels.interrupt(message.conversation.key, command.kernel)
-        await self._say(message, Reply.text("⏹ Interrupt sent."))
-
-    async def _command_restart(self, message: IncomingMessage, command: Command) -> None:
-        await self.kernels.restart(message.conversation.key, command.kernel)
-        await self._say(message, Reply.text("🔄 Kernel restarted; its variables are gone."))
-
-    async def _command_stop(self, message: IncomingMessage, command: Command) -> None:
-        await self.kernels.stop(message.conversation.key, command.kernel)
-        await self._say(message, Reply.text("⏹ Kernel stopped."))

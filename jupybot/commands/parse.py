@@ -4,10 +4,26 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import ClassVar
 
 from .texts import CommandSpec, lookup, usage_line
 
-__all__ = ["Addressing", "Command", "UsageError", "extract_code", "parse_message"]
+__all__ = [
+    "Addressing",
+    "Command",
+    "Help",
+    "Interrupt",
+    "Kernels",
+    "Restart",
+    "Run",
+    "Specs",
+    "Start",
+    "Stop",
+    "UsageError",
+    "Use",
+    "extract_code",
+    "parse_message",
+]
 
 _KERNEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
 _FENCE = re.compile(r"```[^\n`]*\n(.*?)(?:\n?```|\Z)", re.DOTALL)
@@ -32,19 +48,80 @@ class Addressing:
 
 
 @dataclass(frozen=True)
-class Command:
-    spec: CommandSpec
-    word: str  # as typed, e.g. "executeKernel"
-    args: tuple[str, ...] = ()
-    code: str | None = None
-    kernel: str | None = None  # the kernel named by executeKernel NAME / interrupt NAME ...
-    start_spec: str | None = None
-    start_name: str | None = None
-    explicit: bool = True  # addressed with a prefix or mention (not just typed in a direct chat)
+class Help:
+    """List the commands, or explain C{topic} (as typed: it may name no command)."""
 
-    @property
-    def name(self) -> str:
-        return self.spec.name
+    name: ClassVar[str] = "help"
+    topic: str | None = None
+
+
+@dataclass(frozen=True)
+class Specs:
+    """List the kernel types that can be started."""
+
+    name: ClassVar[str] = "specs"
+
+
+@dataclass(frozen=True)
+class Start:
+    """Start a kernel of C{kernelspec} (the gateway's default if None), called C{kernel}."""
+
+    name: ClassVar[str] = "start"
+    kernelspec: str | None = None
+    kernel: str | None = None
+
+
+@dataclass(frozen=True)
+class Kernels:
+    """List the conversation's kernels."""
+
+    name: ClassVar[str] = "kernels"
+
+
+@dataclass(frozen=True)
+class Use:
+    """Make C{kernel} the conversation's current kernel."""
+
+    name: ClassVar[str] = "use"
+    kernel: str
+
+
+@dataclass(frozen=True)
+class Run:
+    """Run C{code} in C{kernel}, or in the current kernel when None."""
+
+    name: ClassVar[str] = "run"
+    code: str
+    kernel: str | None = None
+
+
+@dataclass(frozen=True)
+class Interrupt:
+    """Interrupt C{kernel}, or the current kernel when None."""
+
+    name: ClassVar[str] = "interrupt"
+    kernel: str | None = None
+
+
+@dataclass(frozen=True)
+class Restart:
+    """Restart C{kernel}, or the current kernel when None."""
+
+    name: ClassVar[str] = "restart"
+    kernel: str | None = None
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Stop C{kernel}, or the current kernel when None."""
+
+    name: ClassVar[str] = "stop"
+    kernel: str | None = None
+
+
+# Every command is its own type; C{name} (the command's name in L{COMMANDS}) is what access
+# rules and logs use.
+Command = Help | Specs | Start | Kernels | Use | Run | Interrupt | Restart | Stop
 
 
 class UsageError(Exception):
@@ -106,13 +183,11 @@ def parse_message(text: str, addressing: Addressing, direct: bool) -> Command | 
         )
     prefix = "" if direct and not explicit else addressing.shown
     if spec.takes_code:
-        return _parse_code_command(spec, word, after, prefix, explicit)
+        return _parse_code_command(spec, word, after, prefix)
     first_line, _, more = after.partition("\n")
-    args = tuple(first_line.split())
     if more.strip():
         raise UsageError(usage_line(spec, prefix))
-    command = Command(spec=spec, word=word, args=args, explicit=explicit)
-    return _checked_arguments(command, prefix)
+    return _with_arguments(spec, first_line.split(), usage_line(spec, prefix))
 
 
 def _lead(addressing: Addressing, direct: bool) -> str:
@@ -130,9 +205,7 @@ def _split_word(text: str) -> tuple[str, str, str]:
     return word, "", match.group(2)
 
 
-def _parse_code_command(
-    spec: CommandSpec, word: str, after: str, prefix: str, explicit: bool
-) -> Command:
+def _parse_code_command(spec: CommandSpec, word: str, after: str, prefix: str) -> Run:
     kernel = None
     if word.casefold() == "executekernel":
         # The original bot's form: "executeKernel NAME" then the code on the next lines.
@@ -144,68 +217,60 @@ def _parse_code_command(
     code = extract_code(after)
     if not code.strip():
         raise UsageError(f"There is no code to run. {usage_line(spec, prefix)}")
-    if kernel is not None and not _KERNEL_NAME.match(kernel):
-        raise UsageError(_bad_name(kernel))
-    return Command(spec=spec, word=word, code=code, kernel=kernel, explicit=explicit)
+    if kernel is not None:
+        _check_name(kernel)
+    return Run(code, kernel)
 
 
-def _checked_arguments(command: Command, prefix: str) -> Command:
-    spec, args = command.spec, command.args
-    usage = usage_line(spec, prefix)
-    if spec.name in ("specs", "kernels"):
-        if args:
+def _with_arguments(spec: CommandSpec, args: list[str], usage: str) -> Command:
+    """The command C{spec} names, with C{args} (the words after it) checked and typed."""
+    match spec.name:
+        case "specs" | "kernels" if args:
             raise UsageError(usage)
-        return command
-    if spec.name == "help":
-        if len(args) > 1:
+        case "specs":
+            return Specs()
+        case "kernels":
+            return Kernels()
+        case "help" if len(args) > 1:
             raise UsageError(usage)
-        return command
-    if spec.name == "use":
-        if len(args) != 1:
+        case "help":
+            return Help(args[0] if args else None)
+        case "use" if len(args) != 1:
             raise UsageError(usage)
-        return _with_kernel(command, args[0])
-    if spec.name in ("interrupt", "restart", "stop"):
-        if len(args) > 1:
+        case "use":
+            return Use(_check_name(args[0]))
+        case "interrupt" | "restart" | "stop" if len(args) > 1:
             raise UsageError(usage)
-        return _with_kernel(command, args[0]) if args else command
-    if spec.name == "start":
-        return _parse_start(command, usage)
+        case "interrupt":
+            return Interrupt(_check_name(args[0]) if args else None)
+        case "restart":
+            return Restart(_check_name(args[0]) if args else None)
+        case "stop":
+            return Stop(_check_name(args[0]) if args else None)
+        case "start":
+            return _parse_start(args, usage)
     raise AssertionError(f"no argument rules for {spec.name}")
 
 
-def _with_kernel(command: Command, name: str) -> Command:
+def _check_name(name: str) -> str:
     if not _KERNEL_NAME.match(name):
         raise UsageError(_bad_name(name))
-    return Command(
-        spec=command.spec,
-        word=command.word,
-        args=command.args,
-        kernel=name,
-        explicit=command.explicit,
-    )
+    return name
 
 
-def _parse_start(command: Command, usage: str) -> Command:
-    args = list(command.args)
+def _parse_start(args: list[str], usage: str) -> Start:
     name = None
     if len(args) >= 2 and args[-2].casefold() == "as":
-        name = args[-1]
-        del args[-2:]
-        if not _KERNEL_NAME.match(name):
-            raise UsageError(_bad_name(name))
+        name = _check_name(args[-1])
+        args = args[:-2]
     if len(args) > 1:
         raise UsageError(usage)
-    spec = args[0] if args else None
-    if spec is not None and (spec.casefold() == "as" or not _KERNEL_NAME.match(spec)):
+    kernelspec = args[0] if args else None
+    if kernelspec is not None and (
+        kernelspec.casefold() == "as" or not _KERNEL_NAME.match(kernelspec)
+    ):
         raise UsageError(usage)
-    return Command(
-        spec=command.spec,
-        word=command.word,
-        args=command.args,
-        start_spec=spec,
-        start_name=name,
-        explicit=command.explicit,
-    )
+    return Start(kernelspec, name)
 
 
 def _bad_name(name: str) -> str:

@@ -4,7 +4,21 @@ from __future__ import annotations
 
 import pytest
 
-from jupybot.commands import Addressing, UsageError, extract_code, parse_message
+from jupybot.commands import (
+    Addressing,
+    Help,
+    Interrupt,
+    Kernels,
+    Restart,
+    Run,
+    Specs,
+    Start,
+    Stop,
+    UsageError,
+    Use,
+    extract_code,
+    parse_message,
+)
 
 BOT = Addressing(prefixes=("!jupybot",), mentions=("@jupybot:example.org", "jupybot", "Jupy Bot"))
 
@@ -27,31 +41,24 @@ def test_messages_not_addressed_to_the_bot_are_ignored_in_rooms() -> None:
     ],
 )
 def test_prefix_and_mentions_address_the_bot(text: str) -> None:
-    command = parse_message(text, BOT, direct=False)
-    assert command is not None
-    assert (command.name, command.code, command.explicit) == ("run", "1+1", True)
+    assert parse_message(text, BOT, direct=False) == Run("1+1")
 
 
 def test_direct_chats_need_no_prefix_but_accept_one() -> None:
-    plain = parse_message("run 1+1", BOT, direct=True)
-    assert plain is not None and plain.code == "1+1" and not plain.explicit
-    prefixed = parse_message("!jupybot run 2", BOT, direct=True)
-    assert prefixed is not None and prefixed.code == "2" and prefixed.explicit
+    assert parse_message("run 1+1", BOT, direct=True) == Run("1+1")
+    assert parse_message("!jupybot run 2", BOT, direct=True) == Run("2")
 
 
 def test_code_on_following_lines_and_in_fences() -> None:
     multi = parse_message("!jupybot run\nx = 1\nprint(x)", BOT, direct=False)
-    assert multi is not None and multi.code == "x = 1\nprint(x)"
+    assert multi == Run("x = 1\nprint(x)")
     fenced = parse_message(
         "!jupybot run\n```python\nfor i in range(2):\n    print(i)\n```\nthanks", BOT, False
     )
-    assert fenced is not None and fenced.code == "for i in range(2):\n    print(i)"
-    bare = parse_message("!jupybot exec ```\nprint(1)\n```", BOT, direct=False)
-    assert bare is not None and bare.code == "print(1)" and bare.name == "run"
-    inline = parse_message("!jupybot run `6*7`", BOT, direct=False)
-    assert inline is not None and inline.code == "6*7"
-    glued = parse_message("!jupybot run`6*7`", BOT, direct=False)
-    assert glued is not None and glued.code == "6*7"
+    assert fenced == Run("for i in range(2):\n    print(i)")
+    assert parse_message("!jupybot exec ```\nprint(1)\n```", BOT, direct=False) == Run("print(1)")
+    assert parse_message("!jupybot run `6*7`", BOT, direct=False) == Run("6*7")
+    assert parse_message("!jupybot run`6*7`", BOT, direct=False) == Run("6*7")
 
 
 def test_unclosed_fence_takes_the_rest() -> None:
@@ -59,20 +66,18 @@ def test_unclosed_fence_takes_the_rest() -> None:
 
 
 def test_original_spellings_are_aliases() -> None:
-    start = parse_message("!jupybot startKernel python3", BOT, direct=False)
-    assert start is not None and start.name == "start" and start.start_spec == "python3"
+    assert parse_message("!jupybot startKernel python3", BOT, direct=False) == Start("python3")
     execute = parse_message("!jupybot executeKernel calc\nprint(1)", BOT, direct=False)
-    assert execute is not None and execute.name == "run"
-    assert (execute.kernel, execute.code) == ("calc", "print(1)")
+    assert execute == Run("print(1)", kernel="calc")
     same_line = parse_message("!jupybot executeKernel print(1)", BOT, direct=False)
-    assert same_line is not None and (same_line.kernel, same_line.code) == (None, "print(1)")
+    assert same_line == Run("print(1)")
 
 
 def test_start_arguments() -> None:
     def start(args: str) -> tuple[str | None, str | None]:
         command = parse_message(f"!jupybot start {args}", BOT, direct=False)
-        assert command is not None
-        return command.start_spec, command.start_name
+        assert isinstance(command, Start)
+        return command.kernelspec, command.kernel
 
     assert start("") == (None, None)
     assert start("python3") == ("python3", None)
@@ -112,8 +117,17 @@ def test_usage_in_a_direct_chat_has_no_prefix() -> None:
 
 
 def test_kernel_names_for_kernel_commands() -> None:
-    for word in ("interrupt", "restart", "stop", "use"):
-        command = parse_message(f"!jupybot {word} calc", BOT, direct=False)
-        assert command is not None and command.kernel == "calc"
-    bare = parse_message("!jupybot stop", BOT, direct=False)
-    assert bare is not None and bare.kernel is None
+    assert parse_message("!jupybot interrupt calc", BOT, direct=False) == Interrupt("calc")
+    assert parse_message("!jupybot restart calc", BOT, direct=False) == Restart("calc")
+    assert parse_message("!jupybot stop calc", BOT, direct=False) == Stop("calc")
+    assert parse_message("!jupybot use calc", BOT, direct=False) == Use("calc")
+    assert parse_message("!jupybot stop", BOT, direct=False) == Stop()
+
+
+def test_each_command_is_its_own_type() -> None:
+    assert parse_message("!jupybot help", BOT, direct=False) == Help()
+    assert parse_message("!jupybot help run", BOT, direct=False) == Help("run")
+    assert parse_message("!jupybot specs", BOT, direct=False) == Specs()
+    assert parse_message("!jupybot kernels", BOT, direct=False) == Kernels()
+    assert parse_message("!jupybot start", BOT, direct=False) == Start()
+    assert parse_message("!jupybot start ir as stats", BOT, direct=False) == Start("ir", "stats")
