@@ -50,6 +50,17 @@ def signal(server_pid: str) -> Verdict:
     return {"succeeded": True}
 
 
+def ptrace(server_pid: str) -> Verdict:
+    """Attach a debugger to the server (and so read its memory, its secrets)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    pid = int(server_pid)
+    if libc.ptrace(16, pid, None, None) != 0:  # PTRACE_ATTACH
+        return {"succeeded": False, "error": os.strerror(ctypes.get_errno())}
+    os.waitpid(pid, 0)
+    libc.ptrace(17, pid, None, None)  # PTRACE_DETACH: let it run on
+    return {"succeeded": True}
+
+
 def connect(port: str) -> Verdict:
     """Reach jupybot's (or the gateway's) loopback port."""
     try:

@@ -117,7 +117,7 @@ async def attack(sandbox: Sandbox, name: str, *args: object, limits: ProgramLimi
     return verdict
 
 
-HARMLESS = ["environ", "read", "processes", "signal", "connect", "write_outside"]
+HARMLESS = ["environ", "read", "processes", "signal", "ptrace", "connect", "write_outside"]
 
 
 def attack_args(name: str, secret_file: Path, listener: int, server_pid: int) -> tuple[object, ...]:
@@ -126,6 +126,7 @@ def attack_args(name: str, secret_file: Path, listener: int, server_pid: int) ->
         "read": (secret_file, MARKER),
         "processes": (server_pid,),
         "signal": (server_pid,),
+        "ptrace": (server_pid,),
         "connect": (listener,),
         "write_outside": (secret_file.parent,),
     }[name]
