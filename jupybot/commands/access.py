@@ -42,12 +42,17 @@ class AccessPolicy:
     def is_admin(self, user_id: str) -> bool:
         return any(matches(user_id, pattern) for pattern in self.admins)
 
-    def is_allowed(self, user_id: str) -> bool:
+    def is_allowed(self, user_id: str, roles: frozenset[str] = frozenset()) -> bool:
+        """Whether C{user_id} may use the bot where they hold C{roles} (the role ids of the
+        message's context, e.g. a Discord server's); this policy grants nothing by role."""
         return self.is_admin(user_id) or any(matches(user_id, p) for p in self.allowed)
 
-    def refusal(self, user_id: str, command: str | None, direct: bool) -> str | None:
-        """Why C{user_id} may not run C{command} here, or None when they may."""
-        if not self.is_allowed(user_id):
+    def refusal(
+        self, user_id: str, command: str | None, direct: bool, roles: frozenset[str] = frozenset()
+    ) -> str | None:
+        """Why C{user_id}, holding C{roles} where they wrote, may not run C{command} here, or
+        None when they may."""
+        if not self.is_allowed(user_id, roles):
             return f"Sorry, {user_id} is not allowed to use this bot."
         if command in self.admin_commands and not direct and not self.is_admin(user_id):
             return f"Sorry, only admins may use '{command}' in a shared room."

@@ -128,12 +128,16 @@ class ChatCommands:
         try:
             command = parse_message(message.text, self.addressing, conversation.is_direct)
         except UsageError as e:
-            refusal = self.access.refusal(message.sender, None, conversation.is_direct)
+            refusal = self.access.refusal(
+                message.sender, None, conversation.is_direct, message.sender_roles
+            )
             await self._say(message, Reply.text(refusal or str(e)), refused=refusal is not None)
             return
         if command is None:
             return
-        refusal = self.access.refusal(message.sender, command.name, conversation.is_direct)
+        refusal = self.access.refusal(
+            message.sender, command.name, conversation.is_direct, message.sender_roles
+        )
         if refusal is not None:
             await self._say(message, Reply.text(refusal), refused=True)
             return

@@ -108,3 +108,6 @@ class IncomingMessage:
     text: str  # reply fallbacks and the like already removed by the adapter
     conversation: Conversation
     in_reply_to: str | None = None
+    # The role ids the sender holds where this message was written (their roles in a Discord
+    # server); empty in a direct chat and on networks without roles.
+    sender_roles: frozenset[str] = frozenset()

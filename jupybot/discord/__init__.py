@@ -5,7 +5,14 @@ See docs/discord.md. Kernels are per channel (``discord:<channel id>``).
 
 from __future__ import annotations
 
+from .access import DiscordAccess, roles_of
 from .delivery import OwnerDirectMessages
-from .part import DiscordAccess, DiscordPart, build_discord
+from .part import DiscordPart, build_discord
 
-__all__ = ["DiscordAccess", "DiscordPart", "OwnerDirectMessages", "build_discord"]
+__all__ = [
+    "DiscordAccess",
+    "DiscordPart",
+    "OwnerDirectMessages",
+    "build_discord",
+    "roles_of",
+]

@@ -4,7 +4,6 @@ messages through the platform-neutral command layer."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -15,36 +14,21 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 
 from ..aio import await_deferred
-from ..commands import AccessPolicy, Addressing, ChatCommands, IncomingMessage
+from ..commands import Addressing, ChatCommands, IncomingMessage
 from ..config import Secret
 from ..config.discord import DiscordConfig
 from ..contact.registry import ChannelRegistry
 from ..kernels import KernelManager, RenderOptions
 from ..parts import PartContext
 from ..service import AsyncioPart, JupybotService
+from .access import DiscordAccess, roles_of
 from .conversation import DiscordConversation
 from .delivery import OwnerDirectMessages
 
-__all__ = ["DiscordAccess", "DiscordPart", "build_discord"]
+__all__ = ["DiscordPart", "build_discord"]
 
 STOP_GRACE_SECONDS = 5.0
 KERNEL_ACTIONS = ("start", "stop", "restart", "interrupt", "list")
-
-
-@dataclass(frozen=True)
-class DiscordAccess(AccessPolicy):
-    """Users by id, plus anyone holding one of C{allowed_roles} in the server they write from."""
-
-    allowed_roles: frozenset[str] = frozenset()
-    member_roles: dict[str, frozenset[str]] = field(default_factory=dict)
-
-    def is_allowed(self, user_id: str) -> bool:
-        roles = self.member_roles.get(user_id, frozenset())
-        return super().is_allowed(user_id) or bool(roles & self.allowed_roles)
-
-    def saw(self, user: discord.abc.User) -> None:
-        if isinstance(user, discord.Member):
-            self.member_roles[str(user.id)] = frozenset(str(role.id) for role in user.roles)
 
 
 class _Client(discord.Client):
@@ -166,7 +150,6 @@ class DiscordPart(AsyncioPart):
     async def message(self, message: discord.Message) -> None:
         if message.author.bot or (self.client.user and message.author.id == self.client.user.id):
             return
-        self.access.saw(message.author)
         reference = message.reference.message_id if message.reference else None
         self.commands.handle(
             IncomingMessage(
@@ -175,6 +158,7 @@ class DiscordPart(AsyncioPart):
                 text=message.content,
                 conversation=self.conversation(message.channel),
                 in_reply_to=str(reference) if reference else None,
+                sender_roles=roles_of(message.author),
             )
         )
 
@@ -215,7 +199,6 @@ class DiscordPart(AsyncioPart):
 
     async def _slash(self, interaction: discord.Interaction, body: str, echo: str) -> None:
         """Answer at once (Discord wants it within 3 s), then run the command as if typed."""
-        self.access.saw(interaction.user)
         await interaction.response.send_message(
             echo, allowed_mentions=discord.AllowedMentions.none()
         )
@@ -229,6 +212,7 @@ class DiscordPart(AsyncioPart):
                 sender=str(interaction.user.id),
                 text=f"{self.config.prefix} {body}",
                 conversation=self.conversation(channel),
+                sender_roles=roles_of(interaction.user),
             )
         )
 
