@@ -22,6 +22,13 @@ class GatewayConfig:
     max_kernels_per_owner: int = 3
     # Kernels jupybot started and nobody used for this long are shut down (0: never).
     idle_cull_seconds: float = 3600.0
+    # The embedded gateway's kernels, each in a sandbox of its own (docs/kernels.md): the host's
+    # network (default: none, not even loopback), and what one kernel may use at most.
+    kernel_network: bool = False
+    kernel_memory_mb: int = 1024
+    kernel_processes: int = 128
+    # Share of one core (cgroups only; BLAS thread pools are sized to it).
+    kernel_cpu_percent: int = 100
 
     @classmethod
     def read(cls, r: Reader) -> GatewayConfig:
@@ -38,6 +45,10 @@ class GatewayConfig:
             max_kernels=r.integer("max_kernels", 20, minimum=1),
             max_kernels_per_owner=r.integer("max_kernels_per_owner", 3, minimum=1),
             idle_cull_seconds=r.number("idle_cull_seconds", 3600.0, minimum=0),
+            kernel_network=r.boolean("kernel_network", False),
+            kernel_memory_mb=r.integer("kernel_memory_mb", 1024, minimum=256),
+            kernel_processes=r.integer("kernel_processes", 128, minimum=16, maximum=4096),
+            kernel_cpu_percent=r.integer("kernel_cpu_percent", 100, minimum=10, maximum=6400),
         )
         r.finish()
         return config
