@@ -37,7 +37,7 @@ from .parse import (
 )
 from .safety import defang_mentions
 from .stdin import InputRouter
-from .streaming import ExecutionReporter, RenderFunction, status_line, strip_ansi
+from .streaming import ExecutionReporter, RenderFunction, status_line
 
 __all__ = [
     "AccessPolicy",
@@ -73,5 +73,4 @@ __all__ = [
     "reply_to_text",
     "status_line",
     "strip_address",
-    "strip_ansi",
 ]

@@ -11,7 +11,6 @@ keep secrets from kernels; this catches one printed anyway, like the log redacto
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -21,6 +20,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ..ansi import strip_ansi
 from ..kernels import (
     ErrorOutput,
     ExecutionResult,
@@ -34,11 +34,10 @@ from .conversation import Block, CodeBlock, Conversation, HtmlBlock, Paragraph, 
 from .safety import defang_mentions
 from .stdin import InputRouter
 
-__all__ = ["ExecutionReporter", "RenderFunction", "error_blocks", "status_line", "strip_ansi"]
+__all__ = ["ExecutionReporter", "RenderFunction", "error_blocks", "status_line"]
 
 RenderFunction = Callable[[Sequence[OutputEvent], RenderOptions], Rendered]
 
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-_]")
 _MAX_TRACEBACK_CHARS = 3000
 
 _STATUS_WORDS = {
@@ -50,11 +49,6 @@ _STATUS_WORDS = {
 }
 DONE_REACTION = "✅"
 FAILED_REACTION = "❌"
-
-
-def strip_ansi(text: str) -> str:
-    """C{text} without terminal colour and cursor codes (tracebacks are full of them)."""
-    return _ANSI.sub("", text)
 
 
 def error_blocks(error: ErrorOutput) -> list[Block]:

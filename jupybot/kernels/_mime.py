@@ -19,10 +19,6 @@ from typing import Any
 import nh3
 from markdown_it import MarkdownIt
 
-# ECMA-48 control sequences (CSI ... final byte), OSC strings (ended by BEL or ST) and the lone
-# two-byte escapes: what coloured tracebacks, progress bars and `ls --color` emit.
-_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
-
 # What Python prints for objects without a useful repr, e.g. "<IPython.core.display.HTML object>".
 _DEFAULT_REPR = re.compile(r"^<[\w.]+ object(?: at 0x[0-9a-f]+)?>$")
 
@@ -38,10 +34,6 @@ _ALLOWED_TAGS = {
 _ALLOWED_ATTRIBUTES = {"a": {"href"}, "ol": {"start"}, "code": {"class"}, "span": {"class"}}
 
 _markdown = MarkdownIt("commonmark").enable("table")
-
-
-def strip_ansi(text: str) -> str:
-    return _ANSI.sub("", text)
 
 
 def sanitize_html(html: str) -> str:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ._mime import Piece, bundle_piece, preformatted, strip_ansi
+from ..ansi import strip_ansi
+from ._mime import Piece, bundle_piece, preformatted
 from .api import (
     ClearOutput,
     DisplayData,
