@@ -110,8 +110,11 @@ async def measure_gateway(rounds: int, kernels: int, seconds: float) -> dict[str
 
     from jupybot.aio import await_deferred
     from jupybot.config.kernels import GatewayConfig
+    from jupybot.config.sandbox import SandboxConfig
     from jupybot.kernels import GatewayKernelManager
     from jupybot.kernels.embedded import EmbeddedGateway
+    from jupybot.kernels.part import embedded_kernel_plan
+    from jupybot.sandbox import Sandbox
 
     config = replace(
         GatewayConfig(url=None, token=None),
@@ -122,7 +125,10 @@ async def measure_gateway(rounds: int, kernels: int, seconds: float) -> dict[str
     manager = GatewayKernelManager(reactor, config)
     runtime = Path(tempfile.mkdtemp(prefix="jupybot-bench-kernels-"))
     gateway = EmbeddedGateway(reactor, runtime, on_ready=manager.connect, on_restart=lambda: None)
-    url = await await_deferred(gateway.start())
+    # Kernels in their sandboxes, as jupybot runs them.
+    sandbox = Sandbox(SandboxConfig())
+    sandbox.prepare()
+    url = await await_deferred(gateway.start(embedded_kernel_plan(sandbox, config)))
     figures: dict[str, Any] = {}
     try:
         listener = Quiet()
@@ -159,6 +165,7 @@ async def measure_gateway(rounds: int, kernels: int, seconds: float) -> dict[str
     finally:
         await await_deferred(Deferred.fromCoroutine(manager.shutdown_all()))
         await await_deferred(Deferred.fromCoroutine(gateway.stop()))
+        sandbox.close()
     return figures
 
 

@@ -73,7 +73,7 @@ async def measure(rounds: int, workdir: Path) -> dict[str, Any]:
     await asyncio.to_thread(synapse.start)
     gateway = None
     try:
-        kernels, gateway = await _kernels(workdir)
+        kernels, gateway, sandbox = await _kernels(workdir)
         person = UserClient(synapse, synapse.register("person"))
         peer = UserClient(synapse, synapse.register("peer"))
         bot_account = synapse.register("bot")
@@ -156,6 +156,7 @@ async def measure(rounds: int, workdir: Path) -> dict[str, Any]:
         if gateway is not None:
             await await_deferred(Deferred.fromCoroutine(kernels.shutdown_all()))
             await await_deferred(Deferred.fromCoroutine(gateway.stop()))
+            sandbox.close()
     overhead = round(bot.p50() - floor.p50() - kernel.p50(), 2)
     figures: dict[str, Any] = {
         "rounds": rounds,
@@ -171,21 +172,29 @@ async def measure(rounds: int, workdir: Path) -> dict[str, Any]:
     return figures
 
 
-async def _kernels(workdir: Path) -> tuple[Any, Any]:
-    """The real kernel core on jupybot's embedded Kernel Gateway."""
+async def _kernels(workdir: Path) -> tuple[Any, Any, Any]:
+    """The real kernel core on jupybot's embedded Kernel Gateway, and the sandbox its kernels
+    run in (to close after the gateway stopped)."""
     from twisted.internet import reactor
 
     from jupybot.aio import await_deferred
     from jupybot.config.kernels import GatewayConfig
+    from jupybot.config.sandbox import SandboxConfig
     from jupybot.kernels import GatewayKernelManager
     from jupybot.kernels.embedded import EmbeddedGateway
+    from jupybot.kernels.part import embedded_kernel_plan
+    from jupybot.sandbox import Sandbox
 
-    manager = GatewayKernelManager(reactor, GatewayConfig(url=None, token=None))
+    config = GatewayConfig(url=None, token=None)
+    manager = GatewayKernelManager(reactor, config)
     gateway = EmbeddedGateway(
         reactor, workdir / "kernel-runtime", on_ready=manager.connect, on_restart=lambda: None
     )
-    await await_deferred(gateway.start())
-    return manager, gateway
+    # Kernels in their sandboxes, as jupybot runs them.
+    sandbox = Sandbox(SandboxConfig())
+    sandbox.prepare()
+    await await_deferred(gateway.start(embedded_kernel_plan(sandbox, config)))
+    return manager, gateway, sandbox
 
 
 def main() -> None:

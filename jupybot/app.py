@@ -35,7 +35,7 @@ def build_service(config: Config, reactor: Reactor) -> JupybotService:
     # Prepared first: the terminal and the embedded kernels run strangers' code in it.
     sandbox = Sandbox(config.sandbox)
     top.add_part(SandboxPart(sandbox))
-    kernels = build_kernels(context, top)
+    kernels = build_kernels(context, top, sandbox)
     build_terminal(context, top, web.root, sandbox)
     build_contact(context, top, web.root, channels, deliver_to(config))
     build_matrix(context, top, kernels, channels)

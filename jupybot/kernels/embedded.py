@@ -2,8 +2,13 @@
 
 It listens on loopback on a free port with a random token, is watched for its "is available
 at" line (readiness), restarted with backoff if it dies, and stopped (SIGTERM, then SIGKILL) on
-shutdown. The gateway shuts its kernels down when it stops; kernels also exit on their own when
-their parent dies (ipykernel watches its parent process).
+shutdown. The gateway shuts its kernels down when it stops; kernels also die with it (bubblewrap's
+--die-with-parent).
+
+It gets none of jupybot's environment (where the bot passwords and tokens are): only the
+locale, PATH, its token and Jupyter directories of its own. Its kernel manager class
+(L{jupybot.kernels.gateway_kernels}) runs each kernel in a sandbox of its own, as the
+L{KernelSandboxPlan} jupybot hands it says.
 """
 
 from __future__ import annotations
@@ -11,10 +16,13 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from twisted.internet.defer import Deferred
@@ -25,6 +33,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ..parts import Reactor
+from ..sandbox.kernels import KernelSandboxPlan, remove_kernel_cgroups
 
 log = Logger()
 
@@ -35,6 +44,10 @@ STOP_GRACE = 10.0
 MAX_BACKOFF = 60.0
 # A gateway that stayed up this long is considered healthy: the next crash starts backoff anew.
 HEALTHY_AFTER = 60.0
+# What the gateway keeps of jupybot's environment: nothing secret, nothing it would pass on.
+PASSED_THROUGH = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
+MANAGER_CLASS = "jupybot.kernels.gateway_kernels.SandboxedKernelManager"
+MAX_LINE = 64 * 1024
 
 
 class _GatewayProcess(ProcessProtocol):
@@ -46,6 +59,11 @@ class _GatewayProcess(ProcessProtocol):
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         self._buffer += data
         *lines, self._buffer = self._buffer.split(b"\n")
+        # Kernels share the gateway's stdout and stderr: one that writes without newlines must
+        # not grow jupybot's memory.
+        if len(self._buffer) > MAX_LINE:
+            lines.append(self._buffer[:MAX_LINE])
+            self._buffer = b""
         for line in lines:
             self.owner.line_received(line)
 
@@ -81,22 +99,52 @@ class EmbeddedGateway:
         self._started_at = 0.0
         self._restart_call: IDelayedCall | None = None
         self._port = 0
+        self._plan: KernelSandboxPlan | None = None
+        # The gateway's own directory: its Jupyter dirs, the plan, the kernels' directories.
+        self._work: Path | None = None
 
-    def start(self) -> Deferred[str]:
-        """Spawn the gateway; fire with its URL once it serves."""
+    def start(self, plan: KernelSandboxPlan) -> Deferred[str]:
+        """Spawn the gateway, whose kernels are contained as C{plan} says; fire with its URL
+        once it serves."""
         self._ready = Deferred()
         ready = self._ready
+        # Searchable by the sandbox user, who must reach its kernel's directory below.
+        self._work = Path(tempfile.mkdtemp(prefix="jupybot-gateway-"))
+        self._work.chmod(0o711)
+        for name in ("home", "config", "data"):
+            (self._work / name).mkdir(mode=0o700)
+        # kernels: their directories; tmp: the gateway's temporary files, among them its
+        # sandbox's /etc/passwd, which bubblewrap reads as the sandbox user.
+        for name in ("kernels", "tmp"):
+            (self._work / name).mkdir(mode=0o711)
+        self._plan = replace(plan, root=str(self._work / "kernels"))
+        plan_file = self._work / "kernel-sandbox.json"
+        plan_file.write_text(self._plan.to_json())
+        plan_file.chmod(0o600)
         self._spawn()
         ready.addTimeout(STARTUP_TIMEOUT, self._reactor)
         return ready
 
+    def _environment(self) -> dict[str, str]:
+        """The gateway's whole environment."""
+        assert self._work is not None
+        env = {name: os.environ[name] for name in PASSED_THROUGH if name in os.environ}
+        env.update(
+            KG_AUTH_TOKEN=self.token,
+            HOME=str(self._work / "home"),
+            JUPYTER_CONFIG_DIR=str(self._work / "config"),
+            JUPYTER_DATA_DIR=str(self._work / "data"),
+            JUPYTER_RUNTIME_DIR=str(self._runtime_dir),
+            TMPDIR=str(self._work / "tmp"),
+            PYTHONUNBUFFERED="1",
+        )
+        return env
+
     def _spawn(self) -> None:
+        assert self._work is not None and self._plan is not None
         self._port = self._port or _free_port()
         self._runtime_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        env = dict(os.environ)
-        env["KG_AUTH_TOKEN"] = self.token
-        env["JUPYTER_RUNTIME_DIR"] = str(self._runtime_dir)
-        env["PYTHONUNBUFFERED"] = "1"
+        self._remove_kernel_leftovers()
         argv = [
             self._python,
             "-m",
@@ -104,13 +152,29 @@ class EmbeddedGateway:
             "--KernelGatewayApp.ip=127.0.0.1",
             f"--KernelGatewayApp.port={self._port}",
             "--KernelGatewayApp.port_retries=50",
+            f"--SeedingMappingKernelManager.kernel_manager_class={MANAGER_CLASS}",
+            f"--SandboxedKernelManager.kernel_sandbox_plan={self._work / 'kernel-sandbox.json'}",
         ]
         self._process = _GatewayProcess(self)
         self._started_at = self._reactor.seconds()
         self._transport = self._reactor.spawnProcess(
-            self._process, argv[0], argv, env=env, childFDs={0: "w", 1: "r", 2: "r"}
+            self._process,
+            argv[0],
+            argv,
+            env=self._environment(),
+            path=str(self._work),
+            childFDs={0: "w", 1: "r", 2: "r"},
         )
         log.info("kernels: starting the embedded Kernel Gateway")
+
+    def _remove_kernel_leftovers(self) -> None:
+        """What a gateway that died left: its kernels' directories and cgroups, its temporary
+        files."""
+        assert self._plan is not None and self._work is not None
+        for name in ("kernels", "tmp"):
+            for path in (self._work / name).iterdir():
+                shutil.rmtree(path, ignore_errors=True)
+        remove_kernel_cgroups(self._plan)
 
     def line_received(self, line: bytes) -> None:
         match = _READY.search(line)
@@ -151,6 +215,16 @@ class EmbeddedGateway:
         self._stopping = True
         if self._restart_call is not None and self._restart_call.active():
             self._restart_call.cancel()
+        try:
+            await self._stop_process()
+        finally:
+            if self._plan is not None:
+                remove_kernel_cgroups(self._plan)
+            if self._work is not None:
+                shutil.rmtree(self._work, ignore_errors=True)
+                self._work = None
+
+    async def _stop_process(self) -> None:
         process = self._process
         pid = self.pid
         if process is None or pid is None:

@@ -6,13 +6,15 @@ from twisted.internet.defer import Deferred
 
 from ..config.kernels import GatewayConfig
 from ..parts import PartContext, Reactor
+from ..sandbox import Limits, Sandbox
+from ..sandbox.kernels import KernelSandboxPlan, kernel_sandbox_plan
 from ..service import JupybotService, Part
 from ..state import StateDirectory
 from .api import KernelError, KernelManager
 from .embedded import EmbeddedGateway
 from .manager import GatewayKernelManager
 
-__all__ = ["KernelsPart", "build_kernels"]
+__all__ = ["KernelsPart", "build_kernels", "embedded_kernel_plan", "kernel_limits"]
 
 GATEWAY_RESTARTED = "The kernel gateway restarted and lost its kernels; start a new one."
 
@@ -20,9 +22,12 @@ GATEWAY_RESTARTED = "The kernel gateway restarted and lost its kernels; start a 
 class KernelsPart(Part):
     """The kernel manager, and the embedded gateway when no `gateway.url` is configured."""
 
-    def __init__(self, config: GatewayConfig, reactor: Reactor, state: StateDirectory) -> None:
+    def __init__(
+        self, config: GatewayConfig, reactor: Reactor, state: StateDirectory, sandbox: Sandbox
+    ) -> None:
         super().__init__("kernels")
         self._config = config
+        self._sandbox = sandbox
         self.manager = GatewayKernelManager(reactor, config)
         self.embedded: EmbeddedGateway | None = None
         if config.url is None:
@@ -38,7 +43,9 @@ class KernelsPart(Part):
 
     async def _start(self) -> None:
         if self.embedded is not None:
-            await self.embedded.start()
+            # Refused (the part fails, saying why) if the sandbox cannot run here or cannot
+            # run jupybot's Python.
+            await self.embedded.start(embedded_kernel_plan(self._sandbox, self._config))
         else:
             assert self._config.url is not None
             token = self._config.token.reveal() if self._config.token else None
@@ -64,8 +71,28 @@ class KernelsPart(Part):
             await self.embedded.stop()
 
 
-def build_kernels(context: PartContext, top: JupybotService) -> KernelManager:
-    """The kernels part, added to C{top}; its manager is what the chat parts run code with."""
-    part = KernelsPart(context.config.gateway, context.reactor, context.state)
+def embedded_kernel_plan(sandbox: Sandbox, config: GatewayConfig) -> KernelSandboxPlan:
+    """How the embedded gateway contains its kernels: in C{sandbox} (prepared), with the
+    limits and network of `gateway:`."""
+    return kernel_sandbox_plan(sandbox, kernel_limits(config), config.kernel_network)
+
+
+def kernel_limits(config: GatewayConfig) -> Limits:
+    """What one kernel of the embedded gateway may use."""
+    return Limits(
+        memory_mb=config.kernel_memory_mb,
+        processes=config.kernel_processes,
+        cpu_percent=config.kernel_cpu_percent,
+        cpu_seconds=0,  # a kernel lives for hours; execution_timeout_seconds bounds each run
+        # Files go to the kernel's /tmp and home, in memory and within its memory limit.
+        file_size_mb=config.kernel_memory_mb,
+    )
+
+
+def build_kernels(context: PartContext, top: JupybotService, sandbox: Sandbox) -> KernelManager:
+    """The kernels part, added to C{top}; its manager is what the chat parts run code with. The
+    embedded gateway's kernels run in C{sandbox} (prepared by the sandbox part, which starts
+    first)."""
+    part = KernelsPart(context.config.gateway, context.reactor, context.state, sandbox)
     top.add_part(part)
     return part.manager

@@ -1,30 +1,45 @@
-"""The embedded Kernel Gateway: jupybot's own child process when no gateway.url is configured."""
+"""The embedded Kernel Gateway: jupybot's own child process when no gateway.url is configured,
+with its kernels in the sandbox."""
 
 from __future__ import annotations
 
 import os
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import pytest
 import pytest_twisted
-from twisted.internet import reactor
+from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred
 
 from jupybot.config.kernels import GatewayConfig
+from jupybot.config.sandbox import SandboxConfig
 from jupybot.kernels import KernelsPart
+from jupybot.sandbox import Sandbox
 from jupybot.state import StateDirectory
 from tests.harness import descendants
+from tests.kernels.kernel_python import requires_kernel_python
 from tests.kernels.listener import RecordingListener
 
 from .test_gateway import kernel_forgotten, timeboxed
 
+pytestmark = requires_kernel_python
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[Sandbox]:
+    sandbox = Sandbox(SandboxConfig())
+    sandbox.prepare()
+    yield sandbox
+    sandbox.close()
+
 
 @pytest_twisted.async_yield_fixture
-async def part(tmp_path: Path) -> AsyncIterator[KernelsPart]:
+async def part(tmp_path: Path, sandbox: Sandbox) -> AsyncIterator[KernelsPart]:
     state = StateDirectory(tmp_path / "var")
     state.ensure()
-    part = KernelsPart(GatewayConfig(url=None, token=None), reactor, state)
+    part = KernelsPart(GatewayConfig(url=None, token=None), reactor, state, sandbox)
     part.startService()
     yield part
     if part.running:
@@ -33,6 +48,16 @@ async def part(tmp_path: Path) -> AsyncIterator[KernelsPart]:
 
 def alive(pids: list[int]) -> list[int]:
     return [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+
+
+async def still_alive_after(pids: list[int], seconds: float) -> list[int]:
+    """The processes of C{pids} left after waiting up to C{seconds} for them to end. (A
+    sandbox's inner bubblewrap can outlive the outer one by a moment, as an orphan that the
+    host's init reaps.)"""
+    deadline = reactor.seconds() + seconds
+    while alive(pids) and reactor.seconds() < deadline:
+        await task.deferLater(reactor, 0.05)
+    return alive(pids)
 
 
 @pytest_twisted.ensureDeferred
@@ -47,7 +72,7 @@ async def test_runs_code_with_nothing_configured_and_stops_every_process(
     processes = [gateway_pid, *descendants(gateway_pid)]
     assert len(processes) >= 2  # the gateway and the room's kernel
     await part.stopService()
-    assert alive(processes) == []
+    assert await still_alive_after(processes, 10) == []
 
 
 @pytest_twisted.ensureDeferred

@@ -1,0 +1,310 @@
+"""The embedded gateway's kernels, each in a sandbox of its own (docs/kernels.md, "Containment").
+
+jupybot decides once, at start, how kernels are contained: L{kernel_sandbox_plan} takes the
+prepared L{Sandbox} (mode, user, cgroups), the per-kernel limits and the interpreter the kernels
+run, and refuses an interpreter the sandbox user cannot read. The plan goes to the gateway
+process as a JSON file; there L{KernelLaunches} turns every kernel launch (first start and every
+restart) into a L{Launch}: the kernel's command inside bubblewrap, as the sandbox user, in a
+cgroup of its own, with a directory of its own (L{KernelDirectory}) that holds its connection
+file (read-only) and its ZMQ sockets.
+
+The sockets: a kernel has no network, not even loopback, so ZMQ uses its ``ipc`` transport,
+Unix sockets named by path, which reach across network namespaces. Only the kernel whose
+sandbox shows its directory can bind or reach them: no kernel sees another's key or sockets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import secrets
+import shutil
+import stat
+import sys
+from contextlib import suppress
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..config.sandbox import SandboxConfig
+from .cgroups import Cgroups, SessionCgroup
+from .profile import INSIDE_HOME, SYSTEM_DIRECTORIES, Limits, SandboxProfile
+from .sandbox import Launch, Sandbox, SandboxUnavailable
+
+__all__ = [
+    "KernelDirectory",
+    "KernelLaunches",
+    "KernelSandboxPlan",
+    "discard_group",
+    "interpreter_paths",
+    "kernel_sandbox_plan",
+    "remove_kernel_cgroups",
+    "unreachable",
+]
+
+# Kernel groups sit beside the terminal sessions' groups; v2 names them session-kernel-*.
+GROUP_PREFIX = "kernel-"
+# A Unix socket path holds at most 107 bytes; ZMQ adds "-<port>" to the kernel's ip.
+MAX_SOCKET_PATH = 100
+
+
+@dataclass(frozen=True)
+class KernelSandboxPlan:
+    """How the gateway contains its kernels; written by jupybot, read by the gateway."""
+
+    mode: str
+    user: str
+    limits: Limits
+    network: bool
+    # Host paths every kernel sees read-only: the interpreter's prefixes outside /usr.
+    read_only: tuple[str, ...]
+    # jupybot's cgroup parents (L{Cgroups.parents}); none: rlimits only.
+    cgroup_version: int | None = None
+    cgroup_parents: tuple[tuple[str, str], ...] = ()
+    # Where the gateway makes each kernel's directory: set by whoever starts the gateway.
+    root: str = ""
+
+    @property
+    def sandboxed(self) -> bool:
+        return SandboxConfig(mode=self.mode).enabled
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> KernelSandboxPlan:
+        data = json.loads(text)
+        return cls(
+            mode=data["mode"],
+            user=data["user"],
+            limits=Limits(**data["limits"]),
+            network=data["network"],
+            read_only=tuple(data["read_only"]),
+            cgroup_version=data["cgroup_version"],
+            cgroup_parents=tuple((c, p) for c, p in data["cgroup_parents"]),
+            root=data["root"],
+        )
+
+    def cgroups(self) -> Cgroups | None:
+        if self.cgroup_version is None:
+            return None
+        return Cgroups(self.cgroup_version, {c: Path(p) for c, p in self.cgroup_parents})
+
+
+def kernel_sandbox_plan(
+    sandbox: Sandbox,
+    limits: Limits,
+    network: bool,
+    prefixes: tuple[str, ...] | None = None,
+) -> KernelSandboxPlan:
+    """The plan for the embedded gateway's kernels, run by the Python at C{prefixes} (default:
+    jupybot's own, which runs the gateway); L{SandboxUnavailable} if the sandbox is not ready
+    or its user cannot read that Python."""
+    sandbox.require()
+    read_only = interpreter_paths(prefixes or (sys.prefix, sys.base_prefix))
+    if sandbox.enabled:
+        uid, gid = sandbox_user_ids(sandbox.config.user)
+        for path in read_only:
+            blocked = unreachable(path, uid, gid)
+            if blocked is not None:
+                raise SandboxUnavailable(
+                    f"the kernels' Python at {path} (jupybot's interpreter) cannot be read by "
+                    f"the sandbox user {sandbox.config.user} ({blocked}); install jupybot in a "
+                    "virtualenv made from a Python that user can read, such as Debian's "
+                    "/usr/bin/python3 (make setup does), or set gateway.url to a gateway of "
+                    "your own"
+                )
+    cgroups = sandbox.cgroups
+    return KernelSandboxPlan(
+        mode=sandbox.config.mode,
+        user=sandbox.config.user,
+        limits=limits,
+        network=network,
+        read_only=read_only,
+        cgroup_version=cgroups.version if cgroups is not None else None,
+        cgroup_parents=tuple((c, str(p)) for c, p in cgroups.parents.items()) if cgroups else (),
+    )
+
+
+def interpreter_paths(prefixes: tuple[str, ...]) -> tuple[str, ...]:
+    """The directories a kernel needs to see to run this Python: its prefixes (a virtualenv and
+    the Python it was made from), except what the sandbox shows anyway (/usr)."""
+    paths: list[str] = []
+    for prefix in prefixes:
+        real = os.path.realpath(prefix)
+        visible = any(real == d or real.startswith(d + "/") for d in SYSTEM_DIRECTORIES)
+        if not visible and real not in paths:
+            paths.append(real)
+    return tuple(paths)
+
+
+def sandbox_user_ids(user: str) -> tuple[int, int]:
+    """Who sandboxed processes are outside: C{user} when jupybot runs as root, else jupybot."""
+    if os.geteuid() != 0:
+        return os.geteuid(), os.getegid()
+    try:
+        entry = pwd.getpwnam(user) if not user.isdigit() else pwd.getpwuid(int(user))
+    except KeyError:
+        if user.isdigit():
+            return int(user), int(user)
+        raise SandboxUnavailable(f"sandbox.user: there is no user {user!r} on this host") from None
+    return entry.pw_uid, entry.pw_gid
+
+
+def unreachable(path: str, uid: int, gid: int) -> str | None:
+    """Why C{uid} (with only the group C{gid}, as the sandbox runs) cannot list and read
+    C{path}, or None. Mode bits only: an ACL that grants more is not seen."""
+    current = Path("/")
+    parts = Path(path).parts[1:]
+    for index, part in enumerate(parts):
+        current = current / part
+        try:
+            info = current.stat()
+        except OSError as e:
+            return f"{current}: {e.strerror}"
+        last = index == len(parts) - 1
+        needed = 0o5 if last else 0o1
+        if not _allowed(info, uid, gid, needed):
+            return f"{current} is mode {stat.filemode(info.st_mode)} and owned by uid {info.st_uid}"
+    return None
+
+
+def _allowed(info: os.stat_result, uid: int, gid: int, needed: int) -> bool:
+    if uid == 0:
+        return True
+    if info.st_uid == uid:
+        bits = info.st_mode >> 6
+    elif info.st_gid == gid:
+        bits = info.st_mode >> 3
+    else:
+        bits = info.st_mode
+    return bits & needed == needed
+
+
+def remove_kernel_cgroups(plan: KernelSandboxPlan) -> None:
+    """Kill whatever still runs in the kernels' groups and remove them (after the gateway ended:
+    its kernels die with it, but a group is only ever removed by someone)."""
+    cgroups = plan.cgroups()
+    if cgroups is None:
+        return
+    directories = [
+        directory
+        for parent in cgroups.parents.values()
+        for pattern in (f"{GROUP_PREFIX}*", f"session-{GROUP_PREFIX}*")
+        for directory in parent.glob(pattern)
+    ]
+    group = SessionCgroup(directories)
+    group.kill_all()
+    group.remove()
+
+
+class KernelDirectory:
+    """One kernel's own directory, kept across its restarts:
+      - ``connection.json``: its ports and key, readable by the sandbox user alone, shown to
+        the kernel read-only;
+      - ``sockets/``: where its ZMQ ipc sockets are made, the only writable path it shares.
+    Its parents are searchable but not listable by others, so the sandbox user can reach it
+    (bubblewrap opens the paths as that user) without finding the other kernels'."""
+
+    def __init__(self, root: Path, ids: tuple[int, int] | None) -> None:
+        self.path = root / secrets.token_hex(8)
+        self._ids = ids
+        self.path.mkdir(mode=0o711)
+        self.sockets.mkdir(mode=0o700)
+        if ids is not None:
+            os.chown(self.sockets, *ids)
+
+    @property
+    def connection_file(self) -> Path:
+        return self.path / "connection.json"
+
+    @property
+    def sockets(self) -> Path:
+        return self.path / "sockets"
+
+    @property
+    def ip(self) -> str:
+        """ZMQ's ``ip`` for the ipc transport: sockets are ``<ip>-<port>``."""
+        return str(self.sockets / "kernel")
+
+    def hand_over(self) -> None:
+        """Let the sandbox user read the connection file that jupyter_client wrote as ours."""
+        if self._ids is not None:
+            os.chown(self.connection_file, *self._ids, follow_symlinks=False)
+        self.connection_file.chmod(0o400)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+class KernelLaunches:
+    """In the gateway process: the sandbox of every kernel launch, from jupybot's plan."""
+
+    def __init__(self, plan: KernelSandboxPlan) -> None:
+        self.plan = plan
+        # jupybot made the cgroup parents: the gateway only makes and removes kernels' groups.
+        self.sandbox = Sandbox(SandboxConfig(mode=plan.mode, user=plan.user, cgroups="off"))
+        self.sandbox.prepare()
+        self.sandbox.cgroups = plan.cgroups()
+        self._ids = sandbox_user_ids(plan.user) if plan.sandboxed and os.geteuid() == 0 else None
+        self._launched = 0
+
+    @property
+    def sandboxed(self) -> bool:
+        return self.plan.sandboxed
+
+    def new_directory(self) -> KernelDirectory:
+        directory = KernelDirectory(Path(self.plan.root), self._ids)
+        if len(directory.ip) + 6 > MAX_SOCKET_PATH:
+            directory.remove()
+            raise SandboxUnavailable(
+                f"kernel socket paths under {self.plan.root} are too long for Unix sockets"
+            )
+        return directory
+
+    def launch(self, argv: list[str], env: dict[str, str], directory: KernelDirectory) -> Launch:
+        """The sandboxed launch of a kernel's C{argv}; its connection file must be written."""
+        directory.hand_over()
+        self._launched += 1
+        threads = str(max(1, self.plan.limits.cpu_percent // 100))
+        profile = SandboxProfile(
+            argv=tuple(argv),
+            read_only=(*self.plan.read_only, str(directory.connection_file)),
+            writable=(str(directory.sockets),),
+            network=self.plan.network,
+            # Unsandboxed, the kernel works in its own directory rather than the gateway's.
+            cwd=INSIDE_HOME if self.sandboxed else str(directory.path),
+            env={
+                # Thread pools sized to the kernel's CPU share: more threads only cost memory.
+                "OPENBLAS_NUM_THREADS": threads,
+                "OMP_NUM_THREADS": threads,
+                "MKL_NUM_THREADS": threads,
+                # The memory limit is also an address-space rlimit, and glibc reserves 64 MB of
+                # it per thread's malloc arena: an idle ipykernel (13 threads) takes 878 MB of
+                # address space with the default arenas, 223 MB with two (after importing
+                # pandas and plotting: 1010 MB against 420 MB; 131 MB resident either way).
+                "MALLOC_ARENA_MAX": "2",
+                **env,
+            },
+            limits=self.plan.limits,
+        )
+        return self.sandbox.launch(
+            profile, name=f"{GROUP_PREFIX}{directory.path.name}-{self._launched}"
+        )
+
+    def host_cwd(self, directory: KernelDirectory) -> str:
+        """Where the launch chain starts on the host (the sandbox user can be there)."""
+        return "/" if self.sandboxed else str(directory.path)
+
+    def close(self) -> None:
+        # The cgroup parents are jupybot's to remove, not the gateway's.
+        self.sandbox.cgroups = None
+        self.sandbox.close()
+
+
+def discard_group(group: SessionCgroup) -> bool:
+    """Kill what is left in a kernel's group and remove it; False: still leaving, try again."""
+    group.kill_all()
+    with suppress(OSError):
+        return group.remove()
+    return False
