@@ -1,0 +1,257 @@
+"""A chat user's code attacks from a kernel of the real embedded gateway; every attack must be
+refused.
+
+Two kernels parts run side by side, one with the sandbox (``sandbox.mode: bubblewrap``, what
+this host allows) and one without (``none``), each with an attacker's kernel and a victim's (a
+second chat owner). jupybot's environment holds a bot password, its state directory a Matrix
+access token. Each attack that must be refused in the sandbox must also succeed without it:
+that shows the test fails with the protection switched off.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+
+import jupybot
+from jupybot.config.kernels import GatewayConfig
+from jupybot.config.sandbox import SandboxConfig
+from jupybot.kernels import KernelsPart
+from jupybot.sandbox import Sandbox
+from jupybot.state import StateDirectory
+from tests.kernels.kernel_python import requires_kernel_python
+from tests.kernels.listener import RecordingListener
+from tests.kernels.test_gateway import timeboxed
+
+pytestmark = requires_kernel_python
+
+PASSWORD = "jupybot-matrix-password-7c1e4a90"
+ACCESS_TOKEN = "syt_jupybot_access_token_5d2b0f"
+VICTIM_SECRET = "the-victim-room-variable-93af"
+ATTACKS = Path(__file__).with_name("kernel_attacks.py").read_text()
+# The sandboxed kernels' limits here: small enough to hit quickly.
+MEMORY_MB = 512
+PROCESSES = 32
+
+
+@dataclass
+class Server:
+    """One kernels part with an embedded gateway, as jupybot runs it, and what it protects."""
+
+    mode: str
+    part: KernelsPart
+    state: Path
+    # The victim's kernel: its connection file (as the host and the kernel see it).
+    victim_connection_file: str = ""
+    victim_connection: dict[str, object] | None = None
+
+    @property
+    def gateway_token(self) -> str:
+        assert self.part.embedded is not None
+        return self.part.embedded.token
+
+    @property
+    def gateway_port(self) -> int:
+        assert self.part.embedded is not None and self.part.embedded.url is not None
+        return int(self.part.embedded.url.rsplit(":", 1)[1])
+
+
+@pytest.fixture(scope="module")
+def bot_password() -> Iterator[int]:
+    """jupybot's environment holds the bot password, as `${JUPYBOT_MATRIX_PASSWORD}` in
+    config.yml asks. The value is set here before the gateways start (what they could inherit);
+    a process standing for jupybot holds it from its start (what /proc shows of jupybot)."""
+    os.environ["JUPYBOT_MATRIX_PASSWORD"] = PASSWORD
+    process = subprocess.Popen(["sleep", "600"], env={"JUPYBOT_MATRIX_PASSWORD": PASSWORD})
+    yield process.pid
+    process.kill()
+    process.wait()
+    del os.environ["JUPYBOT_MATRIX_PASSWORD"]
+
+
+@pytest.fixture(scope="module")
+def listener_port() -> Iterator[int]:
+    """A loopback port of jupybot's (its web site)."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        yield server.getsockname()[1]
+
+
+def read_bytes(path: str) -> bytes:
+    """A file as jupybot's user sees it."""
+    return Path(path).read_bytes()
+
+
+async def run(server: Server, owner: str, code: str) -> str:
+    listener = RecordingListener()
+    result = await timeboxed(server.part.manager.execute(owner, code, listener), 120)
+    assert result.status in ("ok", "error"), (result, listener.events)
+    return listener.text()
+
+
+async def attack(server: Server, name: str, *args: object) -> dict[str, object]:
+    """One attack of kernel_attacks.py, run in the attacker's kernel; its verdict."""
+    call = f"print(__import__('json').dumps({name}(*{tuple(map(str, args))!r})))"
+    text = await run(server, "matrix:!attacker:example.org", f"{ATTACKS}\n{call}")
+    lines = [line for line in text.splitlines() if line.startswith("{")]
+    assert lines, f"{name} printed no verdict: {text!r}"
+    verdict: dict[str, object] = json.loads(lines[-1])
+    return verdict
+
+
+async def start_server(mode: str, directory: Path) -> AsyncIterator[Server]:
+    sandbox = Sandbox(SandboxConfig(mode=mode))
+    sandbox.prepare()
+    state = StateDirectory(directory / "var")
+    state.ensure()
+    session = state.path / "matrix-session.json"
+    session.write_text(json.dumps({"user_id": "@bot:example.org", "access_token": ACCESS_TOKEN}))
+    session.chmod(0o600)
+    config = replace(
+        GatewayConfig(url=None, token=None), kernel_memory_mb=MEMORY_MB, kernel_processes=PROCESSES
+    )
+    part = KernelsPart(config, reactor, state, sandbox)
+    part.startService()
+    server = Server(mode, part, state.path)
+    try:
+        # The victim's kernel keeps a secret and says where its connection file is.
+        text = await run(
+            server,
+            "matrix:!victim:example.org",
+            f"secret = {VICTIM_SECRET!r}\n"
+            "from ipykernel.connect import get_connection_file\n"
+            "print(get_connection_file())",
+        )
+        server.victim_connection_file = text.strip()
+        server.victim_connection = json.loads(read_bytes(server.victim_connection_file))
+        yield server
+    finally:
+        await part.stopService()
+        sandbox.close()
+
+
+@pytest_twisted.async_yield_fixture(scope="module")
+async def sandboxed(
+    bot_password: int, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Server]:
+    async for server in start_server("bubblewrap", tmp_path_factory.mktemp("sandboxed")):
+        yield server
+
+
+@pytest_twisted.async_yield_fixture(scope="module")
+async def unsandboxed(
+    bot_password: int, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Server]:
+    async for server in start_server("none", tmp_path_factory.mktemp("unsandboxed")):
+        yield server
+
+
+def victim_socket(server: Server) -> tuple[object, ...]:
+    info = server.victim_connection
+    assert info is not None
+    return info["transport"], info["ip"], info["shell_port"]
+
+
+# What a chat user is after -> the attack that gets it, given the server and jupybot's pids.
+ATTACKS_ON: dict[str, Callable[[Server, int, int], tuple[object, ...]]] = {
+    "the bot password": lambda s, bot, port: ("secrets_in_reach", PASSWORD),
+    "the gateway's token": lambda s, bot, port: ("secrets_in_reach", s.gateway_token),
+    "the bot's access token in var/": lambda s, bot, port: (
+        "read",
+        s.state / "matrix-session.json",
+        ACCESS_TOKEN,
+    ),
+    "the list of var/": lambda s, bot, port: ("list_directory", s.state),
+    "jupybot's checkout": lambda s, bot, port: (
+        "read",
+        Path(jupybot.__file__).with_name("app.py"),
+        "build_service",
+    ),
+    "another owner's kernel, with its key": lambda s, bot, port: (
+        "run_in_other_kernel",
+        s.victim_connection_file,
+        "print(secret)",
+        VICTIM_SECRET,
+    ),
+    "another kernel's sockets": lambda s, bot, port: ("reach_other_kernel", *victim_socket(s)),
+    "the gateway's port": lambda s, bot, port: ("connect", s.gateway_port),
+    "jupybot's port": lambda s, bot, port: ("connect", port),
+    "jupybot's process": lambda s, bot, port: ("see_process", bot),
+}
+
+
+@pytest.mark.parametrize("target", list(ATTACKS_ON))
+@pytest_twisted.ensureDeferred
+async def test_refused_in_the_sandbox_and_possible_without_it(
+    target: str,
+    sandboxed: Server,
+    unsandboxed: Server,
+    bot_password: int,
+    listener_port: int,
+) -> None:
+    for server, expected in ((sandboxed, False), (unsandboxed, True)):
+        name, *args = ATTACKS_ON[target](server, bot_password, listener_port)
+        verdict = await attack(server, str(name), *args)
+        assert verdict["succeeded"] is expected, (server.mode, target, verdict)
+
+
+@pytest_twisted.ensureDeferred
+async def test_neither_the_gateway_nor_a_kernel_inherits_jupybots_environment(
+    sandboxed: Server, unsandboxed: Server
+) -> None:
+    for server in (sandboxed, unsandboxed):
+        assert server.part.embedded is not None and server.part.embedded.pid is not None
+        environ = read_bytes(f"/proc/{server.part.embedded.pid}/environ")
+        names = {entry.split(b"=", 1)[0].decode() for entry in environ.split(b"\0") if entry}
+        assert PASSWORD.encode() not in environ
+        assert "JUPYBOT_MATRIX_PASSWORD" not in names
+        verdict = await attack(server, "identity")
+        assert isinstance(verdict["environ"], list)
+        assert not {"JUPYBOT_MATRIX_PASSWORD", "KG_AUTH_TOKEN"} & set(verdict["environ"])
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_kernel_is_nobody_with_nothing(sandboxed: Server) -> None:
+    verdict = await attack(sandboxed, "identity")
+    assert verdict["uid"] == 1000
+    assert verdict["cap_eff"] == "0000000000000000" and verdict["no_new_privs"] == "1"
+    assert verdict["interfaces"] == ["lo"]  # no network at all
+    assert verdict["home"] == "/home/visitor"
+    # Its /tmp holds the path to its own directory (connection file, sockets), nothing else.
+    assert isinstance(verdict["tmp"], list) and len(verdict["tmp"]) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_kernels_do_not_share_tmp_or_home(sandboxed: Server) -> None:
+    assert (await attack(sandboxed, "leave_file", "left-by-the-attacker"))["succeeded"]
+    text = await run(
+        sandboxed,
+        "matrix:!victim:example.org",
+        f"{ATTACKS}\nprint(find_file('left-by-the-attacker'))",
+    )
+    assert "'succeeded': False" in text, text
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_fork_bomb_stops_at_the_kernel_limit(sandboxed: Server) -> None:
+    verdict = await attack(sandboxed, "fork_bomb", 500)
+    assert verdict["succeeded"] is False, verdict
+    assert isinstance(verdict["started"], int) and verdict["started"] < PROCESSES
+    assert "alive" in await run(sandboxed, "matrix:!victim:example.org", "print('alive')")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_memory_hog_stops_at_the_kernel_limit(sandboxed: Server) -> None:
+    verdict = await attack(sandboxed, "memory_hog", 4 * MEMORY_MB)
+    assert verdict["succeeded"] is False, verdict
+    assert "alive" in await run(sandboxed, "matrix:!victim:example.org", "print('alive')")
