@@ -13,7 +13,7 @@ import sys
 from ..config import ConfigError, default_config_path, load_config
 from ..state import StateDirectory
 from .part import database_path
-from .store import open_database
+from .store import open_database, retry_failed, waiting_deliveries
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,23 +33,23 @@ def main(argv: list[str] | None = None) -> int:
     db = open_database(path)
     try:
         if args.command == "retry":
-            changed = db.execute(
-                "UPDATE deliveries SET state='pending' WHERE state='failed'"
-            ).rowcount
+            changed = retry_failed(db)
             print(f"{changed} failed delivery(ies) will be tried again at the next start.")
             return 0
-        rows = db.execute(
-            "SELECT m.id, m.received_at, m.name, m.email, m.subject, d.channel, d.state, "
-            "d.attempts, d.last_error FROM deliveries d JOIN messages m ON m.id = d.message_id "
-            "WHERE d.state != 'delivered' ORDER BY m.id"
-        ).fetchall()
+        waiting = waiting_deliveries(db)
     finally:
         db.close()
-    if not rows:
+    if not waiting:
         print("Every message was delivered.")
         return 0
-    for message_id, received, name, email, subject, channel, state, attempts, error in rows:
-        when = datetime.datetime.fromtimestamp(received).isoformat(timespec="seconds")
-        print(f"#{message_id} {when} {name} <{email}> {subject or ''}".rstrip())
-        print(f"    {channel}: {state} after {attempts} attempt(s){': ' + error if error else ''}")
+    for delivery in waiting:
+        message, error = delivery.message, delivery.last_error
+        when = datetime.datetime.fromtimestamp(message.received_at).isoformat(timespec="seconds")
+        print(
+            f"#{message.id} {when} {message.name} <{message.email}> {message.subject or ''}".rstrip()
+        )
+        print(
+            f"    {delivery.channel}: {delivery.state} after {delivery.attempts} attempt(s)"
+            f"{': ' + error if error else ''}"
+        )
     return 0

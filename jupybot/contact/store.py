@@ -123,7 +123,7 @@ class ContactStore:
 
     def waiting(self) -> Deferred[list[Delivery]]:
         """Every delivery not done yet (pending or failed), oldest first."""
-        return self._call(lambda db: _deliveries(db, "state != 'delivered'"))
+        return self._call(waiting_deliveries)
 
     def pending(self) -> Deferred[list[Delivery]]:
         return self._call(lambda db: _deliveries(db, "state = 'pending'"))
@@ -210,6 +210,20 @@ class ContactStore:
             return
         for d, message in stored:
             self._reactor.callFromThread(d.callback, message)
+
+
+# Queries on a connection of one's own: the writer thread runs them for the server, and the
+# owner's command line (cli.py) runs them directly, beside a running server (WAL).
+
+
+def waiting_deliveries(db: sqlite3.Connection) -> list[Delivery]:
+    """Every delivery not done yet (pending or failed), oldest first."""
+    return _deliveries(db, "state != 'delivered'")
+
+
+def retry_failed(db: sqlite3.Connection) -> int:
+    """Put every failed delivery back in line; how many there were."""
+    return db.execute("UPDATE deliveries SET state='pending' WHERE state='failed'").rowcount
 
 
 def _update(db: sqlite3.Connection, sql: str, parameters: tuple[Any, ...]) -> None:
