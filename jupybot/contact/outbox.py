@@ -10,7 +10,9 @@ per message id absorbs.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 
+from twisted.application.internet import backoffPolicy
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -21,8 +23,11 @@ from .store import ContactStore
 
 log = Logger()
 
-FIRST_RETRY_SECONDS = 2.0
-MAX_RETRY_SECONDS = 300.0
+# 2, 4, 8 ... 300 s after each failed attempt in a row. No jitter: one outbox retries one
+# channel, so there is no crowd of clients to spread out, and the delays stay exact.
+RETRY_POLICY: Callable[[int], float] = backoffPolicy(
+    initialDelay=2.0, maxDelay=300.0, factor=2.0, jitter=lambda: 0.0
+)
 
 
 class _ChannelQueue:
@@ -32,7 +37,7 @@ class _ChannelQueue:
         self.queued: set[int] = set()
         self.busy = False
         self.retry: IDelayedCall | None = None
-        self.backoff = FIRST_RETRY_SECONDS
+        self.failures = 0  # failed attempts in a row, for the retry policy
 
 
 class Outbox:
@@ -113,19 +118,20 @@ class Outbox:
             queue.busy = False
         queue.messages.popleft()
         queue.queued.discard(message.id)
-        queue.backoff = FIRST_RETRY_SECONDS
+        queue.failures = 0
         self._next(queue)
 
     def _retry_later(self, queue: _ChannelQueue, error: str) -> None:
+        delay = RETRY_POLICY(queue.failures)
+        queue.failures += 1
         log.warn(
             "contact: {channel} unavailable ({error}); {count} message(s) wait, retry in {delay:g}s",
             channel=queue.name,
             error=error,
             count=len(queue.messages),
-            delay=queue.backoff,
+            delay=delay,
         )
-        queue.retry = self._reactor.callLater(queue.backoff, self._retry, queue)
-        queue.backoff = min(queue.backoff * 2, MAX_RETRY_SECONDS)
+        queue.retry = self._reactor.callLater(delay, self._retry, queue)
 
     def _retry(self, queue: _ChannelQueue) -> None:
         queue.retry = None
