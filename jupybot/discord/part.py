@@ -3,13 +3,15 @@ messages through the platform-neutral command layer."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import aiohttp
 import discord
 import yarl
 from discord import app_commands
+from twisted.application.internet import backoffPolicy
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 
@@ -29,6 +31,10 @@ __all__ = ["DiscordPart", "build_discord"]
 
 STOP_GRACE_SECONDS = 5.0
 KERNEL_ACTIONS = ("start", "stop", "restart", "interrupt", "list")
+# 1, 2, 4 ... 60 s between attempts to log in while Discord cannot be reached.
+LOGIN_RETRY_POLICY: Callable[[int], float] = backoffPolicy(
+    initialDelay=1.0, maxDelay=60.0, factor=2.0, jitter=lambda: 0.0
+)
 
 
 class _Client(discord.Client):
@@ -114,19 +120,19 @@ class DiscordPart(AsyncioPart):
     async def _log_in(self) -> None:
         """Log in, waiting out an unreachable Discord (backoff); a refused token is final."""
         assert self.config.token is not None
-        delay = 1.0
-        while True:
+        for attempt in itertools.count():
             try:
                 await self.client.login(self.config.token.reveal())
                 return
             except discord.LoginFailure:
                 raise
             except (discord.HTTPException, aiohttp.ClientError, OSError) as e:
+                delay = LOGIN_RETRY_POLICY(attempt)
                 self.log.warn(
                     "discord: cannot log in ({error}); retrying in {delay:g}s", error=e, delay=delay
                 )
-            await await_deferred(deferLater(self._clock, delay))
-            delay = min(delay * 2, 60.0)
+                await await_deferred(deferLater(self._clock, delay))
+        raise AssertionError("itertools.count() ended")
 
     def connected(self) -> None:
         user = self.client.user
