@@ -25,9 +25,6 @@ class ChannelRegistry:
     def get(self, name: str) -> DeliveryChannel | None:
         return self._channels.get(name)
 
-    def names(self) -> list[str]:
-        return list(self._channels)
-
     def __iter__(self) -> Iterator[DeliveryChannel]:
         return iter(list(self._channels.values()))
 

@@ -121,10 +121,6 @@ class KernelChannels:
     def start(self) -> None:
         self._service.startService()
 
-    @property
-    def is_open(self) -> bool:
-        return self._protocol is not None
-
     def wait_open(self, timeout: float) -> Deferred[None]:
         """Fire once the websocket is open; fail with L{GatewayUnavailable} after C{timeout}."""
         if self._closed:

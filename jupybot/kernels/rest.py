@@ -117,10 +117,6 @@ class GatewayRest:
         answer: dict[str, Any] = await self.request("GET", f"/api/kernels/{kernel_id}")
         return answer
 
-    async def list_kernels(self) -> list[dict[str, Any]]:
-        answer: list[dict[str, Any]] = await self.request("GET", "/api/kernels")
-        return answer
-
     async def interrupt(self, kernel_id: str) -> None:
         await self.request("POST", f"/api/kernels/{kernel_id}/interrupt")
 
