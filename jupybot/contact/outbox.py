@@ -83,7 +83,15 @@ class Outbox:
         if queue.retry is not None and queue.retry.active():
             return
         queue.busy = True
-        Deferred.fromCoroutine(self._deliver(queue, queue.messages[0]))
+        message = queue.messages[0]
+        Deferred.fromCoroutine(self._deliver(queue, message)).addErrback(
+            lambda f: log.failure(
+                "contact: recording the delivery of message {id} to {channel} failed",
+                f,
+                id=message.id,
+                channel=queue.name,
+            )
+        )
 
     async def _deliver(self, queue: _ChannelQueue, message: ContactMessage) -> None:
         try:

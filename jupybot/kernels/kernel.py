@@ -245,7 +245,11 @@ class GatewayKernel:
         if self._checking or self.gone_reason is not None:
             return
         self._checking = True
-        Deferred.fromCoroutine(self._check_still_there())
+        Deferred.fromCoroutine(self._check_still_there()).addErrback(
+            lambda f: log.failure(
+                "kernels: {kernel}: checking it is still there failed", f, kernel=self.kernel_id
+            )
+        )
 
     async def _check_still_there(self) -> None:
         try:

@@ -10,6 +10,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from ..config.kernels import GatewayConfig
 from ..reactor import Reactor
@@ -279,7 +280,15 @@ class GatewayKernelManager(KernelManager):
                         name=name,
                         owner=owner,
                     )
-                    _deferred(self._stop(owner, name))
+                    _deferred(self._stop(owner, name)).addErrback(self._cull_failed, owner, name)
+
+    def _cull_failed(self, failure: Failure, owner: str, name: str) -> None:
+        log.failure(
+            "kernels: shutting down idle kernel {name} of {owner} failed",
+            failure,
+            name=name,
+            owner=owner,
+        )
 
 
 def _free_name(owned: dict[str, _Owned], spec: str) -> str:

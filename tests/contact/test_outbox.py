@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
+from twisted.logger import ILogObserver, globalLogPublisher
+from zope.interface import implementer
 
 from jupybot.contact.api import ContactMessage, DeliveryRefused, DeliveryUnavailable
 from jupybot.contact.file_channel import FileChannel
@@ -28,6 +32,14 @@ class FlakyChannel:
         self.delivered: list[tuple[int, float]] = []
         self.attempts = 0
         self.called: Deferred[None] = Deferred()
+        self._counts: dict[int, Deferred[None]] = {}
+
+    def has_delivered(self, count: int) -> Deferred[None]:
+        """Fires once C{count} messages were delivered; fails after 10 s without."""
+        if len(self.delivered) >= count:
+            return succeed(None)
+        waiter = self._counts.setdefault(count, Deferred())
+        return waiter.addTimeout(10, reactor)
 
     def deliver(self, message: ContactMessage, delayed_seconds: float) -> Deferred[None]:
         self.attempts += 1
@@ -38,6 +50,8 @@ class FlakyChannel:
         if not self.up:
             return fail(DeliveryUnavailable("not connected"))
         self.delivered.append((message.id, delayed_seconds))
+        if len(self.delivered) in self._counts:
+            self._counts.pop(len(self.delivered)).callback(None)
         return succeed(None)
 
 
@@ -74,9 +88,12 @@ async def test_down_then_up_delivers_each_message_once_in_order(tmp_path: Path) 
         await settle(store)
         assert channel.attempts == 2
         channel.up = True
+        all_three = channel.has_delivered(3)
         clock.advance(4)
-        for _ in range(6):
-            await settle(store)
+        await all_three
+        # The outbox asks the store to record the third delivery before anything this test
+        # asks after it, and the store answers in order.
+        await settle(store)
         assert [message_id for message_id, _ in channel.delivered] == [1, 2, 3]
         assert await store.waiting() == []
         clock.advance(600)
@@ -122,9 +139,45 @@ async def test_a_restart_resumes_what_waits(tmp_path: Path) -> None:
     outbox = outbox_for(store, channel, Clock())
     try:
         assert await outbox.resume() == 1
-        await settle(store)
+        await channel.has_delivered(1)
         assert [message_id for message_id, _ in channel.delivered] == [1]
     finally:
+        outbox.stop()
+        await store.stop()
+
+
+@implementer(ILogObserver)
+class FirstFailure:
+    """Fires C{logged} with the first logged event that carries a failure."""
+
+    def __init__(self) -> None:
+        self.logged: Deferred[dict[str, Any]] = Deferred()
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if "log_failure" in event and not self.logged.called:
+            self.logged.callback(event)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_store_that_cannot_record_a_delivery_is_logged(tmp_path: Path) -> None:
+    class DiskFull(ContactStore):
+        def delivered(self, message_id: int, channel: str) -> Deferred[None]:
+            return fail(sqlite3.OperationalError("database or disk is full"))
+
+    store = DiskFull(reactor, tmp_path / "contact.sqlite3")
+    store.start()
+    channel = FlakyChannel()
+    channel.up = True
+    outbox = outbox_for(store, channel, Clock())
+    failures = FirstFailure()
+    globalLogPublisher.addObserver(failures)
+    try:
+        outbox.enqueue(await store.add(new("hello"), ("discord",)))
+        event = await failures.logged.addTimeout(10, reactor)
+        assert event["log_format"].startswith("contact: recording the delivery of message {id}")
+        assert event["log_failure"].check(sqlite3.OperationalError)
+    finally:
+        globalLogPublisher.removeObserver(failures)
         outbox.stop()
         await store.stop()
 
