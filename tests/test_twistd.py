@@ -46,7 +46,9 @@ def test_ping_names_the_asyncio_reactor(jupybot: JupybotProcess) -> None:
     assert services["web"] == "running"
     assert services["matrix"] == "disabled"
     # Which containment is in force, as the start-up log says it.
-    assert body["details"]["sandbox"].startswith("bubblewrap as ")
+    details = body["details"]
+    assert isinstance(details, dict)
+    assert details["sandbox"].startswith("bubblewrap as ")
 
 
 def test_explicit_asyncio_reactor_is_accepted(tmp_path: Path) -> None:
@@ -125,8 +127,40 @@ def test_sigint_stops_cleanly(jupybot: JupybotProcess) -> None:
     jupybot.wait_for("Server Shut Down")
 
 
+LOAD_PLUGINS = """
+import json, sys
+from twisted.application.service import IServiceMaker
+from twisted.plugin import getPlugins
+
+makers = {maker.tapname: maker for maker in getPlugins(IServiceMaker)}
+print(json.dumps({
+    "tapnames": sorted(makers),
+    "loaded": "twisted.plugins.jupybot_plugin" in sys.modules,
+    "reactor": "twisted.internet.reactor" in sys.modules,
+    "jupybot": sorted(m for m in sys.modules if m.partition(".")[0] == "jupybot"),
+}))
+"""
+
+
+def test_loading_the_plugin_installs_no_reactor_and_imports_no_jupybot(tmp_path: Path) -> None:
+    # As twistd does before it knows which plugin it will run: every plugin is loaded, so
+    # `twistd web` must not pay for, or be changed by, jupybot's imports and reactor.
+    result = subprocess.run(
+        [str(VENV_BIN / "python"), "-c", LOAD_PLUGINS],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = json.loads(result.stdout)
+    assert "jupybot" in loaded["tapnames"] and "web" in loaded["tapnames"]
+    assert loaded["loaded"]
+    assert loaded["reactor"] is False
+    assert loaded["jupybot"] == []
+
+
 def test_other_plugins_are_unaffected(tmp_path: Path) -> None:
-    # Loading the jupybot plugin must not install a reactor or import the package.
     result = twistd("web", "--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "--listen" in result.stdout
