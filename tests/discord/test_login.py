@@ -3,33 +3,14 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
 
 import pytest_twisted
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall
-from twisted.internet.task import Clock
 
 from jupybot.config import Secret
 from jupybot.config.discord import DiscordConfig
 from jupybot.discord import DiscordPart
+from tests.clocks import SchedulingClock
 from tests.matrix.kernels_double import CannedKernels
-
-
-class SchedulingClock(Clock):
-    """A clock that fires C{scheduled} with the delay of each call put on it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.scheduled: Deferred[float] = Deferred()
-
-    def callLater(
-        self, delay: float, callable: Callable[..., object], *args: object, **kw: object
-    ) -> IDelayedCall:
-        call = super().callLater(delay, callable, *args, **kw)
-        fired, self.scheduled = self.scheduled, Deferred()
-        fired.callback(delay)
-        return call
 
 
 def closed_port() -> int:

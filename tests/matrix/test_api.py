@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
 import pytest
 from nio import ErrorResponse, RoomSendResponse
-from twisted.internet.task import Clock
+from twisted.internet import reactor
 
 from jupybot.aio import await_deferred, deferred_from_coroutine
 from jupybot.matrix.api import MatrixApi, MatrixError
+from tests.clocks import SchedulingClock
 
 from .user import asyncio_test
 
@@ -31,13 +32,9 @@ class FlakyClient:
         return step
 
 
-async def until_scheduled(clock: Clock) -> float:
-    """Let the loop run until the retry is scheduled; its delay."""
-    for _ in range(1000):
-        if clock.getDelayedCalls():
-            return clock.getDelayedCalls()[0].getTime() - clock.seconds()
-        await asyncio.sleep(0)
-    raise AssertionError("no retry was scheduled")
+async def until_scheduled(clock: SchedulingClock) -> float:
+    """Wait (up to 10 s) until the next retry is put on the clock; its delay."""
+    return await await_deferred(clock.scheduled.addTimeout(10, reactor))
 
 
 def limited(ms: int | None) -> ErrorResponse:
@@ -46,7 +43,7 @@ def limited(ms: int | None) -> ErrorResponse:
 
 @asyncio_test
 async def test_429_waits_exactly_retry_after_ms_and_reuses_the_transaction() -> None:
-    clock = Clock()
+    clock = SchedulingClock()
     client = FlakyClient([limited(1500), RoomSendResponse("$ok", "!r")])
     api = MatrixApi(client, clock, policy=lambda attempt: 99.0)
     sent = deferred_from_coroutine(api.send("!r", "m.room.message", {}))
@@ -59,7 +56,7 @@ async def test_429_waits_exactly_retry_after_ms_and_reuses_the_transaction() -> 
 
 @asyncio_test
 async def test_network_errors_back_off_then_give_up() -> None:
-    clock = Clock()
+    clock = SchedulingClock()
     error = aiohttp.ClientConnectionError("refused")
     client = FlakyClient([error, error, error])
     api = MatrixApi(client, clock, policy=lambda attempt: 2.0**attempt, max_attempts=3)
@@ -74,9 +71,30 @@ async def test_network_errors_back_off_then_give_up() -> None:
         await await_deferred(sent)
 
 
+def server_error(status: int) -> ErrorResponse:
+    response = ErrorResponse("Bad Gateway", "M_UNKNOWN")
+    response.transport_response = SimpleNamespace(status=status)  # what nio keeps of the answer
+    return response
+
+
+@asyncio_test
+async def test_5xx_answers_back_off_and_reuse_the_transaction() -> None:
+    clock = SchedulingClock()
+    client = FlakyClient([server_error(502), server_error(503), RoomSendResponse("$ok", "!r")])
+    api = MatrixApi(client, clock, policy=lambda attempt: 2.0**attempt)
+    sent = deferred_from_coroutine(api.send("!r", "m.room.message", {}))
+    assert await until_scheduled(clock) == 1.0
+    clock.advance(1.0)
+    assert await until_scheduled(clock) == 2.0
+    assert not sent.called
+    clock.advance(2.0)
+    assert await await_deferred(sent) == "$ok"
+    assert len(client.transactions) == 3 and len(set(client.transactions)) == 1
+
+
 @asyncio_test
 async def test_permanent_errors_are_not_retried() -> None:
-    clock = Clock()
+    clock = SchedulingClock()
     client = FlakyClient([ErrorResponse("Forbidden", "M_FORBIDDEN")])
     api = MatrixApi(client, clock)
     with pytest.raises(MatrixError, match="M_FORBIDDEN"):
