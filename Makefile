@@ -1,6 +1,8 @@
 # The two commands of the README: `make run` and `make test`. Everything they need is installed
 # by the targets below, so a fresh clone needs nothing else.
-PYTHON ?= python3
+# The virtualenv's Python also runs the embedded gateway's kernels as the sandbox user, who must
+# be able to read it: the system's Python where there is one, not one under /root (pyenv).
+PYTHON ?= $(if $(wildcard /usr/bin/python3),/usr/bin/python3,python3)
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
