@@ -20,6 +20,7 @@ from tests.peers.fake_discord import FakeDiscord, Json
 class World:
     discord: FakeDiscord
     part: DiscordPart
+    kernels: KernelManager
     owner: Json
     alice: Json
     mallory: Json
@@ -39,10 +40,11 @@ async def start_world(kernels: KernelManager | None = None) -> World:
         gateway_url=fake.gateway_url,
         edit_interval_seconds=0.2,
     )
-    part = DiscordPart(config, kernels or CannedKernels(), reactor)
+    kernels = kernels or CannedKernels()
+    part = DiscordPart(config, kernels, reactor)
     ready = part.start_part()
     await await_deferred(ready)
-    return World(fake, part, owner, alice, mallory)
+    return World(fake, part, kernels, owner, alice, mallory)
 
 
 async def stop_world(world: World) -> None:

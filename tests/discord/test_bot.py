@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from tests.matrix.kernels_double import CannedKernels
 from tests.matrix.user import asyncio_test
+from tests.peers.fake_discord import Json
 
 from .conftest import World
 
@@ -82,12 +84,21 @@ async def test_long_output_is_cut_and_attached(world: World) -> None:
 @asyncio_test
 async def test_output_streams_into_one_edited_reply(world: World) -> None:
     channel = world.discord.dm_channel(world.alice)
+    assert isinstance(world.kernels, CannedKernels)
     await world.discord.user_says(world.alice, channel, "run stream 3")
-    [reply] = await world.discord.wait_for(
-        lambda: [m for m in world.discord.bot_messages(channel["id"]) if "done" in m["content"]]
-    )
+
+    def reply_with(text: str) -> list[Json]:
+        return [m for m in world.discord.bot_messages(channel["id"]) if text in m["content"]]
+
+    # Each line is printed once the one before is shown: posted with line 0, edited with
+    # line 1 (one edit per edit interval at most), edited a last time with line 2 and the end.
+    await world.discord.wait_for(lambda: reply_with("line 0"))
+    world.kernels.print_next_line()
+    await world.discord.wait_for(lambda: reply_with("line 1"))
+    world.kernels.print_next_line()
+    [reply] = await world.discord.wait_for(lambda: reply_with("done"))
     assert "line 0\nline 1\nline 2" in reply["content"]
-    assert reply.get("edits", 0) >= 1  # posted while running, then edited
+    assert reply.get("edits", 0) == 2
     assert len(world.discord.bot_messages(channel["id"])) == 1
 
 

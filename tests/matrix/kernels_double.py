@@ -1,6 +1,8 @@
 """A stand-in kernel manager for the Matrix plumbing tests while the real kernel core lands.
 
-``run`` takes tiny scripts: ``stream N`` prints a line every half second N times, ``ask P``
+``run`` takes tiny scripts: ``stream N`` prints N lines, the first at once and each other one
+when the test calls L{CannedKernels.print_next_line} (so a test waits on what the chat shows, not
+on time), ``ask P``
 asks for input with prompt P and prints the answer, ``secret P`` asks for a password, ``image``
 shows a PNG, ``long`` prints more than fits in a message, ``fail`` raises; anything else is
 echoed as the execution's result.
@@ -11,8 +13,7 @@ from __future__ import annotations
 import struct
 import zlib
 
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.task import deferLater
+from twisted.internet.defer import Deferred, DeferredQueue, succeed
 
 from jupybot.kernels import (
     DisplayData,
@@ -43,6 +44,14 @@ def tiny_png(width: int = 2, height: int = 1) -> bytes:
 
 
 class CannedKernels(FakeKernels):
+    def __init__(self) -> None:
+        super().__init__()
+        self._next_lines: DeferredQueue[None] = DeferredQueue()
+
+    def print_next_line(self) -> None:
+        """Let a running ``stream`` print its next line (now, or as soon as it runs)."""
+        self._next_lines.put(None)
+
     def execute(
         self,
         owner: str,
@@ -56,13 +65,12 @@ class CannedKernels(FakeKernels):
         return Deferred.fromCoroutine(self._run(code, listener, count))
 
     async def _run(self, code: str, listener: ExecutionListener, count: int) -> ExecutionResult:
-        from twisted.internet import reactor
-
         word, _, rest = code.partition(" ")
         if word == "stream":
             for i in range(int(rest)):
+                if i:
+                    await self._next_lines.get()
                 listener.on_output(Stream("stdout", f"line {i}\n"))
-                await deferLater(reactor, 0.5)
             return ExecutionResult("ok", count, int(rest) * 0.5)
         if word == "ask":
             answer = await listener.on_input_request(rest, False)

@@ -9,6 +9,7 @@ import pytest
 from tests.peers.synapse import MatrixUser, Synapse
 
 from .conftest import BotRunner
+from .kernels_double import CannedKernels
 from .user import UserClient, asyncio_test
 
 pytestmark = pytest.mark.peers
@@ -77,16 +78,25 @@ async def test_streaming_output_edits_one_reply(bot: BotRunner, alice_client: Us
     await bot.start()
     room = await alice_client.create_room(invite=[bot.user_id])
     await alice_client.wait_until(lambda: alice_client.joined(room, bot.user_id))
-    run_id = await alice_client.send(room, "!bot run stream 6")
+    assert isinstance(bot.kernels, CannedKernels)
+    run_id = await alice_client.send(room, "!bot run stream 3")
+    # Each line is printed once the one before is shown: line 0 in the reply posted after a
+    # second, line 1 in an edit a second later (one edit a second at most), line 2 at the end.
+    for shown in ("line 0", "line 1"):
+        await alice_client.answer(room, run_id, shown)
+        bot.kernels.print_next_line()
     final = await alice_client.answer(room, run_id, "✅ done")
-    assert "line 0\nline 1\nline 2\nline 3\nline 4\nline 5" in final["content"]["body"]
+    assert "line 0\nline 1\nline 2" in final["content"]["body"]
     replies = alice_client.replies_to(room, run_id)
     assert len(replies) == 1
     edits = alice_client.edits_of(room, replies[0]["event_id"])
-    # 3 s of output, edited at most about once a second, then the final edit.
-    assert 2 <= len(edits) <= 5
+    assert [e["content"]["m.new_content"]["body"].split("```")[1] for e in edits] == [
+        "\nline 0\nline 1\n",
+        "\nline 0\nline 1\nline 2\n",
+    ]
     assert all(e["content"]["body"].startswith("* ") for e in edits)
     assert "⏳ running…" in edits[0]["content"]["m.new_content"]["body"]
+    assert "✅ done" in edits[1]["content"]["m.new_content"]["body"]
 
 
 @asyncio_test
@@ -251,7 +261,10 @@ async def test_shutdown_cancels_running_executions_and_says_so(
     await bot.start()
     room = await alice_client.create_room(invite=[bot.user_id])
     await alice_client.wait_until(lambda: alice_client.joined(room, bot.user_id))
+    assert isinstance(bot.kernels, CannedKernels)
     run_id = await alice_client.send(room, "!bot run stream 100")
+    for _ in range(2):
+        bot.kernels.print_next_line()
     await alice_client.answer(room, run_id, "line 2")
     await bot.stop()
     final = await alice_client.answer(room, run_id, "Cancelled: the bot is stopping.")
