@@ -52,6 +52,7 @@ class GatewayKernelManager(KernelManager):
         self._owners: dict[str, dict[str, _Owned]] = {}
         self._current: dict[str, str] = {}
         self._starting = 0
+        self._gone_waiters: list[Deferred[str]] = []
         self._culler = LoopingCall(self._cull)
         self._culler.clock = reactor
 
@@ -263,12 +264,22 @@ class GatewayKernelManager(KernelManager):
             else:
                 self._current.pop(owner, None)
 
+    def kernel_gone(self) -> Deferred[str]:
+        """Fires, with the reason people are told, the next time a kernel stops being usable
+        (it died, or the gateway lost it) and is forgotten."""
+        d: Deferred[str] = Deferred()
+        self._gone_waiters.append(d)
+        return d
+
     def _gone(self, kernel: GatewayKernel) -> None:
         for owner, owned in self._owners.items():
             for name, entry in list(owned.items()):
                 if entry.kernel is kernel:
                     del owned[name]
                     self._forget_current(owner, name)
+        waiters, self._gone_waiters = self._gone_waiters, []
+        for d in waiters:
+            d.callback(kernel.gone_reason or "")
 
     def _cull(self) -> None:
         deadline = self._reactor.seconds() - self._config.idle_cull_seconds

@@ -25,7 +25,7 @@ from jupybot.kernels import (
     UpdateDisplayData,
 )
 from jupybot.kernels.api import ClearOutput, Stream
-from jupybot.kernels.kernel import GatewayKernel
+from jupybot.kernels.kernel import GONE
 from tests.kernels.listener import RecordingListener
 from tests.peers.kernel_gateway import KernelGateway
 
@@ -42,16 +42,7 @@ def manager_for(gateway: KernelGateway, **changes: object) -> GatewayKernelManag
 
 def kernel_forgotten(manager: GatewayKernelManager) -> Deferred[None]:
     """Fires when the manager forgets a kernel (it died, or the gateway lost it)."""
-    gone: Deferred[None] = Deferred()
-    forget = manager._gone
-
-    def forgotten(kernel: GatewayKernel) -> None:
-        forget(kernel)
-        if not gone.called:
-            gone.callback(None)
-
-    manager._gone = forgotten  # type: ignore[method-assign]
-    return gone
+    return manager.kernel_gone().addCallback(lambda _reason: None)
 
 
 @pytest.fixture
@@ -244,7 +235,7 @@ async def test_a_kernel_deleted_on_the_gateway_is_forgotten(
 ) -> None:
     manager = manager_for(kernel_gateway)
     try:
-        gone = kernel_forgotten(manager)
+        gone = manager.kernel_gone()
         handle = await manager.start("room")
         response = await treq.delete(
             f"{kernel_gateway.url}/api/kernels/{handle.kernel_id}",
@@ -252,7 +243,7 @@ async def test_a_kernel_deleted_on_the_gateway_is_forgotten(
         )
         assert response.code == 204
         # The socket closes; the manager finds the kernel gone and forgets it.
-        await timeboxed(gone, 30)
+        assert await timeboxed(gone, 30) == GONE
         assert manager.kernels("room") == []
         listener = RecordingListener()
         result = await timeboxed(manager.execute("room", "print('new')", listener), 60)
