@@ -1,5 +1,5 @@
-"""A chat user's code attacks from a kernel of the real embedded gateway; every attack must be
-refused.
+"""A chat user's code attacks from a kernel of the real embedded gateway (through the kernel
+core, and through the Discord adapter's `run`); every attack must be refused.
 
 Two kernels parts run side by side, one with the sandbox (``sandbox.mode: bubblewrap``, what
 this host allows) and one without (``none``), each with an attacker's kernel and a victim's (a
@@ -23,14 +23,17 @@ import pytest_twisted
 from twisted.internet import reactor
 
 import jupybot
+from jupybot.aio import await_deferred
 from jupybot.config.kernels import GatewayConfig
 from jupybot.config.sandbox import SandboxConfig
 from jupybot.kernels import KernelsPart
 from jupybot.sandbox import Sandbox
 from jupybot.state import StateDirectory
+from tests.discord.conftest import start_world, stop_world
 from tests.kernels.kernel_python import requires_kernel_python
 from tests.kernels.listener import RecordingListener
 from tests.kernels.test_gateway import timeboxed
+from tests.matrix.user import asyncio_test
 
 pytestmark = requires_kernel_python
 
@@ -255,3 +258,67 @@ async def test_a_memory_hog_stops_at_the_kernel_limit(sandboxed: Server) -> None
     verdict = await attack(sandboxed, "memory_hog", 4 * MEMORY_MB)
     assert verdict["succeeded"] is False, verdict
     assert "alive" in await run(sandboxed, "matrix:!victim:example.org", "print('alive')")
+
+
+# The same attacks typed into a chat (short enough for one Discord message).
+FROM_CHAT: dict[str, Callable[[Server], str]] = {
+    "the bot password": lambda s: (
+        "import os\n"
+        "def grab(path):\n"
+        "    try:\n"
+        "        return open(path, 'rb').read()\n"
+        "    except OSError:\n"
+        "        return b''\n"
+        f"secret = {PASSWORD!r}\n"
+        "procs = [p for p in os.listdir('/proc') if p.isdigit()]\n"
+        "hits = [p for p in procs if secret.encode() in grab(f'/proc/{p}/environ')]\n"
+        "print('GOT IT' if hits or secret in str(os.environ) else 'NOTHING')"
+    ),
+    "another room's kernel": lambda s: (
+        "import json\n"
+        "from jupyter_client import BlockingKernelClient\n"
+        "try:\n"
+        f"    info = json.load(open({s.victim_connection_file!r}))\n"
+        "except OSError as e:\n"
+        "    print('NOTHING', e.strerror)\n"
+        "else:\n"
+        "    c = BlockingKernelClient()\n"
+        "    c.load_connection_info(info)\n"
+        "    c.start_channels()\n"
+        "    c.wait_for_ready(timeout=20)\n"
+        "    out = []\n"
+        "    hook = lambda m: out.append(m['content'].get('text', ''))\n"
+        "    c.execute_interactive('print(secret)', timeout=20, output_hook=hook)\n"
+        f"    print('GOT IT' if {VICTIM_SECRET!r} in ''.join(out) else 'NOTHING')"
+    ),
+}
+
+
+async def chat_reply(server: Server, code: str) -> str:
+    """What jupybot answers, through its Discord adapter, to `run` with C{code}."""
+    world = await start_world(server.part.manager)
+    channel = world.discord.dm_channel(world.alice)
+    try:
+        assert len(code) < 1900
+        await world.discord.user_says(world.alice, channel, f"run\n```python\n{code}\n```")
+        [reply] = await world.discord.wait_for(
+            lambda: [
+                m["content"]
+                for m in world.discord.bot_messages(channel["id"])
+                if "GOT IT" in m["content"] or "NOTHING" in m["content"]
+            ],
+            within=90,
+        )
+        return str(reply)
+    finally:
+        await stop_world(world)
+        await await_deferred(server.part.manager.stop(f"discord:{channel['id']}"))
+
+
+@pytest.mark.parametrize("target", list(FROM_CHAT))
+@asyncio_test
+async def test_from_a_chat_room_too(target: str, sandboxed: Server, unsandboxed: Server) -> None:
+    """Through jupybot's Discord adapter (real discord.py, a fake Discord) and its `run`."""
+    for server, expected in ((sandboxed, "NOTHING"), (unsandboxed, "GOT IT")):
+        reply = await chat_reply(server, FROM_CHAT[target](server))
+        assert expected in reply, (server.mode, target, reply)
