@@ -96,27 +96,30 @@ class Run:
 
 
 @dataclass(frozen=True)
-class Interrupt:
-    """Interrupt C{kernel}, or the current kernel when None."""
+class _KernelAction:
+    """Act on C{kernel}, or on the current kernel when None."""
 
+    kernel: str | None = None
+
+
+@dataclass(frozen=True)
+class Interrupt(_KernelAction):
     name: ClassVar[str] = "interrupt"
-    kernel: str | None = None
 
 
 @dataclass(frozen=True)
-class Restart:
-    """Restart C{kernel}, or the current kernel when None."""
-
+class Restart(_KernelAction):
     name: ClassVar[str] = "restart"
-    kernel: str | None = None
 
 
 @dataclass(frozen=True)
-class Stop:
-    """Stop C{kernel}, or the current kernel when None."""
-
+class Stop(_KernelAction):
     name: ClassVar[str] = "stop"
-    kernel: str | None = None
+
+
+_KERNEL_ACTIONS: dict[str, type[Interrupt] | type[Restart] | type[Stop]] = {
+    action.name: action for action in (Interrupt, Restart, Stop)
+}
 
 
 # Every command is its own type; C{name} (the command's name in L{COMMANDS}) is what access
@@ -241,12 +244,8 @@ def _with_arguments(spec: CommandSpec, args: list[str], usage: str) -> Command:
             return Use(_check_name(args[0]))
         case "interrupt" | "restart" | "stop" if len(args) > 1:
             raise UsageError(usage)
-        case "interrupt":
-            return Interrupt(_check_name(args[0]) if args else None)
-        case "restart":
-            return Restart(_check_name(args[0]) if args else None)
-        case "stop":
-            return Stop(_check_name(args[0]) if args else None)
+        case "interrupt" | "restart" | "stop":
+            return _KERNEL_ACTIONS[spec.name](_check_name(args[0]) if args else None)
         case "start":
             return _parse_start(args, usage)
     raise AssertionError(f"no argument rules for {spec.name}")
