@@ -45,9 +45,13 @@ class KernelsPart(Part):
         if self.embedded is not None:
             # Refused (the part fails, saying why) if the sandbox cannot run here or cannot
             # run jupybot's Python.
-            await self.embedded.start(embedded_kernel_plan(self._sandbox, self._config))
+            plan = embedded_kernel_plan(self._sandbox, self._config)
+            self.detail = f"embedded gateway; {plan.describe()}"
+            self.log.info("kernels: {detail}", detail=self.detail)
+            await self.embedded.start(plan)
         else:
             assert self._config.url is not None
+            self.detail = f"gateway {self._config.url} (its kernels are contained by its operator)"
             token = self._config.token.reveal() if self._config.token else None
             self.manager.connect(self._config.url, token)
             try:

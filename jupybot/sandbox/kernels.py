@@ -68,6 +68,18 @@ class KernelSandboxPlan:
     def sandboxed(self) -> bool:
         return SandboxConfig(mode=self.mode).enabled
 
+    def describe(self) -> str:
+        """One line for the start-up log and /ping."""
+        if not self.sandboxed:
+            return "kernels are NOT sandboxed (sandbox.mode: none)"
+        network = "the host's network" if self.network else "no network"
+        who = self.user if os.geteuid() == 0 else f"uid {os.geteuid()}"
+        return (
+            f"each kernel in a sandbox as {who}: {network}, {self.limits.memory_mb} MB, "
+            f"{self.limits.processes} processes, {self.limits.cpu_percent}% of a core"
+            + ("" if self.cgroup_version is not None else " (rlimits only)")
+        )
+
     def to_json(self) -> str:
         return json.dumps(asdict(self))
 

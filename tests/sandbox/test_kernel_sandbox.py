@@ -107,6 +107,10 @@ def test_the_plan_travels_as_json(sandbox: Sandbox, open_dir: Path) -> None:
     assert KernelSandboxPlan.from_json(plan.to_json()) == plan
     assert plan.network is True and plan.sandboxed
     assert plan.read_only == (str(open_dir),)
+    assert plan.describe().startswith(
+        "each kernel in a sandbox as nobody: the host's network, 1024 MB, 128 processes, "
+        "100% of a core"
+    )
     assert plan.limits == Limits(
         memory_mb=1024, processes=128, cpu_percent=100, cpu_seconds=0, file_size_mb=1024
     )
