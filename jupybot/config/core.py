@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 from ._reader import Reader
 
+DEFAULT_TITLE = "Try my programs"
+DEFAULT_INTRO = "Pick one: it runs on this server, in your browser, nothing to install."
+
 
 @dataclass(frozen=True)
 class WebConfig:
@@ -15,6 +18,9 @@ class WebConfig:
     # Origins of the portfolio site(s) allowed to open websockets and POST /contact.
     # Empty: same origin only.
     origins: tuple[str, ...]
+    # The page's heading and the sentence under it (plain text; a blank line starts a paragraph).
+    title: str = DEFAULT_TITLE
+    intro: str = DEFAULT_INTRO
 
     @classmethod
     def read(cls, r: Reader) -> WebConfig:
@@ -27,8 +33,12 @@ class WebConfig:
                 r.error(
                     "origins", f"expected origins such as 'https://example.org', got {origin!r}"
                 )
+        title = r.string("title", DEFAULT_TITLE).strip()
+        if not title:
+            r.error("title", "must not be empty (it is the page's heading)")
+        intro = r.string("intro", DEFAULT_INTRO).strip()
         r.finish()
-        return cls(listen=listen, origins=tuple(origins))
+        return cls(listen=listen, origins=tuple(origins), title=title, intro=intro)
 
 
 @dataclass(frozen=True)
