@@ -1,4 +1,8 @@
-"""GET / (the program list and the terminal), /programs.json, and the page's static files."""
+"""GET / (the program list and the terminal), /programs.json, and the page's static files.
+
+The page is one document: the list at `/`, each program at `/#<name>` (so a reload, a link or
+the browser's Back and Forward return to it); `static/terminal.js` does the rest.
+"""
 
 from __future__ import annotations
 
@@ -10,45 +14,102 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 from twisted.web.static import File
 
+from ..config.core import DEFAULT_INTRO, DEFAULT_TITLE
 from ..config.terminal import ProgramConfig
 
+__all__ = ["STATIC", "ProgramList", "ProgramPage", "render_page", "static_files"]
+
 STATIC = Path(__file__).parent / "static"
+
+# The documented default of terminal.max_frame_kb, for a page not told otherwise.
+DEFAULT_MAX_FRAME_KB = 64
+
+_VENDOR = (
+    "xterm",
+    "addon-fit",
+    "addon-web-links",
+    "addon-serialize",
+    "addon-unicode11",
+    "addon-webgl",
+)
 
 _PAGE = """<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Try my programs</title>
+<meta name="viewport" content="width=device-width, initial-scale=1, viewport-fit=cover">
+<meta name="color-scheme" content="dark">
+<title>{title}</title>
+<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">
 <link rel="stylesheet" href="/static/vendor/xterm.css">
 <link rel="stylesheet" href="/static/terminal.css">
 </head>
-<body>
-<header>
-  <h1>Try my programs</h1>
-  <p>Pick one: it runs on this server, in your browser, nothing to install.</p>
+<body data-max-frame-kb="{max_frame_kb}">
+<header id="top">
+  <h1>{title}</h1>
+  {intro}
 </header>
 <main>
   <ul id="programs">{programs}</ul>
+  <noscript><p>This page needs JavaScript to run the terminal.</p></noscript>
   <section id="session" hidden>
     <div class="bar">
+      <a id="back" href="#" class="button">&larr; <span class="label">All programs</span></a>
       <span id="title"></span>
+      <span id="state" class="state" data-state="starting"></span>
       <span id="status" role="status"></span>
-      <button id="restart" type="button" hidden>Run again</button>
-      <button id="close" type="button">Back to the list</button>
     </div>
-    <div id="terminal"></div>
+    <div id="hint" role="note" hidden></div>
+    <div id="screen">
+      <div id="terminal"></div>
+      <div id="notice" role="alert" hidden>
+        <span id="notice-text"></span>
+        <button id="notice-action" type="button"></button>
+        <button id="notice-restart" type="button">Run again</button>
+      </div>
+    </div>
+    <div id="keys" aria-label="Keys a touch keyboard lacks" hidden>
+      <button type="button" data-key="esc">Esc</button>
+      <button type="button" data-key="tab">Tab</button>
+      <button type="button" data-key="ctrl" aria-pressed="false">Ctrl</button>
+      <button type="button" data-key="left" aria-label="Left">&larr;</button>
+      <button type="button" data-key="up" aria-label="Up">&uarr;</button>
+      <button type="button" data-key="down" aria-label="Down">&darr;</button>
+      <button type="button" data-key="right" aria-label="Right">&rarr;</button>
+      <button type="button" data-key="ctrl-c" aria-label="Control C">^C</button>
+    </div>
   </section>
 </main>
-<script src="/static/vendor/xterm.js"></script>
-<script src="/static/vendor/addon-fit.js"></script>
-<script src="/static/terminal.js"></script>
+{scripts}
 </body>
 </html>
 """
 
-_ITEM = """<li><button type="button" class="program" data-program="{name}">
-<span class="title">{title}</span><span class="description">{description}</span></button></li>"""
+_ITEM = """<li><a class="program" href="#{name}" data-program="{name}">
+<span class="title">{title}</span><span class="description">{description}</span></a></li>"""
+
+
+def render_page(
+    programs: tuple[ProgramConfig, ...],
+    title: str = DEFAULT_TITLE,
+    intro: str = DEFAULT_INTRO,
+    max_frame_kb: int = DEFAULT_MAX_FRAME_KB,
+) -> bytes:
+    """The page's HTML: C{title} as heading, C{intro} as its paragraphs (a blank line starts a
+    new one), a card per program; every text escaped."""
+    items = "".join(
+        _ITEM.format(name=escape(p.name), title=escape(p.title), description=escape(p.description))
+        for p in programs
+    )
+    paragraphs = [part.strip() for part in intro.split("\n\n") if part.strip()]
+    scripts = "\n".join(f'<script src="/static/vendor/{name}.js"></script>' for name in _VENDOR)
+    return _PAGE.format(
+        title=escape(title),
+        intro="\n  ".join(f"<p>{escape(p)}</p>" for p in paragraphs),
+        max_frame_kb=max_frame_kb,
+        programs=items or '<li class="empty">No programs are configured yet.</li>',
+        scripts=scripts + '\n<script src="/static/terminal.js"></script>',
+    ).encode()
 
 
 class ProgramPage(Resource):
@@ -56,24 +117,24 @@ class ProgramPage(Resource):
 
     isLeaf = True
 
-    def __init__(self, programs: tuple[ProgramConfig, ...]) -> None:
+    def __init__(
+        self,
+        programs: tuple[ProgramConfig, ...],
+        title: str = DEFAULT_TITLE,
+        intro: str = DEFAULT_INTRO,
+        max_frame_kb: int = DEFAULT_MAX_FRAME_KB,
+    ) -> None:
         super().__init__()
-        items = "".join(
-            _ITEM.format(
-                name=escape(p.name), title=escape(p.title), description=escape(p.description)
-            )
-            for p in programs
-        )
-        self._body = _PAGE.format(
-            programs=items or "<li>No programs are configured yet.</li>"
-        ).encode()
+        self._body = render_page(programs, title, intro, max_frame_kb)
 
     def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         request.setHeader(b"x-content-type-options", b"nosniff")
+        request.setHeader(b"referrer-policy", b"no-referrer")
         request.setHeader(
             b"content-security-policy",
-            b"default-src 'self'; connect-src 'self' ws: wss:; style-src 'self' 'unsafe-inline'",
+            b"default-src 'self'; connect-src 'self' ws: wss:; style-src 'self' 'unsafe-inline';"
+            b" img-src 'self' data:",
         )
         return self._body
 

@@ -1,10 +1,19 @@
-"""The page in real headless Chromium: pick a program, type, resize, see it exit."""
+"""The page in real headless Chromium, as a visitor uses it: pick a program, type, resize,
+reload, paste a megabyte, lose the connection, copy and paste, a phone held sideways.
+
+Each scenario runs in a subprocess (tests/terminal/browser.py) and saves screenshots in
+$JUPYBOT_SCREENSHOTS (default: the test's temporary directory) for a person to look at.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,18 +21,154 @@ from tests.harness import JupybotProcess
 
 pytestmark = pytest.mark.peers
 
+# Reads exactly 1 MiB in raw mode (no line editing, no echo) and prints its length and digest.
+DIGEST = """\
+import hashlib, os, tty
+tty.setraw(0)
+os.write(1, b"ready\\r\\n")
+data = bytearray()
+while len(data) < 1 << 20:
+    chunk = os.read(0, 1 << 16)
+    if not chunk:
+        break
+    data += chunk
+os.write(1, f"got {len(data)} {hashlib.sha256(data).hexdigest()}\\r\\n".encode())
+"""
 
-def test_a_visitor_runs_a_program_in_the_browser(server: JupybotProcess) -> None:
+CONFIG = """\
+web:
+  listen: 'tcp:0:interface=127.0.0.1'
+  title: Ada's programs
+  intro: Things I built, running live.
+storage:
+  path: '{workdir}/var'
+shutdown:
+  timeout_seconds: 5
+terminal:
+  resume_seconds: 30
+  # Each scenario leaves a session or two waiting for a resume.
+  max_sessions_per_ip: 100
+programs:
+  - name: py
+    title: Python
+    description: An interactive Python interpreter.
+    argv: [python3, -q]
+  - name: bc
+    title: bc calculator
+    description: >-
+      Arbitrary precision arithmetic, a description long enough to wrap over several lines of
+      its card: try 2^100 or scale=50; 4*a(1), and quit to leave.
+    argv: [bc, -q, -l]
+  - name: digest
+    title: Digest
+    description: Reads a megabyte and prints its SHA-256.
+    argv:
+      - python3
+      - -c
+      - |
+{digest}
+"""
+
+
+@pytest.fixture(scope="module")
+def page_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupybotProcess]:
+    workdir = tmp_path_factory.mktemp("page")
+    digest = "".join(f"        {line}\n" for line in DIGEST.splitlines())
+    process = JupybotProcess(CONFIG.format(workdir=workdir, digest=digest.rstrip("\n")), workdir)
+    try:
+        process.wait_listening()
+        process.wait_for("terminal: running")
+        yield process
+    finally:
+        process.stop()
+
+
+def browse(server: JupybotProcess, scenario: str, tmp_path: Path) -> dict[str, Any]:
+    shots = Path(os.environ.get("JUPYBOT_SCREENSHOTS", tmp_path)) / scenario
     result = subprocess.run(
-        [sys.executable, "-m", "tests.terminal.browser", server.base_url + "/"],
+        [sys.executable, "-m", "tests.terminal.browser", scenario, server.base_url + "/", shots],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=180,
     )
-    assert result.returncode == 0, result.stderr
-    seen = json.loads(result.stdout.splitlines()[-1])
-    assert "py" in seen["programs"]
-    assert seen["list_hidden"]
+    assert result.returncode == 0, result.stderr[-4000:]
+    seen: dict[str, Any] = json.loads(result.stdout.splitlines()[-1])
+    return seen
+
+
+def test_a_visitor_runs_a_program_to_its_end_and_again(
+    page_server: JupybotProcess, tmp_path: Path
+) -> None:
+    seen = browse(page_server, "walk", tmp_path)
+    assert seen["programs"] == ["Python", "bc calculator", "Digest"]
+    assert len(set(seen["card_heights"])) == 1  # equal cards, however long a description
+    assert seen["favicon"] == 200
+    assert seen["url"].endswith("/#py")  # each program has its address
+    assert seen["renderer"] == "webgl"
     assert seen["columns_after"] < seen["columns_before"]  # fit-to-window resized the PTY
-    assert seen["status"] == "exited with status 5"
-    assert seen["run_again_shown"]
+    assert seen["list_hidden"]
+    assert seen["link_opened"] == "https://example.org/docs"
+    assert seen["notice"] == "Program finished (exited with status 5)."
+    assert seen["end_line"]
+    assert seen["fresh_after_run_again"]
+
+
+def test_reload_back_and_forward_return_to_the_same_program(
+    page_server: JupybotProcess, tmp_path: Path
+) -> None:
+    seen = browse(page_server, "reload", tmp_path)
+    assert seen["url_after_reload"].endswith("/#py")
+    assert seen["same_session_after_reload"]
+    assert seen["screen_kept"]
+    assert seen["x_after_reload"]  # a variable set before the reload is still there
+    assert seen["list_after_back"]
+    assert seen["same_session_after_forward"]
+    assert seen["x_after_forward"]
+    assert seen["same_session_from_the_list"]
+
+
+def test_a_megabyte_paste_arrives_whole(page_server: JupybotProcess, tmp_path: Path) -> None:
+    seen = browse(page_server, "paste", tmp_path)
+    assert seen["received_bytes"] == 1 << 20
+    assert seen["received_sha256"] == seen["sent_sha256"]
+    assert len(seen["frames"]) >= 16
+    assert max(seen["frames"]) <= 64 * 1024  # terminal.max_frame_kb's default
+
+
+def test_a_silent_program_gets_a_hint(page_server: JupybotProcess, tmp_path: Path) -> None:
+    seen = browse(page_server, "silent", tmp_path)
+    assert "waiting for you" in seen["hint"]
+    assert seen["answer"]
+    assert seen["hint_hidden_after_typing"]
+
+
+def test_a_lost_connection_does_not_look_live(page_server: JupybotProcess, tmp_path: Path) -> None:
+    seen = browse(page_server, "outage", tmp_path)
+    assert seen["notice"].startswith("Connection lost")
+    assert seen["greyed"]
+    assert seen["same_session"]
+    assert seen["state_kept"]
+    assert seen["notice_hidden"]
+
+
+def test_copy_and_paste_with_the_keyboard(page_server: JupybotProcess, tmp_path: Path) -> None:
+    seen = browse(page_server, "clipboard", tmp_path)
+    assert seen["copied"] == "copyme"
+    assert seen["pasted_ran"]
+
+
+def test_a_phone_held_sideways(page_server: JupybotProcess, tmp_path: Path) -> None:
+    seen = browse(page_server, "touch", tmp_path)
+    assert seen["keys_visible"]
+    assert seen["fits"]
+    assert seen["rows"] >= 8
+    assert seen["ctrl_c"]
+    assert seen["ctrl_armed"] == "true"
+    assert seen["cleared"]  # Ctrl on the bar, then l: Ctrl-L
+    assert seen["history_by_arrow"]
+
+
+def test_without_webgl_the_page_still_draws(page_server: JupybotProcess, tmp_path: Path) -> None:
+    seen = browse(page_server, "no-webgl", tmp_path)
+    assert seen["renderer"] == "dom"
+    assert seen["works"]

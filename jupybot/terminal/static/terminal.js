@@ -1,20 +1,46 @@
 // jupybot's terminal page: the raw protocol of docs/protocol.md over one websocket per session.
+//
+// Each program has its own URL (/#name). A session's resume token, the screen as drawn and the
+// count of output bytes drawn are kept in sessionStorage, so a reload or the browser's Back and
+// Forward return to the same running program: the screen is restored from storage and the
+// server sends what was printed after it.
+(() => {
 "use strict";
 
 const INPUT = 0x00, RESIZE = 0x01, ACK = 0x02;
 const OUTPUT = 0x10, READY = 0x11, EXIT = 0x12, ERROR = 0x13;
 const ACK_EVERY = 65536;
+// A program that prints nothing this long after it started gets a hint that it waits for input.
+const SILENT_HINT_MS = 1500;
+const RECONNECT_TRIES = 8;
+const STORE_PREFIX = "jupybot.session.";
+// The serialized screen kept for a reload: enough scrollback to scroll up a little, small
+// enough for sessionStorage (a few MB per origin).
+const SAVED_SCROLLBACK = 1000;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-const list = document.getElementById("programs");
-const view = document.getElementById("session");
-const titleEl = document.getElementById("title");
-const statusEl = document.getElementById("status");
-const restartBtn = document.getElementById("restart");
-const closeBtn = document.getElementById("close");
+const $ = (id) => document.getElementById(id);
+const list = $("programs");
+const header = $("top");
+const view = $("session");
+const titleEl = $("title");
+const stateEl = $("state");
+const statusEl = $("status");
+const hintEl = $("hint");
+const screenEl = $("screen");
+const noticeEl = $("notice");
+const noticeText = $("notice-text");
+const noticeAction = $("notice-action");
+const noticeRestart = $("notice-restart");
+const keysEl = $("keys");
 
+// The largest frame the server takes (terminal.max_frame_kb); READY may say otherwise.
+let maxFrameBytes = (Number(document.body.dataset.maxFrameKb) || 64) * 1024;
 let current = null;
+
+const touch = window.matchMedia("(pointer: coarse)").matches || navigator.maxTouchPoints > 0;
+document.body.classList.toggle("touch", touch);
 
 function frame(type, body) {
   const bytes = new Uint8Array(1 + body.length);
@@ -36,59 +62,179 @@ function ackFrame(count) {
   return frame(ACK, body);
 }
 
+// Input as INPUT frames each under the server's frame limit: a paste of any size goes whole.
+function inputFrames(bytes) {
+  const step = Math.max(1, maxFrameBytes - 1);  // the type byte
+  const frames = [];
+  for (let start = 0; start < bytes.length; start += step) {
+    frames.push(frame(INPUT, bytes.subarray(start, start + step)));
+  }
+  return frames;
+}
+
+function programTitle(program) {
+  const card = list.querySelector(`[data-program="${CSS.escape(program)}"] .title`);
+  return card ? card.textContent : program;
+}
+
+const saved = {
+  load(program) {
+    try { return JSON.parse(sessionStorage.getItem(STORE_PREFIX + program)); } catch { return null; }
+  },
+  store(program, state) {
+    try {
+      sessionStorage.setItem(STORE_PREFIX + program, JSON.stringify(state));
+    } catch {
+      // Too large for storage: keep the token; the server replays what it still has.
+      try {
+        sessionStorage.setItem(STORE_PREFIX + program, JSON.stringify({ ...state, screen: null }));
+      } catch { /* storage unavailable: a reload starts afresh */ }
+    }
+  },
+  forget(program) {
+    try { sessionStorage.removeItem(STORE_PREFIX + program); } catch { /* nothing kept */ }
+  },
+};
+
 class Session {
-  constructor(program, title) {
+  constructor(program, title, resumeFrom) {
     this.program = program;
-    this.resume = null;
-    this.received = 0;
+    this.resume = resumeFrom ? resumeFrom.resume : null;
+    this.drawn = resumeFrom ? resumeFrom.drawn : 0;  // output bytes xterm.js has drawn
     this.unacked = 0;
     this.finished = false;
     this.retries = 0;
-    this.term = new Terminal({ cursorBlink: true, convertEol: false, scrollback: 5000,
-                               fontFamily: "ui-monospace, Menlo, Consolas, monospace" });
+    this.inUseTries = 0;
+    this.sawOutput = Boolean(resumeFrom);
+    this.ctrlArmed = false;
+    this.term = new Terminal({
+      cursorBlink: true, scrollback: 5000, allowProposedApi: true,
+      fontFamily: 'ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, "Noto Sans Mono CJK SC", '
+        + '"Noto Color Emoji", monospace',
+      theme: { background: "#000000" },
+    });
     this.fit = new FitAddon.FitAddon();
     this.term.loadAddon(this.fit);
-    const host = document.getElementById("terminal");
+    this.serializer = new SerializeAddon.SerializeAddon();
+    this.term.loadAddon(this.serializer);
+    // Addresses in the output open in a new tab (with no way back to this page).
+    this.term.loadAddon(new WebLinksAddon.WebLinksAddon());
+    const unicode = new Unicode11Addon.Unicode11Addon();
+    this.term.loadAddon(unicode);
+    this.term.unicode.activeVersion = "11";
+    const host = $("terminal");
     host.replaceChildren();
     this.term.open(host);
+    host.dataset.renderer = this.loadWebgl() ? "webgl" : "dom";
     this.fit.fit();
     titleEl.textContent = title;
-    this.term.onData((data) => this.send(frame(INPUT, encoder.encode(data))));
-    this.term.onBinary((data) => this.send(frame(INPUT, Uint8Array.from(data, (c) => c.charCodeAt(0)))));
+    if (resumeFrom && resumeFrom.screen) this.term.write(resumeFrom.screen);
+    this.term.onData((data) => this.type(data));
+    this.term.onBinary((data) => this.sendInput(Uint8Array.from(data, (c) => c.charCodeAt(0))));
     this.term.onResize(({ cols, rows }) => this.send(sizeFrame(cols, rows)));
-    this.onWindowResize = () => this.fit.fit();
-    window.addEventListener("resize", this.onWindowResize);
+    this.term.attachCustomKeyEventHandler((event) => this.key(event));
+    this.term.element.addEventListener("mouseup", () => {
+      if (this.term.hasSelection()) copy(this.term.getSelection());
+    });
+    // Fit whenever the terminal's box changes: the window, the hint, the key bar, a rotation.
+    this.resizer = new ResizeObserver(() => {
+      cancelAnimationFrame(this.fitFrame);
+      this.fitFrame = requestAnimationFrame(() => { if (!this.disposed) this.fit.fit(); });
+    });
+    this.resizer.observe(host);
     this.connect();
     this.term.focus();
   }
 
+  // WebGL draws faster; without it (or when its context is lost) xterm.js draws with the DOM.
+  loadWebgl() {
+    if (typeof WebglAddon === "undefined") return false;
+    try {
+      const webgl = new WebglAddon.WebglAddon();
+      webgl.onContextLoss(() => {
+        webgl.dispose();
+        $("terminal").dataset.renderer = "dom";
+      });
+      this.term.loadAddon(webgl);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
   connect() {
+    clearTimeout(this.retryTimer);
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     const ws = new WebSocket(`${scheme}://${location.host}/terminal/ws`);
     ws.binaryType = "arraybuffer";
     this.ws = ws;
-    setStatus(this.resume ? "reconnecting…" : "starting…");
+    this.setState(this.resume ? "reconnecting" : "starting",
+                  this.resume ? "reconnecting…" : "starting…");
     ws.onopen = () => {
       const hello = this.resume
-        ? { resume: this.resume, received: this.received }
+        ? { resume: this.resume, received: this.drawn }
         : { program: this.program, cols: this.term.cols, rows: this.term.rows };
       ws.send(JSON.stringify(hello));
     };
     ws.onmessage = (event) => this.receive(new Uint8Array(event.data));
-    ws.onclose = (event) => this.closed(event);
+    ws.onclose = (event) => { if (this.ws === ws) this.closed(event); };
   }
 
   send(bytes) {
     if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(bytes);
   }
 
+  sendInput(bytes) {
+    for (const part of inputFrames(bytes)) this.send(part);
+  }
+
+  type(data) {
+    if (this.ctrlArmed && data.length === 1) {
+      // The key bar's Ctrl: the next letter typed becomes its control character.
+      const code = data.toUpperCase().charCodeAt(0);
+      if (code >= 0x40 && code <= 0x5f) data = String.fromCharCode(code & 0x1f);
+      this.armCtrl(false);
+    }
+    this.hideHint();
+    this.sendInput(encoder.encode(data));
+  }
+
+  // Ctrl+Shift+C copies, Ctrl+Shift+V pastes (Ctrl+C stays the program's interrupt).
+  key(event) {
+    if (event.type !== "keydown" || !event.ctrlKey || !event.shiftKey) return true;
+    if (event.code === "KeyC") {
+      if (this.term.hasSelection()) copy(this.term.getSelection());
+      event.preventDefault();
+      return false;
+    }
+    if (event.code === "KeyV") {
+      event.preventDefault();
+      if (navigator.clipboard && navigator.clipboard.readText) {
+        navigator.clipboard.readText().then((text) => this.term.paste(text), () => {
+          flash("Paste with Ctrl+V: this browser does not let the page read the clipboard.");
+        });
+      }
+      return false;
+    }
+    return true;
+  }
+
+  armCtrl(on) {
+    this.ctrlArmed = on;
+    keysEl.querySelector('[data-key="ctrl"]').setAttribute("aria-pressed", String(on));
+  }
+
   receive(bytes) {
     const type = bytes[0];
     const body = bytes.subarray(1);
     if (type === OUTPUT) {
-      this.received += body.length;
       // Acknowledge once xterm.js has drawn it: the server pauses the program when we lag.
       this.term.write(body, () => {
+        if (!this.sawOutput && !this.screenBlank()) {
+          this.sawOutput = true;
+          this.hideHint();
+        }
+        this.drawn += body.length;
         this.unacked += body.length;
         if (this.unacked >= ACK_EVERY) {
           this.send(ackFrame(this.unacked));
@@ -99,71 +245,280 @@ class Session {
     }
     const message = body.length ? JSON.parse(decoder.decode(body)) : {};
     if (type === READY) {
-      this.resume = message.resume;
-      this.unacked = 0;  // the server counts afresh for each connection
-      this.retries = 0;
-      setStatus("running");
-      this.send(sizeFrame(this.term.cols, this.term.rows));
+      this.ready(message);
     } else if (type === EXIT) {
-      this.finished = true;
-      this.term.write(`\r\n\x1b[2m[${message.message}]\x1b[0m\r\n`);
-      setStatus(message.message);
-      restartBtn.hidden = false;
+      this.end(message.code === 0 ? "" : message.message, "finished");
     } else if (type === ERROR) {
-      this.finished = true;
-      this.term.write(`\r\n\x1b[31m${message.message}\x1b[0m\r\n`);
-      setStatus(message.message);
-      restartBtn.hidden = false;
+      this.refused(message);
+    }
+  }
+
+  ready(message) {
+    this.resume = message.resume;
+    if (message.max_frame_kb) maxFrameBytes = message.max_frame_kb * 1024;
+    this.unacked = 0;  // the server counts afresh for each connection
+    this.retries = 0;
+    this.inUseTries = 0;
+    this.term.options.disableStdin = false;
+    this.setState("live", "running");
+    hideNotice();
+    this.send(sizeFrame(this.term.cols, this.term.rows));
+    this.save();
+    if (!this.sawOutput) {
+      this.hintTimer = setTimeout(() => {
+        if (!this.sawOutput && !this.finished) {
+          showHint(`${titleEl.textContent} is running and waiting for you: type something `
+                   + "and press Enter.");
+        }
+      }, SILENT_HINT_MS);
+    }
+  }
+
+  refused(message) {
+    if (message.reason === "in-use" && this.inUseTries < 5) {
+      // A reload can arrive before the server saw the old page's connection close.
+      this.inUseTries += 1;
+      this.abandonSocket();
+      this.retryTimer = setTimeout(() => this.connect(), 300 * this.inUseTries);
+      return;
+    }
+    if (message.reason === "expired" && this.resume) {
+      // Gone while this tab was away (or the server restarted): keep the old screen to read,
+      // and start the program afresh below it.
+      saved.forget(this.program);
+      this.resume = null;
+      this.drawn = 0;
+      this.sawOutput = false;
+      this.term.write("\r\n\x1b[2m── That session has ended; here is a new one ──\x1b[0m\r\n");
+      this.abandonSocket();
+      this.connect();
+      return;
+    }
+    this.end(message.message || "The server refused this session.", "refused");
+  }
+
+  // Forget the current socket: its close is not news any more.
+  abandonSocket() {
+    const ws = this.ws;
+    this.ws = null;
+    if (ws) ws.close(1000);
+  }
+
+  // The program ended (or cannot go on): say so, keep its screen, offer to run it again.
+  end(text, how) {
+    if (this.finished) return;
+    this.finished = true;
+    this.hideHint();
+    saved.forget(this.program);
+    this.term.options.disableStdin = true;
+    const line = how === "finished" ? "Program finished" : text;
+    this.term.write(`\r\n\x1b[2m── ${line} ──\x1b[0m\r\n\x1b[?25l`);  // and no cursor
+    if (how === "finished") {
+      this.setState("finished", text || "finished");
+      showNotice(text ? `Program finished (${text}).` : "Program finished.", null);
+    } else {
+      this.setState("ended", text);
+      showNotice(text, null);
     }
   }
 
   closed(event) {
     if (this.finished || this.disposed) return;
-    if (this.resume && this.retries < 8) {
+    if (event.code === 1000 && !this.resume) {
+      this.end(event.reason || "The connection was closed.", "ended");
+      return;
+    }
+    if (this.resume && this.retries < RECONNECT_TRIES) {
       // Lost connection: resume the same session, replaying what we missed.
       const delay = Math.min(500 * 2 ** this.retries, 8000);
       this.retries += 1;
-      setStatus(`connection lost; reconnecting in ${Math.round(delay / 1000)} s…`);
-      setTimeout(() => this.connect(), delay);
+      this.offline(`Connection lost. Reconnecting in ${Math.round(delay / 1000) || 1} s…`);
+      this.retryTimer = setTimeout(() => this.connect(), delay);
+    } else if (this.resume) {
+      this.offline("Disconnected: the server cannot be reached.");
     } else {
-      this.finished = true;
-      setStatus(event.reason || "disconnected");
-      restartBtn.hidden = false;
+      this.end(event.reason || "Could not reach the server.", "ended");
     }
+  }
+
+  // The screen stays, greyed and not taking input, until the session is back.
+  offline(text) {
+    this.term.options.disableStdin = true;
+    this.setState("offline", "offline");
+    showNotice(text, { label: "Reconnect now", run: () => { this.retries = 0; this.connect(); } });
+  }
+
+  setState(state, text) {
+    stateEl.dataset.state = state;
+    screenEl.dataset.state = state;
+    statusEl.textContent = text;
+  }
+
+  // Nothing to read on the screen yet (a program may send only mode switches at start).
+  screenBlank() {
+    const buffer = this.term.buffer.active;
+    for (let y = 0; y < buffer.length; y++) {
+      if (buffer.getLine(y).translateToString(true).trim()) return false;
+    }
+    return true;
+  }
+
+  hideHint() {
+    clearTimeout(this.hintTimer);
+    hintEl.hidden = true;
+  }
+
+  // What a reload needs to come back: the token, the screen as drawn and how much was drawn.
+  save() {
+    if (this.finished || !this.resume) return;
+    saved.store(this.program, {
+      resume: this.resume,
+      drawn: this.drawn,
+      screen: this.serializer.serialize({ scrollback: SAVED_SCROLLBACK }),
+    });
+  }
+
+  // Leave the session running on the server (for a reload, Back/Forward or a return from the
+  // list within terminal.resume_seconds) and close this page's side of it.
+  detach() {
+    this.save();
+    this.dispose();
   }
 
   dispose() {
     this.disposed = true;
-    window.removeEventListener("resize", this.onWindowResize);
+    clearTimeout(this.retryTimer);
+    this.hideHint();
+    this.resizer.disconnect();
+    cancelAnimationFrame(this.fitFrame);
     if (this.ws) this.ws.close(1000);
     this.term.dispose();
   }
 }
 
-function setStatus(text) {
+function showHint(text) {
+  hintEl.textContent = text;
+  hintEl.hidden = false;
+}
+
+function showNotice(text, action) {
+  noticeText.textContent = text;
+  noticeAction.hidden = !action;
+  noticeAction.onclick = null;
+  if (action) {
+    noticeAction.textContent = action.label;
+    noticeAction.onclick = action.run;
+  }
+  noticeEl.hidden = false;
+}
+
+function hideNotice() {
+  noticeEl.hidden = true;
+}
+
+let flashTimer = null;
+function flash(text) {
+  if (!current) return;
+  const before = statusEl.textContent;
   statusEl.textContent = text;
+  clearTimeout(flashTimer);
+  flashTimer = setTimeout(() => {
+    if (statusEl.textContent === text) statusEl.textContent = before;
+  }, 1500);
 }
 
-function open(program, title) {
-  if (current) current.dispose();
+function copy(text) {
+  if (!text || !navigator.clipboard) return;
+  navigator.clipboard.writeText(text).then(() => flash("copied"), () => {});
+}
+
+function openProgram(program, fresh) {
+  if (current) current.detach();
+  const title = programTitle(program);
+  document.title = `${title} · ${document.querySelector("h1").textContent}`;
   list.hidden = true;
+  header.classList.add("compact");
   view.hidden = false;
-  restartBtn.hidden = true;
-  current = new Session(program, title);
+  hideNotice();
+  const before = fresh ? null : saved.load(program);
+  if (fresh) saved.forget(program);
+  current = new Session(program, title, before && before.resume ? before : null);
+  window.jupybotSession = current;  // for a developer's console, and the page's tests
 }
 
-list.addEventListener("click", (event) => {
-  const button = event.target.closest("button.program");
-  if (button) open(button.dataset.program, button.querySelector(".title").textContent);
-});
-
-restartBtn.addEventListener("click", () => {
-  if (current) open(current.program, titleEl.textContent);
-});
-
-closeBtn.addEventListener("click", () => {
-  if (current) current.dispose();
+function showList() {
+  if (current) current.detach();
   current = null;
+  window.jupybotSession = null;
+  document.title = document.querySelector("h1").textContent;
   view.hidden = true;
+  header.classList.remove("compact");
   list.hidden = false;
+}
+
+// The URL says what is shown: /#name a program (resumed when this tab still has its session),
+// / the list.
+function route() {
+  const program = decodeURIComponent(location.hash.slice(1));
+  if (program && list.querySelector(`[data-program="${CSS.escape(program)}"]`)) {
+    if (!current || current.program !== program || current.disposed) openProgram(program, false);
+  } else {
+    showList();
+  }
+}
+
+function restart() {
+  if (current) openProgram(current.program, true);
+}
+
+noticeRestart.addEventListener("click", restart);
+
+$("back").addEventListener("click", (event) => {
+  event.preventDefault();
+  history.pushState(null, "", location.pathname + location.search);
+  showList();
 });
+
+window.addEventListener("hashchange", route);
+window.addEventListener("popstate", route);
+
+// A reload or leaving the page: keep the session for when this tab comes back to it.
+window.addEventListener("pagehide", () => { if (current) current.save(); });
+window.addEventListener("pageshow", (event) => {
+  if (event.persisted && current && !current.finished) current.connect();
+});
+window.addEventListener("online", () => {
+  if (current && !current.finished && (!current.ws || current.ws.readyState === WebSocket.CLOSED)) {
+    current.retries = 0;
+    current.connect();
+  }
+});
+
+// The key bar (touch screens): keys a phone keyboard lacks. Pressing a key keeps the focus
+// (and so the on-screen keyboard) on the terminal.
+const KEYS = {
+  esc: "\x1b", tab: "\t", "ctrl-c": "\x03",
+  up: "A", down: "B", right: "C", left: "D",
+};
+keysEl.hidden = !touch;
+keysEl.addEventListener("pointerdown", (event) => {
+  const button = event.target.closest("button[data-key]");
+  if (!button || !current) return;
+  event.preventDefault();
+  const name = button.dataset.key;
+  if (name === "ctrl") {
+    current.armCtrl(!current.ctrlArmed);
+  } else {
+    let data = KEYS[name];
+    if (data.length === 1 && data >= "A" && data <= "D") {
+      // Arrow keys as the program asked for them (application cursor mode or not).
+      data = (current.term.modes.applicationCursorKeysMode ? "\x1bO" : "\x1b[") + data;
+    }
+    current.hideHint();
+    current.sendInput(encoder.encode(data));
+  }
+  current.term.focus();
+});
+
+route();
+})();
