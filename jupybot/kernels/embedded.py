@@ -108,8 +108,11 @@ class EmbeddedGateway:
         once it serves."""
         self._ready = Deferred()
         ready = self._ready
-        # Searchable by the sandbox user, who must reach its kernel's directory below.
-        self._work = Path(tempfile.mkdtemp(prefix="jupybot-gateway-"))
+        # Searchable by the sandbox user, who must reach its kernel's directory below. In memory
+        # where there is /dev/shm: a kernel may write in its sockets directory, and what it
+        # writes on a tmpfs is charged to its cgroup's memory rather than filling the disk.
+        shm = "/dev/shm" if os.access("/dev/shm", os.W_OK | os.X_OK) else None
+        self._work = Path(tempfile.mkdtemp(prefix="jupybot-gateway-", dir=shm))
         self._work.chmod(0o711)
         for name in ("home", "config", "data"):
             (self._work / name).mkdir(mode=0o700)

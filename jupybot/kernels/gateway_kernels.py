@@ -10,7 +10,8 @@ and ``--SandboxedKernelManager.kernel_sandbox_plan=<file>``, the plan jupybot wr
   - replaces the kernel's environment (the gateway's, with its token) by the sandbox's own;
   - interrupts by message: a signal to the launch chain's process group would reach
     bubblewrap, which dies of SIGINT and takes the kernel with it;
-  - makes the kernel's cgroup on each launch and removes it once the kernel is gone.
+  - makes the kernel's cgroup on each launch and removes it once the kernel is gone, with what
+    the kernel left in its directory.
 """
 
 from __future__ import annotations
@@ -87,9 +88,12 @@ class SandboxedKernelManager(KernelGatewayIOLoopKernelManager):
             removal = asyncio.ensure_future(_remove_group(group))
             self._removals.add(removal)
             removal.add_done_callback(self._removals.discard)
-        if not restart and self._directory is not None:
-            self._directory.remove()
-            self._directory = None
+        if self._directory is not None:
+            if restart:
+                self._directory.clear_sockets()
+            else:
+                self._directory.remove()
+                self._directory = None
 
 
 async def _remove_group(group: SessionCgroup) -> None:

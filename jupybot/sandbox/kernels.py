@@ -245,6 +245,16 @@ class KernelDirectory:
             os.chown(self.connection_file, *self._ids, follow_symlinks=False)
         self.connection_file.chmod(0o400)
 
+    def clear_sockets(self) -> None:
+        """Empty C{sockets/} once its kernel is gone: whatever the kernel wrote there (in memory
+        charged to its cgroup, see L{jupybot.kernels.embedded}) must not outlive it."""
+        for entry in self.sockets.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                with suppress(OSError):
+                    entry.unlink()
+
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
 

@@ -116,6 +116,7 @@ def identity() -> dict[str, object]:
         "home": os.path.expanduser("~"),
         "environ": sorted(os.environ),
         "tmp": sorted(os.listdir("/tmp")),
+        "shm": sorted(os.listdir("/dev/shm")),
     }
 
 
@@ -160,3 +161,33 @@ def memory_hog(megabytes: str) -> dict[str, object]:
     except MemoryError:
         pass
     return {"succeeded": len(held) * 16 >= int(megabytes), "held_mb": len(held) * 16}
+
+
+def fill_storage(megabytes: str) -> dict[str, object]:
+    """Write to the host's storage through the one host directory the kernel may write to: its
+    ZMQ sockets directory. Cleans up after itself."""
+    from ipykernel.connect import get_connection_file
+
+    directory = os.path.join(os.path.dirname(get_connection_file()), "sockets")
+    written = 0
+    chunk = b"x" * (16 * 1024 * 1024)
+    paths = []
+    try:
+        while written < int(megabytes):
+            path = os.path.join(directory, f"filler-{len(paths)}")
+            paths.append(path)
+            with open(path, "wb") as f:
+                for _ in range(4):
+                    f.write(chunk)
+                    written += 16
+    except (OSError, MemoryError) as e:
+        error = str(e)
+    else:
+        error = ""
+    finally:
+        for path in paths:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+    return {"succeeded": written >= int(megabytes), "written_mb": written, "error": error}

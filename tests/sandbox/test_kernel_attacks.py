@@ -95,17 +95,22 @@ def read_bytes(path: str) -> bytes:
     return Path(path).read_bytes()
 
 
-async def run(server: Server, owner: str, code: str) -> str:
+async def run(server: Server, owner: str, code: str, may_die: bool = False) -> str:
     listener = RecordingListener()
     result = await timeboxed(server.part.manager.execute(owner, code, listener), 120)
+    if may_die and result.status == "died":
+        return '{"succeeded": false, "died": true}'
     assert result.status in ("ok", "error"), (result, listener.events)
     return listener.text()
 
 
-async def attack(server: Server, name: str, *args: object) -> dict[str, object]:
-    """One attack of kernel_attacks.py, run in the attacker's kernel; its verdict."""
+async def attack(
+    server: Server, name: str, *args: object, may_die: bool = False
+) -> dict[str, object]:
+    """One attack of kernel_attacks.py, run in the attacker's kernel; its verdict. With
+    C{may_die}, a kernel killed at its limit is a refused attack."""
     call = f"print(__import__('json').dumps({name}(*{tuple(map(str, args))!r})))"
-    text = await run(server, "matrix:!attacker:example.org", f"{ATTACKS}\n{call}")
+    text = await run(server, "matrix:!attacker:example.org", f"{ATTACKS}\n{call}", may_die)
     lines = [line for line in text.splitlines() if line.startswith("{")]
     assert lines, f"{name} printed no verdict: {text!r}"
     verdict: dict[str, object] = json.loads(lines[-1])
@@ -230,8 +235,10 @@ async def test_a_kernel_is_nobody_with_nothing(sandboxed: Server) -> None:
     assert verdict["cap_eff"] == "0000000000000000" and verdict["no_new_privs"] == "1"
     assert verdict["interfaces"] == ["lo"]  # no network at all
     assert verdict["home"] == "/home/visitor"
-    # Its /tmp holds the path to its own directory (connection file, sockets), nothing else.
-    assert isinstance(verdict["tmp"], list) and len(verdict["tmp"]) == 1
+    # An empty /tmp; its /dev/shm holds the path to its own directory (connection file,
+    # sockets), nothing else.
+    assert verdict["tmp"] == []
+    assert isinstance(verdict["shm"], list) and len(verdict["shm"]) == 1
 
 
 @pytest_twisted.ensureDeferred
@@ -251,6 +258,28 @@ async def test_a_fork_bomb_stops_at_the_kernel_limit(sandboxed: Server) -> None:
     assert verdict["succeeded"] is False, verdict
     assert isinstance(verdict["started"], int) and verdict["started"] < PROCESSES
     assert "alive" in await run(sandboxed, "matrix:!victim:example.org", "print('alive')")
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_sockets_directory_cannot_fill_the_host(
+    sandboxed: Server, unsandboxed: Server
+) -> None:
+    """The one host directory a kernel may write to is in memory, charged to its cgroup."""
+    for server, expected in ((sandboxed, False), (unsandboxed, True)):
+        verdict = await attack(server, "fill_storage", 3 * MEMORY_MB, may_die=True)
+        assert verdict["succeeded"] is expected, (server.mode, verdict)
+    assert "alive" in await run(sandboxed, "matrix:!victim:example.org", "print('alive')")
+    # Restarted, the attacker's kernel finds its directory empty: nothing piles up in memory.
+    verdict = await attack(sandboxed, "list_directory", sandboxed_sockets(sandboxed))
+    assert isinstance(verdict["entries"], list)
+    assert all(entry.startswith("kernel-") for entry in verdict["entries"]), verdict
+
+
+def sandboxed_sockets(server: Server) -> str:
+    """The attacker's sockets directory (the attacker's kernel is the only other one)."""
+    victim = Path(server.victim_connection_file).parent
+    [attacker] = [d for d in victim.parent.iterdir() if d != victim]
+    return str(attacker / "sockets")
 
 
 @pytest_twisted.ensureDeferred
