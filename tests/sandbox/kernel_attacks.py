@@ -4,6 +4,7 @@ Each attack returns a dict; "succeeded" says whether it got what it wanted. Stan
 and jupyter_client only (what the kernel's environment has).
 """
 
+import contextlib
 import json
 import os
 import socket
@@ -171,7 +172,7 @@ def fill_storage(megabytes: str) -> dict[str, object]:
     directory = os.path.join(os.path.dirname(get_connection_file()), "sockets")
     written = 0
     chunk = b"x" * (16 * 1024 * 1024)
-    paths = []
+    paths: list[str] = []
     try:
         while written < int(megabytes):
             path = os.path.join(directory, f"filler-{len(paths)}")
@@ -186,8 +187,6 @@ def fill_storage(megabytes: str) -> dict[str, object]:
         error = ""
     finally:
         for path in paths:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(path)
-            except OSError:
-                pass
     return {"succeeded": written >= int(megabytes), "written_mb": written, "error": error}
