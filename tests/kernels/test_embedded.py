@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -98,3 +100,30 @@ async def test_a_crashed_gateway_is_restarted_and_rooms_get_a_new_kernel(
     listener = RecordingListener()
     result = await timeboxed(part.manager.execute("room", "print('back')", listener), 120)
     assert result.status == "ok" and listener.text() == "back\n"
+
+
+@pytest_twisted.ensureDeferred
+async def test_kernel_network_gives_kernels_the_hosts_network(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
+    """gateway.kernel_network: true (tests/sandbox/test_kernel_attacks.py: none by default)."""
+    state = StateDirectory(tmp_path / "var")
+    state.ensure()
+    config = replace(GatewayConfig(url=None, token=None), kernel_network=True)
+    part = KernelsPart(config, reactor, state, sandbox)
+    part.startService()
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        try:
+            listener = RecordingListener()
+            code = (
+                "import socket\n"
+                f"socket.create_connection(('127.0.0.1', {port})).close()\n"
+                "print('in')"
+            )
+            result = await timeboxed(part.manager.execute("room", code, listener), 120)
+            assert result.status == "ok" and listener.text() == "in\n", listener.events
+        finally:
+            await part.stopService()
