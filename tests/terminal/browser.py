@@ -180,6 +180,59 @@ def scenario_reload(browser: Browser, url: str, shots: Path) -> Seen:
     return seen
 
 
+def scenario_stale(browser: Browser, url: str, shots: Path) -> Seen:
+    """A tab whose session ended while it was away (or a restarted server) keeps the old
+    screen to read and starts the program afresh below it."""
+    seen: Seen = {}
+    page = browser.new_page(viewport={"width": 1000, "height": 700})
+    page.goto(url + "#py")
+    wait_screen(page, ">>> $")
+    page.keyboard.type("z = 1; print('old', 'session')\n")
+    wait_screen(page, "^old session")
+    old = resume_token(page)
+    page.evaluate(
+        """() => {
+          const key = "jupybot.session.py";
+          addEventListener("pagehide", () => {  // after the page's own save
+            const state = JSON.parse(sessionStorage.getItem(key));
+            sessionStorage.setItem(key, JSON.stringify({...state, resume: "gone"}));
+          });
+        }"""
+    )
+    page.reload()
+    screen = wait_screen(page, "here is a new one[\\s\\S]*>>> $")
+    wait_live(page)
+    seen["old_screen_kept"] = "old session" in screen
+    seen["new_session"] = resume_token(page) not in (None, old, "gone")
+    page.keyboard.type("print('z' in dir())\n")
+    seen["fresh"] = bool(wait_screen(page, "^False$"))
+    page.screenshot(path=str(shots / "stale.png"))
+    return seen
+
+
+def scenario_fullscreen(browser: Browser, url: str, shots: Path) -> Seen:
+    """A full-screen (curses) program comes back from a reload as it was, and goes on."""
+    seen: Seen = {}
+    page = browser.new_page(viewport={"width": 900, "height": 500})
+    page.goto(url + "#py")
+    wait_screen(page, ">>> $")
+    page.keyboard.type(
+        "import curses; key = curses.wrapper("
+        "lambda s: (s.addstr(2, 4, 'full screen'), s.refresh(), s.getch())[2])\n"
+    )
+    wait_screen(page, "^    full screen")
+    page.reload()
+    wait_live(page)
+    seen["buffer"] = page.evaluate("() => window.jupybotSession.term.buffer.active.type")
+    seen["drawn_again"] = "    full screen" in screen_text(page)
+    page.screenshot(path=str(shots / "fullscreen-after-reload.png"))
+    page.keyboard.type("q")
+    wait_screen(page, ">>> $")
+    page.keyboard.type("print('key', key)\n")
+    seen["key_reached_it"] = bool(wait_screen(page, "^key 113$"))
+    return seen
+
+
 def scenario_paste(browser: Browser, url: str, shots: Path) -> Seen:
     """A 1 MB paste reaches the program whole (it reads it in raw mode and prints a digest)."""
     seen: Seen = {}
@@ -335,6 +388,8 @@ def scenario_no_webgl(browser: Browser, url: str, shots: Path) -> Seen:
 SCENARIOS: dict[str, Callable[[Browser, str, Path], Seen]] = {
     "walk": scenario_walk,
     "reload": scenario_reload,
+    "stale": scenario_stale,
+    "fullscreen": scenario_fullscreen,
     "paste": scenario_paste,
     "silent": scenario_silent,
     "outage": scenario_outage,

@@ -127,6 +127,24 @@ def test_reload_back_and_forward_return_to_the_same_program(
     assert seen["same_session_from_the_list"]
 
 
+def test_a_session_gone_meanwhile_starts_afresh_below_the_old_screen(
+    page_server: JupybotProcess, tmp_path: Path
+) -> None:
+    seen = browse(page_server, "stale", tmp_path)
+    assert seen["old_screen_kept"]
+    assert seen["new_session"]
+    assert seen["fresh"]
+
+
+def test_a_full_screen_program_survives_a_reload(
+    page_server: JupybotProcess, tmp_path: Path
+) -> None:
+    seen = browse(page_server, "fullscreen", tmp_path)
+    assert seen["buffer"] == "alternate"
+    assert seen["drawn_again"]
+    assert seen["key_reached_it"]
+
+
 def test_a_megabyte_paste_arrives_whole(page_server: JupybotProcess, tmp_path: Path) -> None:
     seen = browse(page_server, "paste", tmp_path)
     assert seen["received_bytes"] == 1 << 20

@@ -111,7 +111,8 @@ class Session {
       cursorBlink: true, scrollback: 5000, allowProposedApi: true,
       fontFamily: 'ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, "Noto Sans Mono CJK SC", '
         + '"Noto Color Emoji", monospace',
-      theme: { background: "#000000" },
+      // ANSI black as black: curses paints its background with it.
+      theme: { background: "#000000", black: "#000000" },
     });
     this.fit = new FitAddon.FitAddon();
     this.term.loadAddon(this.fit);
