@@ -260,7 +260,9 @@ class KernelDirectory:
 
 
 class KernelLaunches:
-    """In the gateway process: the sandbox of every kernel launch, from jupybot's plan."""
+    """In the gateway process: the sandbox of every kernel launch, from jupybot's plan. It lives
+    as long as the gateway and is never closed: its sandbox's files are in the gateway's TMPDIR,
+    the cgroup parents are jupybot's, and jupybot removes both."""
 
     def __init__(self, plan: KernelSandboxPlan) -> None:
         self.plan = plan
@@ -317,11 +319,6 @@ class KernelLaunches:
     def host_cwd(self, directory: KernelDirectory) -> str:
         """Where the launch chain starts on the host (the sandbox user can be there)."""
         return "/" if self.sandboxed else str(directory.path)
-
-    def close(self) -> None:
-        # The cgroup parents are jupybot's to remove, not the gateway's.
-        self.sandbox.cgroups = None
-        self.sandbox.close()
 
 
 def discard_group(group: SessionCgroup) -> bool:
