@@ -338,6 +338,13 @@ def scenario_clipboard(browser: Browser, url: str, shots: Path) -> Seen:
     wait_screen(page, r"^>>> print\(6 \* 9\)")  # the clipboard is read asynchronously
     page.keyboard.press("Enter")
     seen["pasted_ran"] = "54" in wait_screen(page, "^54$")
+    # On plain http a page may not read the clipboard: the browser's own paste runs instead.
+    page.evaluate("() => navigator.clipboard.writeText('print(7 * 8)')")
+    page.evaluate("() => Object.defineProperty(navigator, 'clipboard', {value: undefined})")
+    page.keyboard.press("Control+Shift+V")
+    wait_screen(page, r"^>>> print\(7 \* 8\)")
+    page.keyboard.press("Enter")
+    seen["native_paste_ran"] = "56" in wait_screen(page, "^56$")
     page.screenshot(path=str(shots / "cjk-emoji.png"))
     return seen
 

@@ -173,6 +173,7 @@ def test_copy_and_paste_with_the_keyboard(page_server: JupybotProcess, tmp_path:
     seen = browse(page_server, "clipboard", tmp_path)
     assert seen["copied"] == "copyme"
     assert seen["pasted_ran"]
+    assert seen["native_paste_ran"]
 
 
 def test_a_phone_held_sideways(page_server: JupybotProcess, tmp_path: Path) -> None:

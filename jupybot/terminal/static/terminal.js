@@ -209,10 +209,11 @@ class Session {
       return false;
     }
     if (event.code === "KeyV") {
-      event.preventDefault();
+      // Where the page may not read the clipboard (plain http), the browser's own paste runs.
       if (navigator.clipboard && navigator.clipboard.readText) {
+        event.preventDefault();
         navigator.clipboard.readText().then((text) => this.term.paste(text), () => {
-          flash("Paste with Ctrl+V: this browser does not let the page read the clipboard.");
+          flash("Paste with the browser's menu: this page may not read the clipboard.");
         });
       }
       return false;
@@ -429,8 +430,13 @@ function flash(text) {
 }
 
 function copy(text) {
-  if (!text || !navigator.clipboard) return;
-  navigator.clipboard.writeText(text).then(() => flash("copied"), () => {});
+  if (!text) return;
+  if (navigator.clipboard && navigator.clipboard.writeText) {
+    navigator.clipboard.writeText(text).then(() => flash("copied"), () => {});
+  } else if (document.execCommand("copy")) {
+    // Plain http: the browser's copy command, whose copy event xterm.js fills with the selection.
+    flash("copied");
+  }
 }
 
 function openProgram(program, fresh) {
