@@ -119,7 +119,8 @@ class EmbeddedGateway:
         # kernels: their directories; tmp: the gateway's temporary files, among them its
         # sandbox's /etc/passwd, which bubblewrap reads as the sandbox user.
         for name in ("kernels", "tmp"):
-            (self._work / name).mkdir(mode=0o711)
+            (self._work / name).mkdir()
+            (self._work / name).chmod(0o711)  # jupybot's umask is 077
         self._plan = replace(plan, root=str(self._work / "kernels"))
         plan_file = self._work / "kernel-sandbox.json"
         plan_file.write_text(self._plan.to_json())

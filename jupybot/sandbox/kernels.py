@@ -221,7 +221,8 @@ class KernelDirectory:
     def __init__(self, root: Path, ids: tuple[int, int] | None) -> None:
         self.path = root / secrets.token_hex(8)
         self._ids = ids
-        self.path.mkdir(mode=0o711)
+        self.path.mkdir()
+        self.path.chmod(0o711)  # whatever the umask (jupybot's is 077)
         self.sockets.mkdir(mode=0o700)
         if ids is not None:
             os.chown(self.sockets, *ids)

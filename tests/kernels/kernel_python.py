@@ -1,15 +1,30 @@
-"""Whether this run's Python can run sandboxed kernels: the sandbox user must be able to read
-it (a virtualenv made from a Python under /root cannot be, when the tests run as root)."""
+"""Running sandboxed kernels in tests as jupybot runs them: whether this run's Python can run
+them (the sandbox user must be able to read it: a virtualenv made from a Python under /root
+cannot be, when the tests run as root), and jupybot's umask for the gateway to inherit."""
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
 from jupybot.config.sandbox import SandboxConfig
 from jupybot.sandbox.kernels import interpreter_paths, sandbox_user_ids, unreachable
+from jupybot.state import PRIVATE_UMASK
+
+
+@contextmanager
+def jupybot_umask() -> Iterator[None]:
+    """The umask jupybot runs with (077): start the embedded gateway in this, so that it and
+    its kernels' directories are made as in production."""
+    previous = os.umask(PRIVATE_UMASK)
+    try:
+        yield
+    finally:
+        os.umask(previous)
 
 
 def kernel_python_problem() -> str | None:

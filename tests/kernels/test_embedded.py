@@ -21,7 +21,7 @@ from jupybot.kernels import KernelsPart
 from jupybot.sandbox import Sandbox
 from jupybot.state import StateDirectory
 from tests.harness import descendants
-from tests.kernels.kernel_python import requires_kernel_python
+from tests.kernels.kernel_python import jupybot_umask, requires_kernel_python
 from tests.kernels.listener import RecordingListener
 
 from .test_gateway import kernel_forgotten, timeboxed
@@ -42,7 +42,8 @@ async def part(tmp_path: Path, sandbox: Sandbox) -> AsyncIterator[KernelsPart]:
     state = StateDirectory(tmp_path / "var")
     state.ensure()
     part = KernelsPart(GatewayConfig(url=None, token=None), reactor, state, sandbox)
-    part.startService()
+    with jupybot_umask():
+        part.startService()
     yield part
     if part.running:
         await part.stopService()
@@ -111,7 +112,8 @@ async def test_kernel_network_gives_kernels_the_hosts_network(
     state.ensure()
     config = replace(GatewayConfig(url=None, token=None), kernel_network=True)
     part = KernelsPart(config, reactor, state, sandbox)
-    part.startService()
+    with jupybot_umask():
+        part.startService()
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen()

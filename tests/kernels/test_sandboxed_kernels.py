@@ -18,7 +18,7 @@ from jupybot.kernels import DisplayData, ExecuteResult
 from jupybot.kernels.embedded import EmbeddedGateway
 from jupybot.kernels.part import embedded_kernel_plan
 from jupybot.sandbox import Sandbox
-from tests.kernels.kernel_python import requires_kernel_python
+from tests.kernels.kernel_python import jupybot_umask, requires_kernel_python
 from tests.kernels.listener import RecordingListener
 
 from .test_gateway import (  # noqa: F401 (collected here, against the sandboxed gateway)
@@ -55,7 +55,9 @@ async def kernel_gateway(
     plan = embedded_kernel_plan(sandbox, GatewayConfig(url=None, token=None))
     runtime: Path = tmp_path_factory.mktemp("sandboxed-gateway") / "runtime"
     gateway = EmbeddedGateway(reactor, runtime, on_ready=lambda *_: None, on_restart=lambda: None)
-    url = await gateway.start(plan)
+    with jupybot_umask():
+        started = gateway.start(plan)
+    url = await started
     try:
         yield SandboxedGateway(url, gateway.token, gateway)
     finally:

@@ -30,7 +30,7 @@ from jupybot.kernels import KernelsPart
 from jupybot.sandbox import Sandbox
 from jupybot.state import StateDirectory
 from tests.discord.conftest import start_world, stop_world
-from tests.kernels.kernel_python import requires_kernel_python
+from tests.kernels.kernel_python import jupybot_umask, requires_kernel_python
 from tests.kernels.listener import RecordingListener
 from tests.kernels.test_gateway import timeboxed
 from tests.matrix.user import asyncio_test
@@ -129,7 +129,8 @@ async def start_server(mode: str, directory: Path) -> AsyncIterator[Server]:
         GatewayConfig(url=None, token=None), kernel_memory_mb=MEMORY_MB, kernel_processes=PROCESSES
     )
     part = KernelsPart(config, reactor, state, sandbox)
-    part.startService()
+    with jupybot_umask():
+        part.startService()
     server = Server(mode, part, state.path)
     try:
         # The victim's kernel keeps a secret and says where its connection file is.
