@@ -233,6 +233,43 @@ def scenario_fullscreen(browser: Browser, url: str, shots: Path) -> Seen:
     return seen
 
 
+def scenario_restart(browser: Browser, url: str, shots: Path) -> Seen:
+    """The server restarts under a running program (the test stops and starts it when this
+    prints a line and reads one back): the page says so, greyed, and starts the program again
+    once the server is back."""
+    seen: Seen = {}
+    page = browser.new_page(viewport={"width": 900, "height": 500})
+    page.goto(url + "#py")
+    wait_screen(page, ">>> $")
+    page.keyboard.type("print('before the restart')\n")
+    wait_screen(page, "^before the restart")
+    old = resume_token(page)
+    _ask("stop the server")
+    page.locator('#state[data-state="offline"]').wait_for(state="attached", timeout=WAIT_MS)
+    seen["notice"] = page.inner_text("#notice-text")
+    seen["greyed"] = bool(
+        page.wait_for_function(
+            "() => getComputedStyle(document.getElementById('terminal')).opacity < 0.5",
+            timeout=WAIT_MS,
+        )
+    )
+    page.screenshot(path=str(shots / "server-down.png"))
+    _ask("start the server")
+    screen = wait_screen(page, "restarting; this program ended[\\s\\S]*>>> $", 60000)
+    wait_live(page)
+    seen["old_screen_kept"] = "before the restart" in screen
+    seen["new_session"] = resume_token(page) not in (None, old)
+    seen["notice_hidden"] = page.locator("#notice").is_hidden()
+    page.screenshot(path=str(shots / "server-back.png"))
+    return seen
+
+
+def _ask(what: str) -> None:
+    """Ask the test driving this scenario to do something, and wait until it is done."""
+    print(what, flush=True)
+    sys.stdin.readline()
+
+
 def scenario_paste(browser: Browser, url: str, shots: Path) -> Seen:
     """A 1 MB paste reaches the program whole (it reads it in raw mode and prints a digest)."""
     seen: Seen = {}
@@ -397,6 +434,7 @@ SCENARIOS: dict[str, Callable[[Browser, str, Path], Seen]] = {
     "reload": scenario_reload,
     "stale": scenario_stale,
     "fullscreen": scenario_fullscreen,
+    "restart": scenario_restart,
     "paste": scenario_paste,
     "silent": scenario_silent,
     "outage": scenario_outage,

@@ -169,8 +169,8 @@ class Session {
     const ws = new WebSocket(`${scheme}://${location.host}/terminal/ws`);
     ws.binaryType = "arraybuffer";
     this.ws = ws;
-    this.setState(this.resume ? "reconnecting" : "starting",
-                  this.resume ? "reconnecting…" : "starting…");
+    this.setState(this.resume || this.restarting ? "reconnecting" : "starting",
+                  this.resume || this.restarting ? "reconnecting…" : "starting…");
     ws.onopen = () => {
       const hello = this.resume
         ? { resume: this.resume, received: this.drawn }
@@ -257,6 +257,7 @@ class Session {
 
   ready(message) {
     this.resume = message.resume;
+    this.restarting = false;
     if (message.max_frame_kb) maxFrameBytes = message.max_frame_kb * 1024;
     this.unacked = 0;  // the server counts afresh for each connection
     this.retries = 0;
@@ -296,6 +297,20 @@ class Session {
       this.connect();
       return;
     }
+    if (message.reason === "shutdown") {
+      // The server is restarting and its programs end with it: start this one again once the
+      // server is back, below the old screen, as after any outage.
+      saved.forget(this.program);
+      this.resume = null;
+      this.drawn = 0;
+      this.sawOutput = false;
+      this.restarting = true;
+      this.retries = 0;
+      this.term.write("\r\n\x1b[2m── The server is restarting; this program ended ──\x1b[0m\r\n");
+      this.abandonSocket();
+      this.closed({ code: 1001, reason: "shutdown" });
+      return;
+    }
     this.end(message.message || "The server refused this session.", "refused");
   }
 
@@ -330,13 +345,17 @@ class Session {
       this.end(event.reason || "The connection was closed.", "ended");
       return;
     }
-    if (this.resume && this.retries < RECONNECT_TRIES) {
+    const again = this.resume || this.restarting;
+    if (again && this.retries < RECONNECT_TRIES) {
       // Lost connection: resume the same session, replaying what we missed.
       const delay = Math.min(500 * 2 ** this.retries, 8000);
+      const seconds = Math.round(delay / 1000) || 1;
       this.retries += 1;
-      this.offline(`Connection lost. Reconnecting in ${Math.round(delay / 1000) || 1} s…`);
+      this.offline(this.restarting
+        ? `The server is restarting. Starting the program again in ${seconds} s…`
+        : `Connection lost. Reconnecting in ${seconds} s…`);
       this.retryTimer = setTimeout(() => this.connect(), delay);
-    } else if (this.resume) {
+    } else if (again) {
       this.offline("Disconnected: the server cannot be reached.");
     } else {
       this.end(event.reason || "Could not reach the server.", "ended");
@@ -347,7 +366,11 @@ class Session {
   offline(text) {
     this.term.options.disableStdin = true;
     this.setState("offline", "offline");
-    showNotice(text, { label: "Reconnect now", run: () => { this.retries = 0; this.connect(); } });
+    showNotice(text, {
+      label: this.restarting ? "Try now" : "Reconnect now",
+      run: () => { this.retries = 0; this.connect(); },
+    });
+    noticeRestart.hidden = Boolean(this.restarting);  // trying again already runs it anew
   }
 
   setState(state, text) {
@@ -406,6 +429,7 @@ function showHint(text) {
 function showNotice(text, action) {
   noticeText.textContent = text;
   noticeAction.hidden = !action;
+  noticeRestart.hidden = false;
   noticeAction.onclick = null;
   if (action) {
     noticeAction.textContent = action.label;
@@ -416,6 +440,7 @@ function showNotice(text, action) {
 
 function hideNotice() {
   noticeEl.hidden = true;
+  noticeRestart.hidden = false;
 }
 
 let flashTimer = null;
