@@ -270,6 +270,20 @@ def _ask(what: str) -> None:
     sys.stdin.readline()
 
 
+def scenario_idle(browser: Browser, url: str, shots: Path) -> Seen:
+    """A session closed for idleness says why and offers Run again; it does not look live."""
+    seen: Seen = {}
+    page = browser.new_page(viewport={"width": 900, "height": 500})
+    page.goto(url + "#sleepy")
+    page.locator("#notice", has_text="idle").wait_for(timeout=WAIT_MS)
+    seen["notice"] = page.inner_text("#notice-text")
+    seen["state"] = page.get_attribute("#state", "data-state")
+    seen["run_again"] = page.locator("#notice-restart").is_visible()
+    seen["takes_keys"] = not page.evaluate("() => window.jupybotSession.term.options.disableStdin")
+    page.screenshot(path=str(shots / "idle.png"))
+    return seen
+
+
 def scenario_paste(browser: Browser, url: str, shots: Path) -> Seen:
     """A 1 MB paste reaches the program whole (it reads it in raw mode and prints a digest)."""
     seen: Seen = {}
@@ -435,6 +449,7 @@ SCENARIOS: dict[str, Callable[[Browser, str, Path], Seen]] = {
     "stale": scenario_stale,
     "fullscreen": scenario_fullscreen,
     "restart": scenario_restart,
+    "idle": scenario_idle,
     "paste": scenario_paste,
     "silent": scenario_silent,
     "outage": scenario_outage,

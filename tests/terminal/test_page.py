@@ -59,6 +59,12 @@ programs:
       Arbitrary precision arithmetic, a description long enough to wrap over several lines of
       its card: try 2^100 or scale=50; 4*a(1), and quit to leave.
     argv: [bc, -q, -l]
+  - name: sleepy
+    title: Sleepy
+    description: Closed after a second without input or output.
+    argv: [cat]
+    limits:
+      idle_seconds: 1
   - name: digest
     title: Digest
     description: Reads a megabyte and prints its SHA-256.
@@ -100,7 +106,7 @@ def test_a_visitor_runs_a_program_to_its_end_and_again(
     page_server: JupybotProcess, tmp_path: Path
 ) -> None:
     seen = browse(page_server, "walk", tmp_path)
-    assert seen["programs"] == ["Python", "bc calculator", "Digest"]
+    assert seen["programs"] == ["Python", "bc calculator", "Sleepy", "Digest"]
     assert len(set(seen["card_heights"])) == 1  # equal cards, however long a description
     assert seen["favicon"] == 200
     assert seen["url"].endswith("/#py")  # each program has its address
@@ -167,6 +173,16 @@ def test_a_lost_connection_does_not_look_live(page_server: JupybotProcess, tmp_p
     assert seen["same_session"]
     assert seen["state_kept"]
     assert seen["notice_hidden"]
+
+
+def test_a_session_closed_for_idleness_says_why(
+    page_server: JupybotProcess, tmp_path: Path
+) -> None:
+    seen = browse(page_server, "idle", tmp_path)
+    assert seen["notice"] == "This session was idle for 1 s and was closed."
+    assert seen["state"] == "ended"
+    assert seen["run_again"]
+    assert not seen["takes_keys"]
 
 
 def test_copy_and_paste_with_the_keyboard(page_server: JupybotProcess, tmp_path: Path) -> None:
