@@ -18,7 +18,8 @@ class WebConfig:
     # Origins of the portfolio site(s) allowed to open websockets and POST /contact.
     # Empty: same origin only.
     origins: tuple[str, ...]
-    # The page's heading and the sentence under it (plain text; a blank line starts a paragraph).
+    # The page's heading and the text under it (plain text; a blank line starts a paragraph,
+    # addresses become links).
     title: str = DEFAULT_TITLE
     intro: str = DEFAULT_INTRO
 

@@ -7,6 +7,7 @@ the browser's Back and Forward return to it); `static/terminal.js` does the rest
 from __future__ import annotations
 
 import json
+import re
 from html import escape
 from pathlib import Path
 
@@ -89,6 +90,17 @@ _ITEM = """<li><a class="program" href="#{name}" data-program="{name}">
 <span class="title">{title}</span><span class="description">{description}</span></a></li>"""
 
 
+# An address in the intro, once escaped (so "&" reads "&amp;"); a final dot or bracket ends it.
+_ADDRESS = re.compile(r"https?://[^\s<>\"']+?(?=[.,;:!?)\]]*(?:\s|$))")
+
+
+def _paragraph(text: str) -> str:
+    """C{text} escaped, with each http(s) address made a link (to the owner's own site, say)."""
+    return _ADDRESS.sub(
+        lambda m: f'<a href="{m.group(0)}" rel="noopener">{m.group(0)}</a>', escape(text)
+    )
+
+
 def render_page(
     programs: tuple[ProgramConfig, ...],
     title: str = DEFAULT_TITLE,
@@ -96,7 +108,7 @@ def render_page(
     max_frame_kb: int = DEFAULT_MAX_FRAME_KB,
 ) -> bytes:
     """The page's HTML: C{title} as heading, C{intro} as its paragraphs (a blank line starts a
-    new one), a card per program; every text escaped."""
+    new one; addresses are links), a card per program; every text escaped."""
     items = "".join(
         _ITEM.format(name=escape(p.name), title=escape(p.title), description=escape(p.description))
         for p in programs
@@ -105,7 +117,7 @@ def render_page(
     scripts = "\n".join(f'<script src="/static/vendor/{name}.js"></script>' for name in _VENDOR)
     return _PAGE.format(
         title=escape(title),
-        intro="\n  ".join(f"<p>{escape(p)}</p>" for p in paragraphs),
+        intro="\n  ".join(f"<p>{_paragraph(p)}</p>" for p in paragraphs),
         max_frame_kb=max_frame_kb,
         programs=items or '<li class="empty">No programs are configured yet.</li>',
         scripts=scripts + '\n<script src="/static/terminal.js"></script>',

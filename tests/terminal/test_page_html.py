@@ -26,6 +26,16 @@ def test_the_heading_and_intro_are_the_owners() -> None:
     assert "<p>Second &amp; last.</p>" in html
 
 
+def test_addresses_in_the_intro_are_links() -> None:
+    html = render_page(
+        PROGRAMS, intro="Back to https://ada.example/work?a=1&b=2. Or <script>, not a link."
+    ).decode()
+    assert (
+        '<a href="https://ada.example/work?a=1&amp;b=2" rel="noopener">'
+        "https://ada.example/work?a=1&amp;b=2</a>. Or &lt;script&gt;, not a link." in html
+    )
+
+
 def test_defaults_say_what_the_page_is() -> None:
     web = parse_config("", environ={}).web
     html = render_page(PROGRAMS, web.title, web.intro).decode()
