@@ -17,13 +17,26 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 WAIT_MS = 20000
 # Chromium draws WebGL in software here (SwiftShader): what a server without a GPU has.
 WEBGL_ARGS = ["--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
 
 Seen = dict[str, Any]
+
+
+# Uncaught errors of the page's scripts, in every scenario: each one fails the test.
+PAGE_ERRORS: list[str] = []
+
+
+def watched(context: BrowserContext) -> BrowserContext:
+    context.on("weberror", lambda error: PAGE_ERRORS.append(str(error.error)))
+    return context
+
+
+def new_page(browser: Browser, width: int, height: int) -> Page:
+    return watched(browser.new_context(viewport={"width": width, "height": height})).new_page()
 
 
 def screen_text(page: Page) -> str:
@@ -73,7 +86,7 @@ def resume_token(page: Page) -> str | None:
 def scenario_walk(browser: Browser, url: str, shots: Path) -> Seen:
     """The list, a program, a resize that reaches the PTY, the end line and Run again."""
     seen: Seen = {}
-    page = browser.new_page(viewport={"width": 1000, "height": 700})
+    page = new_page(browser, 1000, 700)
     page.goto(url)
     seen["heading"] = page.inner_text("h1")
     seen["programs"] = page.locator("a.program .title").all_inner_texts()
@@ -149,7 +162,7 @@ def _click_link(page: Page, url: str) -> str | None:
 def scenario_reload(browser: Browser, url: str, shots: Path) -> Seen:
     """Reload, Back and Forward return to the same running program with its screen."""
     seen: Seen = {}
-    page = browser.new_page(viewport={"width": 1000, "height": 700})
+    page = new_page(browser, 1000, 700)
     page.goto(url)
     page.click("a.program[data-program=py]")
     wait_screen(page, ">>> $")
@@ -184,7 +197,7 @@ def scenario_stale(browser: Browser, url: str, shots: Path) -> Seen:
     """A tab whose session ended while it was away (or a restarted server) keeps the old
     screen to read and starts the program afresh below it."""
     seen: Seen = {}
-    page = browser.new_page(viewport={"width": 1000, "height": 700})
+    page = new_page(browser, 1000, 700)
     page.goto(url + "#py")
     wait_screen(page, ">>> $")
     page.keyboard.type("z = 1; print('old', 'session')\n")
@@ -213,7 +226,7 @@ def scenario_stale(browser: Browser, url: str, shots: Path) -> Seen:
 def scenario_fullscreen(browser: Browser, url: str, shots: Path) -> Seen:
     """A full-screen (curses) program comes back from a reload as it was, and goes on."""
     seen: Seen = {}
-    page = browser.new_page(viewport={"width": 900, "height": 500})
+    page = new_page(browser, 900, 500)
     page.goto(url + "#py")
     wait_screen(page, ">>> $")
     page.keyboard.type(
@@ -238,7 +251,7 @@ def scenario_restart(browser: Browser, url: str, shots: Path) -> Seen:
     prints a line and reads one back): the page says so, greyed, and starts the program again
     once the server is back."""
     seen: Seen = {}
-    page = browser.new_page(viewport={"width": 900, "height": 500})
+    page = new_page(browser, 900, 500)
     page.goto(url + "#py")
     wait_screen(page, ">>> $")
     page.keyboard.type("print('before the restart')\n")
@@ -273,7 +286,7 @@ def _ask(what: str) -> None:
 def scenario_idle(browser: Browser, url: str, shots: Path) -> Seen:
     """A session closed for idleness says why and offers Run again; it does not look live."""
     seen: Seen = {}
-    page = browser.new_page(viewport={"width": 900, "height": 500})
+    page = new_page(browser, 900, 500)
     page.goto(url + "#sleepy")
     page.locator("#notice", has_text="idle").wait_for(timeout=WAIT_MS)
     seen["notice"] = page.inner_text("#notice-text")
@@ -287,7 +300,7 @@ def scenario_idle(browser: Browser, url: str, shots: Path) -> Seen:
 def scenario_paste(browser: Browser, url: str, shots: Path) -> Seen:
     """A 1 MB paste reaches the program whole (it reads it in raw mode and prints a digest)."""
     seen: Seen = {}
-    page = browser.new_page(viewport={"width": 1000, "height": 700})
+    page = new_page(browser, 1000, 700)
     page.goto(url + "#digest")
     wait_screen(page, "^ready")
     size = 1024 * 1024
@@ -319,7 +332,7 @@ def scenario_paste(browser: Browser, url: str, shots: Path) -> Seen:
 def scenario_silent(browser: Browser, url: str, shots: Path) -> Seen:
     """bc prints nothing at start: the page says it waits for input, until the visitor types."""
     seen: Seen = {}
-    page = browser.new_page(viewport={"width": 1000, "height": 700})
+    page = new_page(browser, 1000, 700)
     page.goto(url + "#bc")
     page.locator("#hint").wait_for(state="visible", timeout=WAIT_MS)
     seen["hint"] = page.inner_text("#hint")
@@ -333,7 +346,7 @@ def scenario_silent(browser: Browser, url: str, shots: Path) -> Seen:
 def scenario_outage(browser: Browser, url: str, shots: Path) -> Seen:
     """A lost connection greys the screen and says so; back online, the same session goes on."""
     seen: Seen = {}
-    context = browser.new_context(viewport={"width": 1000, "height": 700})
+    context = watched(browser.new_context(viewport={"width": 1000, "height": 700}))
     page = context.new_page()
     page.goto(url + "#py")
     wait_screen(page, ">>> $")
@@ -364,7 +377,7 @@ def scenario_outage(browser: Browser, url: str, shots: Path) -> Seen:
 def scenario_clipboard(browser: Browser, url: str, shots: Path) -> Seen:
     """Ctrl+Shift+C copies the selection; Ctrl+Shift+V pastes; CJK and emoji are drawn."""
     seen: Seen = {}
-    context = browser.new_context(viewport={"width": 1000, "height": 700})
+    context = watched(browser.new_context(viewport={"width": 1000, "height": 700}))
     context.grant_permissions(["clipboard-read", "clipboard-write"], origin=url.rstrip("/"))
     page = context.new_page()
     page.goto(url + "#py")
@@ -403,8 +416,8 @@ def scenario_clipboard(browser: Browser, url: str, shots: Path) -> Seen:
 def scenario_touch(browser: Browser, url: str, shots: Path) -> Seen:
     """A phone held sideways: the terminal fits, and the key bar sends Ctrl-C and arrows."""
     seen: Seen = {}
-    context = browser.new_context(
-        viewport={"width": 844, "height": 390}, has_touch=True, is_mobile=True
+    context = watched(
+        browser.new_context(viewport={"width": 844, "height": 390}, has_touch=True, is_mobile=True)
     )
     page = context.new_page()
     page.goto(url + "#py")
@@ -433,7 +446,7 @@ def scenario_touch(browser: Browser, url: str, shots: Path) -> Seen:
 def scenario_no_webgl(browser: Browser, url: str, shots: Path) -> Seen:
     """Without WebGL the page draws with the DOM renderer and still works."""
     seen: Seen = {}
-    page = browser.new_page(viewport={"width": 800, "height": 500})
+    page = new_page(browser, 800, 500)
     page.goto(url + "#py")
     wait_screen(page, ">>> $")
     seen["renderer"] = page.get_attribute("#terminal", "data-renderer")
@@ -469,6 +482,7 @@ def main(scenario: str, url: str, shots: Path) -> None:
             seen = SCENARIOS[scenario](browser, url, shots)
         finally:
             browser.close()
+    seen["page_errors"] = PAGE_ERRORS
     print(json.dumps(seen))
 
 

@@ -99,6 +99,7 @@ def browse(server: JupybotProcess, scenario: str, tmp_path: Path) -> dict[str, A
     )
     assert result.returncode == 0, result.stderr[-4000:]
     seen: dict[str, Any] = json.loads(result.stdout.splitlines()[-1])
+    assert seen.pop("page_errors") == []
     return seen
 
 

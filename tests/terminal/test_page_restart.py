@@ -67,6 +67,7 @@ def test_a_restart_is_shown_and_the_program_starts_again(tmp_path: Path) -> None
             browser.kill()
             browser.wait()
         server.stop()
+    assert seen["page_errors"] == []
     assert seen["notice"].startswith("The server is restarting")
     assert seen["greyed"]
     assert seen["old_screen_kept"]
