@@ -187,7 +187,10 @@ def _sweep_v1(root: Path, own: Mapping[str, str]) -> None:
             owner = parent.name.removeprefix("jupybot-")
             if owner.isdigit() and Path(f"/proc/{owner}").exists():
                 continue
-            sessions = [d for d in parent.iterdir() if d.is_dir()]
+            try:
+                sessions = [d for d in parent.iterdir() if d.is_dir()]
+            except OSError:
+                continue  # another user's jupybot left it: not ours to sweep
             group = SessionCgroup(sessions)
             group.kill_all()
             group.remove()
