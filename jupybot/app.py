@@ -63,8 +63,7 @@ def summarize(config: Config) -> list[str]:
         f"web: listening on {config.web.listen}",
         f"storage: {config.storage.path}",
         f"sandbox: {describe_sandbox(config)}",
-        "kernels: "
-        + (f"gateway at {config.gateway.url}" if config.gateway.url else "embedded Kernel Gateway"),
+        f"kernels: {describe_kernels(config)}",
     ]
     if config.terminal.enabled:
         names = ", ".join(p.name for p in config.programs) or "none"
@@ -86,6 +85,19 @@ def summarize(config: Config) -> list[str]:
     ):
         lines.append(f"{name}: disabled ({reason})" if reason else f"{name}: enabled")
     return lines
+
+
+def describe_kernels(config: Config) -> str:
+    gateway = config.gateway
+    if gateway.url:
+        return f"gateway at {gateway.url} (its operator sandboxes its kernels)"
+    if not config.sandbox.enabled:
+        return "embedded Kernel Gateway, kernels UNSANDBOXED"
+    network = "the host's network" if gateway.kernel_network else "no network"
+    return (
+        f"embedded Kernel Gateway, each kernel in its own sandbox ({network}, "
+        f"{gateway.kernel_memory_mb} MB, {gateway.kernel_processes} processes)"
+    )
 
 
 def describe_sandbox(config: Config) -> str:
