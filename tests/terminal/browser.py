@@ -306,22 +306,25 @@ def scenario_paste(browser: Browser, url: str, shots: Path) -> Seen:
     size = 1024 * 1024
     text = "".join(chr(ord("a") + (i * 7 + i // 26) % 26) for i in range(size))
     seen["sent_sha256"] = hashlib.sha256(text.encode()).hexdigest()
-    seen["frames"] = page.evaluate(
+    seen["frames_at_once"] = page.evaluate(
         """(text) => {
-          const frames = [];
+          const frames = window.sentFrames = [];
           const ws = window.jupybotSession.ws, send = ws.send.bind(ws);
-          ws.send = (data) => { frames.push(data.length || data.byteLength || 0); send(data); };
+          ws.send = (data) => {
+            if (data[0] === 0x00) frames.push(data.length);  // INPUT frames
+            send(data);
+          };
           const area = document.querySelector(".xterm-helper-textarea");
           const data = new DataTransfer();
           data.setData("text/plain", text);
           area.dispatchEvent(new ClipboardEvent("paste", {clipboardData: data, bubbles: true,
                                                            cancelable: true}));
-          ws.send = send;
-          return frames;
+          return frames;  // those sent at once; the rest go as the socket drains
         }""",
         text,
     )
     screen = wait_screen(page, r"^got \d+ [0-9a-f]{64}", timeout_ms=60000)
+    seen["frames"] = page.evaluate("() => window.sentFrames")
     got = re.findall(r"^got (\d+) ([0-9a-f]{64})", screen, re.MULTILINE)[-1]
     seen["received_bytes"], seen["received_sha256"] = int(got[0]), got[1]
     page.locator("#notice", has_text="Program finished").wait_for(timeout=WAIT_MS)

@@ -156,8 +156,9 @@ def test_a_megabyte_paste_arrives_whole(page_server: JupybotProcess, tmp_path: P
     seen = browse(page_server, "paste", tmp_path)
     assert seen["received_bytes"] == 1 << 20
     assert seen["received_sha256"] == seen["sent_sha256"]
-    assert len(seen["frames"]) >= 16
+    assert sum(seen["frames"]) == (1 << 20) + len(seen["frames"])  # a type byte each
     assert max(seen["frames"]) <= 64 * 1024  # terminal.max_frame_kb's default
+    assert sum(seen["frames_at_once"]) <= (1 << 20) + 64 * 1024  # the rest as the socket drains
 
 
 def test_a_silent_program_gets_a_hint(page_server: JupybotProcess, tmp_path: Path) -> None:

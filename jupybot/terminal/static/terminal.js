@@ -13,6 +13,9 @@ const ACK_EVERY = 65536;
 // A program that prints nothing this long after it started gets a hint that it waits for input.
 const SILENT_HINT_MS = 1500;
 const RECONNECT_TRIES = 8;
+// Input waits in the page while the socket holds this much unsent: a huge paste does not pile
+// up in the browser's socket buffer, and what was never sent goes after a resume.
+const SEND_BUFFER_BYTES = 1 << 20;
 const STORE_PREFIX = "jupybot.session.";
 // The serialized screen kept for a reload: enough scrollback to scroll up a little, small
 // enough for sessionStorage (a few MB per origin).
@@ -105,6 +108,8 @@ class Session {
     this.finished = false;
     this.retries = 0;
     this.inUseTries = 0;
+    this.outbox = [];  // INPUT frames not yet handed to the socket
+    this.live = false;  // READY received on the current socket
     this.sawOutput = Boolean(resumeFrom);
     this.ctrlArmed = false;
     this.term = new Terminal({
@@ -165,6 +170,7 @@ class Session {
 
   connect() {
     clearTimeout(this.retryTimer);
+    this.live = false;
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     const ws = new WebSocket(`${scheme}://${location.host}/terminal/ws`);
     ws.binaryType = "arraybuffer";
@@ -186,7 +192,20 @@ class Session {
   }
 
   sendInput(bytes) {
-    for (const part of inputFrames(bytes)) this.send(part);
+    if (bytes.length === 1 && bytes[0] === 0x03) {
+      // Ctrl-C: like a terminal's line discipline, drop input not yet taken (a paste's rest).
+      this.outbox = [];
+    }
+    for (const part of inputFrames(bytes)) this.outbox.push(part);
+    this.flush();
+  }
+
+  flush() {
+    clearTimeout(this.flushTimer);
+    const ws = this.ws;
+    if (!this.live || !ws || ws.readyState !== WebSocket.OPEN) return;  // READY sends the rest
+    while (this.outbox.length && ws.bufferedAmount < SEND_BUFFER_BYTES) ws.send(this.outbox.shift());
+    if (this.outbox.length) this.flushTimer = setTimeout(() => this.flush(), 20);
   }
 
   type(data) {
@@ -266,6 +285,8 @@ class Session {
     this.setState("live", "running");
     hideNotice();
     this.send(sizeFrame(this.term.cols, this.term.rows));
+    this.live = true;
+    this.flush();
     this.save();
     if (!this.sawOutput) {
       this.hintTimer = setTimeout(() => {
@@ -292,6 +313,7 @@ class Session {
       this.resume = null;
       this.drawn = 0;
       this.sawOutput = false;
+      this.outbox = [];
       this.term.write("\r\n\x1b[2m── That session has ended; here is a new one ──\x1b[0m\r\n");
       this.abandonSocket();
       this.connect();
@@ -306,6 +328,7 @@ class Session {
       this.sawOutput = false;
       this.restarting = true;
       this.retries = 0;
+      this.outbox = [];
       this.term.write("\r\n\x1b[2m── The server is restarting; this program ended ──\x1b[0m\r\n");
       this.abandonSocket();
       this.closed({ code: 1001, reason: "shutdown" });
@@ -325,6 +348,7 @@ class Session {
   end(text, how) {
     if (this.finished) return;
     this.finished = true;
+    this.outbox = [];
     this.hideHint();
     saved.forget(this.program);
     this.term.options.disableStdin = true;
@@ -413,6 +437,7 @@ class Session {
   dispose() {
     this.disposed = true;
     clearTimeout(this.retryTimer);
+    clearTimeout(this.flushTimer);
     this.hideHint();
     this.resizer.disconnect();
     cancelAnimationFrame(this.fitFrame);
