@@ -170,6 +170,7 @@ class Session {
 
   connect() {
     clearTimeout(this.retryTimer);
+    this.abandonSocket();  // a connection still being tried ("Reconnect now")
     this.live = false;
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     const ws = new WebSocket(`${scheme}://${location.host}/terminal/ws`);
@@ -183,7 +184,7 @@ class Session {
         : { program: this.program, cols: this.term.cols, rows: this.term.rows };
       ws.send(JSON.stringify(hello));
     };
-    ws.onmessage = (event) => this.receive(new Uint8Array(event.data));
+    ws.onmessage = (event) => { if (this.ws === ws) this.receive(new Uint8Array(event.data)); };
     ws.onclose = (event) => { if (this.ws === ws) this.closed(event); };
   }
 
@@ -320,21 +321,25 @@ class Session {
       return;
     }
     if (message.reason === "shutdown") {
-      // The server is restarting and its programs end with it: start this one again once the
-      // server is back, below the old screen, as after any outage.
-      saved.forget(this.program);
-      this.resume = null;
-      this.drawn = 0;
-      this.sawOutput = false;
-      this.restarting = true;
-      this.retries = 0;
-      this.outbox = [];
-      this.term.write("\r\n\x1b[2m── The server is restarting; this program ended ──\x1b[0m\r\n");
-      this.abandonSocket();
-      this.closed({ code: 1001, reason: "shutdown" });
+      this.serverRestarting();
       return;
     }
     this.end(message.message || "The server refused this session.", "refused");
+  }
+
+  // The server is restarting and its programs end with it: start this one again once the
+  // server is back, below the old screen, as after any outage.
+  serverRestarting() {
+    saved.forget(this.program);
+    this.resume = null;
+    this.drawn = 0;
+    this.sawOutput = false;
+    this.restarting = true;
+    this.retries = 0;
+    this.outbox = [];
+    this.term.write("\r\n\x1b[2m── The server is restarting; this program ended ──\x1b[0m\r\n");
+    this.abandonSocket();
+    this.closed({ code: 1001, reason: "" });
   }
 
   // Forget the current socket: its close is not news any more.
@@ -365,6 +370,10 @@ class Session {
 
   closed(event) {
     if (this.finished || this.disposed) return;
+    if (event.code === 1001 && event.reason === "shutdown" && !this.restarting) {
+      this.serverRestarting();  // the close said so, whether or not an ERROR frame came first
+      return;
+    }
     if (event.code === 1000 && !this.resume) {
       this.end(event.reason || "The connection was closed.", "ended");
       return;
