@@ -13,6 +13,8 @@ _WAITING_SYSCALLS = {
     "aarch64": {72, 73, 22},  # pselect6 ppoll epoll_pwait
 }
 _MACHINE = os.uname().machine
+# /dev/tty: a program that opens it (getpass, ssh, less) reads its controlling terminal through it.
+_CONTROLLING_TTY = os.makedev(5, 0)
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -109,6 +111,10 @@ def is_waiting_for_input(pgrp: int, tty: str, leader: int | None = None) -> bool
     pids = group_members(pgrp, leader)
     if not pids:
         return False
+    try:
+        terminal = os.stat(tty).st_rdev
+    except OSError:
+        return False
     waiting = False
     for pid in pids:
         fields = _stat_fields(pid)
@@ -117,12 +123,13 @@ def is_waiting_for_input(pgrp: int, tty: str, leader: int | None = None) -> bool
         state = fields[0]
         if state in ("R", "D"):
             return False
-        if state == "S" and _blocked_on_input(pid, tty):
+        if state == "S" and _blocked_on_input(pid, terminal):
             waiting = True
     return waiting
 
 
-def _blocked_on_input(pid: int, tty: str) -> bool:
+def _blocked_on_input(pid: int, terminal: int) -> bool:
+    """Is C{pid} asleep waiting for the terminal whose device number is C{terminal}?"""
     try:
         with open(f"/proc/{pid}/syscall", encoding="ascii") as f:
             call = f.read().split()
@@ -131,11 +138,13 @@ def _blocked_on_input(pid: int, tty: str) -> bool:
     if call and call[0].isdigit():
         number = int(call[0])
         if number == _READ.get(_MACHINE):
-            # A read of a file or pipe (a program still starting) is not a wait for input.
+            # A read of a file or pipe (a program still starting) is not a wait for input. The
+            # terminal is told by its device number: a sandboxed program's paths are its own.
             try:
-                return os.readlink(f"/proc/{pid}/fd/{int(call[1], 16)}") == tty
+                device = os.stat(f"/proc/{pid}/fd/{int(call[1], 16)}").st_rdev
             except (OSError, IndexError, ValueError):
                 return False
+            return device in (terminal, _CONTROLLING_TTY)
         return number in _WAITING_SYSCALLS.get(_MACHINE, set())
     try:
         with open(f"/proc/{pid}/wchan", encoding="ascii") as f:

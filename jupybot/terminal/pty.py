@@ -241,6 +241,27 @@ class PtySession:
             foreground, self._tty_name or "", self.pid
         )
 
+    def local_modes(self) -> int:
+        """The terminal's local modes (termios C{c_lflag}: ECHO, ICANON...) as the program
+        set them (Linux answers for the program's side on the master); 0 once it ended."""
+        if not self.running or self._master_fd is None:
+            return 0
+        try:
+            return int(termios.tcgetattr(self._master_fd)[3])
+        except termios.error:
+            return 0
+
+    def throttle_input(self, producer: Any) -> None:
+        """C{producer} (an C{IPushProducer}: the viewer's connection) is paused while more
+        input waits to be written to the terminal than Twisted buffers (64 KB), and resumed
+        once it is written. None: nobody any more."""
+        if self._transport is None:
+            return
+        if self._transport.producer is not None:
+            self._transport.unregisterProducer()
+        if producer is not None and self.running:
+            self._transport.registerProducer(producer, True)
+
     def _input_pending(self) -> bool:
         """Has the program still to read input written to it? (It is then not waiting yet.)"""
         if self._tty_name is None:
