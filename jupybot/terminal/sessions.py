@@ -144,7 +144,13 @@ class Session:
             return
         # Nobody reads: the program waits (and keeps what it prints) until a viewer resumes.
         self.pty.pause_reading("detached")
-        self._detached = self._sessions.reactor.callLater(grace, self.pty.terminate)
+        self._detached = self._sessions.reactor.callLater(grace, self._expire)
+
+    def _expire(self) -> None:
+        """Nobody resumed in time: the token is void at once, though the program may take a
+        few seconds to end."""
+        self._sessions._by_token.pop(self.resume_token, None)
+        self.pty.terminate()
 
     def attach(self, viewer: Viewer, received: int) -> bytes:
         if self._detached is not None and self._detached.active():

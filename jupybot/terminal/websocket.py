@@ -5,7 +5,6 @@ See docs/protocol.md. Each connection is one L{Viewer} of one session of L{Termi
 
 from __future__ import annotations
 
-import codecs
 import hmac
 import json
 from typing import Any
@@ -18,16 +17,18 @@ from twisted.logger import Logger
 
 from ..config import Secret
 from . import wire
-from .pty import ExitStatus
+from .linemode import Answerer, NotAnswered
+from .pty import ExitStatus, valid_size
 from .sessions import Session, SessionRefused, TerminalSessions
 
 log = Logger()
 
+# A connection that sends no hello (raw) or `initialize` (line mode) this long is closed.
 HELLO_SECONDS = 10.0
-# Line mode: output quiet this long, then the program's state is checked.
-QUIET_SECONDS = 0.02
-# Line mode: a command that produced no output at all is answered after this long.
-SILENT_ANSWER_SECONDS = 1.0
+# Pings keep idle connections through proxies; a peer that answers none within the timeout is
+# gone.
+PING_INTERVAL_SECONDS = 30.0
+PING_TIMEOUT_SECONDS = 20.0
 
 
 class TerminalFactory(WebSocketServerFactory):
@@ -50,16 +51,25 @@ class TerminalFactory(WebSocketServerFactory):
         self.setProtocolOptions(
             maxFramePayloadSize=self.frame_bytes,
             maxMessagePayloadSize=self.frame_bytes,
-            autoPingInterval=30,
-            autoPingTimeout=20,
+            autoPingInterval=PING_INTERVAL_SECONDS,
+            autoPingTimeout=PING_TIMEOUT_SECONDS,
+            # Tell a client that breaks the protocol why (1007 invalid UTF-8, 1009 too large)
+            # with a close frame, rather than drop the connection (1006 for the client).
+            failByDrop=False,
+            # autobahn would refuse Origin null (and file://) with a bare 400 before
+            # `onConnect`; `origin_allowed` refuses it there, with a reason.
+            allowNullOrigin=True,
         )
 
 
 def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...]) -> bool:
     """Browsers always send Origin: it must be the page's own or one of C{allowed}.
-    Clients that are not browsers send none and cannot be lured into cross-site requests."""
+    Clients that are not browsers send none and cannot be lured into cross-site requests.
+    C{null} (a file:// page, a sandboxed frame, a redirect) says nothing of who asks: refused."""
     if origin is None:
         return True
+    if origin == "null":
+        return False
     if origin.rstrip("/") in allowed:
         return True
     parsed = urlparse(origin)
@@ -74,6 +84,7 @@ class _TerminalProtocol(WebSocketServerProtocol):
         self.session: Session | None = None
         self.client_ip = "unknown"
         self._hello_timer: IDelayedCall | None = None
+        self._input_paused = False
 
     @property
     def _tcp(self) -> Any:
@@ -84,13 +95,17 @@ class _TerminalProtocol(WebSocketServerProtocol):
         origin = request.headers.get("origin")
         if not origin_allowed(origin, request.headers.get("host"), self.factory.origins):
             log.info("terminal: refused a websocket from origin {origin}", origin=origin)
+            if origin == "null":
+                raise ConnectionDeny(
+                    403, "Origin null (a file:// page or a sandboxed frame) may not open terminals"
+                )
             raise ConnectionDeny(403, "This origin may not open terminals here.")
         peer = self._tcp.getPeer()
         self.client_ip = getattr(peer, "host", "unknown")
 
     def onOpen(self) -> None:
         self._hello_timer = self.factory.reactor.callLater(
-            HELLO_SECONDS, self.refuse, "bad-request", "No hello was received in time."
+            HELLO_SECONDS, self.refuse, "no-hello", "No hello was received in time."
         )
 
     def _hello_received(self) -> None:
@@ -112,10 +127,51 @@ class _TerminalProtocol(WebSocketServerProtocol):
             self._hello_timer.cancel()
         session, self.session = self.session, None
         if session is not None and session.viewer is self:
+            session.pty.throttle_input(None)
             session.detach()
 
     def refuse(self, reason: str, message: str) -> None:
         """Tell the client why, then close with the matching code (each protocol its way)."""
+
+    def close_with(self, code: int, reason: str = "") -> None:
+        """Close with C{code} and the short C{reason}. autobahn's C{sendClose} refuses the codes
+        of RFC 6455 a server sends (1001 going away) and takes only 1000 and 3000-4999; the
+        frame itself is what its C{sendCloseFrame} sends, whatever the code."""
+        if self.state == self.STATE_OPEN:
+            self.sendCloseFrame(code=code, reasonUtf8=reason.encode() or None, isReply=False)
+
+    def _program_hello(self, hello: dict[str, Any]) -> None:
+        if "program" not in hello:
+            raise wire.BadFrame("the hello names a 'program' (or a session to 'resume')")
+
+    # Input flow control.
+
+    def _throttle_input(self, session: Session) -> None:
+        """While the program has not read what was typed or pasted (64 KB wait to be written
+        to its terminal), the websocket is not read: the client's sends wait, not the
+        server's memory."""
+        session.pty.throttle_input(_InputFlow(self))
+
+    def input_paused(self, paused: bool) -> None:
+        if paused == self._input_paused:
+            return
+        self._input_paused = paused
+        if paused:
+            self._tcp.pauseProducing()
+        else:
+            self._tcp.resumeProducing()
+
+    def onAutoPingTimeout(self) -> None:
+        if self._input_paused:
+            # The pong waits behind the input nobody reads yet: that says nothing of the peer.
+            # Another ping does: written to a peer that has gone, it fails and ends the
+            # connection (a paused transport would not see the peer's close).
+            self.sendPing()
+            self.autoPingTimeoutCall = self.factory.reactor.callLater(
+                PING_TIMEOUT_SECONDS, self.onAutoPingTimeout
+            )
+            return
+        super().onAutoPingTimeout()
 
     def _pause_while_socket_full(self, session: Session, buffer_bytes: int = 0) -> None:
         """The program's output waits while the socket has more to send than C{buffer_bytes}
@@ -155,6 +211,8 @@ class RawTerminalProtocol(_TerminalProtocol):
                 self._hello(wire.decode_hello(payload))
             else:
                 self._frame(payload, isBinary)
+        except wire.BadSize as e:
+            self.refuse("bad-size", str(e))
         except wire.BadFrame as e:
             self.refuse("bad-request", str(e))
         except SessionRefused as e:
@@ -174,6 +232,7 @@ class RawTerminalProtocol(_TerminalProtocol):
             if missed:
                 self.output(missed)
             return
+        self._program_hello(hello)
         session = sessions.open(
             hello.get("program"), hello.get("cols"), hello.get("rows"), self.client_ip, self
         )
@@ -187,6 +246,7 @@ class RawTerminalProtocol(_TerminalProtocol):
         # Twisted pauses a producer once 64 KB wait to be sent; the window below already bounds
         # what a session may have in flight, so the socket may hold that much.
         self._pause_while_socket_full(session, self._window)
+        self._throttle_input(session)
         body = {
             "session": session.id,
             "resume": session.resume_token,
@@ -205,8 +265,11 @@ class RawTerminalProtocol(_TerminalProtocol):
         if isinstance(frame, wire.Input):
             pty.write(frame.data)
         elif isinstance(frame, wire.Resize):
-            if not (1 <= frame.cols <= 1000 and 1 <= frame.rows <= 500):
-                raise wire.BadFrame(f"bad terminal size {frame.cols}x{frame.rows}")
+            if not valid_size(frame.cols, frame.rows):
+                raise wire.BadSize(
+                    "Terminal size must be 1-1000 columns and 1-500 rows, "
+                    f"got {frame.cols}x{frame.rows}."
+                )
             pty.resize(frame.cols, frame.rows)
         else:
             self._unacked = max(0, self._unacked - frame.count)
@@ -226,9 +289,16 @@ class RawTerminalProtocol(_TerminalProtocol):
         for start in range(0, len(data), step):
             self.sendMessage(wire.output_frame(data[start : start + step]), isBinary=True)
         self._unacked += len(data)
-        if self._unacked > self._window and self.session is not None:
+        if self._unacked > self._window and self.session is not None and not self._input_paused:
             # The browser has not drawn this much yet: let the program wait (Ctrl-C still goes).
+            # Not while its acknowledgements wait behind unread input: the program would wait
+            # for them, and the input for the program. The socket's send buffer still bounds it.
             self.session.pty.pause_reading("window")
+
+    def input_paused(self, paused: bool) -> None:
+        super().input_paused(paused)
+        if paused and self.session is not None:
+            self.session.pty.resume_reading("window")
 
     def ended(self, status: ExitStatus) -> None:
         self._release()
@@ -236,7 +306,7 @@ class RawTerminalProtocol(_TerminalProtocol):
             return
         body = {"code": status.code, "signal": status.signal, "message": status.describe()}
         self.sendMessage(wire.json_frame(wire.EXIT, body), isBinary=True)
-        self.sendClose(wire.CLOSE_NORMAL)
+        self.close_with(wire.CLOSE_NORMAL)
 
     def refuse(self, reason: str, message: str) -> None:
         if self.state != self.STATE_OPEN:
@@ -244,18 +314,16 @@ class RawTerminalProtocol(_TerminalProtocol):
         self.sendMessage(
             wire.json_frame(wire.ERROR, {"reason": reason, "message": message}), isBinary=True
         )
-        self.sendClose(wire.REFUSAL_CLOSE_CODES.get(reason, wire.CLOSE_BAD_REQUEST), message)
+        self.close_with(wire.close_code(reason), reason)
 
     def _release(self) -> None:
         if self.session is not None:
             self.session.pty.resume_reading("socket")
             self.session.pty.resume_reading("window")
+            self.session.pty.throttle_input(None)
             self._tcp.unregisterProducer()
-
-
-def _utf8_decoder() -> codecs.IncrementalDecoder:
-    """Decodes output part by part: a character split between two parts is not garbled."""
-    return codecs.getincrementaldecoder("utf-8")("replace")
+        # The client's reply to the close must be read.
+        self.input_paused(False)
 
 
 class _Backpressure:
@@ -274,21 +342,30 @@ class _Backpressure:
         self._session.pty.resume_reading("socket")
 
 
+class _InputFlow:
+    """The viewer's connection as the producer of the program's input (see
+    L{_TerminalProtocol._throttle_input})."""
+
+    def __init__(self, protocol: _TerminalProtocol) -> None:
+        self._protocol = protocol
+
+    def pauseProducing(self) -> None:
+        self._protocol.input_paused(True)
+
+    def resumeProducing(self) -> None:
+        self._protocol.input_paused(False)
+
+    def stopProducing(self) -> None:
+        self._protocol.input_paused(False)
+
+
 class LineModeProtocol(_TerminalProtocol):
     """JSON text frames: each `command` is answered with everything the program printed until
-    it waits for input again, told from the program's state, not from a delay. An answer too
-    large for one frame goes out in parts as it comes, so memory stays bounded."""
+    it waits for input again (L{Answerer}, the core; this class only translates)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self._pending = bytearray()
-        self._decoder = _utf8_decoder()
-        self._awaiting = False
-        self._check: IDelayedCall | None = None
-        self._echo: bytes | None = None
-        self._asked_at = 0.0
-        self._seen_waiting = False
-        self._sent_part = False
+        self._answerer: Answerer | None = None
 
     @property
     def _part_bytes(self) -> int:
@@ -319,82 +396,40 @@ class LineModeProtocol(_TerminalProtocol):
                 raise wire.BadFrame("this connection already runs a program")
             if not self.token_ok(message):
                 raise SessionRefused("unauthorized", "A valid access token is needed.")
-            self.session = self.factory.sessions.open(
+            self._program_hello(message)
+            session = self.factory.sessions.open(
                 message.get("program"),
                 message.get("cols", 80),
                 message.get("rows", 24),
                 self.client_ip,
                 self,
             )
-            self._pause_while_socket_full(self.session)
-            self._await_answer()
+            self.session = session
+            self._answerer = Answerer(
+                self.factory.reactor, session.pty, self._answer, self._part_bytes
+            )
+            self._pause_while_socket_full(session)
+            self._throttle_input(session)
+            self._answerer.start()
         elif event == "command":
-            if self.session is None:
+            if self.session is None or self._answerer is None:
                 raise wire.BadFrame("send 'initialize' with a program first")
             text = message.get("input")
             if not isinstance(text, str):
                 raise wire.BadFrame("'input' must be a string")
-            if self._awaiting:
-                raise wire.BadFrame("the program has not answered the previous command yet")
-            line = text if text.endswith("\n") else text + "\n"
-            self._echo = line.replace("\n", "\r\n").encode()
-            self.session.pty.write(line.encode())
-            self._await_answer()
+            try:
+                data = self._answerer.command(text)
+            except NotAnswered as e:
+                raise wire.BadFrame(str(e)) from None
+            self.session.pty.write(data)
         else:
             raise wire.BadFrame("'event' must be 'initialize' or 'command'")
 
-    def _await_answer(self) -> None:
-        self._awaiting = True
-        self._seen_waiting = False
-        self._sent_part = False
-        self._asked_at = self.factory.reactor.seconds()
-        self._schedule_check()
-
-    def _schedule_check(self) -> None:
-        if self._check is not None and self._check.active():
-            self._check.reset(QUIET_SECONDS)
-        else:
-            self._check = self.factory.reactor.callLater(QUIET_SECONDS, self._check_waiting)
-
-    def _check_waiting(self) -> None:
-        self._check = None
-        if not self._awaiting or self.session is None:
-            return
-        # Input just written may not have reached the terminal's read queue yet, and the
-        # program still looks as if it waited: believe that only once it has answered
-        # something, or after a while for a command that prints nothing (echo off).
-        answered = self._sent_part or (
-            bool(self._pending) and not (self._echo or b"").startswith(self._pending)
-        )
-        settled = self.factory.reactor.seconds() - self._asked_at >= SILENT_ANSWER_SECONDS
-        waiting = (answered or settled) and self.session.pty.waiting_for_input()
-        if waiting and self._seen_waiting:
-            # Twice in a row, with no output between: not a passing moment of the program.
-            self._reply({"event": "output", "output": self._take_output()})
-            self._awaiting = False
-            self._seen_waiting = False
-        else:
-            self._seen_waiting = waiting
-            self._schedule_check()
-
-    def _send_parts(self) -> None:
-        """Send the output that fills whole parts now, each with C{"more": true}."""
-        part = self._part_bytes
-        while len(self._pending) >= part + len(self._echo or b""):
-            self._reply({"event": "output", "output": self._take_output(part), "more": True})
-            self._sent_part = True
-
-    def _take_output(self, limit: int | None = None) -> str:
-        """The pending output as text, all of it or a part of at most C{limit} bytes."""
-        if self._echo is not None and self._pending.startswith(self._echo):
-            del self._pending[: len(self._echo)]  # the terminal's echo of the command itself
-        self._echo = None
-        data = bytes(self._pending if limit is None else self._pending[:limit])
-        if limit is not None and len(data) > 1 and data.endswith(b"\r"):
-            data = data[:-1]  # its \n may be the first byte of the next part
-        del self._pending[: len(data)]
-        text = self._decoder.decode(data, final=limit is None)
-        return text.replace("\r\n", "\n")
+    def _answer(self, text: str, more: bool) -> None:
+        body: dict[str, Any] = {"event": "output", "output": text}
+        if more:
+            body["more"] = True
+        self._reply(body)
 
     def _reply(self, body: dict[str, Any]) -> None:
         if self.state == self.STATE_OPEN:
@@ -403,40 +438,37 @@ class LineModeProtocol(_TerminalProtocol):
     # Viewer.
 
     def output(self, data: bytes) -> None:
-        self._pending += data
-        self._seen_waiting = False
-        self._send_parts()
-        if self._awaiting:
-            self._schedule_check()
+        if self._answerer is not None:
+            self._answerer.output(data)
 
     def ended(self, status: ExitStatus) -> None:
-        if self._check is not None and self._check.active():
-            self._check.cancel()
-        self._send_parts()
+        rest = self._answerer.ended() if self._answerer is not None else ""
+        if self.session is not None:
+            self.session.pty.throttle_input(None)
+        self.input_paused(False)
         self._reply(
             {
                 "event": "exit",
-                "output": self._take_output(),
+                "output": rest,
                 "code": status.code,
                 "signal": status.signal,
                 "message": status.describe(),
             }
         )
-        if self.state == self.STATE_OPEN:
-            self.sendClose(wire.CLOSE_NORMAL)
+        self.close_with(wire.CLOSE_NORMAL)
 
     def refuse(self, reason: str, message: str) -> None:
         self._reply({"event": "error", "reason": reason, "message": message})
-        if self.state == self.STATE_OPEN:
-            self.sendClose(wire.REFUSAL_CLOSE_CODES.get(reason, wire.CLOSE_BAD_REQUEST), message)
+        self.close_with(wire.close_code(reason), reason)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         # Line mode has no resume: a script that goes away ends its program.
-        if self._check is not None and self._check.active():
-            self._check.cancel()
+        if self._answerer is not None:
+            self._answerer.stop()
         session, self.session = self.session, None
         if self._hello_timer is not None and self._hello_timer.active():
             self._hello_timer.cancel()
         if session is not None:
             session.viewer = None
+            session.pty.throttle_input(None)
             session.pty.terminate()

@@ -14,12 +14,14 @@ ACK = 0x02  # u32: bytes of output the terminal has processed since the last ACK
 
 # Server -> browser (binary frames).
 OUTPUT = 0x10
-READY = 0x11  # JSON {"session", "resume", "program", "title"}
+READY = 0x11  # JSON {"session", "resume", "program", "title", "received"}
 EXIT = 0x12  # JSON {"code", "signal", "message"}
 ERROR = 0x13  # JSON {"reason", "message"}
 
-# Close codes (4000-4999 are the application's).
+# Close codes (4000-4999 are the application's). The close reason is the refusal's short code;
+# the ERROR frame before it carries the message for people.
 CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
 CLOSE_BAD_REQUEST = 4400
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_NOT_FOUND = 4404
@@ -39,12 +41,22 @@ REFUSAL_CLOSE_CODES = {
     "bad-request": CLOSE_BAD_REQUEST,
     "idle": CLOSE_TIMEOUT,
     "time-limit": CLOSE_TIMEOUT,
-    "shutdown": 1001,
+    "no-hello": CLOSE_TIMEOUT,
+    "shutdown": CLOSE_GOING_AWAY,
 }
+
+
+def close_code(reason: str) -> int:
+    """The close code that goes with a refusal's short code (4400 for one not listed)."""
+    return REFUSAL_CLOSE_CODES.get(reason, CLOSE_BAD_REQUEST)
 
 
 class BadFrame(Exception):
     """A frame that does not follow the protocol; C{str()} says how."""
+
+
+class BadSize(BadFrame):
+    """A terminal size out of range (refused as `bad-size`)."""
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import shutil
 import struct
 import tempfile
@@ -13,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.harness import JupybotProcess, jupybot_config
+from tests.harness import JupybotProcess, descendants, jupybot_config
 
 PROGRAMS = """
 programs:
@@ -29,6 +31,41 @@ programs:
   - name: hog
     argv: [python3, -c, "x = bytearray(200 * 1024 * 1024); print('allocated')"]
     limits: {memory_mb: 64}
+  # Line mode's programs: the shipped demos' kind, and a curses one.
+  - {name: bc, argv: [bc, -q]}
+  - {name: quiz, argv: [python3, "{demos}/quiz.py"]}
+  - name: curses
+    argv:
+      - python3
+      - -c
+      - |
+        import curses
+
+        def main(screen):
+            screen.addstr(0, 0, "word? ")
+            word = ""
+            while True:
+                key = screen.getch()
+                if key not in (10, 13):
+                    word += chr(key)
+                    continue
+                if word == "quit":
+                    return
+                screen.addstr(1, 0, f"hello {word}!")
+                screen.clrtoeol()
+                screen.move(0, 6)
+                screen.clrtoeol()
+                word = ""
+
+        curses.wrapper(main)
+  # Input flow control: cat without the terminal's echo, and a program that never reads.
+  - {name: quietcat, argv: [sh, -c, "stty -echo; echo ready; exec cat"]}
+  # (A terminal in canonical mode would drop a line over 4096 bytes: in raw mode it fills.)
+  - {name: deaf, argv: [sh, -c, "stty raw -echo; echo ready; exec sleep 1000"]}
+  # Outlives SIGHUP and SIGTERM (its `sleep` does not): ends at the SIGKILL, 4 s after its
+  # session expired.
+  - name: stubborn
+    argv: [sh, -c, "trap 'echo hup' HUP; trap 'echo term' TERM; echo ready; while :; do sleep 1000; done"]
 terminal:
   max_sessions_per_ip: 100
   resume_seconds: 5
@@ -112,3 +149,43 @@ class RawClient:
             message = await self.frame()
             if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
                 return message
+
+
+async def raw(
+    session: aiohttp.ClientSession, server: JupybotProcess, headers: dict[str, str] | None = None
+) -> RawClient:
+    ws = await session.ws_connect(ws_url(server, "/terminal/ws"), headers=headers)
+    return RawClient(ws)
+
+
+def started_program(server: JupybotProcess, others: set[int], name: str) -> int:
+    """The pid of the program C{name} started since C{others}: the program itself, not the
+    sandbox around it."""
+    (pid,) = [
+        pid
+        for pid in set(descendants(server.pid)) - others
+        if Path(f"/proc/{pid}/comm").read_text().strip() == name
+    ]
+    return pid
+
+
+async def wait_gone(pids: list[int], within: float) -> None:
+    """Wait until every process of C{pids} has ended, for at most C{within} seconds each."""
+    for pid in pids:
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            continue
+        loop = asyncio.get_running_loop()
+        ended = loop.create_future()
+
+        def readable(ended: asyncio.Future[None] = ended) -> None:
+            if not ended.done():
+                ended.set_result(None)
+
+        loop.add_reader(fd, readable)
+        try:
+            await asyncio.wait_for(ended, within)
+        finally:
+            loop.remove_reader(fd)
+            os.close(fd)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
 import struct
 from pathlib import Path
@@ -16,16 +15,9 @@ import pytest
 from tests.harness import JupybotProcess, descendants, rss_kb
 from tests.matrix.user import asyncio_test
 
-from .conftest import RawClient, ws_url
+from .conftest import raw, started_program, wait_gone, ws_url
 
 pytestmark = pytest.mark.peers
-
-
-async def raw(
-    session: aiohttp.ClientSession, server: JupybotProcess, headers: dict[str, str] | None = None
-) -> RawClient:
-    ws = await session.ws_connect(ws_url(server, "/terminal/ws"), headers=headers)
-    return RawClient(ws)
 
 
 def alive(pids: list[int]) -> list[int]:
@@ -160,28 +152,7 @@ async def test_disconnect_kills_everything_the_program_started(server: JupybotPr
         assert len(started) >= 3  # sh and its two sleeps, one in a session of its own
         await client.ws.close()
     # Not resumed within terminal.resume_seconds (5 s): everything it started is killed.
-    await _wait_gone(started, 20)
-
-
-async def _wait_gone(pids: list[int], within: float) -> None:
-    for pid in pids:
-        try:
-            fd = os.pidfd_open(pid)
-        except ProcessLookupError:
-            continue
-        loop = asyncio.get_running_loop()
-        ended = loop.create_future()
-
-        def readable(ended: asyncio.Future[None] = ended) -> None:
-            if not ended.done():
-                ended.set_result(None)
-
-        loop.add_reader(fd, readable)
-        try:
-            await asyncio.wait_for(ended, within)
-        finally:
-            loop.remove_reader(fd)
-            os.close(fd)
+    await wait_gone(started, 20)
 
 
 @asyncio_test
@@ -385,17 +356,6 @@ async def test_line_mode_flood_keeps_server_memory_bounded(server: JupybotProces
         await _blocked_writing_its_terminal(flood, within=30)
         assert rss_kb(server.pid) - before < 16 * 1024
         await ws.close()
-
-
-def started_program(server: JupybotProcess, others: set[int], name: str) -> int:
-    """The pid of the program C{name} started since C{others}: the program itself, not the
-    sandbox around it."""
-    (pid,) = [
-        pid
-        for pid in set(descendants(server.pid)) - others
-        if Path(f"/proc/{pid}/comm").read_text().strip() == name
-    ]
-    return pid
 
 
 async def _blocked_writing_its_terminal(pid: int, within: float) -> None:
