@@ -61,7 +61,12 @@ class TerminalPart(Part):
         websockets.putChild(b"ws", WebSocketResource(factory(RawTerminalProtocol)))
         websockets.putChild(b"line", WebSocketResource(factory(LineModeProtocol)))
         return {
-            b"": ProgramPage(self._programs),
+            b"": ProgramPage(
+                self._programs,
+                config.web.title,
+                config.web.intro,
+                config.terminal.max_frame_kb,
+            ),
             b"programs.json": ProgramList(self._programs),
             b"static": static_files(),
             b"terminal": websockets,

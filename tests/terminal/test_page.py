@@ -107,6 +107,7 @@ def test_a_visitor_runs_a_program_to_its_end_and_again(
     page_server: JupybotProcess, tmp_path: Path
 ) -> None:
     seen = browse(page_server, "walk", tmp_path)
+    assert seen["heading"] == "Ada's programs"  # web.title
     assert seen["programs"] == ["Python", "bc calculator", "Sleepy", "Digest"]
     assert len(set(seen["card_heights"])) == 1  # equal cards, however long a description
     assert seen["favicon"] == 200
