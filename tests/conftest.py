@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from jupybot.config.sandbox import SandboxConfig
+from jupybot.sandbox import Sandbox
+
 from .harness import JupybotProcess, jupybot_config
 
 pytest_plugins = ["tests.peers.kernel_gateway", "tests.peers.synapse"]
@@ -21,3 +24,19 @@ def jupybot(tmp_path: Path) -> Iterator[JupybotProcess]:
         yield process
     finally:
         process.stop()
+
+
+def prepared_sandbox(mode: str = "bubblewrap") -> Iterator[Sandbox]:
+    """A L{Sandbox} prepared as the sandbox part prepares jupybot's, closed after."""
+    sandbox = Sandbox(SandboxConfig(mode=mode))
+    sandbox.prepare()
+    try:
+        yield sandbox
+    finally:
+        sandbox.close()
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[Sandbox]:
+    """The sandbox of the defaults (bubblewrap, cgroups where this host allows)."""
+    yield from prepared_sandbox()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import secrets
 import shutil
 import stat
@@ -29,7 +28,7 @@ from pathlib import Path
 from ..config.sandbox import SandboxConfig
 from .cgroups import Cgroups, SessionCgroup
 from .profile import INSIDE_HOME, SYSTEM_DIRECTORIES, Limits, SandboxProfile
-from .sandbox import Launch, Sandbox, SandboxUnavailable
+from .sandbox import Launch, Sandbox, SandboxUnavailable, sandbox_user_ids
 
 __all__ = [
     "KernelDirectory",
@@ -148,19 +147,6 @@ def interpreter_paths(prefixes: tuple[str, ...]) -> tuple[str, ...]:
         if not visible and real not in paths:
             paths.append(real)
     return tuple(paths)
-
-
-def sandbox_user_ids(user: str) -> tuple[int, int]:
-    """Who sandboxed processes are outside: C{user} when jupybot runs as root, else jupybot."""
-    if os.geteuid() != 0:
-        return os.geteuid(), os.getegid()
-    try:
-        entry = pwd.getpwnam(user) if not user.isdigit() else pwd.getpwuid(int(user))
-    except KeyError:
-        if user.isdigit():
-            return int(user), int(user)
-        raise SandboxUnavailable(f"sandbox.user: there is no user {user!r} on this host") from None
-    return entry.pw_uid, entry.pw_gid
 
 
 def unreachable(path: str, uid: int, gid: int) -> str | None:

@@ -108,7 +108,7 @@ class Sandbox:
                 "or set sandbox.mode: none to run programs unsandboxed"
             )
         if os.geteuid() == 0:
-            self._ids = _user_ids(self.config.user)
+            self._ids = sandbox_user_ids(self.config.user)
             self._setpriv = shutil.which("setpriv")
             if self._setpriv is None:
                 raise SandboxUnavailable("setpriv (Debian package util-linux) is not installed")
@@ -231,7 +231,11 @@ class Sandbox:
         return found if any(found.startswith(prefix) for prefix in visible) else None
 
 
-def _user_ids(user: str) -> tuple[int, int]:
+def sandbox_user_ids(user: str) -> tuple[int, int]:
+    """Who sandboxed processes are outside: C{user} when jupybot runs as root (never root
+    itself), else jupybot's own user."""
+    if os.geteuid() != 0:
+        return os.geteuid(), os.getegid()
     try:
         entry = pwd.getpwnam(user) if not user.isdigit() else pwd.getpwuid(int(user))
     except KeyError:

@@ -12,7 +12,8 @@ from contextlib import contextmanager
 import pytest
 
 from jupybot.config.sandbox import SandboxConfig
-from jupybot.sandbox.kernels import interpreter_paths, sandbox_user_ids, unreachable
+from jupybot.sandbox.kernels import interpreter_paths, unreachable
+from jupybot.sandbox.sandbox import sandbox_user_ids
 from jupybot.state import PRIVATE_UMASK
 
 

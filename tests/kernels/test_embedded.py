@@ -6,17 +6,15 @@ from __future__ import annotations
 import os
 import signal
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
-import pytest
 import pytest_twisted
 from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred
 
 from jupybot.config.kernels import GatewayConfig
-from jupybot.config.sandbox import SandboxConfig
 from jupybot.kernels import KernelsPart
 from jupybot.sandbox import Sandbox
 from jupybot.state import StateDirectory
@@ -27,14 +25,6 @@ from tests.kernels.listener import RecordingListener
 from .test_gateway import kernel_forgotten, timeboxed
 
 pytestmark = requires_kernel_python
-
-
-@pytest.fixture(scope="module")
-def sandbox() -> Iterator[Sandbox]:
-    sandbox = Sandbox(SandboxConfig())
-    sandbox.prepare()
-    yield sandbox
-    sandbox.close()
 
 
 @pytest_twisted.async_yield_fixture

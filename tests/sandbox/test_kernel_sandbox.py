@@ -32,14 +32,6 @@ from jupybot.state import StateDirectory
 STRANGER = 54321
 
 
-@pytest.fixture(scope="module")
-def sandbox() -> Iterator[Sandbox]:
-    sandbox = Sandbox(SandboxConfig())
-    sandbox.prepare()
-    yield sandbox
-    sandbox.close()
-
-
 @pytest.fixture
 def open_dir() -> Iterator[Path]:
     """A directory anyone may enter (pytest's own tmp_path sits in a 0700 directory)."""

@@ -99,7 +99,7 @@ async def answer(ws: aiohttp.ClientWebSocketResponse) -> str:
     while True:
         event = json.loads((await ws.receive(timeout=30)).data)
         assert event["event"] == "output", event
-        text += event["output"]
+        text += str(event["output"])
         if not event.get("more"):
             return text
 

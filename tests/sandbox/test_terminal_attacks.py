@@ -21,11 +21,11 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 
-from jupybot.config.sandbox import SandboxConfig
 from jupybot.config.terminal import ProgramConfig, ProgramLimits, TerminalConfig
 from jupybot.sandbox import Sandbox
 from jupybot.terminal import ExitStatus, TerminalSessions
 from jupybot.terminal.programs import program_problems
+from tests.conftest import prepared_sandbox
 
 MARKER = "jupybot-test-secret-3f9c1d"
 ATTACKS = Path(__file__).with_name("attacks.py").read_text()
@@ -46,23 +46,9 @@ class Collector:
         pass
 
 
-def make_sandbox(mode: str) -> Iterator[Sandbox]:
-    sandbox = Sandbox(SandboxConfig(mode=mode))
-    sandbox.prepare()
-    try:
-        yield sandbox
-    finally:
-        sandbox.close()
-
-
-@pytest.fixture(scope="module")
-def sandbox() -> Iterator[Sandbox]:
-    yield from make_sandbox("bubblewrap")
-
-
 @pytest.fixture(scope="module")
 def unsandboxed() -> Iterator[Sandbox]:
-    yield from make_sandbox("none")
+    yield from prepared_sandbox("none")
 
 
 @pytest.fixture(scope="module")

@@ -4,14 +4,12 @@ program ends and whatever its viewer did: the visitor who walks away costs nobod
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
 
-from jupybot.config.sandbox import SandboxConfig
 from jupybot.config.terminal import ProgramConfig, TerminalConfig
 from jupybot.sandbox import Sandbox
 from jupybot.terminal import ExitStatus, SessionRefused, TerminalSessions
@@ -35,14 +33,6 @@ class Walker:
 
     def stopped(self, reason: str, message: str) -> None:
         pass
-
-
-@pytest.fixture(scope="module")
-def sandbox() -> Iterator[Sandbox]:
-    sandbox = Sandbox(SandboxConfig())
-    sandbox.prepare()
-    yield sandbox
-    sandbox.close()
 
 
 def open_fds() -> int:
