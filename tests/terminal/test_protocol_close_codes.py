@@ -55,6 +55,31 @@ async def test_a_refused_hello_closes_with_the_short_reason(
 
 
 @asyncio_test
+async def test_a_connection_without_a_hello_is_closed_after_10_s(server: JupybotProcess) -> None:
+    loop = asyncio.get_running_loop()
+    async with aiohttp.ClientSession() as http:
+
+        async def silent(path: str) -> tuple[str, int, str, float]:
+            ws = await http.ws_connect(ws_url(server, path))
+            opened = loop.time()
+            error = await ws.receive(timeout=30)
+            closing = await ws.receive(timeout=30)
+            body = error.data[1:] if path.endswith("/ws") else error.data
+            return (
+                json.loads(body)["reason"],
+                closing.data,
+                closing.extra or "",
+                loop.time() - opened,
+            )
+
+        for reason, code, close_reason, after in await asyncio.gather(
+            silent("/terminal/ws"), silent("/terminal/line")
+        ):
+            assert (reason, code, close_reason) == ("no-hello", 4408, "no-hello")
+            assert 9 < after < 20
+
+
+@asyncio_test
 async def test_a_resize_to_nothing_is_a_bad_size(server: JupybotProcess) -> None:
     async with aiohttp.ClientSession() as http:
         client = await raw(http, server)
