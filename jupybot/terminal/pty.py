@@ -149,6 +149,7 @@ class PtySession:
         self._paused_by: set[str] = set()
         self._killing: IDelayedCall | None = None
         self.pid: int | None = None
+        self._reaped = False
         self.status: ExitStatus | None = None
         self.ended: Deferred[ExitStatus] = Deferred()
         self.on_activity: Callable[[], None] = lambda: None
@@ -299,7 +300,8 @@ class PtySession:
         if self.pid is None:
             return
         if self._launch.contained:
-            self._signal_sandbox(signum)
+            if not self._reaped:  # else its pid may be someone else's by now
+                self._signal_sandbox(self.pid, signum)
             return
         # The session finds what the program left behind; the tree finds children that left
         # the session with setsid() while the program still runs.
@@ -311,12 +313,12 @@ class PtySession:
             with suppress(ProcessExitedAlready):
                 self._transport.signalProcess("KILL")
 
-    def _signal_sandbox(self, signum: int) -> None:
+    def _signal_sandbox(self, pid: int, signum: int) -> None:
         """The program's foreground group gets the polite signals; SIGKILL goes to the process
-        jupybot spawned, whose death takes the whole PID namespace with it."""
+        jupybot spawned (C{pid}), whose death takes the whole PID namespace with it."""
         if signum == signal.SIGKILL or self._master_fd is None:
             with suppress(ProcessLookupError):
-                os.kill(self.pid or 0, signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
             return
         try:
             foreground = os.tcgetpgrp(self._master_fd)
@@ -328,7 +330,7 @@ class PtySession:
             if foreground > 0 and foreground != os.getpgrp():
                 os.killpg(foreground, signum)
             else:
-                os.kill(self.pid or 0, signum)
+                os.kill(pid, signum)
 
     def _resume_all(self) -> None:
         if self._paused_by and self.running:
@@ -340,6 +342,7 @@ class PtySession:
         sandbox whose parent died while it was being set up escapes ``--die-with-parent``, and
         unsandboxed programs leave daemons. Kill them, and if the terminal still does not close,
         close it ourselves: the session must end."""
+        self._reaped = True
         self._resume_all()
         if self._launch.cgroup is not None:
             self._launch.cgroup.kill_all()
