@@ -54,7 +54,10 @@ def test_shipped_config_is_valid() -> None:
             "webb: unknown key (expected one of: contact, discord, gateway, logging, matrix, "
             "programs, sandbox, shutdown, storage, terminal, web)",
         ),
-        ("web: {lisen: 'tcp:1'}", "web.lisen: unknown key (expected one of: intro, listen, origins, title)"),
+        (
+            "web: {lisen: 'tcp:1'}",
+            "web.lisen: unknown key (expected one of: intro, listen, origins, title)",
+        ),
         ("programs: [bogus]", "programs[0]: expected a mapping, got 'bogus'"),
         (
             "programs: [{name: a, argv: []}]",
