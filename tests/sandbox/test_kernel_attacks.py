@@ -243,7 +243,7 @@ async def test_a_kernel_is_nobody_with_nothing(sandboxed: Server) -> None:
     # sockets), nothing else.
     interpreter = [Path(sys.prefix), Path(sys.base_prefix)]
     below_tmp = {p.relative_to("/tmp").parts[0] for p in interpreter if p.is_relative_to("/tmp")}
-    assert set(verdict["tmp"]) == below_tmp
+    assert isinstance(verdict["tmp"], list) and set(verdict["tmp"]) == below_tmp
     assert isinstance(verdict["shm"], list) and len(verdict["shm"]) == 1
 
 
