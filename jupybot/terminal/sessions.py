@@ -82,6 +82,8 @@ class Session:
         self._idle: IDelayedCall | None = None
         self._deadline: IDelayedCall | None = None
         self._detached: IDelayedCall | None = None
+        # True once the session no longer counts against the caps (it is ending).
+        self.released = False
 
     # OutputSink, for the PtySession.
 
@@ -152,6 +154,14 @@ class Session:
         self._sessions._by_token.pop(self.resume_token, None)
         self.pty.terminate()
 
+    def evict(self) -> None:
+        """End a detached session now to make room for a visitor who is here: its slot is free
+        at once, while its program takes its few seconds to end."""
+        if self._detached is not None and self._detached.active():
+            self._detached.cancel()
+        self._sessions._release(self)
+        self.pty.terminate()
+
     def attach(self, viewer: Viewer, received: int) -> bytes:
         if self._detached is not None and self._detached.active():
             self._detached.cancel()
@@ -175,8 +185,11 @@ class TerminalSessions:
         self.config = config
         self.sandbox = sandbox
         self.programs = dict(programs)
+        # Every session whose program runs, ending ones included; the caps count those not
+        # released yet.
         self._sessions: dict[str, Session] = {}
         self._by_token: dict[str, Session] = {}
+        self._held = 0
         self._per_ip: Counter[str] = Counter()
 
     def __len__(self) -> int:
@@ -197,12 +210,16 @@ class TerminalSessions:
                 f"Terminal size must be 1-1000 columns and 1-500 rows, got {cols}x{rows}.",
             )
         assert isinstance(cols, int) and isinstance(rows, int)
-        if len(self._sessions) >= self.config.max_sessions:
-            raise SessionRefused("busy", "The server runs as many sessions as it can; try later.")
-        if self._per_ip[client_ip] >= self.config.max_sessions_per_ip:
+        # A visitor who is here comes before one who left (a reload, a closed tab, another
+        # program picked): the oldest abandoned session makes room.
+        if self._per_ip[client_ip] >= self.config.max_sessions_per_ip and not self._evict(
+            client_ip
+        ):
             raise SessionRefused(
                 "too-many", "You have as many sessions open as allowed; close one first."
             )
+        if self._held >= self.config.max_sessions and not self._evict(None):
+            raise SessionRefused("busy", "The server runs as many sessions as it can; try later.")
         session = Session(self, program, client_ip, viewer)
         try:
             launch = launch_program(program, self.sandbox, session.id)
@@ -224,6 +241,7 @@ class TerminalSessions:
             raise SessionRefused("unavailable", f"{program.title} cannot start here.") from None
         self._sessions[session.id] = session
         self._by_token[session.resume_token] = session
+        self._held += 1
         self._per_ip[client_ip] += 1
         session.start_timers(self.reactor)
         return session
@@ -237,12 +255,32 @@ class TerminalSessions:
             raise SessionRefused("in-use", "That session is open in another window.")
         return session, session.attach(viewer, received)
 
+    def _evict(self, client_ip: str | None) -> bool:
+        """End the oldest detached session (of C{client_ip}, or of anyone); False if none."""
+        for session in self._sessions.values():
+            abandoned = session.viewer is None and not session.released
+            if abandoned and client_ip in (None, session.client_ip):
+                log.info(
+                    "terminal: ending an abandoned session of {program} to make room",
+                    program=session.program.name,
+                )
+                session.evict()
+                return True
+        return False
+
+    def _release(self, session: Session) -> None:
+        if session.released:
+            return
+        session.released = True
+        self._by_token.pop(session.resume_token, None)
+        self._held -= 1
+        self._per_ip[session.client_ip] -= 1
+        if self._per_ip[session.client_ip] <= 0:
+            del self._per_ip[session.client_ip]
+
     def _forget(self, session: Session) -> None:
         if self._sessions.pop(session.id, None) is not None:
-            self._by_token.pop(session.resume_token, None)
-            self._per_ip[session.client_ip] -= 1
-            if self._per_ip[session.client_ip] <= 0:
-                del self._per_ip[session.client_ip]
+            self._release(session)
 
     def close_all(self) -> Deferred[Any]:
         """Stop every session (server shutdown); fires when every program has ended."""

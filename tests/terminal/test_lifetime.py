@@ -91,3 +91,34 @@ async def test_soak_a_thousand_abandoned_sessions_from_many_addresses(sandbox: S
         sessions.open("cat", 80, 24, f"10.9.{n}.1", Walker())
     await sessions.close_all()
     assert len(sessions) == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_visitor_who_is_here_comes_before_one_who_left(sandbox: Sandbox) -> None:
+    """Clicking through more programs than the per-address cap within resume_seconds, or a
+    crowd arriving while others' sessions wait for a resume: the oldest abandoned session
+    makes room, and its resume token is void."""
+    config = TerminalConfig(max_sessions=3, max_sessions_per_ip=2, resume_seconds=600)
+    sessions = TerminalSessions(reactor, config, PROGRAMS, sandbox)
+    first = sessions.open("cat", 80, 24, "10.0.0.1", Walker())
+    first_ended: Deferred[ExitStatus] = Deferred()
+    first.pty.ended.addCallback(first_ended.callback)
+    first.detach()
+    second = sessions.open("cat", 80, 24, "10.0.0.1", Walker())
+    second.detach()
+    sessions.open("cat", 80, 24, "10.0.0.1", Walker())  # the cap is 2: the first goes
+    await first_ended
+    with pytest.raises(SessionRefused) as expired:
+        sessions.resume(first.resume_token, Walker(), 0)
+    assert expired.value.reason == "expired"
+    # The server is full (second, third and a newcomer): the next newcomer gets the slot of
+    # the abandoned second.
+    sessions.open("cat", 80, 24, "10.0.0.2", Walker())
+    sessions.open("cat", 80, 24, "10.0.0.3", Walker())
+    with pytest.raises(SessionRefused):
+        sessions.resume(second.resume_token, Walker(), 0)
+    # Full of sessions someone watches: a newcomer is refused, nobody is evicted.
+    with pytest.raises(SessionRefused) as busy:
+        sessions.open("cat", 80, 24, "10.0.0.4", Walker())
+    assert busy.value.reason == "busy"
+    await sessions.close_all()
