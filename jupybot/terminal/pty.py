@@ -67,14 +67,20 @@ class OutputSink(Protocol):
     def ended(self, status: ExitStatus) -> None: ...
 
 
-def valid_size(cols: object, rows: object) -> bool:
-    return (
+def size_problem(cols: object, rows: object) -> str | None:
+    """Why C{cols}x{rows} (as a client sent them) is no terminal size jupybot opens, or None."""
+    if (
         isinstance(cols, int)
         and isinstance(rows, int)
         and not isinstance(cols, bool)
         and not isinstance(rows, bool)
         and MIN_SIZE <= cols <= MAX_COLS
         and MIN_SIZE <= rows <= MAX_ROWS
+    ):
+        return None
+    return (
+        f"Terminal size must be {MIN_SIZE}-{MAX_COLS} columns and {MIN_SIZE}-{MAX_ROWS} rows, "
+        f"got {cols}x{rows}."
     )
 
 

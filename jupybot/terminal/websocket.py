@@ -18,7 +18,7 @@ from twisted.logger import Logger
 from ..config import Secret
 from . import wire
 from .linemode import Answerer, NotAnswered
-from .pty import ExitStatus, valid_size
+from .pty import ExitStatus, size_problem
 from .sessions import Session, SessionRefused, TerminalSessions
 
 log = Logger()
@@ -29,6 +29,15 @@ HELLO_SECONDS = 10.0
 # gone.
 PING_INTERVAL_SECONDS = 30.0
 PING_TIMEOUT_SECONDS = 20.0
+
+
+def checked_size(cols: object, rows: object) -> tuple[int, int]:
+    """A terminal size a client sent, within bounds, or L{wire.BadSize} saying which."""
+    problem = size_problem(cols, rows)
+    if problem is not None:
+        raise wire.BadSize(problem)
+    assert isinstance(cols, int) and isinstance(rows, int)
+    return cols, rows
 
 
 class TerminalFactory(WebSocketServerFactory):
@@ -140,9 +149,14 @@ class _TerminalProtocol(WebSocketServerProtocol):
         if self.state == self.STATE_OPEN:
             self.sendCloseFrame(code=code, reasonUtf8=reason.encode() or None, isReply=False)
 
-    def _program_hello(self, hello: dict[str, Any]) -> None:
+    def _program_hello(self, hello: dict[str, Any]) -> str:
+        """The program a hello asks for: a name, or L{wire.BadFrame}."""
         if "program" not in hello:
             raise wire.BadFrame("the hello names a 'program' (or a session to 'resume')")
+        name = hello["program"]
+        if not isinstance(name, str):
+            raise wire.BadFrame("'program' must be a program's name")
+        return name
 
     # Input flow control.
 
@@ -232,10 +246,9 @@ class RawTerminalProtocol(_TerminalProtocol):
             if missed:
                 self.output(missed)
             return
-        self._program_hello(hello)
-        session = sessions.open(
-            hello.get("program"), hello.get("cols"), hello.get("rows"), self.client_ip, self
-        )
+        program = self._program_hello(hello)
+        cols, rows = checked_size(hello.get("cols"), hello.get("rows"))
+        session = sessions.open(program, cols, rows, self.client_ip, self)
         self._attach(session)
 
     def _attach(self, session: Session) -> None:
@@ -265,12 +278,7 @@ class RawTerminalProtocol(_TerminalProtocol):
         if isinstance(frame, wire.Input):
             pty.write(frame.data)
         elif isinstance(frame, wire.Resize):
-            if not valid_size(frame.cols, frame.rows):
-                raise wire.BadSize(
-                    "Terminal size must be 1-1000 columns and 1-500 rows, "
-                    f"got {frame.cols}x{frame.rows}."
-                )
-            pty.resize(frame.cols, frame.rows)
+            pty.resize(*checked_size(frame.cols, frame.rows))
         else:
             self._unacked = max(0, self._unacked - frame.count)
             if self._unacked <= self._window // 2:
@@ -383,6 +391,8 @@ class LineModeProtocol(_TerminalProtocol):
             self._event(message)
         except (ValueError, UnicodeDecodeError):
             self.refuse("bad-request", "each message must be a JSON object")
+        except wire.BadSize as e:
+            self.refuse("bad-size", str(e))
         except wire.BadFrame as e:
             self.refuse("bad-request", str(e))
         except SessionRefused as e:
@@ -396,14 +406,9 @@ class LineModeProtocol(_TerminalProtocol):
                 raise wire.BadFrame("this connection already runs a program")
             if not self.token_ok(message):
                 raise SessionRefused("unauthorized", "A valid access token is needed.")
-            self._program_hello(message)
-            session = self.factory.sessions.open(
-                message.get("program"),
-                message.get("cols", 80),
-                message.get("rows", 24),
-                self.client_ip,
-                self,
-            )
+            program = self._program_hello(message)
+            cols, rows = checked_size(message.get("cols", 80), message.get("rows", 24))
+            session = self.factory.sessions.open(program, cols, rows, self.client_ip, self)
             self.session = session
             self._answerer = Answerer(
                 self.factory.reactor, session.pty, self._answer, self._part_bytes

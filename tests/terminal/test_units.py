@@ -19,7 +19,7 @@ from jupybot.terminal.programs import (
     program_problems,
     program_profile,
 )
-from jupybot.terminal.pty import ProgramNotFound, valid_size
+from jupybot.terminal.pty import ProgramNotFound, size_problem
 from jupybot.terminal.sessions import ReplayBuffer
 from jupybot.terminal.websocket import origin_allowed
 
@@ -69,9 +69,9 @@ def test_origins() -> None:
 
 
 def test_sizes() -> None:
-    assert valid_size(80, 24) and valid_size(1000, 500)
-    assert not valid_size(0, 24) and not valid_size(80, 501) and not valid_size(True, 24)
-    assert not valid_size("80", 24)
+    assert size_problem(80, 24) is None and size_problem(1000, 500) is None
+    assert size_problem(0, 24) == ("Terminal size must be 1-1000 columns and 1-500 rows, got 0x24.")
+    assert size_problem(80, 501) and size_problem(True, 24) and size_problem("80", 24)
 
 
 def test_unsandboxed_programs_run_under_prlimit_with_a_clean_environment() -> None:
