@@ -128,7 +128,6 @@ def fork_bomb(count: str) -> Verdict:
         for _ in range(int(count)):
             pid = os.fork()
             if pid == 0:
-                os.read(os.open("/dev/zero", os.O_RDONLY), 0)
                 import time
 
                 time.sleep(30)
@@ -139,6 +138,7 @@ def fork_bomb(count: str) -> Verdict:
         pass
     for pid in children:
         os.kill(pid, 9)
+        os.waitpid(pid, 0)  # a kernel lives on: leave no zombies
     return {"succeeded": started >= int(count), "started": started}
 
 
@@ -156,6 +156,8 @@ def interfaces() -> Verdict:
     return {"interfaces": sorted(name for _, name in socket.if_nameindex())}
 
 
-if __name__ == "__main__":
+# Run as `python3 -c <this file> ATTACK ARGS...`; in a kernel (attacks.py then
+# kernel_attacks.py, then one call) nothing runs here.
+if __name__ == "__main__" and sys.argv[0] == "-c":
     name, *args = sys.argv[1:]
     print(json.dumps(globals()[name](*args)), flush=True)

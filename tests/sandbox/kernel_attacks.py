@@ -1,4 +1,5 @@
-"""What a chat user tries from a kernel: this file is run in the kernel, then one call of it.
+"""What a chat user tries from a kernel, beyond what a visitor tries from a program: the kernel
+runs attacks.py (read, connect, fork_bomb, memory_hog...), then this file, then one call.
 
 Each attack returns a dict; "succeeded" says whether it got what it wanted. Standard library
 and jupyter_client only (what the kernel's environment has).
@@ -27,15 +28,6 @@ def secrets_in_reach(marker: str) -> dict[str, object]:
             except OSError:
                 continue
     return {"succeeded": bool(found), "found": found}
-
-
-def read(path: str, marker: str) -> dict[str, object]:
-    """Read one of jupybot's files (var/, the checkout)."""
-    try:
-        with open(path) as f:
-            return {"succeeded": marker in f.read()}
-    except OSError as e:
-        return {"succeeded": False, "error": e.strerror}
 
 
 def list_directory(path: str) -> dict[str, object]:
@@ -86,15 +78,6 @@ def reach_other_kernel(transport: str, ip: str, port: str) -> dict[str, object]:
     return {"succeeded": True}
 
 
-def connect(port: str) -> dict[str, object]:
-    """Reach a loopback port of jupybot's (its site, the gateway)."""
-    try:
-        socket.create_connection(("127.0.0.1", int(port)), timeout=5).close()
-    except OSError as e:
-        return {"succeeded": False, "error": e.strerror or str(e)}
-    return {"succeeded": True}
-
-
 def see_process(pid: str) -> dict[str, object]:
     """See jupybot's process, and signal it (signal 0: the check kill() makes first)."""
     visible = str(pid) in os.listdir("/proc")
@@ -131,37 +114,6 @@ def leave_file(name: str) -> dict[str, object]:
 def find_file(name: str) -> dict[str, object]:
     found = [d for d in ("/tmp", os.path.expanduser("~")) if os.path.exists(os.path.join(d, name))]
     return {"succeeded": bool(found), "found": found}
-
-
-def fork_bomb(count: str) -> dict[str, object]:
-    started = 0
-    children = []
-    try:
-        for _ in range(int(count)):
-            pid = os.fork()
-            if pid == 0:
-                import time
-
-                time.sleep(30)
-                os._exit(0)
-            children.append(pid)
-            started += 1
-    except OSError:
-        pass
-    for pid in children:
-        os.kill(pid, 9)
-        os.waitpid(pid, 0)
-    return {"succeeded": started >= int(count), "started": started}
-
-
-def memory_hog(megabytes: str) -> dict[str, object]:
-    held = []
-    try:
-        for _ in range(int(megabytes) // 16):
-            held.append(bytearray(16 * 1024 * 1024))
-    except MemoryError:
-        pass
-    return {"succeeded": len(held) * 16 >= int(megabytes), "held_mb": len(held) * 16}
 
 
 def fill_storage(megabytes: str) -> dict[str, object]:

@@ -41,7 +41,9 @@ pytestmark = requires_kernel_python
 PASSWORD = "jupybot-matrix-password-7c1e4a90"
 ACCESS_TOKEN = "syt_jupybot_access_token_5d2b0f"
 VICTIM_SECRET = "the-victim-room-variable-93af"
-ATTACKS = Path(__file__).with_name("kernel_attacks.py").read_text()
+ATTACKS = "\n".join(
+    Path(__file__).with_name(name).read_text() for name in ("attacks.py", "kernel_attacks.py")
+)
 # The sandboxed kernels' limits here: small enough to hit quickly.
 MEMORY_MB = 512
 PROCESSES = 32
