@@ -26,9 +26,9 @@ def jupybot(tmp_path: Path) -> Iterator[JupybotProcess]:
         process.stop()
 
 
-def prepared_sandbox(mode: str = "bubblewrap") -> Iterator[Sandbox]:
+def prepared_sandbox(mode: str = "bubblewrap", cgroups: str = "auto") -> Iterator[Sandbox]:
     """A L{Sandbox} prepared as the sandbox part prepares jupybot's, closed after."""
-    sandbox = Sandbox(SandboxConfig(mode=mode))
+    sandbox = Sandbox(SandboxConfig(mode=mode, cgroups=cgroups))
     sandbox.prepare()
     try:
         yield sandbox

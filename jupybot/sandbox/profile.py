@@ -100,8 +100,10 @@ def bubblewrap_args(profile: SandboxProfile, identity_dir: Path) -> list[str]:
     args += ["--ro-bind", str(identity_dir / "passwd"), "/etc/passwd"]
     args += ["--ro-bind", str(identity_dir / "group"), "/etc/group"]
     args += ["--proc", "/proc", "--dev", "/dev"]
+    # Files in memory count against the cgroup, but where there is none the three tmpfs must not
+    # hold more than the session's memory between them.
     for tmpfs in ("/tmp", "/dev/shm", "/home"):
-        args += ["--size", memory, "--tmpfs", tmpfs]
+        args += ["--size", str(int(memory) // 3), "--tmpfs", tmpfs]
     args += ["--perms", "0700", "--dir", INSIDE_HOME]
     for path in profile.read_only:
         args += ["--ro-bind", path, path]

@@ -152,6 +152,22 @@ def memory_hog(megabytes: str) -> Verdict:
     return {"succeeded": len(held) * 16 >= int(megabytes), "held_mb": len(held) * 16}
 
 
+def fill_memory_files(megabytes: str) -> Verdict:
+    """Store more than the session's memory in its in-memory folders (not rlimited)."""
+    stored = 0
+    chunk = b"x" * (1024 * 1024)
+    for folder in ("/tmp", "/dev/shm", os.path.expanduser("~")):
+        try:
+            with open(os.path.join(folder, "fill"), "wb") as f:
+                while stored < int(megabytes):
+                    f.write(chunk)
+                    f.flush()
+                    stored += 1
+        except OSError:
+            continue
+    return {"succeeded": stored >= int(megabytes), "stored_mb": stored}
+
+
 def interfaces() -> Verdict:
     return {"interfaces": sorted(name for _, name in socket.if_nameindex())}
 

@@ -193,3 +193,15 @@ def test_a_program_the_sandbox_user_cannot_read_is_refused_at_start(
     private.chmod(0o755)
     assert program_problems(program, sandbox, "programs[0]") == []
     shutil.rmtree(private)
+
+
+@pytest_twisted.ensureDeferred
+async def test_in_memory_folders_hold_no_more_than_the_session_memory_without_cgroups() -> None:
+    for rlimits_only in prepared_sandbox(cgroups="off"):
+        verdict = await attack(
+            rlimits_only,
+            "fill_memory_files",
+            200,
+            limits=ProgramLimits(memory_mb=96, file_size_mb=200),
+        )
+        assert verdict["succeeded"] is False and verdict["stored_mb"] <= 96, verdict
