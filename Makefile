@@ -8,6 +8,10 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 SYNAPSE_VENV := .cache/synapse-venv
 SYNAPSE_PIN := matrix-synapse==1.163.2
+# Jupyter Enterprise Gateway, a kernel-test peer: its own venv, as it caps jupyter_client (< 7)
+# and jupyter_server (< 2); ipykernel 7 leaves its kernels never idle, hence 6.
+EG_VENV := .cache/enterprise-gateway-venv
+EG_PINS := jupyter-enterprise-gateway==3.3.0 ipykernel==6.29.5
 
 .PHONY: run test check lint typecheck unit setup clean
 
@@ -30,6 +34,12 @@ $(SYNAPSE_VENV)/.installed:
 	$(SYNAPSE_VENV)/bin/pip install --quiet '$(SYNAPSE_PIN)'
 	touch $@
 
+$(EG_VENV)/.installed:
+	$(PYTHON) -m venv $(EG_VENV)
+	$(EG_VENV)/bin/pip install --quiet --upgrade pip
+	$(EG_VENV)/bin/pip install --quiet $(EG_PINS)
+	touch $@
+
 run: $(INSTALLED)
 	$(BIN)/twistd -n jupybot --config config.yml
 
@@ -40,8 +50,10 @@ lint: $(INSTALLED)
 typecheck: $(INSTALLED)
 	$(BIN)/mypy
 
-test: $(INSTALLED) $(SYNAPSE_VENV)/.installed lint typecheck
-	JUPYBOT_SYNAPSE_PYTHON=$(abspath $(SYNAPSE_VENV))/bin/python $(BIN)/pytest
+test: $(INSTALLED) $(SYNAPSE_VENV)/.installed $(EG_VENV)/.installed lint typecheck
+	JUPYBOT_SYNAPSE_PYTHON=$(abspath $(SYNAPSE_VENV))/bin/python \
+	JUPYBOT_ENTERPRISE_GATEWAY_PYTHON=$(abspath $(EG_VENV))/bin/python \
+	$(BIN)/pytest
 
 clean:
 	rm -rf $(VENV) .cache build *.egg-info node_modules
