@@ -14,7 +14,7 @@ setup(
     python_requires=">=3.11",
     # twisted/plugins has no __init__.py: it is a plugin drop-in folder, never a package of ours.
     packages=[*find_packages(include=["jupybot", "jupybot.*"]), "twisted.plugins"],
-    package_data={"jupybot": ["py.typed", "terminal/static/**/*", "demos/*"]},
+    package_data={"jupybot": ["py.typed", "terminal/static/**/*", "terminal/*.inputrc", "demos/*"]},
     install_requires=[
         "Twisted[tls]>=24.7",
         "autobahn>=24.4",

@@ -19,13 +19,21 @@ DEMOS_DIR = str(Path(__file__).resolve().parent.parent / "demos")
 
 SETSID = "/usr/bin/setsid"
 TERMINAL_ENV = {"TERM": "xterm-256color", "COLORTERM": "truecolor"}
+# readline's settings in line mode: no bracketed paste, so answers carry no mode switches.
+LINE_MODE_INPUTRC = str(Path(__file__).resolve().parent / "line-mode.inputrc")
 
 
-def program_profile(program: ProgramConfig, sandbox: Sandbox) -> SandboxProfile:
+def program_profile(
+    program: ProgramConfig, sandbox: Sandbox, line_mode: bool = False
+) -> SandboxProfile:
     """What C{program} runs as, sees and may use; L{ProgramNotFound} if it cannot be found
-    inside its sandbox."""
+    inside its sandbox. In C{line_mode}, readline is told not to switch bracketed paste on."""
     argv = [arg.replace(DEMOS, DEMOS_DIR) for arg in program.argv]
     read_only = list(program.files)
+    env = TERMINAL_ENV | program.env
+    if line_mode:
+        read_only.append(LINE_MODE_INPUTRC)
+        env = env | {"INPUTRC": LINE_MODE_INPUTRC}
     if any(DEMOS in arg for arg in program.argv):
         read_only.append(DEMOS_DIR)
     if argv[0] == PYTHON:
@@ -45,7 +53,7 @@ def program_profile(program: ProgramConfig, sandbox: Sandbox) -> SandboxProfile:
         writable=program.writable,
         network=program.network,
         cwd=program.cwd or INSIDE_HOME,
-        env=TERMINAL_ENV | program.env,
+        env=env,
         limits=Limits(
             memory_mb=limits.memory_mb,
             processes=limits.processes,
@@ -56,8 +64,11 @@ def program_profile(program: ProgramConfig, sandbox: Sandbox) -> SandboxProfile:
     )
 
 
-def launch_program(program: ProgramConfig, sandbox: Sandbox, session_id: str) -> Launch:
-    return sandbox.launch(program_profile(program, sandbox), name=f"{program.name}-{session_id}")
+def launch_program(
+    program: ProgramConfig, sandbox: Sandbox, session_id: str, line_mode: bool = False
+) -> Launch:
+    profile = program_profile(program, sandbox, line_mode)
+    return sandbox.launch(profile, name=f"{program.name}-{session_id}")
 
 
 def host_cwd(program: ProgramConfig, sandbox: Sandbox) -> str | None:

@@ -196,10 +196,17 @@ class TerminalSessions:
         return len(self._sessions)
 
     def open(
-        self, program_name: str, cols: int, rows: int, client_ip: str, viewer: Viewer
+        self,
+        program_name: str,
+        cols: int,
+        rows: int,
+        client_ip: str,
+        viewer: Viewer,
+        line_mode: bool = False,
     ) -> Session:
         """Spawn C{program_name} at C{cols}x{rows} for C{viewer}, or raise L{SessionRefused}.
-        (Adapters check what clients sent: a size within bounds, a name that is a string.)"""
+        (Adapters check what clients sent: a size within bounds, a name that is a string.)
+        A C{line_mode} session's program is read by a script, not shown in a terminal."""
         program = self.programs.get(program_name)
         if program is None:
             known = ", ".join(sorted(self.programs)) or "none"
@@ -218,7 +225,7 @@ class TerminalSessions:
             raise SessionRefused("busy", "The server runs as many sessions as it can; try later.")
         session = Session(self, program, client_ip, viewer)
         try:
-            launch = launch_program(program, self.sandbox, session.id)
+            launch = launch_program(program, self.sandbox, session.id, line_mode)
             session.pty = PtySession(
                 self.reactor,
                 program.name,

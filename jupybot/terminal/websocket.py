@@ -408,7 +408,9 @@ class LineModeProtocol(_TerminalProtocol):
                 raise SessionRefused("unauthorized", "A valid access token is needed.")
             program = self._program_hello(message)
             cols, rows = checked_size(message.get("cols", 80), message.get("rows", 24))
-            session = self.factory.sessions.open(program, cols, rows, self.client_ip, self)
+            session = self.factory.sessions.open(
+                program, cols, rows, self.client_ip, self, line_mode=True
+            )
             self.session = session
             self._answerer = Answerer(
                 self.factory.reactor, session.pty, self._answer, self._part_bytes

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
@@ -11,6 +13,8 @@ from jupybot.config.sandbox import SandboxConfig
 from jupybot.config.terminal import ProgramConfig, TerminalConfig
 from jupybot.sandbox import Sandbox
 from jupybot.terminal import ExitStatus, SessionRefused, TerminalSessions
+
+from ..conftest import prepared_sandbox
 
 
 class Recorder:
@@ -59,3 +63,44 @@ async def test_caps_per_address_and_for_the_server() -> None:
     sessions.open("cat", 80, 24, "10.0.0.1", Recorder())
     await sessions.close_all()
     sandbox.close()
+
+
+BC = ProgramConfig(name="bc", title="bc", description="", argv=("bc", "-q"))
+BRACKETED_PASTE_ON = b"\x1b[?2004h"
+
+
+class Awaiting(Recorder):
+    """A viewer that fires L{seen} once its output holds C{wanted}."""
+
+    def __init__(self, wanted: bytes) -> None:
+        super().__init__()
+        self.wanted = wanted
+        self.seen: Deferred[None] = Deferred()
+
+    def output(self, data: bytes) -> None:
+        super().output(data)
+        if self.wanted in self.data and not self.seen.called:
+            self.seen.callback(None)
+
+
+async def bc_output(sandbox: Sandbox, line_mode: bool) -> bytes:
+    """What bc prints at start and for one sum, in a session opened as a script or a page would."""
+    sessions = TerminalSessions(reactor, TerminalConfig(), {"bc": BC}, sandbox)
+    viewer = Awaiting(b"42\r\n")
+    session = sessions.open("bc", 80, 24, "10.0.0.1", viewer, line_mode=line_mode)
+    session.pty.write(b"20+22\r")
+    await viewer.seen.addTimeout(20, reactor)
+    await sessions.close_all()
+    return bytes(viewer.data)
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize("mode", ["bubblewrap", "none"])
+async def test_line_mode_programs_never_switch_bracketed_paste_on(mode: str) -> None:
+    """readline wraps every prompt in bracketed-paste switches for a terminal; a line-mode
+    session's program is told not to, so answers hold only what the program printed."""
+    with contextlib.contextmanager(prepared_sandbox)(mode) as sandbox:
+        assert BRACKETED_PASTE_ON in await bc_output(sandbox, line_mode=False)
+        line_mode = await bc_output(sandbox, line_mode=True)
+    assert b"42" in line_mode
+    assert BRACKETED_PASTE_ON not in line_mode
