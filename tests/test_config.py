@@ -56,7 +56,7 @@ def test_shipped_config_is_valid() -> None:
         ),
         (
             "web: {lisen: 'tcp:1'}",
-            "web.lisen: unknown key (expected one of: intro, listen, origins, title)",
+            "web.lisen: unknown key (expected one of: intro, limits, listen, origins, title)",
         ),
         ("programs: [bogus]", "programs[0]: expected a mapping, got 'bogus'"),
         (

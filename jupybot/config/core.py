@@ -11,6 +11,46 @@ DEFAULT_INTRO = "Pick one: it runs on this server, in your browser, nothing to i
 
 
 @dataclass(frozen=True)
+class WebLimits:
+    """What one client may hold of the site (`web.limits`); see jupybot/web/edges.py."""
+
+    # From the moment the server waits for a request (connection opened, previous answer sent),
+    # the request line and every header must have arrived within this; a trickle cannot extend it.
+    header_timeout_seconds: float = 20.0
+    # Once the headers are in, the whole body must have arrived within this.
+    body_timeout_seconds: float = 30.0
+    # Request line and headers together; larger is answered 431.
+    max_header_kb: int = 16
+    # Open connections (websockets included) from one address, and in all. None: three quarters
+    # of the open-file limit (never more than that: the rest is for sessions, kernels, files).
+    max_connections_per_address: int = 32
+    max_connections: int | None = None
+
+    @classmethod
+    def read(cls, r: Reader) -> WebLimits:
+        default = cls()
+        # Left out or 0: sized from the open-file limit when the site starts listening.
+        total = r.integer("max_connections", 0, minimum=0) or None
+        limits = cls(
+            header_timeout_seconds=r.number(
+                "header_timeout_seconds", default.header_timeout_seconds, minimum=0.1, maximum=3600
+            ),
+            body_timeout_seconds=r.number(
+                "body_timeout_seconds", default.body_timeout_seconds, minimum=0.1, maximum=3600
+            ),
+            max_header_kb=r.integer(
+                "max_header_kb", default.max_header_kb, minimum=1, maximum=1024
+            ),
+            max_connections_per_address=r.integer(
+                "max_connections_per_address", default.max_connections_per_address, minimum=1
+            ),
+            max_connections=total,
+        )
+        r.finish()
+        return limits
+
+
+@dataclass(frozen=True)
 class WebConfig:
     """The HTTP site that serves /ping, the terminal page and websockets, and /contact."""
 
@@ -22,6 +62,7 @@ class WebConfig:
     # addresses become links).
     title: str = DEFAULT_TITLE
     intro: str = DEFAULT_INTRO
+    limits: WebLimits = WebLimits()
 
     @classmethod
     def read(cls, r: Reader) -> WebConfig:
@@ -38,8 +79,9 @@ class WebConfig:
         if not title:
             r.error("title", "must not be empty (it is the page's heading)")
         intro = r.string("intro", DEFAULT_INTRO).strip()
+        limits = WebLimits.read(r.section("limits"))
         r.finish()
-        return cls(listen=listen, origins=tuple(origins), title=title, intro=intro)
+        return cls(listen=listen, origins=tuple(origins), title=title, intro=intro, limits=limits)
 
 
 @dataclass(frozen=True)
