@@ -37,6 +37,18 @@ class StateDirectory:
         return self.ensure() / name
 
 
+def write_atomically(path: Path, text: str) -> None:
+    """Replace C{path} with C{text} so that a crash at any moment leaves the old or the new
+    content, never a mix (written beside it, flushed to disk, then renamed over it)."""
+    temporary = path.with_name(path.name + ".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temporary, path)
+
+
 def make_private(top: Path) -> None:
     """Take group and other permissions off C{top} and every file and folder below it.
 
