@@ -23,11 +23,12 @@ from .web import WebPart
 
 
 def build_service(config: Config, reactor: Reactor) -> JupybotService:
-    """Build every enabled part in start order; the web site listens last and stops first."""
+    """Build every enabled part in start order; the web site listens once the parts before it
+    have started (or failed), and stops first."""
     top = JupybotService(reactor, stop_timeout=config.shutdown.timeout_seconds)
     state = StateDirectory(config.storage.path)
     state.ensure()
-    web = WebPart(config.web, reactor, top.statuses, top.details)
+    web = WebPart(config.web, reactor, top)
     context = PartContext(config=config, reactor=reactor, state=state)
     # The chat parts register the contact outbox's delivery channels here.
     channels = ChannelRegistry()

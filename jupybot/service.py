@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Callable
 
 from twisted.application.service import IServiceCollection, MultiService, Service
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import ILogObserver, Logger
 from twisted.python.components import Componentized
@@ -25,6 +25,13 @@ RUNNING = "running"
 STARTING = "starting"
 DISABLED = "disabled"
 STOPPED = "stopped"
+# A running part that does not serve right now (a lost connection, a restarting process).
+DOWN = "down"
+
+# The whole server, as /ping sums it up: "ok" only when every enabled part runs.
+OK = "ok"
+DEGRADED = "degraded"
+STOPPING = "stopping"
 
 
 class Part(MultiService):
@@ -41,9 +48,25 @@ class Part(MultiService):
     def __init__(self, name: str) -> None:
         super().__init__()
         self.setName(name)
-        self.status = STARTING
+        self._state = STARTING
+        self._start_settled: list[Deferred[None]] = []
         # What /ping shows beside the status, when there is more to say (how it runs).
         self.detail: str | None = None
+
+    @property
+    def status(self) -> str:
+        """C{running}, C{starting}, C{stopped}, C{failed: <why>}, or C{down: <why>} while a
+        running part does not serve (L{problem})."""
+        if self._state == RUNNING:
+            problem = self.problem()
+            if problem is not None:
+                return f"{DOWN}: {problem}"
+        return self._state
+
+    def problem(self) -> str | None:
+        """Why this part, started, does not serve right now; None while it does. Parts with a
+        connection or a child process to watch override it."""
+        return None
 
     def start_part(self) -> Deferred[None] | None:
         return None
@@ -53,19 +76,33 @@ class Part(MultiService):
 
     def startService(self) -> None:
         super().startService()
-        self.status = STARTING
+        self._state = STARTING
         d = maybeDeferred(self.start_part)
         d.addCallbacks(self._started, self.fail)
+        d.addBoth(self._settle)
+
+    def when_started(self) -> Deferred[None]:
+        """Fires once the start has settled: running, or failed (never with an error)."""
+        if self._state != STARTING:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._start_settled.append(d)
+        return d
+
+    def _settle(self, _: object) -> None:
+        waiting, self._start_settled = self._start_settled, []
+        for d in waiting:
+            d.callback(None)
 
     def _started(self, _: object) -> None:
-        if self.status == STARTING:
-            self.status = RUNNING
+        if self._state == STARTING:
+            self._state = RUNNING
             self.log.info("{part}: running", part=self.name)
 
     def fail(self, reason: Failure | str) -> None:
         """Mark the part failed; everyone else keeps being served."""
         message = reason if isinstance(reason, str) else reason.getErrorMessage()
-        self.status = f"failed: {message}"
+        self._state = f"failed: {message}"
         if isinstance(reason, Failure):
             self.log.failure("{part}: failed: {message}", reason, part=self.name, message=message)
         else:
@@ -79,7 +116,7 @@ class Part(MultiService):
             await maybeDeferred(self.stop_part)
         finally:
             await maybeDeferred(MultiService.stopService, self)
-            self.status = STOPPED
+            self._state = STOPPED
 
 
 class AsyncioPart(Part):
@@ -138,6 +175,7 @@ class JupybotService(MultiService):
         self._stop_timeout = stop_timeout
         self._disabled: dict[str, str] = {}
         self._order: list[str] = []
+        self._stopping = False
         # Set by the twistd plugin: twistd asks the application for its log observer after the
         # service is built, which is how jupybot chooses text or JSON logs and redaction.
         self.log_observer_factory: Callable[[], ILogObserver] | None = None
@@ -167,6 +205,29 @@ class JupybotService(MultiService):
                 result[name] = part.status if isinstance(part, Part) else RUNNING
         return result
 
+    def overall(self) -> str:
+        """C{ok} when every enabled part runs; else C{stopping}, C{starting} (a part still
+        starts) or C{degraded} (a part failed, is down, or stopped)."""
+        if self._stopping:
+            return STOPPING
+        statuses = [status for status in self.statuses().values() if status != DISABLED]
+        if all(status == RUNNING for status in statuses):
+            return OK
+        if STARTING in statuses:
+            return STARTING
+        return DEGRADED
+
+    def started_before(self, part: Part) -> Deferred[None]:
+        """Fires once every part added before C{part} has started or failed: the site listens
+        only then, so no request reaches a part that is not up yet."""
+        earlier = []
+        for child in self:
+            if child is part:
+                break
+            if isinstance(child, Part):
+                earlier.append(child.when_started())
+        return DeferredList(earlier).addCallback(lambda _: None)
+
     def details(self) -> dict[str, str]:
         """Each running part's L{Part.detail}, where it has one."""
         return {
@@ -177,6 +238,7 @@ class JupybotService(MultiService):
 
     def stopService(self) -> Deferred[None]:
         Service.stopService(self)  # marks us stopped; the children are stopped below
+        self._stopping = True
         return Deferred.fromCoroutine(self._stop_children_in_reverse())
 
     async def _stop_children_in_reverse(self) -> None:

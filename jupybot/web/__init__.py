@@ -1,5 +1,6 @@
 """The HTTP site every HTTP-facing part hangs its resources on."""
 
-from .site import PingResource, WebPart
+from .ping import Health, PingResource
+from .site import SiteHealth, WebPart
 
-__all__ = ["PingResource", "WebPart"]
+__all__ = ["Health", "PingResource", "SiteHealth", "WebPart"]

@@ -2,89 +2,99 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
+from typing import Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import Site
 
-from .. import __version__
 from ..config.core import WebConfig
 from ..reactor import Reactor
 from ..service import Part
+from .ping import Health, PingResource
+
+__all__ = ["PARTS_START_WAIT", "SiteHealth", "WebPart"]
+
+# How long the site waits for the parts before it to start before it listens anyway (so /ping
+# can say which part is stuck). Longer than the embedded gateway's own start timeout (90 s).
+PARTS_START_WAIT = 120.0
 
 
-class PingResource(Resource):
-    """GET /ping: is the server up, on which reactor, and how is each part doing."""
+class SiteHealth(Health, Protocol):
+    """The service tree as the site sees it: /ping's answers, and when the parts are up."""
 
-    isLeaf = True
-
-    def __init__(
-        self,
-        reactor_name: str,
-        statuses: Callable[[], dict[str, str]],
-        details: Callable[[], dict[str, str]] = dict,
-    ) -> None:
-        super().__init__()
-        self._reactor_name = reactor_name
-        self._statuses = statuses
-        self._details = details
-
-    def render_GET(self, request: Request) -> bytes:
-        request.setHeader(b"content-type", b"application/json")
-        request.setHeader(b"cache-control", b"no-store")
-        body = {
-            "status": "ok",
-            "version": __version__,
-            "reactor": self._reactor_name,
-            "services": self._statuses(),
-            "details": self._details(),
-        }
-        return json.dumps(body).encode()
+    def started_before(self, part: Part) -> Deferred[None]: ...
 
 
 class WebPart(Part):
-    """Listens on C{web.listen}; other parts C{putChild} on L{root} before it starts."""
+    """Listens on C{web.listen} once every part before it has started or failed; other parts
+    C{putChild} on L{root} before it starts."""
 
-    def __init__(
-        self,
-        config: WebConfig,
-        reactor: Reactor,
-        statuses: Callable[[], dict[str, str]],
-        details: Callable[[], dict[str, str]] = dict,
-    ) -> None:
+    def __init__(self, config: WebConfig, reactor: Reactor, health: SiteHealth) -> None:
         super().__init__("web")
         self.config = config
         self.root = Resource()
-        self.root.putChild(b"ping", PingResource(type(reactor).__name__, statuses, details))
+        self.root.putChild(b"ping", PingResource(type(reactor).__name__, health))
         self.site = Site(self.root)
         self.site.displayTracebacks = False
         self._reactor = reactor
+        self._health = health
         self._port: IListeningPort | None = None
+        self._stopped = False
 
     @property
     def port(self) -> IListeningPort | None:
         return self._port
 
     def start_part(self) -> Deferred[None]:
+        self._stopped = False
+        return Deferred.fromCoroutine(self._listen_when_parts_started())
+
+    async def _listen_when_parts_started(self) -> None:
+        await self._parts_started()
+        if self._stopped:  # stopped while waiting: never listen
+            return
         endpoint = serverFromString(self._reactor, self.config.listen)
-        d: Deferred[IListeningPort] = endpoint.listen(self.site)
+        port = await endpoint.listen(self.site)
+        if not self.running:  # stopped meanwhile
+            await port.stopListening()
+            return
+        self._port = port
+        address = port.getHost()
+        self.log.info(
+            "web: listening on http://{host}:{port}/",
+            host=getattr(address, "host", address),
+            port=getattr(address, "port", ""),
+        )
 
-        def listening(port: IListeningPort) -> None:
-            self._port = port
-            address = port.getHost()
-            self.log.info(
-                "web: listening on http://{host}:{port}/",
-                host=getattr(address, "host", address),
-                port=getattr(address, "port", ""),
-            )
+    def _parts_started(self) -> Deferred[None]:
+        """Every part before the site started or failed, or L{PARTS_START_WAIT} passed."""
+        ready: Deferred[None] = Deferred()
+        timer = self._reactor.callLater(PARTS_START_WAIT, ready.callback, None)
 
-        return d.addCallback(listening)
+        def started(_: object) -> None:
+            if timer.active():
+                timer.cancel()
+                ready.callback(None)
+
+        self._health.started_before(self).addCallback(started)
+
+        def waited(_: object) -> None:
+            stuck = [name for name, status in self._health.statuses().items()
+                     if status == "starting" and name != self.name]  # fmt: skip
+            if stuck:
+                self.log.warn(
+                    "web: listening although {parts} still starting after {seconds:g}s",
+                    parts=", ".join(stuck),
+                    seconds=PARTS_START_WAIT,
+                )
+
+        return ready.addCallback(waited)
 
     def stop_part(self) -> Deferred[None] | None:
+        self._stopped = True
         port, self._port = self._port, None
         if port is None:
             return None
