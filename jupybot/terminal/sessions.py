@@ -191,9 +191,15 @@ class TerminalSessions:
         self._by_token: dict[str, Session] = {}
         self._held = 0
         self._per_ip: Counter[str] = Counter()
+        # Visitors refused at a cap, by refusal ("too-many", "busy"); read by /metrics.
+        self.refused: Counter[str] = Counter()
 
     def __len__(self) -> int:
         return len(self._sessions)
+
+    def programs_running(self) -> Counter[str]:
+        """How many sessions run each program, ending ones included (read by /metrics)."""
+        return Counter(session.program.name for session in self._sessions.values())
 
     def open(
         self,
@@ -218,10 +224,12 @@ class TerminalSessions:
         if self._per_ip[client_ip] >= self.config.max_sessions_per_ip and not self._evict(
             client_ip
         ):
+            self.refused["too-many"] += 1
             raise SessionRefused(
                 "too-many", "You have as many sessions open as allowed; close one first."
             )
         if self._held >= self.config.max_sessions and not self._evict(None):
+            self.refused["busy"] += 1
             raise SessionRefused("busy", "The server runs as many sessions as it can; try later.")
         session = Session(self, program, client_ip, viewer)
         try:
