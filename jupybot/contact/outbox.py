@@ -9,7 +9,7 @@ per message id absorbs.
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 
 from twisted.application.internet import backoffPolicy
@@ -53,6 +53,12 @@ class Outbox:
         self._registry = registry
         self._queues = {name: _ChannelQueue(name) for name in channels}
         self._stopped = False
+        # Deliveries that succeeded since start, by channel; read by /metrics.
+        self.delivered: Counter[str] = Counter()
+
+    def pending(self) -> dict[str, int]:
+        """How many messages wait for each channel (read by /metrics)."""
+        return {name: len(queue.messages) for name, queue in self._queues.items()}
 
     async def resume(self) -> int:
         """Queue what a previous run left undelivered; returns how many deliveries wait."""
@@ -119,6 +125,7 @@ class Outbox:
             return
         else:
             await self._store.delivered(message.id, queue.name)
+            self.delivered[queue.name] += 1
             log.info(
                 "contact: message {id} delivered to {channel}", id=message.id, channel=queue.name
             )

@@ -38,6 +38,7 @@ class ContactPart(Part):
     ) -> None:
         super().__init__("contact")
         self._config = config
+        self.accepted = 0  # messages stored (answered 202) since start; read by /metrics
         self.store = ContactStore(reactor, database_path(state))
         self.outbox = Outbox(reactor, self.store, channels, config.deliver_to)
         self.resource = ContactResource(config, origins, reactor, self.accept)
@@ -50,6 +51,7 @@ class ContactPart(Part):
         d = self.store.add(new, self._config.deliver_to)
 
         def queue(message: ContactMessage) -> ContactMessage:
+            self.accepted += 1
             self.outbox.enqueue(message)
             return message
 
@@ -78,13 +80,13 @@ def build_contact(
     web_root: Resource,
     channels: ChannelRegistry,
     deliver_to: tuple[str, ...],
-) -> None:
+) -> ContactPart | None:
     """The contact part with POST /contact on C{web_root}, delivering to C{deliver_to} (names in
     C{channels}), unless `contact.enabled` is false."""
     config = context.config.contact
     if not config.enabled:
         top.add_disabled("contact", "contact.enabled is false")
-        return
+        return None
     part = ContactPart(
         replace(config, deliver_to=deliver_to),
         context.config.web.origins,
@@ -94,3 +96,4 @@ def build_contact(
     )
     web_root.putChild(b"contact", part.resource)
     top.add_part(part)
+    return part

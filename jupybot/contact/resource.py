@@ -93,6 +93,7 @@ class ContactResource(Resource):
         self._origins = origins
         self._accept = accept
         self._limiter = RateLimiter(clock, config.rate_limit, config.rate_window_seconds)
+        self.rate_limited = 0  # messages refused with 429 since start; read by /metrics
 
     def render_OPTIONS(self, request: Request) -> bytes:
         """CORS preflight: only for the configured origins."""
@@ -126,6 +127,7 @@ class ContactResource(Resource):
             return _json(request, 400, {"error": "Some fields are not valid.", "fields": errors})
         wait = self._limiter.retry_after(client_ip)
         if wait is not None:
+            self.rate_limited += 1
             request.setHeader(b"retry-after", str(max(1, round(wait))).encode())
             return _json(request, 429, {"error": "Too many messages; try again later."})
         stored = self._accept(NewMessage(new.name, new.email, new.subject, new.message, client_ip))

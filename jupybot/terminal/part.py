@@ -75,14 +75,15 @@ class TerminalPart(Part):
 
 def build_terminal(
     context: PartContext, top: JupybotService, web_root: Resource, sandbox: Sandbox
-) -> None:
+) -> TerminalSessions | None:
     """The terminal part with its page on C{web_root}, unless `terminal.enabled` is false;
-    every program runs in C{sandbox}."""
+    every program runs in C{sandbox}. Returns its sessions (what /metrics reads)."""
     config = context.config
     if not config.terminal.enabled:
         top.add_disabled("terminal", "terminal.enabled is false")
-        return
+        return None
     part = TerminalPart(config, context.reactor, sandbox)
     for name, resource in part.resources(config, context.reactor).items():
         web_root.putChild(name, resource)
     top.add_part(part)
+    return part.sessions
