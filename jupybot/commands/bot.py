@@ -7,8 +7,9 @@ streaming execution output) happens here, the same for every chat network.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
-from typing import Any, assert_never
+from typing import Any, ClassVar, assert_never
 
 from twisted.internet.defer import CancelledError, Deferred, DeferredList
 from twisted.internet.interfaces import IReactorTime
@@ -54,6 +55,10 @@ class ChatCommands:
     """
 
     log = Logger()
+    # Commands run in this process by (network, command name), the network being what the
+    # conversation key starts with ("matrix", "discord"): one tally for every adapter's
+    # instance, read by /metrics.
+    handled: ClassVar[Counter[tuple[str, str]]] = Counter()
 
     def __init__(
         self,
@@ -147,6 +152,7 @@ class ChatCommands:
             conversation=conversation.key,
             command=command.name,
         )
+        ChatCommands.handled[(conversation.key.partition(":")[0], command.name)] += 1
         try:
             await self._dispatch(message, command)
         except KernelError as e:
