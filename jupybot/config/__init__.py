@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import yaml
 
@@ -14,6 +14,7 @@ from .core import LoggingConfig, ShutdownConfig, StorageConfig, WebConfig
 from .discord import DiscordConfig
 from .kernels import GatewayConfig
 from .matrix import MatrixConfig
+from .metrics import MetricsConfig
 from .sandbox import SandboxConfig
 from .terminal import ProgramConfig, TerminalConfig, read_programs
 
@@ -57,6 +58,7 @@ class Config:
     discord: DiscordConfig
     contact: ContactConfig
     secrets: tuple[Secret, ...]
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
 def default_config_path(environ: Mapping[str, str] = os.environ) -> str:
@@ -89,6 +91,7 @@ def parse_config(
         matrix=MatrixConfig.read(top.section("matrix")),
         discord=DiscordConfig.read(top.section("discord")),
         contact=ContactConfig.read(top.section("contact")),
+        metrics=MetricsConfig.read(top.section("metrics")),
         secrets=tuple(context.secrets),
     )
     top.finish()
