@@ -56,7 +56,7 @@ def test_shipped_config_is_valid() -> None:
         ),
         (
             "web: {lisen: 'tcp:1'}",
-            "web.lisen: unknown key (expected one of: intro, limits, listen, origins, title)",
+            "web.lisen: unknown key (expected one of: intro, limits, listen, origins, proxy_header, title, trusted_proxies)",
         ),
         ("programs: [bogus]", "programs[0]: expected a mapping, got 'bogus'"),
         (

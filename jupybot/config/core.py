@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from ._reader import Reader
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# Where a trusted proxy says who the visitor is (docs/deploy.md).
+PROXY_HEADERS = ("x-forwarded-for", "forwarded")
 
 DEFAULT_TITLE = "Try my programs"
 DEFAULT_INTRO = "Pick one: it runs on this server, in your browser, nothing to install."
@@ -63,6 +68,10 @@ class WebConfig:
     title: str = DEFAULT_TITLE
     intro: str = DEFAULT_INTRO
     limits: WebLimits = WebLimits()
+    # Reverse proxies in front of jupybot: only from these is the visitor's address read from
+    # `proxy_header` (and the scheme from X-Forwarded-Proto or Forwarded's proto).
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    proxy_header: str = "x-forwarded-for"
 
     @classmethod
     def read(cls, r: Reader) -> WebConfig:
@@ -80,8 +89,36 @@ class WebConfig:
             r.error("title", "must not be empty (it is the page's heading)")
         intro = r.string("intro", DEFAULT_INTRO).strip()
         limits = WebLimits.read(r.section("limits"))
+        trusted = []
+        for index, entry in enumerate(r.string_list("trusted_proxies")):
+            try:
+                trusted.append(proxy_network(entry))
+            except ValueError as e:
+                r.error(f"trusted_proxies[{index}]", str(e))
+        proxy_header = r.choice("proxy_header", "x-forwarded-for", PROXY_HEADERS)
         r.finish()
-        return cls(listen=listen, origins=tuple(origins), title=title, intro=intro, limits=limits)
+        return cls(
+            listen=listen,
+            origins=tuple(origins),
+            title=title,
+            intro=intro,
+            limits=limits,
+            trusted_proxies=tuple(trusted),
+            proxy_header=proxy_header,
+        )
+
+
+def proxy_network(text: str) -> IPNetwork:
+    """An address (a network of one) or a CIDR network, or ValueError saying what is wrong."""
+    try:
+        return ipaddress.ip_network(text.strip(), strict=True)
+    except ValueError as e:
+        if "has host bits set" not in str(e):
+            raise ValueError(
+                f"expected an address or a network such as '10.0.0.0/8', got {text!r}"
+            ) from None
+        network = ipaddress.ip_network(text.strip(), strict=False)
+        raise ValueError(f"{text!r} has host bits set: did you mean '{network}'?") from None
 
 
 @dataclass(frozen=True)
