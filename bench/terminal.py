@@ -11,20 +11,29 @@ Everything on loopback, in one run:
 - ``throughput_mb_s``: the same command through `twistd jupybot` to a websocket client that
   acknowledges as it reads (the page's protocol).
 - ``terminado_mb_s``: terminado serving the same command to the same kind of client.
-- All four run one after the other, ``--rounds`` times; each figure is the median, and
-  ``vs_raw_pty``/``vs_pty_layer``/``vs_terminado`` are medians of the ratios within a round.
+- ``wetty_mb_s``: wetty (Node.js, node-pty, socket.io) serving the same command to a socket.io
+  client that commits what it read as wetty's page does (bench/_terminal_peers.py).
+- ``forward_floor_mb_s``: socat copying the command's PTY to a TCP socket read by a plain
+  client: what any server that forwards a PTY pays at least on this machine.
+- All six run one after the other, ``--rounds`` times; each figure is the median, and
+  ``vs_raw_pty``/``vs_pty_layer``/``vs_terminado``/``vs_wetty``/``vs_forward_floor`` are
+  medians of the ratios within a round. (terminado and wetty send JSON text, so the NULs of
+  ``/dev/zero`` cost them six bytes each on the wire; jupybot sends binary frames.)
 - ``echo_p50_ms``/``echo_p99_ms``: keystroke -> echo, with ``--sessions`` interactive sessions
   each typing ten keys a second, out of step with each other (1000 keys/s for 100 sessions);
   ``echo_burst_p99_ms``: the same sessions all typing back to back at once (a stress figure).
 - ``rss_kb_per_idle_session``: jupybot's RSS growth per idle session, ``--idle`` of them;
-  ``end_idle_sessions_s``: from closing them all until the server has ended every one.
+  ``end_<idle>_sessions_s``: from closing them all until the server has ended every one.
 - ``flood_rss_growth_mb``: jupybot's RSS growth while `yes` floods a client reading 1 MB/s
   for 10 s; ``ctrl_c_ms``: Ctrl-C during that flood until the shell prompt is back, the worst
   of ``--ctrl-c-rounds`` (10) floods run right after the mass ending (``ctrl_c_ms_p50`` beside).
 
-Targets (issue 3): throughput >= 0.85x raw PTY and >= 1.5x terminado; echo p99 <= 5 ms; 1000
-idle sessions at <= 64 KB each; flood growth <= 16 MB; Ctrl-C <= 250 ms; (issue 15) ending
-1000 sessions <= 1 s.
+Targets (issues 3 and 15): throughput >= 0.85x raw PTY and the forwarding floor, >= 1.5x the
+best of terminado and wetty; echo p99 <= 5 ms; 1000 idle sessions at <= 64 KB each; flood
+growth <= 16 MB; Ctrl-C <= 250 ms; ending 1000 sessions <= 1 s.
+
+The peers (wetty from npm, socat from Debian) are installed by scripts/install-bench-peers,
+which the bench runs when they are missing.
 """
 
 from __future__ import annotations
@@ -46,6 +55,7 @@ from typing import Any
 import aiohttp
 
 from bench._report import percentile, report
+from bench._terminal_peers import ensure_installed, through_forward_floor, through_wetty
 from tests.harness import JupybotProcess, jupybot_config, rss_kb
 
 PROMPT = b"READY> "
@@ -264,7 +274,7 @@ async def measure(args: argparse.Namespace, server: JupybotProcess) -> dict[str,
         figures["idle_sessions"] = args.idle
         per_session, ending = await idle_sessions(http, url, args.idle, server)
         figures["rss_kb_per_idle_session"] = per_session
-        figures["end_idle_sessions_s"] = ending
+        figures[f"end_{args.idle}_sessions_s"] = ending
         # Right after the mass ending (where one run once took 120 s), then again.
         growths, interrupts = [], []
         for _ in range(args.ctrl_c_rounds):
@@ -280,7 +290,7 @@ async def measure(args: argparse.Namespace, server: JupybotProcess) -> dict[str,
 async def throughput(
     http: aiohttp.ClientSession, url: str, megabytes: int, rounds: int
 ) -> dict[str, float]:
-    """Medians over rounds of raw PTY, the PTY layer, jupybot and terminado, one after the other
+    """Medians over rounds of raw PTY, the PTY layer, jupybot and its peers, one after the other
     in each round: on a shared machine their speed drifts by a third within a minute, so each
     ratio compares figures taken seconds apart."""
     runs: dict[str, list[float]] = {
@@ -288,12 +298,16 @@ async def throughput(
         "pty_layer_mb_s": [],
         "throughput_mb_s": [],
         "terminado_mb_s": [],
+        "wetty_mb_s": [],
+        "forward_floor_mb_s": [],
     }
     for _ in range(rounds):
         runs["raw_pty_mb_s"].append(await asyncio.to_thread(raw_pty_mb_s, megabytes))
         runs["pty_layer_mb_s"].append(await through_pty_layer(megabytes))
         runs["throughput_mb_s"].append(await through_jupybot(http, url))
         runs["terminado_mb_s"].append(await through_terminado(http, megabytes))
+        runs["wetty_mb_s"].append(await through_wetty(http, megabytes))
+        runs["forward_floor_mb_s"].append(await through_forward_floor(megabytes))
         print({name: values[-1] for name, values in runs.items()}, flush=True)
     ours = runs["throughput_mb_s"]
     figures = {name: round(statistics.median(values), 1) for name, values in runs.items()}
@@ -301,6 +315,8 @@ async def throughput(
         ("vs_raw_pty", "raw_pty_mb_s"),
         ("vs_pty_layer", "pty_layer_mb_s"),
         ("vs_terminado", "terminado_mb_s"),
+        ("vs_wetty", "wetty_mb_s"),
+        ("vs_forward_floor", "forward_floor_mb_s"),
     ):
         ratios = [a / b for a, b in zip(ours, runs[baseline], strict=True)]
         figures[name] = round(statistics.median(ratios), 2)
@@ -315,6 +331,7 @@ def main() -> None:
     parser.add_argument("--idle", type=int, default=1000)
     parser.add_argument("--ctrl-c-rounds", type=int, default=10, help="floods, Ctrl-C each")
     args = parser.parse_args()
+    ensure_installed()
     with tempfile.TemporaryDirectory() as workdir:
         server = JupybotProcess(
             jupybot_config(Path(workdir), programs(args.megabytes)), Path(workdir)
