@@ -13,6 +13,7 @@ from twisted.web.server import Site
 from ..config.core import WebConfig
 from ..reactor import Reactor
 from ..service import Part
+from .edges import EdgeFactory
 from .ping import Health, PingResource
 
 __all__ = ["PARTS_START_WAIT", "SiteHealth", "WebPart"]
@@ -57,7 +58,7 @@ class WebPart(Part):
         if self._stopped:  # stopped while waiting: never listen
             return
         endpoint = serverFromString(self._reactor, self.config.listen)
-        port = await endpoint.listen(self.site)
+        port = await endpoint.listen(EdgeFactory(self.site, self.config.limits))
         if not self.running:  # stopped meanwhile
             await port.stopListening()
             return
