@@ -74,6 +74,10 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     from .app import build_service
+    from .web.edges import raise_open_file_limit
+
+    # The site's connection cap is sized from the open-file limit (jupybot/web/edges.py).
+    raise_open_file_limit()
 
     config = options.config
     _stop_on_early_signals(reactor)
