@@ -14,10 +14,12 @@ from .conversation import (
     Conversation,
     HtmlBlock,
     IncomingMessage,
+    IncomingReaction,
     Paragraph,
     Reply,
 )
 from .format import reply_to_html, reply_to_text
+from .inflight import RunningReplies
 from .parse import (
     Addressing,
     Command,
@@ -35,6 +37,7 @@ from .parse import (
     parse_message,
     strip_address,
 )
+from .rooms import ChatLimits
 from .safety import defang_mentions
 from .stdin import InputRouter
 from .streaming import ExecutionReporter, RenderFunction, status_line
@@ -44,6 +47,7 @@ __all__ = [
     "Addressing",
     "Block",
     "ChatCommands",
+    "ChatLimits",
     "CodeBlock",
     "Command",
     "Conversation",
@@ -51,6 +55,7 @@ __all__ = [
     "Help",
     "HtmlBlock",
     "IncomingMessage",
+    "IncomingReaction",
     "InputRouter",
     "Interrupt",
     "Kernels",
@@ -60,6 +65,7 @@ __all__ = [
     "Reply",
     "Restart",
     "Run",
+    "RunningReplies",
     "Specs",
     "Start",
     "Stop",

@@ -1,17 +1,20 @@
 """The platform-neutral chat bot: messages in, kernel calls, replies out.
 
-An adapter turns each readable text message into an L{IncomingMessage} and calls
-L{ChatCommands.handle}; everything else (addressing, access control, parsing, input routing,
-streaming execution output) happens here, the same for every chat network.
+An adapter turns each readable text message (and each edit of one) into an L{IncomingMessage}
+and calls L{ChatCommands.handle}, and each reaction into an L{IncomingReaction} for
+L{ChatCommands.handle_reaction}; everything else (addressing, access control, parsing, input
+routing, a room's order, rate limits, re-runs, streaming execution output) happens here, the same
+for every chat network.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any, ClassVar, assert_never
 
-from twisted.internet.defer import CancelledError, Deferred, DeferredList
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -20,7 +23,8 @@ from ..kernels import KernelError, KernelManager, RenderOptions, render_outputs
 from ..redaction import Redactor
 from ._redact import MIN_SECRET_CHARS
 from .access import AccessPolicy, RefusalLimiter
-from .conversation import Conversation, IncomingMessage, Reply
+from .conversation import Conversation, IncomingMessage, IncomingReaction, Paragraph, Reply
+from .inflight import RUNNING_LINE, RunningReplies, as_recovered
 from .parse import (
     Addressing,
     Command,
@@ -37,11 +41,21 @@ from .parse import (
     parse_message,
     strip_address,
 )
+from .reruns import RERUN_REACTION, RunRecords
+from .rooms import ChatLimits, CommandRate, PendingRuns, RoomOrder
 from .stdin import InputRouter
 from .streaming import ExecutionReporter, RenderFunction
 from .texts import command_help, help_text, lookup
 
-__all__ = ["ChatCommands"]
+__all__ = ["ChatCommands", "ConversationFinder"]
+
+# Finds a conversation by its key again after a restart (None: it is gone, or the bot left it).
+ConversationFinder = Callable[[str], Deferred[Conversation | None]]
+
+STOPPING_NOTICE = (
+    "🔄 I am stopping (a restart or an update), and this room's kernels stop with me: "
+    "their variables are gone. When I am back, 'run' starts a fresh kernel."
+)
 
 
 class ChatCommands:
@@ -51,7 +65,9 @@ class ChatCommands:
     completely done (a C{run} only when its output is shown), so adapters should not wait for it
     before reading the next message: the next message may be the answer to C{input()}.
     C{secrets} (the configured credentials) are replaced with C{[redacted]} wherever kernel
-    output or a kernel error would show them.
+    output or a kernel error would show them. C{limits} keep a busy room in order (see
+    L{ChatLimits}); C{running_replies} records replies in progress so that a crash's are told at
+    the next start (L{recover}).
     """
 
     log = Logger()
@@ -72,6 +88,8 @@ class ChatCommands:
         edit_interval: float = 1.0,
         refusal_interval: float = 60.0,
         secrets: Iterable[Secret] = (),
+        limits: ChatLimits | None = None,
+        running_replies: RunningReplies | None = None,
     ) -> None:
         self.kernels = kernels
         self.access = access
@@ -84,12 +102,33 @@ class ChatCommands:
         self._refusals = RefusalLimiter(clock, refusal_interval)
         self._redact = Redactor(secrets, MIN_SECRET_CHARS)
         self._running: set[Deferred[None]] = set()
+        limits = limits or ChatLimits()
+        self._order = RoomOrder()
+        self._pending = PendingRuns(limits.waiting_runs_per_person)
+        self._rate = CommandRate(clock, limits.commands_per_minute, limits.command_burst)
+        self._runs = RunRecords(clock, limits.rerun_window_seconds)
+        self._replies = running_replies or RunningReplies(None)
+        self._reporters: dict[str, set[ExecutionReporter]] = {}
+        self._conversations: dict[str, Conversation] = {}
 
     # -- entry points -----------------------------------------------------------------------------
 
     def handle(self, message: IncomingMessage) -> Deferred[None]:
         """Act on one message; never fails (problems are logged, people get a short reply)."""
-        d = Deferred.fromCoroutine(self._guarded(message))
+        return self._track(self._guarded(message, self._handle(message)))
+
+    def handle_reaction(self, reaction: IncomingReaction) -> Deferred[None]:
+        """Act on a reaction: 🔁 on a run's reply runs that code again; others are ignored."""
+        if reaction.key != RERUN_REACTION:
+            return succeed(None)
+        message = IncomingMessage(
+            reaction.message_id, reaction.sender, "", reaction.conversation,
+            sender_roles=reaction.sender_roles,
+        )  # fmt: skip
+        return self._track(self._guarded(message, self._rerun_reacted(reaction)))
+
+    def _track(self, coroutine: Any) -> Deferred[None]:
+        d: Deferred[None] = Deferred.fromCoroutine(coroutine)
         if not d.called:
             self._running.add(d)
             d.addBoth(self._forget, d)
@@ -100,11 +139,37 @@ class ChatCommands:
         return result
 
     def stop(self) -> Deferred[Any]:
-        """Cancel every command still running (executions say so in their reply) and wait."""
+        """Cancel every command still running (executions say so in their reply), then tell
+        each conversation with a kernel that its variables are about to go."""
         running = list(self._running)
         for d in running:
             d.cancel()
-        return DeferredList(running, consumeErrors=True)
+        stopped: Deferred[Any] = DeferredList(running, consumeErrors=True)
+        return stopped.addCallback(lambda _: Deferred.fromCoroutine(self._tell_stopping()))
+
+    async def _tell_stopping(self) -> None:
+        for key, conversation in list(self._conversations.items()):
+            if not self.kernels.kernels(key):
+                continue
+            try:
+                await conversation.send(Reply.text(STOPPING_NOTICE))
+            except Exception:
+                self.log.failure("could not tell {conversation} that I stop", conversation=key)
+
+    async def recover(self, find: ConversationFinder) -> None:
+        """Edit the replies a crash left "running" to say that their result is unknown."""
+        for entry in self._replies.left_running():
+            try:
+                conversation = await find(entry.conversation)
+                if conversation is not None:
+                    await conversation.edit(entry.reply_id, as_recovered(entry.shown))
+            except Exception:
+                self.log.failure(
+                    "could not tell {conversation} about a run cut short by a restart",
+                    conversation=entry.conversation,
+                )
+            # Told, or impossible to tell (the room is gone): either way not tried again.
+            self._replies.recovered(entry)
 
     @property
     def running(self) -> int:
@@ -112,9 +177,9 @@ class ChatCommands:
 
     # -- dispatch ---------------------------------------------------------------------------------
 
-    async def _guarded(self, message: IncomingMessage) -> None:
+    async def _guarded(self, message: IncomingMessage, work: Any) -> None:
         try:
-            await self._handle(message)
+            await work
         except CancelledError:
             pass
         except Exception:
@@ -125,6 +190,10 @@ class ChatCommands:
 
     async def _handle(self, message: IncomingMessage) -> None:
         conversation = message.conversation
+        self._conversations[conversation.key] = conversation
+        if message.edit_of is not None:
+            await self._rerun_edited(message, message.edit_of)
+            return
         if self.inputs.is_waiting(conversation.key, message.sender) and (
             strip_address(message.text, self.addressing) is None
         ):
@@ -136,15 +205,13 @@ class ChatCommands:
             refusal = self.access.refusal(
                 message.sender, None, conversation.is_direct, message.sender_roles
             )
+            if refusal is None and not await self._within_rate(message):
+                return
             await self._say(message, Reply.text(refusal or str(e)), refused=refusal is not None)
             return
         if command is None:
             return
-        refusal = self.access.refusal(
-            message.sender, command.name, conversation.is_direct, message.sender_roles
-        )
-        if refusal is not None:
-            await self._say(message, Reply.text(refusal), refused=True)
+        if not await self._allowed(message, command.name):
             return
         self.log.info(
             "{sender} in {conversation}: {command}",
@@ -153,6 +220,33 @@ class ChatCommands:
             command=command.name,
         )
         ChatCommands.handled[(conversation.key.partition(":")[0], command.name)] += 1
+        await self._dispatch_reporting(message, command)
+
+    async def _allowed(self, message: IncomingMessage, command: str) -> bool:
+        """Access, then the sender's rate; a refusal is said (once in a while)."""
+        refusal = self.access.refusal(
+            message.sender, command, message.conversation.is_direct, message.sender_roles
+        )
+        if refusal is not None:
+            await self._say(message, Reply.text(refusal), refused=True)
+            return False
+        return await self._within_rate(message)
+
+    async def _within_rate(self, message: IncomingMessage) -> bool:
+        wait = self._rate.take(message.sender)
+        if wait is None:
+            return True
+        await self._say(
+            message,
+            Reply.text(
+                f"🐢 Slow down, {message.sender}: that is more commands than I take from one "
+                f"person in a short while. Try again in {max(1, round(wait))} s."
+            ),
+            refused=True,
+        )
+        return False
+
+    async def _dispatch_reporting(self, message: IncomingMessage, command: Command) -> None:
         try:
             await self._dispatch(message, command)
         except KernelError as e:
@@ -166,14 +260,16 @@ class ChatCommands:
             case Specs():
                 await self._specs(message)
             case Start(kernelspec, kernel):
-                await self._start(message, kernelspec, kernel)
+                await self._in_turn(owner, self._start(message, kernelspec, kernel))
             case Kernels():
                 await self._kernels(message)
             case Use(kernel):
-                await self._use(message, kernel)
+                await self._in_turn(owner, self._use(message, kernel))
             case Run(code, kernel):
                 await self._run(message, code, kernel)
             case Interrupt(kernel):
+                for reporter in self._reporters.get(owner, ()):
+                    reporter.interrupted()
                 await self.kernels.interrupt(owner, kernel)
                 await self._say(message, Reply.text("⏹ Interrupt sent."))
             case Restart(kernel):
@@ -194,6 +290,18 @@ class ChatCommands:
             self.log.failure(
                 "could not reply in {conversation}", conversation=message.conversation.key
             )
+
+    async def _in_turn(self, room: str, work: Any) -> None:
+        """Run C{work} (a coroutine) when the room's earlier commands are done."""
+        try:
+            await self._order.turn(room)
+        except BaseException:
+            work.close()
+            raise
+        try:
+            await work
+        finally:
+            self._order.done(room)
 
     def _prefix(self, conversation: Conversation) -> str:
         return "" if conversation.is_direct else self.addressing.shown
@@ -250,7 +358,35 @@ class ChatCommands:
         handle = self.kernels.use(message.conversation.key, kernel)
         await self._say(message, Reply.text(f"Now using kernel '{handle.name}' ({handle.spec})."))
 
-    async def _run(self, message: IncomingMessage, code: str, kernel: str | None) -> None:
+    async def _run(
+        self, message: IncomingMessage, code: str, kernel: str | None, rerun: bool = False
+    ) -> None:
+        """Run C{code} in the room's turn; a re-run shows it in the command's earlier reply."""
+        room, person = message.conversation.key, message.sender
+        if not self._pending.reserve(room, person):
+            waiting = self._pending.waiting_per_person
+            await self._say(
+                message,
+                Reply.text(
+                    f"⏳ {person}, you have a run going here and {waiting} more waiting: "
+                    "that is the most I keep. Send this again when one has ended "
+                    "(or 'interrupt' the one running)."
+                ),
+            )
+            return
+        try:
+            if self._order.busy(room):
+                # The wait may be long: say it is queued rather than stay silent.
+                await self._attempt(message.conversation.react(message.message_id, "⏳"))
+            await self._in_turn(room, self._execute(message, code, kernel, rerun))
+        finally:
+            self._pending.ended(room, person)
+
+    async def _execute(
+        self, message: IncomingMessage, code: str, kernel: str | None, rerun: bool
+    ) -> None:
+        room = message.conversation.key
+        record = self._runs.ran(room, message.message_id, message.sender, code, kernel)
         reporter = ExecutionReporter(
             conversation=message.conversation,
             command_id=message.message_id,
@@ -261,15 +397,85 @@ class ChatCommands:
             inputs=self.inputs,
             interval=self._edit_interval,
             redact=self._redact,
+            reply_id=record.reply_id if rerun else None,
+            on_shown=lambda reply_id, reply: self._shown(room, message.message_id, reply_id, reply),
         )
-        execution = self.kernels.execute(message.conversation.key, code, reporter, name=kernel)
-        reporter.started()
+        reporters = self._reporters.setdefault(room, set())
+        reporters.add(reporter)
         try:
-            result = await execution
-        except KernelError as e:
-            await reporter.failed(str(e))
+            execution = self.kernels.execute(room, code, reporter, name=kernel)
+            reporter.started()
+            try:
+                result = await execution
+            except KernelError as e:
+                await reporter.failed(str(e))
+                return
+            except CancelledError:
+                await reporter.failed("Cancelled: the bot is stopping.")
+                raise
+            await reporter.finish(result)
+        finally:
+            reporters.discard(reporter)
+            if not reporters:
+                del self._reporters[room]
+            self._replies.ended(room, reporter.message_id)
+
+    def _shown(self, room: str, command_id: str, reply_id: str, reply: Reply) -> None:
+        self._runs.replied(room, command_id, reply_id)
+        if reply.blocks and reply.blocks[-1] == Paragraph(RUNNING_LINE):
+            self._replies.shown(room, reply_id, reply)
+        else:
+            self._replies.ended(room, reply_id)
+
+    # -- re-runs ----------------------------------------------------------------------------------
+
+    async def _rerun_edited(self, edit: IncomingMessage, command_id: str) -> None:
+        """An edited C{run} command runs again, its output in the same reply (within a window)."""
+        room = edit.conversation.key
+        record = self._runs.find(room, command_id)
+        if record is None or record.sender != edit.sender:
+            return  # not a recent run of theirs: an edit never starts anything new
+        try:
+            command = parse_message(edit.text, self.addressing, edit.conversation.is_direct)
+        except UsageError:
             return
-        except CancelledError:
-            await reporter.failed("Cancelled: the bot is stopping.")
-            raise
-        await reporter.finish(result)
+        if not isinstance(command, Run):
+            return
+        if not await self._allowed(edit, command.name):
+            return
+        message = replace(edit, message_id=command_id, edit_of=None)
+        self.log.info(
+            "{sender} in {conversation}: run (edited)", sender=edit.sender, conversation=room
+        )
+        await self._rerun(message, command.code, command.kernel)
+
+    async def _rerun_reacted(self, reaction: IncomingReaction) -> None:
+        room = reaction.conversation.key
+        self._conversations[room] = reaction.conversation
+        record = self._runs.find_by_reply(room, reaction.message_id)
+        if record is None:
+            return
+        message = IncomingMessage(
+            record.command_id, reaction.sender, "", reaction.conversation,
+            sender_roles=reaction.sender_roles,
+        )  # fmt: skip
+        if not await self._allowed(message, "run"):
+            return
+        self.log.info(
+            "{sender} in {conversation}: run (again, 🔁)",
+            sender=reaction.sender,
+            conversation=room,
+        )
+        await self._rerun(message, record.code, record.kernel)
+
+    async def _rerun(self, message: IncomingMessage, code: str, kernel: str | None) -> None:
+        try:
+            await self._run(message, code, kernel, rerun=True)
+        except KernelError as e:
+            await self._say(message, Reply.text(f"❌ {self._redact(str(e))}"))
+
+    async def _attempt(self, d: Deferred[Any]) -> None:
+        try:
+            await d
+        except Exception:
+            self.log.failure("could not react in a conversation")

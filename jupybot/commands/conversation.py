@@ -20,6 +20,7 @@ __all__ = [
     "Conversation",
     "HtmlBlock",
     "IncomingMessage",
+    "IncomingReaction",
     "Paragraph",
     "Reply",
 ]
@@ -110,4 +111,17 @@ class IncomingMessage:
     in_reply_to: str | None = None
     # The role ids the sender holds where this message was written (their roles in a Discord
     # server); empty in a direct chat and on networks without roles.
+    sender_roles: frozenset[str] = frozenset()
+    # Set when this is an edit: the id of the message edited, whose new text is C{text}.
+    edit_of: str | None = None
+
+
+@dataclass(frozen=True)
+class IncomingReaction:
+    """Someone reacted with C{key} (an emoji) to message C{message_id} where the bot can read it."""
+
+    message_id: str
+    sender: str
+    key: str
+    conversation: Conversation
     sender_roles: frozenset[str] = frozenset()

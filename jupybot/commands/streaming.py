@@ -4,9 +4,11 @@ Policy: a quick execution (under C{interval}, one second by default) gets exactl
 its final answer with its status. A longer one gets a reply after C{interval} that is edited at
 most once per C{interval} while output arrives, then edited a last time with status, execution
 count and duration, and a reaction on the command says done or failed (an edit notifies nobody).
-Images and the full text of cut output follow as uploads. Everything the kernel printed is made
-mention-safe, and a configured secret in it is replaced with C{[redacted]} (the sandbox should
-keep secrets from kernels; this catches one printed anyway, like the log redactor does).
+Images and the full text of cut output follow as uploads. What the kernel printed is shown as
+printed (the adapters send it with their network's no-pings switch, so an ``@room`` in output
+pings nobody and copies back intact), except that a configured secret in it is replaced with
+C{[redacted]} (the sandbox should keep secrets from kernels; this catches one printed anyway,
+like the log redactor does).
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ from ..kernels import (
 from ..redaction import Redactor
 from ._redact import MIN_SECRET_CHARS, redact_events
 from .conversation import Block, CodeBlock, Conversation, HtmlBlock, Paragraph, Reply
-from .safety import defang_mentions
 from .stdin import InputRouter
 
 __all__ = ["ExecutionReporter", "RenderFunction", "error_blocks", "status_line"]
@@ -49,18 +50,22 @@ _STATUS_WORDS = {
 }
 DONE_REACTION = "✅"
 FAILED_REACTION = "❌"
+# What ipykernel raises in the code when the kernel is interrupted (SIGINT).
+_INTERRUPTED = "KeyboardInterrupt"
+
+ShownCallback = Callable[[str, Reply], None]
 
 
 def error_blocks(error: ErrorOutput) -> list[Block]:
     """The exception line first, then the traceback, de-ANSI'd and cut to a readable size."""
     headline = f"{error.ename}: {error.evalue}" if error.evalue else error.ename
-    blocks: list[Block] = [Paragraph(defang_mentions(strip_ansi(headline)))]
+    blocks: list[Block] = [Paragraph(strip_ansi(headline))]
     traceback = strip_ansi("\n".join(error.traceback)).strip("\n")
     if traceback.strip():
         if len(traceback) > _MAX_TRACEBACK_CHARS:
             # The innermost frames are the useful ones: keep the end.
             traceback = "…\n" + traceback[-_MAX_TRACEBACK_CHARS:]
-        blocks.append(CodeBlock(defang_mentions(traceback)))
+        blocks.append(CodeBlock(traceback))
     return blocks
 
 
@@ -70,7 +75,7 @@ def status_line(result: ExecutionResult) -> str:
         parts.append(f"[{result.execution_count}]")
     parts.append(_duration(result.duration_seconds))
     if result.message:
-        parts.append(defang_mentions(result.message))
+        parts.append(result.message)
     return " · ".join(parts)
 
 
@@ -86,6 +91,8 @@ class ExecutionReporter:
     """The L{ExecutionListener} for one C{run}: streams output into one chat reply.
 
     Call L{started} when the execution is submitted, then L{finish} or L{failed} once.
+    With C{reply_id} (a re-run) the output goes into that existing reply instead of a new one.
+    C{on_shown} hears of every version of the reply the chat accepted (its id and content).
     """
 
     log = Logger()
@@ -102,6 +109,8 @@ class ExecutionReporter:
         inputs: InputRouter,
         interval: float = 1.0,
         redact: Redactor | None = None,
+        reply_id: str | None = None,
+        on_shown: ShownCallback | None = None,
     ) -> None:
         self._conversation = conversation
         self._command_id = command_id
@@ -113,7 +122,10 @@ class ExecutionReporter:
         self._interval = interval
         self._redact = redact or Redactor((), MIN_SECRET_CHARS)
         self._events: list[OutputEvent] = []
-        self._message_id: str | None = None
+        self._message_id: str | None = reply_id
+        self._reused = reply_id is not None
+        self._on_shown = on_shown
+        self._interrupted = False
         self._shown: Reply | None = None
         self._busy: Deferred[None] | None = None
         self._timer: IDelayedCall | None = None
@@ -143,6 +155,10 @@ class ExecutionReporter:
         """The execution is submitted: a "running" reply appears after C{interval} unless done."""
         self._last_flush = self._clock.seconds()
         self._schedule()
+
+    def interrupted(self) -> None:
+        """Someone interrupted the kernel: a C{KeyboardInterrupt} ending is then an abort."""
+        self._interrupted = True
 
     def finish(self, result: ExecutionResult) -> Deferred[None]:
         return Deferred.fromCoroutine(self._finish(result))
@@ -182,6 +198,7 @@ class ExecutionReporter:
             )
         else:
             d = self._conversation.edit(self._message_id, reply)
+        d.addCallback(self._tell_shown, reply)
         d.addErrback(self._log_failure, "could not show execution output")
         self._busy = d
         d.addBoth(self._shown_now)
@@ -189,6 +206,10 @@ class ExecutionReporter:
 
     def _remember_id(self, message_id: str) -> None:
         self._message_id = message_id
+
+    def _tell_shown(self, _: object, reply: Reply) -> None:
+        if self._on_shown is not None and self._message_id is not None:
+            self._on_shown(self._message_id, reply)
 
     def _shown_now(self, _: object) -> None:
         self._busy = None
@@ -213,9 +234,9 @@ class ExecutionReporter:
         rendered = self._render(plain, self._options) if plain else Rendered(text="")
         blocks: list[Block] = []
         if rendered.html:
-            blocks.append(HtmlBlock(defang_mentions(rendered.html), defang_mentions(rendered.text)))
+            blocks.append(HtmlBlock(rendered.html, rendered.text))
         elif rendered.text:
-            blocks.append(CodeBlock(defang_mentions(rendered.text)))
+            blocks.append(CodeBlock(rendered.text))
         for error in errors:
             blocks.extend(error_blocks(error))
         if rendered.truncated:
@@ -229,11 +250,22 @@ class ExecutionReporter:
 
     # -- endings ----------------------------------------------------------------------------------
 
+    def _interrupt_ending(self, result: ExecutionResult) -> ExecutionResult:
+        """An interrupt someone asked for ends the run as aborted, not as the error it raises."""
+        errors = [e for e in self._events if isinstance(e, ErrorOutput)]
+        if not (self._interrupted and result.status == "error" and errors):
+            return result
+        if errors[-1].ename != _INTERRUPTED:
+            return result
+        self._events = [e for e in self._events if e is not errors[-1]]
+        return replace(result, status="aborted", message="interrupted")
+
     async def _finish(self, result: ExecutionResult) -> None:
         self._done = True
         self._withdraw_inputs()
         await self._settle()
-        streamed = self._message_id is not None
+        result = self._interrupt_ending(result)
+        streamed = self._message_id is not None and not self._reused
         reply, rendered = self._compose(result)
         await self._show(reply)
         for image in rendered.images:
@@ -242,7 +274,8 @@ class ExecutionReporter:
             await self._attempt(self._conversation.send_file(attachment, self._command_id), "file")
         if streamed:
             # A long run's reply was posted while running; an edit notifies nobody, a reaction
-            # on the command does. A quick run's one reply already is the notification.
+            # on the command does. A quick run's one reply already is the notification, and
+            # whoever asked for a re-run is watching its reply.
             reaction = DONE_REACTION if result.status == "ok" else FAILED_REACTION
             await self._attempt(self._conversation.react(self._command_id, reaction), "reaction")
 
@@ -251,7 +284,7 @@ class ExecutionReporter:
         self._withdraw_inputs()
         await self._settle()
         reply, _ = self._compose(None)
-        shown = defang_mentions(self._redact(message))
+        shown = self._redact(message)
         final = Reply((*reply.blocks[:-1], Paragraph(f"❌ {shown}")))
         await self._show(final)
         await self._attempt(self._conversation.react(self._command_id, FAILED_REACTION), "reaction")
@@ -275,7 +308,7 @@ class ExecutionReporter:
         await self._settle()
         await self._show(self._compose(None)[0])
         await self._settle()
-        shown_prompt = defang_mentions(self._redact(strip_ansi(prompt))).strip() or "(no prompt)"
+        shown_prompt = self._redact(strip_ansi(prompt)).strip() or "(no prompt)"
         if password:
             direct = await self._conversation.direct_with(self._sender)
             await self._conversation.send(

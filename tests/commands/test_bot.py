@@ -9,6 +9,7 @@ from jupybot.commands import (
     AccessPolicy,
     Addressing,
     ChatCommands,
+    ChatLimits,
     IncomingMessage,
     reply_to_text,
 )
@@ -25,11 +26,15 @@ from jupybot.kernels import (
 
 from .fakes import FakeConversation, FakeKernels, simple_render
 
+# Most tests send more commands at once than a person may: the rate has tests of its own.
+NO_RATE_LIMIT = ChatLimits(commands_per_minute=0)
 ALICE = "@alice:example.org"
 MALLORY = "@mallory:evil.org"
 
 
-def make_bot(clock: Clock | None = None) -> tuple[ChatCommands, FakeKernels, Clock]:
+def make_bot(
+    clock: Clock | None = None, limits: ChatLimits = NO_RATE_LIMIT
+) -> tuple[ChatCommands, FakeKernels, Clock]:
     clock = clock or Clock()
     kernels = FakeKernels()
     bot = ChatCommands(
@@ -39,6 +44,7 @@ def make_bot(clock: Clock | None = None) -> tuple[ChatCommands, FakeKernels, Clo
         clock,
         render=simple_render,
         render_options=RenderOptions(max_text_chars=50),
+        limits=limits,
     )
     return bot, kernels, clock
 
@@ -195,17 +201,22 @@ def test_images_and_long_output_follow_as_uploads() -> None:
     assert [f.data for f in room.files] == [b"x" * 80]
 
 
-def test_kernel_output_cannot_ping() -> None:
+def test_kernel_output_is_shown_as_printed() -> None:
+    """No word joiner in output: the adapters' no-pings switch (Matrix m.mentions, Discord
+    allowed_mentions) stops pings, and what people copy from a reply must be what was printed."""
     bot, kernels, _ = make_bot()
     room = FakeConversation()
     say(bot, room, "!jupybot run print('@room')")
     execution = kernels.executions[0]
-    execution.listener.on_output(Stream("stdout", "@room @alice:example.org\n"))
-    execution.result.callback(ExecutionResult("ok", 1, 0.1))
-    # Shown, each mention broken by an invisible word joiner.
+    execution.listener.on_output(Stream("stdout", '@room {"user": "@bot:localhost"} <@123>\n'))
+    execution.listener.on_output(ErrorOutput("ValueError", "@everyone @alice:example.org", ()))
+    execution.result.callback(ExecutionResult("error", 1, 0.1, "@room"))
     assert room.texts() == [
-        f"```\n@{WORD_JOINER}room @{WORD_JOINER}alice:example.org\n```\n\n✅ done · [1] · 100 ms"
+        '```\n@room {"user": "@bot:localhost"} <@123>\n```\n\n'
+        "ValueError: @everyone @alice:example.org\n\n"
+        "❌ error · [1] · 100 ms · @room"
     ]
+    assert WORD_JOINER not in room.texts()[0]
 
 
 def test_input_is_the_next_message_from_the_same_user() -> None:

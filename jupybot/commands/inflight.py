@@ -1,0 +1,136 @@
+"""Replies left "⏳ running…" by a crash, told what happened once the bot is back.
+
+While a run's reply shows "⏳ running…", L{RunningReplies} keeps it (the conversation, the
+reply's id and what it shows) in a small JSON file of the state directory, rewritten atomically
+whenever that changes and emptied of it when the run ends. A SIGKILL leaves the entry behind; the
+next start edits that reply to keep its output and say that the result is unknown.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from twisted.logger import Logger
+
+from ..state import write_atomically
+from .conversation import Block, CodeBlock, HtmlBlock, Paragraph, Reply
+
+__all__ = ["RESTARTED_LINE", "LeftRunning", "RunningReplies", "as_recovered"]
+
+RESTARTED_LINE = "⚠ the bot restarted; this run's result is unknown"
+RUNNING_LINE = "⏳ running…"
+
+
+@dataclass(frozen=True)
+class LeftRunning:
+    """A reply that was showing a run in progress when the bot last stopped without ending it."""
+
+    conversation: str  # the conversation's key
+    reply_id: str
+    shown: Reply
+
+
+def as_recovered(shown: Reply) -> Reply:
+    """C{shown} with its running line replaced by L{RESTARTED_LINE}."""
+    blocks = list(shown.blocks)
+    if blocks and blocks[-1] == Paragraph(RUNNING_LINE):
+        blocks.pop()
+    return Reply((*blocks, Paragraph(RESTARTED_LINE)))
+
+
+class RunningReplies:
+    """The file of replies in progress; without a path, a memory-only stand-in."""
+
+    log = Logger()
+
+    def __init__(self, path: Path | None) -> None:
+        self._path = path
+        self._entries: dict[tuple[str, str], Reply] = {}
+        self._left = self._read()
+
+    def left_running(self) -> list[LeftRunning]:
+        """What the previous process left running (read once, at construction)."""
+        return list(self._left)
+
+    def recovered(self, entry: LeftRunning) -> None:
+        """C{entry}'s reply has been told: it is no longer kept."""
+        if entry in self._left:
+            self._left.remove(entry)
+            self._write()
+
+    def shown(self, conversation: str, reply_id: str, reply: Reply) -> None:
+        """The chat now shows C{reply} as reply C{reply_id} of a run still going."""
+        key = (conversation, reply_id)
+        if self._entries.get(key) == reply:
+            return
+        self._entries[key] = reply
+        self._write()
+
+    def ended(self, conversation: str, reply_id: str | None) -> None:
+        if reply_id is not None and self._entries.pop((conversation, reply_id), None) is not None:
+            self._write()
+
+    # -- the file ---------------------------------------------------------------------------------
+
+    def _write(self) -> None:
+        if self._path is None:
+            return
+        entries = [
+            {"conversation": c, "reply": r, "shown": _blocks_to_json(shown)}
+            for (c, r), shown in self._entries.items()
+        ]
+        entries += [
+            {"conversation": e.conversation, "reply": e.reply_id, "shown": _blocks_to_json(e.shown)}
+            for e in self._left
+        ]
+        try:
+            write_atomically(self._path, json.dumps({"running": entries}, ensure_ascii=False))
+        except OSError as e:
+            self.log.warn(
+                "cannot record running replies in {path}: {error}", path=self._path, error=e
+            )
+
+    def _read(self) -> list[LeftRunning]:
+        if self._path is None:
+            return []
+        try:
+            data = json.loads(self._path.read_text(encoding="utf-8"))
+            return [
+                LeftRunning(str(e["conversation"]), str(e["reply"]), _blocks_from_json(e["shown"]))
+                for e in data["running"]
+            ]
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            self.log.warn("ignoring unreadable {path}: {error}", path=self._path, error=e)
+            return []
+
+
+def _blocks_to_json(reply: Reply) -> list[list[str]]:
+    shown: list[list[str]] = []
+    for block in reply.blocks:
+        if isinstance(block, Paragraph):
+            shown.append(["p", block.text])
+        elif isinstance(block, CodeBlock):
+            shown.append(["code", block.text, block.language])
+        else:
+            shown.append(["html", block.html, block.text])
+    return shown
+
+
+def _blocks_from_json(shown: Any) -> Reply:
+    blocks: list[Block] = []
+    for item in shown:
+        match item:
+            case ["p", str(text)]:
+                blocks.append(Paragraph(text))
+            case ["code", str(text), str(language)]:
+                blocks.append(CodeBlock(text, language))
+            case ["html", str(html), str(text)]:
+                blocks.append(HtmlBlock(html, text))
+            case _:
+                raise ValueError(f"unknown block {item!r}")
+    return Reply(tuple(blocks))
