@@ -1,0 +1,279 @@
+"""The site's hard edges (jupybot/web/edges.py), attacked on Twisted's fakes and on loopback."""
+
+from __future__ import annotations
+
+import json
+import resource
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import pytest_twisted
+from autobahn.twisted.resource import WebSocketResource
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from twisted.internet import reactor
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, DeferredQueue
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
+
+from jupybot.config.core import WebLimits
+from jupybot.web.edges import (
+    EdgeFactory,
+    connection_cap,
+    raise_open_file_limit,
+)
+
+LIMITS = WebLimits(
+    header_timeout_seconds=10,
+    body_timeout_seconds=5,
+    max_header_kb=1,
+    max_connections_per_address=2,
+    max_connections=3,
+)
+
+
+class Echo(Resource):
+    isLeaf = True
+
+    def render_GET(self, request: Request) -> bytes:
+        return b"pong"
+
+    def render_POST(self, request: Request) -> bytes:
+        assert request.content is not None
+        return b"got " + request.content.read()
+
+
+class Client:
+    """One connection of a fake peer: bytes in, what the server wrote out."""
+
+    def __init__(self, factory: EdgeFactory, host: str) -> None:
+        address = IPv4Address("TCP", host, 40000)
+        self.protocol = factory.buildProtocol(address)
+        assert self.protocol is not None
+        self.transport = StringTransport(peerAddress=address)
+        self.protocol.makeConnection(self.transport)
+
+    def send(self, data: bytes) -> None:
+        self.protocol.dataReceived(data)
+
+    def answer(self) -> bytes:
+        return self.transport.value()
+
+    def json_error(self) -> tuple[int, dict[str, Any]]:
+        head, _, body = self.answer().partition(b"\r\n\r\n")
+        assert b"content-type: application/json" in head.lower()
+        return int(head.split()[1]), json.loads(body)
+
+    @property
+    def closing(self) -> bool:
+        return bool(self.transport.disconnecting)
+
+    def lose(self) -> None:
+        self.protocol.connectionLost(Failure(ConnectionError("gone")))
+
+
+@pytest.fixture
+def edge() -> Iterator[tuple[EdgeFactory, Clock]]:
+    clock = Clock()
+    root = Resource()
+    root.putChild(b"echo", Echo())
+    site = Site(root, reactor=clock)
+    yield EdgeFactory(site, LIMITS, file_limit=1000), clock
+
+
+def test_a_trickle_does_not_extend_the_header_deadline(edge: tuple[EdgeFactory, Clock]) -> None:
+    factory, clock = edge
+    client = Client(factory, "10.0.0.1")
+    client.send(b"GET /echo HTTP/1.1\r\n")
+    for _ in range(3):  # a byte or a header every 3 s: each would restart an idle timeout
+        clock.advance(3)
+        client.send(b"X-Slow: y\r\n")
+    assert client.answer() == b"" and not client.closing
+    clock.advance(1.5)
+    code, body = client.json_error()
+    assert code == 408 and "10 seconds" in body["error"]
+    assert client.closing
+
+
+def test_an_idle_connection_is_closed_silently_and_a_prompt_one_served(
+    edge: tuple[EdgeFactory, Clock],
+) -> None:
+    factory, clock = edge
+    idle = Client(factory, "10.0.0.1")
+    prompt = Client(factory, "10.0.0.2")
+    clock.advance(9)
+    prompt.send(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert prompt.answer().startswith(b"HTTP/1.1 200") and prompt.answer().endswith(b"pong")
+    clock.advance(1)
+    assert idle.closing and idle.answer() == b""
+    assert not prompt.closing  # its deadline started again when its answer was sent (at 9 s)
+    clock.advance(8.9)
+    assert not prompt.closing
+    clock.advance(0.1)
+    assert prompt.closing
+
+
+def test_a_trickled_body_gets_408_at_the_body_deadline(edge: tuple[EdgeFactory, Clock]) -> None:
+    factory, clock = edge
+    client = Client(factory, "10.0.0.1")
+    client.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+    for _ in range(4):
+        clock.advance(1)
+        client.send(b"x")
+    clock.advance(1)
+    code, body = client.json_error()
+    assert code == 408 and "body" in body["error"]
+
+
+def test_a_body_in_time_is_served(edge: tuple[EdgeFactory, Clock]) -> None:
+    factory, clock = edge
+    client = Client(factory, "10.0.0.1")
+    client.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nab")
+    clock.advance(4)
+    client.send(b"cde")
+    assert client.answer().endswith(b"got abcde")
+    clock.advance(5)
+    assert not client.closing  # the body deadline died with the body
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /echo HTTP/1.1\r\n" + b"".join(b"X-%d: %s\r\n" % (i, b"v" * 40) for i in range(40)),
+        b"GET /echo HTTP/1.1\r\nCookie: " + b"c" * 65536,  # one 64 KB line, still unfinished
+    ],
+    ids=["many headers", "one 64 KB header"],
+)
+def test_headers_above_the_limit_get_431(edge: tuple[EdgeFactory, Clock], head: bytes) -> None:
+    factory, _ = edge
+    client = Client(factory, "10.0.0.1")
+    client.send(head)
+    code, body = client.json_error()
+    assert code == 431 and "1024 bytes" in body["error"]
+    assert client.closing
+
+
+def test_malformed_http_is_a_json_400(edge: tuple[EdgeFactory, Clock]) -> None:
+    factory, _ = edge
+    client = Client(factory, "10.0.0.1")
+    client.send(b"GET /echo HTTP/1.1\r\nNo colon here\r\n\r\n")
+    assert client.json_error() == (400, {"error": "The request is not valid HTTP."})
+
+
+def test_connections_are_capped_per_address_and_in_all(edge: tuple[EdgeFactory, Clock]) -> None:
+    factory, _ = edge
+    first, second = Client(factory, "10.0.0.1"), Client(factory, "10.0.0.1")
+    third = Client(factory, "10.0.0.1")
+    assert third.json_error()[0] == 429 and third.closing
+    assert b"Retry-After: 10" in third.answer()
+    other = Client(factory, "10.0.0.2")
+    assert other.answer() == b"" and not other.closing
+    full = Client(factory, "10.0.0.3")
+    assert full.json_error() == (503, {"error": "The server is at its connection limit."})
+    first.lose()
+    again = Client(factory, "10.0.0.1")
+    assert again.answer() == b"" and not again.closing
+    assert factory.connections.open == 3
+    for client in (second, other, again):
+        client.lose()
+    assert factory.connections.open == 0 and factory.connections.holding("10.0.0.1") == 0
+
+
+def test_the_total_cap_stays_below_the_open_file_limit() -> None:
+    assert connection_cap(None, 1024) == 768
+    assert connection_cap(100, 1024) == 100
+    assert connection_cap(5000, 1024) == 768
+
+
+def test_the_soft_open_file_limit_is_raised_to_the_hard_one() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    lowered = min(soft, 256)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowered, hard))
+    try:
+        raised = raise_open_file_limit()
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == raised
+        assert raised == (hard if hard != resource.RLIM_INFINITY else lowered)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+# Websockets count: autobahn takes the transport over from the HTTP channel, on a real socket.
+
+
+class Quiet(WebSocketServerProtocol):
+    """Says nothing; tells the test when the server's side of the socket is gone."""
+
+    closed: DeferredQueue[None] = DeferredQueue()
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self.closed.put(None)
+
+
+class RawClient(Protocol):
+    """Sends C{request}; C{answered} fires with the first bytes back, C{lost} at the end."""
+
+    def __init__(self, request: bytes) -> None:
+        self.request = request
+        self.answered: Deferred[bytes] = Deferred()
+        self.lost: Deferred[None] = Deferred()
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.write(self.request)
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self.answered.called:
+            self.answered.callback(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.lost.callback(None)
+
+
+UPGRADE = (
+    b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+@pytest_twisted.ensureDeferred
+async def test_websockets_count_against_the_caps_until_they_close() -> None:
+    root = Resource()
+    ws_factory = WebSocketServerFactory()
+    ws_factory.protocol = Quiet
+    root.putChild(b"ws", WebSocketResource(ws_factory))
+    root.putChild(b"echo", Echo())
+    factory = EdgeFactory(Site(root), LIMITS, file_limit=1000)
+    port: Any = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
+    try:
+        sockets = [RawClient(UPGRADE), RawClient(UPGRADE)]
+        for client in sockets:
+            await connectProtocol(endpoint, client)
+            assert (await client.answered).startswith(b"HTTP/1.1 101")
+        refused = RawClient(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+        await connectProtocol(endpoint, refused)
+        assert (await refused.answered).startswith(b"HTTP/1.1 429")
+        await refused.lost
+        assert factory.connections.holding("127.0.0.1") == 2
+        closed = sockets.pop()
+        assert closed.transport is not None
+        closed.transport.loseConnection()
+        await closed.lost
+        await Quiet.closed.get()  # after the edge counted it gone
+        assert factory.connections.holding("127.0.0.1") == 1
+        served = RawClient(b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        await connectProtocol(endpoint, served)
+        assert (await served.answered).startswith(b"HTTP/1.1 200")
+        await served.lost
+        for client in sockets:
+            assert client.transport is not None
+            client.transport.loseConnection()
+            await client.lost
+    finally:
+        await port.stopListening()
