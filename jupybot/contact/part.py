@@ -13,6 +13,7 @@ from ..parts import PartContext
 from ..reactor import Reactor
 from ..service import JupybotService, Part
 from ..state import StateDirectory
+from ..web.clients import NO_PROXIES, ProxyTrust
 from .api import ContactMessage
 from .file_channel import FileChannel
 from .outbox import Outbox
@@ -35,13 +36,14 @@ class ContactPart(Part):
         reactor: Reactor,
         state: StateDirectory,
         channels: ChannelRegistry,
+        proxies: ProxyTrust = NO_PROXIES,
     ) -> None:
         super().__init__("contact")
         self._config = config
         self.accepted = 0  # messages stored (answered 202) since start; read by /metrics
         self.store = ContactStore(reactor, database_path(state))
         self.outbox = Outbox(reactor, self.store, channels, config.deliver_to)
-        self.resource = ContactResource(config, origins, reactor, self.accept)
+        self.resource = ContactResource(config, origins, reactor, self.accept, proxies)
         if "file" in config.deliver_to:
             path = Path(config.file)
             channels.register(FileChannel(path if path.is_absolute() else state.file(config.file)))
@@ -93,6 +95,7 @@ def build_contact(
         context.reactor,
         context.state,
         channels,
+        ProxyTrust.of(context.config.web),
     )
     web_root.putChild(b"contact", part.resource)
     top.add_part(part)

@@ -17,6 +17,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from ..config.contact import ContactConfig
+from ..web.clients import NO_PROXIES, OriginVerdict, ProxyTrust, check_origin, client_of_request
 from .api import ContactMessage
 from .store import NewMessage
 
@@ -87,10 +88,13 @@ class ContactResource(Resource):
         origins: tuple[str, ...],
         clock: IReactorTime,
         accept: Callable[[NewMessage], Deferred[ContactMessage]],
+        proxies: ProxyTrust = NO_PROXIES,
     ) -> None:
         super().__init__()
         self._config = config
         self._origins = origins
+        # Whose forwarding headers name the visitor (`web.trusted_proxies`).
+        self._proxies = proxies
         self._accept = accept
         self._limiter = RateLimiter(clock, config.rate_limit, config.rate_window_seconds)
         self.rate_limited = 0  # messages refused with 429 since start; read by /metrics
@@ -117,7 +121,7 @@ class ContactResource(Resource):
             fields = _fields(request, body)
         except ValueError as e:
             return _json(request, 400, {"error": str(e)})
-        client_ip = _client_ip(request)
+        client_ip = client_of_request(request, self._proxies).address
         if fields.get(self._config.honeypot_field):
             # A form-filling robot: it is told what a person would be, and nothing is stored.
             log.info("contact: honeypot filled from {ip}; dropped", ip=client_ip)
@@ -148,19 +152,15 @@ class ContactResource(Resource):
         return NOT_DONE_YET
 
     def _cors(self, request: Request) -> bool:
-        """Same-origin and origin-less requests pass; cross-origin ones only if configured."""
+        """The one Origin rule (jupybot/web/clients.py); a listed origin is told so."""
         origin = request.getHeader(b"origin")
-        if origin is None:
-            return True
-        origin_text = origin.decode("latin-1").rstrip("/")
-        host = request.getHeader(b"host")
-        if host is not None and origin_text.split("://", 1)[-1] == host.decode("latin-1"):
-            return True
-        if origin_text in self._origins:
+        text = origin.decode("latin-1") if origin is not None else None
+        client = client_of_request(request, self._proxies)
+        verdict = check_origin(text, client, self._origins)
+        if verdict is OriginVerdict.LISTED and origin is not None:
             request.setHeader(b"access-control-allow-origin", origin)
             request.setHeader(b"vary", b"Origin")
-            return True
-        return False
+        return verdict.allowed
 
 
 def _fields(request: Request, body: bytes) -> dict[str, str]:
@@ -182,11 +182,6 @@ def _fields(request: Request, body: bytes) -> dict[str, str]:
             raise ValueError("The form is not UTF-8.") from None
         return {k: v[0] for k, v in parsed.items()}
     raise ValueError("Send application/json or application/x-www-form-urlencoded.")
-
-
-def _client_ip(request: Request) -> str:
-    address = request.getClientAddress()
-    return str(getattr(address, "host", "unknown"))
 
 
 def _json(request: Request, code: int, body: dict[str, Any]) -> bytes:

@@ -11,6 +11,7 @@ from ..config import Config
 from ..parts import PartContext, Reactor
 from ..sandbox import Sandbox
 from ..service import JupybotService, Part
+from ..web.clients import ProxyTrust
 from .page import ProgramList, ProgramPage, static_files
 from .programs import program_problems
 from .sessions import TerminalSessions
@@ -52,7 +53,11 @@ class TerminalPart(Part):
     def resources(self, config: Config, reactor: Reactor) -> dict[bytes, Resource]:
         def factory(protocol: type[WebSocketServerProtocol]) -> TerminalFactory:
             made = TerminalFactory(
-                self.sessions, config.web.origins, config.terminal.token, reactor
+                self.sessions,
+                config.web.origins,
+                config.terminal.token,
+                reactor,
+                proxies=ProxyTrust.of(config.web),
             )
             made.protocol = protocol
             return made

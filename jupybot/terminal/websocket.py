@@ -8,14 +8,21 @@ from __future__ import annotations
 import hmac
 import json
 from typing import Any
-from urllib.parse import urlparse
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, ISSLTransport
 from twisted.logger import Logger
 
 from ..config import Secret
+from ..web.clients import (
+    CLIENT_HEADERS,
+    NO_PROXIES,
+    OriginVerdict,
+    ProxyTrust,
+    check_origin,
+    resolve_client,
+)
 from . import wire
 from .linemode import Answerer, NotAnswered
 from .pty import ExitStatus, size_problem
@@ -49,10 +56,13 @@ class TerminalFactory(WebSocketServerFactory):
         origins: tuple[str, ...],
         token: Secret | None,
         reactor: Any,
+        proxies: ProxyTrust = NO_PROXIES,
     ) -> None:
         super().__init__()
         self.sessions = sessions
         self.origins = origins
+        # Whose forwarding headers name the visitor (`web.trusted_proxies`).
+        self.proxies = proxies
         self.token = token
         self.reactor = reactor
         # autobahn holds what it sends to the same limit as what it receives.
@@ -66,23 +76,9 @@ class TerminalFactory(WebSocketServerFactory):
             # with a close frame, rather than drop the connection (1006 for the client).
             failByDrop=False,
             # autobahn would refuse Origin null (and file://) with a bare 400 before
-            # `onConnect`; `origin_allowed` refuses it there, with a reason.
+            # `onConnect`; `check_origin` refuses it there, with a reason.
             allowNullOrigin=True,
         )
-
-
-def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...]) -> bool:
-    """Browsers always send Origin: it must be the page's own or one of C{allowed}.
-    Clients that are not browsers send none and cannot be lured into cross-site requests.
-    C{null} (a file:// page, a sandboxed frame, a redirect) says nothing of who asks: refused."""
-    if origin is None:
-        return True
-    if origin == "null":
-        return False
-    if origin.rstrip("/") in allowed:
-        return True
-    parsed = urlparse(origin)
-    return bool(host) and parsed.netloc == host
 
 
 class _TerminalProtocol(WebSocketServerProtocol):
@@ -101,16 +97,31 @@ class _TerminalProtocol(WebSocketServerProtocol):
         return self.transport
 
     def onConnect(self, request: ConnectionRequest) -> None:
+        """The visitor's address (through a trusted proxy, the one it forwarded) and the one
+        Origin rule of jupybot/web/clients.py."""
+        headers = {
+            name: request.headers[name] for name in CLIENT_HEADERS if name in request.headers
+        }
+        client = resolve_client(
+            getattr(self._tcp.getPeer(), "host", None),
+            ISSLTransport.providedBy(self._tcp),
+            headers,
+            self.factory.proxies,
+        )
+        self.client_ip = client.address
         origin = request.headers.get("origin")
-        if not origin_allowed(origin, request.headers.get("host"), self.factory.origins):
-            log.info("terminal: refused a websocket from origin {origin}", origin=origin)
-            if origin == "null":
+        verdict = check_origin(origin, client, self.factory.origins)
+        if not verdict.allowed:
+            log.info(
+                "terminal: refused a websocket from origin {origin} ({ip})",
+                origin=origin,
+                ip=client.address,
+            )
+            if verdict is OriginVerdict.NULL:
                 raise ConnectionDeny(
                     403, "Origin null (a file:// page or a sandboxed frame) may not open terminals"
                 )
             raise ConnectionDeny(403, "This origin may not open terminals here.")
-        peer = self._tcp.getPeer()
-        self.client_ip = getattr(peer, "host", "unknown")
 
     def onOpen(self) -> None:
         self._hello_timer = self.factory.reactor.callLater(

@@ -24,6 +24,7 @@ from twisted.web.iweb import IRequest
 from ..config.core import IPNetwork, WebConfig
 
 __all__ = [
+    "NO_PROXIES",
     "Client",
     "OriginVerdict",
     "ProxyTrust",
@@ -53,6 +54,9 @@ class ProxyTrust:
 
     def trusts(self, address: IPAddress | None) -> bool:
         return address is not None and any(address in network for network in self.networks)
+
+
+NO_PROXIES = ProxyTrust()
 
 
 @dataclass(frozen=True)

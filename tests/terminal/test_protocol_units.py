@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from jupybot.terminal import wire
-from jupybot.terminal.websocket import origin_allowed
+from jupybot.web.clients import Client, check_origin
 
 DOCS = Path(__file__).parents[2] / "docs" / "protocol.md"
 
@@ -36,14 +36,16 @@ def test_an_undocumented_reason_is_a_bad_request() -> None:
 
 @pytest.mark.parametrize("origin", ["null", "file://", "https://evil.example"])
 def test_origins_that_say_nothing_or_another_site_are_refused(origin: str) -> None:
-    assert not origin_allowed(origin, "jupybot.example", ("https://me.example",))
+    page = Client("192.0.2.1", "https://jupybot.example")
+    assert not check_origin(origin, page, ("https://me.example",)).allowed
 
 
 def test_the_page_and_listed_origins_are_allowed() -> None:
     allowed = ("https://me.example",)
-    assert origin_allowed("https://me.example/", "jupybot.example", allowed)
-    assert origin_allowed("https://jupybot.example", "jupybot.example", allowed)
-    assert origin_allowed(None, "jupybot.example", allowed)  # not a browser
+    page = Client("192.0.2.1", "https://jupybot.example")
+    assert check_origin("https://me.example/", page, allowed).allowed
+    assert check_origin("https://jupybot.example", page, allowed).allowed
+    assert check_origin(None, page, allowed).allowed  # not a browser
 
 
 def test_a_resize_frame_decodes_whatever_its_size() -> None:

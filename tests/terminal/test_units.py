@@ -21,7 +21,7 @@ from jupybot.terminal.programs import (
 )
 from jupybot.terminal.pty import ProgramNotFound, size_problem
 from jupybot.terminal.sessions import ReplayBuffer
-from jupybot.terminal.websocket import origin_allowed
+from jupybot.web.clients import Client, check_origin
 
 
 def test_client_frames_decode() -> None:
@@ -62,10 +62,11 @@ def test_replay_keeps_the_tail_addressed_by_offset() -> None:
 
 
 def test_origins() -> None:
-    assert origin_allowed(None, "jupybot.example:8080", ())  # not a browser
-    assert origin_allowed("http://jupybot.example:8080", "jupybot.example:8080", ())
-    assert not origin_allowed("https://evil.example", "jupybot.example:8080", ())
-    assert origin_allowed("https://me.example/", "jupybot.example", ("https://me.example",))
+    page = Client("192.0.2.1", "http://jupybot.example:8080")
+    assert check_origin(None, page, ()).allowed  # not a browser
+    assert check_origin("http://jupybot.example:8080", page, ()).allowed
+    assert not check_origin("https://evil.example", page, ()).allowed
+    assert check_origin("https://me.example/", page, ("https://me.example",)).allowed
 
 
 def test_sizes() -> None:
