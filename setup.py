@@ -32,6 +32,8 @@ setup(
         "CairoSVG>=2.7",
         # End-to-end encryption for the Matrix bot (vodozemac wheels from PyPI).
         "matrix-nio[e2e]>=0.25",
+        # GET /metrics in the Prometheus text format (metrics.enabled).
+        "prometheus_client>=0.20",
     ],
     extras_require={
         # What the embedded gateway's python3 kernel offers chat users out of the box: plots

@@ -12,6 +12,7 @@ from .contact import ChannelRegistry, build_contact
 from .discord import build_discord
 from .kernels import build_kernels
 from .matrix import build_matrix
+from .metrics import MetricSources, build_metrics
 from .parts import PartContext, Reactor
 from .sandbox import Sandbox
 from .sandbox.part import SandboxPart
@@ -37,10 +38,12 @@ def build_service(config: Config, reactor: Reactor) -> JupybotService:
     sandbox = Sandbox(config.sandbox)
     top.add_part(SandboxPart(sandbox))
     kernels = build_kernels(context, top, sandbox)
-    build_terminal(context, top, web.root, sandbox)
-    build_contact(context, top, web.root, channels, deliver_to(config))
+    sessions = build_terminal(context, top, web.root, sandbox)
+    contact = build_contact(context, top, web.root, channels, deliver_to(config))
     build_matrix(context, top, kernels, channels)
     build_discord(context, top, kernels, channels)
+    # On a listener of its own, reading the parts above.
+    build_metrics(context, top, MetricSources(top.statuses, sessions, None, contact))
     top.add_part(web)
     return top
 
@@ -80,6 +83,10 @@ def summarize(config: Config) -> list[str]:
         lines.append(f"contact: POST /contact, delivered to {', '.join(channels)}")
     else:
         lines.append("contact: disabled (contact.enabled is false)")
+    if config.metrics.enabled:
+        lines.append(f"metrics: GET /metrics on {config.metrics.listen}")
+    else:
+        lines.append("metrics: disabled (metrics.enabled is false)")
     for name, reason in (
         ("matrix", config.matrix.disabled_reason()),
         ("discord", config.discord.disabled_reason()),

@@ -40,6 +40,7 @@ def test_parts_are_built_in_start_order_and_unconfigured_ones_are_disabled(
         "contact": "starting",
         "matrix": "disabled",
         "discord": "disabled",
+        "metrics": "disabled",
         "web": "starting",
     }
 

@@ -52,7 +52,7 @@ def test_shipped_config_is_valid() -> None:
         (
             "webb: {}",
             "webb: unknown key (expected one of: contact, discord, gateway, logging, matrix, "
-            "programs, sandbox, shutdown, storage, terminal, web)",
+            "metrics, programs, sandbox, shutdown, storage, terminal, web)",
         ),
         (
             "web: {lisen: 'tcp:1'}",

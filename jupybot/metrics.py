@@ -1,0 +1,289 @@
+"""GET /metrics: what this server is doing, in the Prometheus text format, for its owner.
+
+Collectors read the parts' state when Prometheus scrapes (sessions by program, kernels running,
+contact messages waiting, and the counts each part keeps); only execution durations are
+observed as they happen, through the kernel manager's observer hook. Every metric lives in this
+server's own registry, not in prometheus_client's process-wide one.
+
+Served on a listener of its own (`metrics.listen`), never the public site, so a reverse proxy
+in front of the site has no /metrics to pass on; and only to the peers of `metrics.allow`
+(loopback unless configured). Off by default.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
+
+from . import __version__
+from .commands import ChatCommands
+from .config.metrics import MetricsConfig, Network
+from .kernels import ExecutionResult
+from .parts import PartContext, Reactor
+from .service import DISABLED, RUNNING, JupybotService, Part
+
+if TYPE_CHECKING:
+    from .contact.part import ContactPart
+    from .terminal.sessions import TerminalSessions
+
+__all__ = ["KernelStats", "MetricSources", "MetricsPart", "MetricsResource", "build_metrics"]
+
+# Execution times run from a print (milliseconds) to the default 300 s execution timeout.
+EXECUTION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+
+class KernelStats(Protocol):
+    """What /metrics reads of the kernel core."""
+
+    gateway_restarts: int
+    execution_observers: list[Callable[[str, ExecutionResult], None]]
+
+    def running_kernels(self) -> int: ...
+
+
+def _chat_commands() -> Mapping[tuple[str, str], int]:
+    return ChatCommands.handled
+
+
+@dataclass(frozen=True)
+class MetricSources:
+    """The parts' state as the composition root hands it over; None: that part is not built."""
+
+    statuses: Callable[[], Mapping[str, str]]
+    sessions: TerminalSessions | None = None
+    kernels: KernelStats | None = None
+    contact: ContactPart | None = None
+    chat_commands: Callable[[], Mapping[tuple[str, str], int]] = field(default=_chat_commands)
+
+
+def network_of(owner: str) -> str:
+    """The chat network of a kernel owner or conversation key (``matrix:!room:server``)."""
+    return owner.partition(":")[0] or "unknown"
+
+
+class PartsCollector(Collector):
+    """Reads every part's state at scrape time."""
+
+    def __init__(self, sources: MetricSources) -> None:
+        self._sources = sources
+
+    def collect(self) -> Iterable[Metric]:
+        info = InfoMetricFamily("jupybot", "The jupybot version this server runs.")
+        info.add_metric([], {"version": __version__})
+        yield info
+        up = GaugeMetricFamily(
+            "jupybot_part_up",
+            "1 while the part runs, 0 while it starts, fails or stops.",
+            labels=["part"],
+        )
+        for part, status in self._sources.statuses().items():
+            if status != DISABLED:
+                up.add_metric([part], 1.0 if status == RUNNING else 0.0)
+        yield up
+        refusals = CounterMetricFamily(
+            "jupybot_limit_refusals",
+            "Requests refused at a per-visitor or server-wide limit, by limit.",
+            labels=["limit"],
+        )
+        yield from self._terminal(refusals)
+        yield from self._kernels()
+        yield from self._contact(refusals)
+        yield refusals
+        commands = CounterMetricFamily(
+            "jupybot_chat_commands",
+            "Chat commands run (access granted), by chat network and command.",
+            labels=["network", "command"],
+        )
+        for (network, command), count in sorted(self._sources.chat_commands().items()):
+            commands.add_metric([network, command], count)
+        yield commands
+
+    def _terminal(self, refusals: CounterMetricFamily) -> Iterable[Metric]:
+        sessions = self._sources.sessions
+        if sessions is None:
+            return
+        running = sessions.programs_running()
+        gauge = GaugeMetricFamily(
+            "jupybot_terminal_sessions",
+            "Terminal sessions whose program runs (detached ones included), by program.",
+            labels=["program"],
+        )
+        for program in sorted(set(sessions.programs) | set(running)):
+            gauge.add_metric([program], running[program])
+        yield gauge
+        refusals.add_metric(["terminal_sessions_per_address"], sessions.refused["too-many"])
+        refusals.add_metric(["terminal_sessions"], sessions.refused["busy"])
+
+    def _kernels(self) -> Iterable[Metric]:
+        kernels = self._sources.kernels
+        if kernels is None:
+            return
+        yield GaugeMetricFamily(
+            "jupybot_kernels_running", "Kernels running for chat users.", kernels.running_kernels()
+        )
+        yield CounterMetricFamily(
+            "jupybot_gateway_restarts",
+            "Times the embedded Kernel Gateway died and was restarted (its kernels lost).",
+            kernels.gateway_restarts,
+        )
+
+    def _contact(self, refusals: CounterMetricFamily) -> Iterable[Metric]:
+        contact = self._sources.contact
+        if contact is None:
+            return
+        yield CounterMetricFamily(
+            "jupybot_contact_accepted",
+            "Contact messages stored (answered 202) since start.",
+            contact.accepted,
+        )
+        delivered = CounterMetricFamily(
+            "jupybot_contact_delivered",
+            "Contact message deliveries that succeeded since start, by channel.",
+            labels=["channel"],
+        )
+        pending = GaugeMetricFamily(
+            "jupybot_contact_pending",
+            "Contact messages waiting for delivery, by channel.",
+            labels=["channel"],
+        )
+        waiting = contact.outbox.pending()
+        for channel in sorted(set(waiting) | set(contact.outbox.delivered)):
+            delivered.add_metric([channel], contact.outbox.delivered[channel])
+            pending.add_metric([channel], waiting.get(channel, 0))
+        yield delivered
+        yield pending
+        refusals.add_metric(["contact_messages_per_address"], contact.resource.rate_limited)
+
+
+def metrics_registry(sources: MetricSources) -> CollectorRegistry:
+    """This server's registry: the parts' state, execution counts and times, the process."""
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(PartsCollector(sources))
+    ProcessCollector(registry=registry)
+    if sources.kernels is not None:
+        executions = Counter(
+            "jupybot_executions",
+            "Code executions that ran to an end, by chat network and status "
+            "(ok, error, aborted, timeout, died).",
+            ["network", "status"],
+            registry=registry,
+        )
+        durations = Histogram(
+            "jupybot_execution_duration_seconds",
+            "How long code executions took, by chat network.",
+            ["network"],
+            buckets=EXECUTION_BUCKETS,
+            registry=registry,
+        )
+
+        def observe(owner: str, result: ExecutionResult) -> None:
+            network = network_of(owner)
+            executions.labels(network, result.status).inc()
+            durations.labels(network).observe(result.duration_seconds)
+
+        sources.kernels.execution_observers.append(observe)
+    return registry
+
+
+class MetricsResource(Resource):
+    """GET /metrics for the allowed peers; 403 with a JSON reason for anyone else."""
+
+    isLeaf = True
+
+    def __init__(self, registry: CollectorRegistry, allow: tuple[Network, ...]) -> None:
+        super().__init__()
+        self._registry = registry
+        self._allow = allow
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"cache-control", b"no-store")
+        if not self.allowed(request):
+            request.setResponseCode(403)
+            request.setHeader(b"content-type", b"application/json")
+            return b'{"error": "metrics are not served to this address (metrics.allow)"}'
+        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
+        return generate_latest(self._registry)
+
+    def allowed(self, request: Request) -> bool:
+        peer = request.getClientAddress()
+        if not isinstance(peer, (IPv4Address, IPv6Address)):
+            return True  # a UNIX socket: its file's permissions decide
+        try:
+            address = ipaddress.ip_address(peer.host.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in network for network in self._allow)
+
+
+class MetricsPart(Part):
+    """Listens on `metrics.listen` with /metrics and nothing else."""
+
+    def __init__(self, config: MetricsConfig, reactor: Reactor, sources: MetricSources) -> None:
+        super().__init__("metrics")
+        self._config = config
+        self._reactor = reactor
+        root = Resource()
+        root.putChild(b"metrics", MetricsResource(metrics_registry(sources), config.allow))
+        self.site = Site(root)
+        self.site.displayTracebacks = False
+        self._port: IListeningPort | None = None
+
+    @property
+    def port(self) -> IListeningPort | None:
+        return self._port
+
+    def start_part(self) -> Deferred[None]:
+        d: Deferred[IListeningPort] = serverFromString(self._reactor, self._config.listen).listen(
+            self.site
+        )
+
+        def listening(port: IListeningPort) -> None:
+            self._port = port
+            address = port.getHost()
+            self.log.info(
+                "metrics: serving http://{host}:{port}/metrics to {allow}",
+                host=getattr(address, "host", address),
+                port=getattr(address, "port", ""),
+                allow=", ".join(str(network) for network in self._config.allow) or "nobody",
+            )
+
+        return d.addCallback(listening)
+
+    def stop_part(self) -> Deferred[None] | None:
+        port, self._port = self._port, None
+        return None if port is None else port.stopListening()
+
+
+def build_metrics(context: PartContext, top: JupybotService, sources: MetricSources) -> None:
+    """The metrics part, unless `metrics.enabled` is false."""
+    config = context.config.metrics
+    if not config.enabled:
+        top.add_disabled("metrics", "metrics.enabled is false")
+        return
+    top.add_part(MetricsPart(config, context.reactor, sources))
