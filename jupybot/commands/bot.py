@@ -156,8 +156,11 @@ class ChatCommands:
             except Exception:
                 self.log.failure("could not tell {conversation} that I stop", conversation=key)
 
-    async def recover(self, find: ConversationFinder) -> None:
+    def recover(self, find: ConversationFinder) -> Deferred[None]:
         """Edit the replies a crash left "running" to say that their result is unknown."""
+        return Deferred.fromCoroutine(self._recover(find))
+
+    async def _recover(self, find: ConversationFinder) -> None:
         for entry in self._replies.left_running():
             try:
                 conversation = await find(entry.conversation)
@@ -222,13 +225,14 @@ class ChatCommands:
         ChatCommands.handled[(conversation.key.partition(":")[0], command.name)] += 1
         await self._dispatch_reporting(message, command)
 
-    async def _allowed(self, message: IncomingMessage, command: str) -> bool:
-        """Access, then the sender's rate; a refusal is said (once in a while)."""
+    async def _allowed(self, message: IncomingMessage, command: str, tell: bool = True) -> bool:
+        """Access, then the sender's rate; a refusal is said (once in a while) if C{tell}."""
         refusal = self.access.refusal(
             message.sender, command, message.conversation.is_direct, message.sender_roles
         )
         if refusal is not None:
-            await self._say(message, Reply.text(refusal), refused=True)
+            if tell:
+                await self._say(message, Reply.text(refusal), refused=True)
             return False
         return await self._within_rate(message)
 
@@ -459,7 +463,8 @@ class ChatCommands:
             record.command_id, reaction.sender, "", reaction.conversation,
             sender_roles=reaction.sender_roles,
         )  # fmt: skip
-        if not await self._allowed(message, "run"):
+        # Anyone can react: a stranger's 🔁 is ignored rather than answered in the room.
+        if not await self._allowed(message, "run", tell=False):
             return
         self.log.info(
             "{sender} in {conversation}: run (again, 🔁)",

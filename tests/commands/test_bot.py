@@ -11,6 +11,7 @@ from jupybot.commands import (
     ChatCommands,
     ChatLimits,
     IncomingMessage,
+    RunningReplies,
     reply_to_text,
 )
 from jupybot.commands.safety import WORD_JOINER
@@ -33,7 +34,9 @@ MALLORY = "@mallory:evil.org"
 
 
 def make_bot(
-    clock: Clock | None = None, limits: ChatLimits = NO_RATE_LIMIT
+    clock: Clock | None = None,
+    limits: ChatLimits = NO_RATE_LIMIT,
+    running_replies: RunningReplies | None = None,
 ) -> tuple[ChatCommands, FakeKernels, Clock]:
     clock = clock or Clock()
     kernels = FakeKernels()
@@ -45,6 +48,7 @@ def make_bot(
         render=simple_render,
         render_options=RenderOptions(max_text_chars=50),
         limits=limits,
+        running_replies=running_replies,
     )
     return bot, kernels, clock
 
