@@ -23,6 +23,11 @@ class DiscordConfig:
     api_base: str = DISCORD_API
     gateway_url: str = DISCORD_GATEWAY
     edit_interval_seconds: float = 1.0
+    # Busy channels (docs/commands.md): each person's command rate, and how long a run may be
+    # edited or 🔁'd into running again.
+    commands_per_minute: float = 20.0
+    command_burst: int = 8
+    rerun_window_seconds: float = 600.0
 
     @classmethod
     def read(cls, r: Reader) -> DiscordConfig:
@@ -50,6 +55,13 @@ class DiscordConfig:
             or default.gateway_url,
             edit_interval_seconds=r.number(
                 "edit_interval_seconds", default.edit_interval_seconds, minimum=0.2, maximum=60
+            ),
+            commands_per_minute=r.number(
+                "commands_per_minute", default.commands_per_minute, minimum=0, maximum=600
+            ),
+            command_burst=r.integer("command_burst", default.command_burst, minimum=1, maximum=100),
+            rerun_window_seconds=r.number(
+                "rerun_window_seconds", default.rerun_window_seconds, minimum=0, maximum=86400
             ),
         )
         r.finish()

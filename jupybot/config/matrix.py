@@ -32,6 +32,11 @@ class MatrixConfig:
     max_output_chars: int = 4000
     # A room (id) the bot has joined where contact messages are posted (docs/contact.md).
     contact_room: str | None = None
+    # Busy rooms (docs/commands.md): each person's command rate, and how long a run may be
+    # edited or 🔁'd into running again.
+    commands_per_minute: float = 20.0
+    command_burst: int = 8
+    rerun_window_seconds: float = 600.0
 
     @classmethod
     def read(cls, r: Reader) -> MatrixConfig:
@@ -61,6 +66,9 @@ class MatrixConfig:
         interval = r.number("edit_interval_seconds", 1.0, minimum=0.2, maximum=60)
         max_chars = r.integer("max_output_chars", 4000, minimum=200, maximum=30000)
         contact_room = r.optional_string("contact_room")
+        per_minute = r.number("commands_per_minute", 20.0, minimum=0, maximum=600)
+        burst = r.integer("command_burst", 8, minimum=1, maximum=100)
+        rerun_window = r.number("rerun_window_seconds", 600.0, minimum=0, maximum=86400)
         if contact_room is not None and not contact_room.startswith("!"):
             r.error(
                 "contact_room",
@@ -82,6 +90,9 @@ class MatrixConfig:
             edit_interval_seconds=interval,
             max_output_chars=max_chars,
             contact_room=contact_room,
+            commands_per_minute=per_minute,
+            command_burst=burst,
+            rerun_window_seconds=rerun_window,
         )
 
     def disabled_reason(self) -> str | None:
