@@ -17,20 +17,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    ProcessCollector,
-    generate_latest,
-)
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     InfoMetricFamily,
     Metric,
 )
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
@@ -225,8 +219,12 @@ class MetricsResource(Resource):
             request.setResponseCode(403)
             request.setHeader(b"content-type", b"application/json")
             return b'{"error": "metrics are not served to this address (metrics.allow)"}'
-        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
-        return generate_latest(self._registry)
+        # Prometheus says which formats it reads (the text format, OpenMetrics) in Accept.
+        accept = (request.getHeader(b"accept") or b"").decode("latin-1")
+        encode, content_type = choose_encoder(accept)
+        request.setHeader(b"content-type", content_type.encode())
+        body: bytes = encode(self._registry)
+        return body
 
     def allowed(self, request: Request) -> bool:
         peer = request.getClientAddress()

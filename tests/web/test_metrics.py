@@ -1,0 +1,258 @@
+"""GET /metrics: off by default, its own listener, loopback (or metrics.allow) only, and what it
+counts is what visitors and chat users did, read from a real `twistd jupybot`."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.testing import MemoryReactorClock
+from twisted.web.test.requesthelper import DummyRequest
+
+from jupybot import __version__
+from jupybot.app import build_service
+from jupybot.config import ConfigError, parse_config
+from jupybot.kernels import ExecutionResult
+from jupybot.metrics import MetricSources, MetricsResource, metrics_registry
+from tests.harness import JupybotProcess, jupybot_config
+from tests.matrix.user import asyncio_test
+from tests.terminal.conftest import raw
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+SERVER = """
+gateway:
+  url: 'http://127.0.0.1:1'
+programs:
+  - {name: cat, argv: [cat]}
+  - {name: sh, argv: [sh]}
+terminal:
+  max_sessions_per_ip: 1
+contact:
+  rate_limit: 1
+metrics:
+  enabled: true
+  listen: 'tcp:0:interface=127.0.0.1'
+  allow: ['127.0.0.1/32']
+"""
+
+
+def samples(text: str) -> Samples:
+    """Every sample of a scrape, by name and sorted labels."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(scrape: Samples, name: str, **labels: str) -> float:
+    return scrape[(name, tuple(sorted(labels.items())))]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[JupybotProcess, str]]:
+    workdir = tmp_path_factory.mktemp("metrics")
+    process = JupybotProcess(jupybot_config(workdir, SERVER), workdir)
+    try:
+        process.wait_listening()
+        match = process.wait_for(r"metrics: serving (http://[^/\s]+/metrics)")
+        process.wait_for("terminal: running")
+        yield process, match.group(1)
+    finally:
+        process.stop()
+
+
+async def scrape(url: str, source: str = "127.0.0.1") -> tuple[int, str, str]:
+    connector = aiohttp.TCPConnector(local_addr=(source, 0))
+    async with aiohttp.ClientSession(connector=connector) as http, http.get(url) as response:
+        return response.status, response.headers["content-type"], await response.text()
+
+
+@pytest.mark.peers
+@asyncio_test
+async def test_sessions_by_program_and_the_refusal_at_the_per_address_cap(
+    server: tuple[JupybotProcess, str],
+) -> None:
+    process, metrics_url = server
+    async with aiohttp.ClientSession() as http:
+        client = await raw(http, process)
+        await client.hello(program="cat", cols=80, rows=24)
+        await client.frame()
+        assert client.ready["program"] == "cat"
+        status, content_type, text = await scrape(metrics_url)
+        assert status == 200 and content_type.startswith("text/plain; version=")
+        scrape_1 = samples(text)
+        assert value(scrape_1, "jupybot_terminal_sessions", program="cat") == 1
+        assert value(scrape_1, "jupybot_terminal_sessions", program="sh") == 0
+        assert value(scrape_1, "jupybot_part_up", part="terminal") == 1
+        assert value(scrape_1, "jupybot_info", version=_version()) == 1
+        # One session per address here, and the first is in use: the second is refused.
+        second = await raw(http, process)
+        await second.hello(program="sh", cols=80, rows=24)
+        await second.until_closed()
+        assert second.error is not None and second.error["reason"] == "too-many"
+        scrape_2 = samples((await scrape(metrics_url))[2])
+        refused = "jupybot_limit_refusals_total"
+        assert value(scrape_2, refused, limit="terminal_sessions_per_address") == 1
+        assert value(scrape_2, refused, limit="terminal_sessions") == 0
+        await client.ws.close()
+
+
+@pytest.mark.peers
+@asyncio_test
+async def test_contact_messages_accepted_delivered_and_rate_limited(
+    server: tuple[JupybotProcess, str],
+) -> None:
+    process, metrics_url = server
+    message = {"name": "Ada", "email": "ada@example.org", "message": "Hello there"}
+    before = samples((await scrape(metrics_url))[2])
+    assert value(before, "jupybot_contact_accepted_total") == 0
+    async with aiohttp.ClientSession() as http:
+        async with http.post(process.base_url + "/contact", json=message) as response:
+            assert response.status == 202, await response.text()
+            message_id = (await response.json())["id"]
+        process.wait_for(rf"contact: message {message_id} delivered to file")
+        async with http.post(process.base_url + "/contact", json=message) as response:
+            assert response.status == 429
+    after = samples((await scrape(metrics_url))[2])
+    assert value(after, "jupybot_contact_accepted_total") == 1
+    assert value(after, "jupybot_contact_delivered_total", channel="file") == 1
+    assert value(after, "jupybot_contact_pending", channel="file") == 0
+    assert value(after, "jupybot_limit_refusals_total", limit="contact_messages_per_address") == 1
+
+
+@pytest.mark.peers
+@asyncio_test
+async def test_a_peer_outside_metrics_allow_is_refused(server: tuple[JupybotProcess, str]) -> None:
+    _, metrics_url = server
+    # Loopback, but not the one address metrics.allow lists: a real socket from 127.0.0.2.
+    status, content_type, text = await scrape(metrics_url, source="127.0.0.2")
+    assert status == 403 and content_type == "application/json"
+    assert "metrics.allow" in text and "jupybot_" not in text
+    assert (await scrape(metrics_url))[0] == 200
+
+
+def test_metrics_are_off_unless_enabled(tmp_path: Path) -> None:
+    storage = (
+        f"storage: {{path: {str(tmp_path / 'var')!r}}}\ngateway: {{url: 'http://127.0.0.1:1'}}\n"
+    )
+    config = parse_config(storage, environ={})
+    assert not config.metrics.enabled
+    assert config.metrics.allow == (
+        ipaddress.ip_network("127.0.0.0/8"),
+        ipaddress.ip_network("::1/128"),
+    )
+    top = build_service(config, MemoryReactorClock())
+    assert top.statuses()["metrics"] == "disabled"
+    assert "metrics" not in {part.name for part in top}
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("metrics: {allow: ['10.0.0.0/33']}", "metrics.allow: expected addresses or networks"),
+        ("metrics: {listen: 'nonsense:1'}", "metrics.listen: expected a Twisted server endpoint"),
+        ("metrics: {enable: true}", "metrics.enable: unknown key"),
+    ],
+)
+def test_metrics_config_mistakes_are_named(text: str, error: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_config(text, environ={})
+    assert any(line.startswith(error) for line in raised.value.errors), raised.value.errors
+
+
+def get(resource: MetricsResource, peer: Any) -> tuple[int, bytes]:
+    """GET /metrics as a peer at C{peer} would: the status and the body."""
+    request = DummyRequest([b""])
+    request.client = peer
+    body = resource.render_GET(request)  # type: ignore[arg-type]
+    code: int | None = request.responseCode
+    return code or 200, body
+
+
+def test_only_allowed_peers_read_the_metrics() -> None:
+    loopback = tuple(ipaddress.ip_network(n) for n in ("127.0.0.0/8", "::1/128"))
+    resource = MetricsResource(metrics_registry(MetricSources(dict)), loopback)
+    for peer in (
+        IPv4Address("TCP", "127.0.0.1", 5000),
+        IPv6Address("TCP", "::1", 5000),
+        IPv6Address("TCP", "::ffff:127.0.0.1", 5000),  # a dual-stack listener's IPv4 peer
+        UNIXAddress(b"/run/jupybot/metrics.sock"),
+    ):
+        code, body = get(resource, peer)
+        assert code == 200 and b"jupybot_info" in body, peer
+    for peer in (
+        IPv4Address("TCP", "192.0.2.7", 5000),
+        IPv6Address("TCP", "2001:db8::7", 5000),
+        IPv6Address("TCP", "::ffff:192.0.2.7", 5000),
+    ):
+        code, body = get(resource, peer)
+        assert code == 403 and b"jupybot_" not in body, peer
+
+
+class FakeKernels:
+    """The kernel core as /metrics reads it."""
+
+    def __init__(self) -> None:
+        self.gateway_restarts = 0
+        self.execution_observers: list[Any] = []
+        self.running = 0
+
+    def running_kernels(self) -> int:
+        return self.running
+
+
+def test_executions_by_network_and_status_with_their_durations() -> None:
+    kernels = FakeKernels()
+    registry = metrics_registry(MetricSources(dict, kernels=kernels))
+    (observe,) = kernels.execution_observers
+    observe("matrix:!room:example.org", ExecutionResult("ok", 1, 0.2))
+    observe("matrix:!room:example.org", ExecutionResult("timeout", None, 300.0))
+    observe("discord:1234", ExecutionResult("ok", 1, 3.0))
+    kernels.running = 2
+    kernels.gateway_restarts = 1
+    scrape_ = _scrape(registry)
+    executions = "jupybot_executions_total"
+    assert value(scrape_, executions, network="matrix", status="ok") == 1
+    assert value(scrape_, executions, network="matrix", status="timeout") == 1
+    assert value(scrape_, executions, network="discord", status="ok") == 1
+    durations = "jupybot_execution_duration_seconds"
+    assert value(scrape_, durations + "_count", network="matrix") == 2
+    assert value(scrape_, durations + "_sum", network="matrix") == pytest.approx(300.2)
+    assert value(scrape_, durations + "_bucket", network="discord", le="2.5") == 0
+    assert value(scrape_, durations + "_bucket", network="discord", le="5.0") == 1
+    assert value(scrape_, "jupybot_kernels_running") == 2
+    assert value(scrape_, "jupybot_gateway_restarts_total") == 1
+
+
+def test_chat_commands_by_network_and_parts_up() -> None:
+    tally = {("discord", "run"): 3, ("matrix", "help"): 1}
+    registry = metrics_registry(
+        MetricSources(
+            lambda: {"kernels": "running", "contact": "starting", "matrix": "disabled"},
+            chat_commands=lambda: tally,
+        )
+    )
+    scrape_ = _scrape(registry)
+    assert value(scrape_, "jupybot_chat_commands_total", network="discord", command="run") == 3
+    assert value(scrape_, "jupybot_chat_commands_total", network="matrix", command="help") == 1
+    assert value(scrape_, "jupybot_part_up", part="kernels") == 1
+    assert value(scrape_, "jupybot_part_up", part="contact") == 0
+    assert ("jupybot_part_up", (("part", "matrix"),)) not in scrape_
+    assert value(scrape_, "process_open_fds") > 0
+
+
+def _scrape(registry: CollectorRegistry) -> Samples:
+    return samples(generate_latest(registry).decode())
+
+
+def _version() -> str:
+    return __version__
