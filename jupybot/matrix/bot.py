@@ -1,8 +1,10 @@
 """Reading the Matrix sync stream: invites, commands, encrypted rooms, and the sync token.
 
 Everything in one sync response is handled before its token is saved: a restart then resumes
-exactly after the last handled event (nothing re-run, nothing missed). A room's events from
-before the bot joined it are never acted on.
+exactly after the last handled event (nothing re-run, nothing missed). A room's events are
+handed on in the order they were sent (C{origin_server_ts}); events from before the bot joined
+a room are never acted on. Edits of a message (C{m.replace}) and 🔁 reactions go to the command
+layer too, which decides whether they run anything again.
 """
 
 from __future__ import annotations
@@ -15,16 +17,24 @@ from nio import (
     InviteMemberEvent,
     MegolmEvent,
     MessageDirection,
+    ReactionEvent,
     RoomMemberEvent,
     RoomMessagesResponse,
     RoomMessageText,
     SyncResponse,
 )
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from ..aio import await_deferred
-from ..commands import AccessPolicy, ChatCommands, Conversation, IncomingMessage, Reply
+from ..commands import (
+    AccessPolicy,
+    ChatCommands,
+    Conversation,
+    IncomingMessage,
+    IncomingReaction,
+    Reply,
+)
 from .api import MatrixApi, MatrixError
 from .content import notice_content, strip_reply_fallback
 from .conversation import MatrixConversation
@@ -93,6 +103,17 @@ class MatrixBot:
 
     def conversation(self, room_id: str) -> MatrixConversation:
         return MatrixConversation(self, room_id, self.is_direct(room_id))
+
+    def find_conversation(self, key: str) -> Deferred[Conversation | None]:
+        """The room a conversation key names, if the bot is still in it (for recovery)."""
+        prefix, _, room_id = key.partition(":")
+        known = prefix == "matrix" and room_id in self.state.joined
+        return succeed(self.conversation(room_id) if known else None)
+
+    async def recover(self) -> None:
+        """Tell the replies a crash left running that their result is unknown (after the first
+        sync, when the bot knows its rooms)."""
+        await await_deferred(self.commands.recover(self.find_conversation))
 
     async def direct_conversation(self, user_id: str) -> Conversation:
         """The direct chat with C{user_id}: an existing two-person room, else a new one."""
@@ -204,6 +225,9 @@ class MatrixBot:
                 self._own_membership(room_id, event)
 
     def _handle_room(self, room_id: str, events: list[Any]) -> None:
+        # Timeline order is the order the server received events; people expect commands to
+        # run in the order they sent them, which is what origin_server_ts says.
+        events = sorted(events, key=lambda e: getattr(e, "server_timestamp", 0) or 0)
         for event in events:
             if isinstance(event, RoomMemberEvent) and event.state_key == self.user_id:
                 self._own_membership(room_id, event)
@@ -213,6 +237,8 @@ class MatrixBot:
                 continue  # from before the bot joined
             if isinstance(event, RoomMessageText):
                 self._dispatch(room_id, event)
+            elif isinstance(event, ReactionEvent):
+                self._dispatch_reaction(room_id, event)
             elif isinstance(event, MegolmEvent):
                 self.log.warn(
                     "matrix: cannot decrypt an event from {sender} in {room}",
@@ -232,8 +258,9 @@ class MatrixBot:
             return
         content = event.source.get("content") or {}
         relation = content.get("m.relates_to") or {}
-        if relation.get("rel_type") == "m.replace" or "m.new_content" in content:
-            return  # an edit of an earlier message: never runs anything again
+        if relation.get("rel_type") == "m.replace":
+            self._dispatch_edit(room_id, event, relation, content.get("m.new_content"))
+            return
         in_reply_to = (relation.get("m.in_reply_to") or {}).get("event_id")
         text = strip_reply_fallback(event.body) if in_reply_to else event.body
         message = IncomingMessage(
@@ -244,6 +271,38 @@ class MatrixBot:
             in_reply_to=in_reply_to,
         )
         self.commands.handle(message)
+
+    def _dispatch_edit(
+        self, room_id: str, event: RoomMessageText, relation: dict[str, Any], new: Any
+    ) -> None:
+        """An edit: the new text (not the "* " fallback) of the message it replaces."""
+        edited = relation.get("event_id")
+        if not isinstance(edited, str) or not isinstance(new, dict):
+            return
+        body = new.get("body")
+        if not isinstance(body, str):
+            return
+        self.commands.handle(
+            IncomingMessage(
+                message_id=event.event_id,
+                sender=event.sender,
+                text=body,
+                conversation=self.conversation(room_id),
+                edit_of=edited,
+            )
+        )
+
+    def _dispatch_reaction(self, room_id: str, event: ReactionEvent) -> None:
+        if event.sender == self.user_id:
+            return
+        self.commands.handle_reaction(
+            IncomingReaction(
+                message_id=event.reacts_to,
+                sender=event.sender,
+                key=event.key,
+                conversation=self.conversation(room_id),
+            )
+        )
 
     # -- invites and encrypted rooms ----------------------------------------------------------
 

@@ -8,7 +8,14 @@ from nio import AsyncClient, AsyncClientConfig, LoginError, LoginResponse, Whoam
 from twisted.internet.interfaces import IReactorTime
 
 from ..aio import await_deferred
-from ..commands import AccessPolicy, Addressing, ChatCommands, RenderFunction
+from ..commands import (
+    AccessPolicy,
+    Addressing,
+    ChatCommands,
+    ChatLimits,
+    RenderFunction,
+    RunningReplies,
+)
 from ..config import Secret
 from ..config.matrix import MatrixConfig
 from ..contact.registry import ChannelRegistry
@@ -89,6 +96,12 @@ class MatrixPart(AsyncioPart):
                 edit_interval=config.edit_interval_seconds,
                 # A token from a password login is a secret too, though not in config.yml.
                 secrets=[*self.secrets, Secret(client.access_token)],
+                limits=ChatLimits(
+                    commands_per_minute=config.commands_per_minute,
+                    command_burst=config.command_burst,
+                    rerun_window_seconds=config.rerun_window_seconds,
+                ),
+                running_replies=RunningReplies(self.state_dir.file("matrix-running.json")),
             )
             bot = self.bot = MatrixBot(
                 client,
@@ -104,6 +117,8 @@ class MatrixPart(AsyncioPart):
                 await bot.initial_sync()
             # Full state once per process: nio learns every room's members and encryption.
             await bot.sync_once(0, full_state=True)
+            # Replies a crash left "running" say so, now that the bot knows its rooms again.
+            await bot.recover()
             self.log.info(
                 "matrix: logged in as {user} (device {device}), syncing",
                 user=client.user_id,
@@ -113,7 +128,8 @@ class MatrixPart(AsyncioPart):
             while True:
                 await bot.sync_once(SYNC_TIMEOUT_MS)
         finally:
-            if commands is not None and commands.running:
+            if commands is not None:
+                # Also tells the rooms with kernels that their variables go.
                 stopping = commands.stop()
                 stopping.addTimeout(STOP_GRACE_SECONDS, self.clock)
                 try:
