@@ -31,6 +31,9 @@ from .session import SessionFile, StoredSession, SyncFile
 __all__ = ["MatrixPart", "build_matrix"]
 
 SYNC_TIMEOUT_MS = 30_000
+# A sync answers within its timeout; one this much later means the homeserver is out of reach
+# (api.py is retrying): /ping shows the part down.
+SYNC_LATE_SECONDS = 15.0
 STOP_GRACE_SECONDS = 5.0
 
 
@@ -58,6 +61,7 @@ class MatrixPart(AsyncioPart):
         self.backoff = backoff
         self.render = render
         self.bot: MatrixBot | None = None
+        self._last_sync: float | None = None
 
     async def run(self) -> None:
         config = self.config
@@ -124,9 +128,11 @@ class MatrixPart(AsyncioPart):
                 user=client.user_id,
                 device=client.device_id,
             )
+            self._last_sync = self.clock.seconds()
             self.ready()
             while True:
                 await bot.sync_once(SYNC_TIMEOUT_MS)
+                self._last_sync = self.clock.seconds()
         finally:
             if commands is not None:
                 # Also tells the rooms with kernels that their variables go.
@@ -137,6 +143,15 @@ class MatrixPart(AsyncioPart):
                 except Exception:
                     self.log.warn("matrix: executions did not stop in time")
             await client.close()
+
+    def problem(self) -> str | None:
+        """Down while no sync came back from the homeserver for longer than a sync takes."""
+        if self._last_sync is None:
+            return None
+        since = self.clock.seconds() - self._last_sync
+        if since <= SYNC_TIMEOUT_MS / 1000 + SYNC_LATE_SECONDS:
+            return None
+        return f"no sync from the homeserver for {since:.0f} s"
 
     async def _log_in(self, client: AsyncClient, api: MatrixApi) -> None:
         """Reuse the saved device; else log in with the access token or the password."""
