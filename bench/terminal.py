@@ -77,6 +77,9 @@ terminal:
 """
 
 
+# Every session of the bench comes from one address.
+ONE_CLIENT_MANY_SESSIONS = "  limits: {max_connections_per_address: 10000}\n"
+
 ENDED = re.compile(r"terminal: \w+ \(pid \d+\) (killed by|exited with)")
 
 
@@ -334,7 +337,8 @@ def main() -> None:
     ensure_installed()
     with tempfile.TemporaryDirectory() as workdir:
         server = JupybotProcess(
-            jupybot_config(Path(workdir), programs(args.megabytes)), Path(workdir)
+            jupybot_config(Path(workdir), programs(args.megabytes), web=ONE_CLIENT_MANY_SESSIONS),
+            Path(workdir),
         )
         try:
             server.wait_listening()

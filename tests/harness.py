@@ -173,12 +173,12 @@ class JupybotProcess(ChildProcess):
         return self.base_url
 
 
-def jupybot_config(workdir: Path, extra: str = "") -> str:
-    """A minimal config for tests: an ephemeral loopback port and a private state directory."""
+def jupybot_config(workdir: Path, extra: str = "", web: str = "") -> str:
+    """A minimal config for tests: an ephemeral loopback port and a private state directory.
+    C{web} holds more keys of the web section, each line indented by two spaces."""
     return (
         "web:\n"
-        "  listen: 'tcp:0:interface=127.0.0.1'\n"
-        "storage:\n"
+        "  listen: 'tcp:0:interface=127.0.0.1'\n" + web + "storage:\n"
         f"  path: '{workdir / 'var'}'\n"
         "shutdown:\n"
         "  timeout_seconds: 5\n" + extra
