@@ -12,7 +12,12 @@ from jupybot.sandbox import Sandbox
 
 from .harness import JupybotProcess, jupybot_config
 
-pytest_plugins = ["tests.peers.kernel_gateway", "tests.peers.synapse"]
+pytest_plugins = [
+    "tests.peers.kernel_gateway",
+    "tests.peers.enterprise_gateway",
+    "tests.peers.jupyter_server",
+    "tests.peers.synapse",
+]
 
 
 @pytest.fixture
