@@ -1,7 +1,8 @@
 """The Kernel Gateway's REST API (`/api/kernelspecs`, `/api/kernels/...`), through treq.
 
-The same API is served by Jupyter Server, Kernel Gateway and Enterprise Gateway. Errors come back
-as L{KernelError}s whose text is fit to show to people; the reason is logged.
+The same API is served by Jupyter Server, Kernel Gateway and Enterprise Gateway (docs/kernels.md,
+"Gateways": how they differ). Errors come back as L{KernelError}s whose text is fit to show to
+people; the reason is logged.
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
 from ..reactor import Reactor
-from .api import GatewayUnavailable, KernelSpec, NoSuchKernel, UnknownKernelSpec
+from .api import (
+    GatewayUnavailable,
+    KernelError,
+    KernelLimitReached,
+    KernelSpec,
+    NoSuchKernel,
+    UnknownKernelSpec,
+)
 
 log = Logger()
 
@@ -50,6 +58,7 @@ class GatewayRest:
         self.base_url = base_url
         self._token = token
         self._timeout = timeout
+        self._listed_specs: frozenset[str] = frozenset()
 
     def headers(self) -> dict[bytes | str, list[bytes | str]]:
         if self._token is None:
@@ -77,13 +86,12 @@ class GatewayRest:
                 "The kernel gateway cannot be reached right now; try again in a moment."
             ) from e
         code = response.code
-        if code in (401, 403):
-            log.error("kernels: the gateway refused jupybot's token ({code})", code=code)
-            raise GatewayUnavailable("The kernel gateway refused jupybot's credentials.")
         if code == 404:
             raise NoSuchKernel("That kernel no longer exists on the gateway.")
         if code >= 400:
             reason = _error_reason(content)
+            if code in (401, 403):
+                raise _refusal(code, reason)
             log.warn(
                 "kernels: {method} {path} -> {code}: {reason}",
                 method=method,
@@ -97,7 +105,7 @@ class GatewayRest:
         return json.loads(content) if content.strip() else None
 
     async def kernelspecs(self) -> tuple[str, list[KernelSpec]]:
-        """The default spec name and every spec the gateway offers."""
+        """The default spec name and every spec the gateway offers (remembered for L{start_kernel})."""
         answer = await self.request("GET", "/api/kernelspecs")
         specs = [
             KernelSpec(
@@ -107,9 +115,23 @@ class GatewayRest:
             )
             for name, entry in sorted(answer.get("kernelspecs", {}).items())
         ]
+        self._listed_specs = frozenset(spec.name for spec in specs)
         return str(answer.get("default", "")), specs
 
     async def start_kernel(self, spec: str) -> str:
+        """Start a kernel of C{spec}, which must be one the gateway lists; return its id.
+
+        The body is C{{"name": spec}} and nothing else: the spec may have been typed in a chat,
+        so only a name the gateway listed goes out, and no `env` at all (Enterprise Gateway puts
+        a request's `KERNEL_*` variables into the kernel's launch, and up to 3.3.0 turned such
+        values into shell commands when launching over SSH).
+        """
+        if spec not in self._listed_specs:
+            await self.kernelspecs()  # the gateway may have gained specs since
+        if spec not in self._listed_specs:
+            known = ", ".join(sorted(self._listed_specs)) or "none"
+            shown = spec if len(spec) <= 40 else spec[:40] + "…"
+            raise UnknownKernelSpec(f"There is no kernel type {shown!r}; available: {known}.")
         answer = await self.request("POST", "/api/kernels", {"name": spec})
         return str(answer["id"])
 
@@ -129,6 +151,25 @@ class GatewayRest:
     def channels_url(self, kernel_id: str) -> str:
         ws_base = "ws" + self.base_url[len("http") :]
         return f"{ws_base}/api/kernels/{kernel_id}/channels"
+
+
+def _refusal(code: int, reason: str) -> KernelError:
+    """A 401 or 403. Kernel Gateway and Enterprise Gateway answer a wrong token with 401, Jupyter
+    Server with a bare 403 "Forbidden"; a 403 with a reason is a gateway's policy: its kernel
+    limits (Kernel Gateway's "Resource Limit", Enterprise Gateway's "max kernels"), or an
+    Enterprise Gateway that refuses the kernel's user (`unauthorized_users`)."""
+    if code == 401 or reason.strip().lower() in ("forbidden", "", "no reason given"):
+        log.error("kernels: the gateway refused jupybot's token ({code})", code=code)
+        return GatewayUnavailable("The kernel gateway refused jupybot's credentials.")
+    log.error("kernels: the gateway refused: {reason}", reason=reason)
+    if "limit" in reason.lower():
+        return KernelLimitReached(
+            "The kernel gateway runs as many kernels as it allows; stop one first."
+        )
+    return GatewayUnavailable(
+        "The kernel gateway refused to start a kernel for jupybot; its operator can see why "
+        "in jupybot's log."
+    )
 
 
 def _error_reason(content: bytes) -> str:

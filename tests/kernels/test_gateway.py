@@ -1,4 +1,6 @@
-"""The kernel core against a real Kernel Gateway + ipykernel on loopback: no protocol mocks."""
+"""The kernel core against real gateways on loopback, no protocol mocks: one suite, run against
+Jupyter Kernel Gateway, Jupyter Enterprise Gateway 3.3 and Jupyter Server (a user's own, under a
+URL prefix), each with its token on and one of each for the whole run."""
 
 from __future__ import annotations
 
@@ -27,14 +29,31 @@ from jupybot.kernels import (
 from jupybot.kernels.api import ClearOutput, Stream
 from jupybot.kernels.kernel import GONE
 from tests.kernels.listener import RecordingListener
+from tests.peers.enterprise_gateway import EnterpriseGateway
+from tests.peers.jupyter_server import JupyterServer
 from tests.peers.kernel_gateway import KernelGateway
 
 T = TypeVar("T")
 
 CONFIG = GatewayConfig(url=None, token=None)
 
+GatewayPeer = KernelGateway | EnterpriseGateway | JupyterServer
+PEERS = ["kernel-gateway", "enterprise-gateway", "jupyter-server"]
 
-def manager_for(gateway: KernelGateway, **changes: object) -> GatewayKernelManager:
+
+@pytest.fixture(params=PEERS)
+def kernel_gateway(request: pytest.FixtureRequest, kernel_gateway: GatewayPeer) -> GatewayPeer:
+    """Each test of this module once on each peer (the session's own, started when first used)."""
+    if request.param == "enterprise-gateway":
+        peer: EnterpriseGateway = request.getfixturevalue("enterprise_gateway")
+        return peer
+    if request.param == "jupyter-server":
+        server: JupyterServer = request.getfixturevalue("jupyter_server")
+        return server
+    return kernel_gateway
+
+
+def manager_for(gateway: GatewayPeer, **changes: object) -> GatewayKernelManager:
     manager = GatewayKernelManager(reactor, replace(CONFIG, **changes))  # type: ignore[arg-type]
     manager.connect(gateway.url, gateway.token)
     return manager
@@ -46,7 +65,7 @@ def kernel_forgotten(manager: GatewayKernelManager) -> Deferred[None]:
 
 
 @pytest.fixture
-async def manager(kernel_gateway: KernelGateway) -> AsyncIterator[GatewayKernelManager]:
+async def manager(kernel_gateway: GatewayPeer) -> AsyncIterator[GatewayKernelManager]:
     manager = manager_for(kernel_gateway)
     yield manager
     await manager.shutdown_all()
@@ -57,7 +76,7 @@ def timeboxed(d: Deferred[T], seconds: float = 60) -> Deferred[T]:
 
 
 @pytest_twisted.ensureDeferred
-async def test_kernelspecs_list_python(kernel_gateway: KernelGateway) -> None:
+async def test_kernelspecs_list_python(kernel_gateway: GatewayPeer) -> None:
     manager = manager_for(kernel_gateway)
     specs = await manager.kernelspecs()
     assert "python3" in [s.name for s in specs]
@@ -65,7 +84,7 @@ async def test_kernelspecs_list_python(kernel_gateway: KernelGateway) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_run_prints_and_returns(kernel_gateway: KernelGateway) -> None:
+async def test_run_prints_and_returns(kernel_gateway: GatewayPeer) -> None:
     manager = manager_for(kernel_gateway)
     try:
         listener = RecordingListener()
@@ -84,7 +103,7 @@ async def test_run_prints_and_returns(kernel_gateway: KernelGateway) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_error_then_next_run_has_its_own_output(kernel_gateway: KernelGateway) -> None:
+async def test_error_then_next_run_has_its_own_output(kernel_gateway: GatewayPeer) -> None:
     manager = manager_for(kernel_gateway)
     try:
         first = RecordingListener()
@@ -103,7 +122,7 @@ async def test_error_then_next_run_has_its_own_output(kernel_gateway: KernelGate
 
 
 @pytest_twisted.ensureDeferred
-async def test_rich_outputs_arrive_typed(kernel_gateway: KernelGateway) -> None:
+async def test_rich_outputs_arrive_typed(kernel_gateway: GatewayPeer) -> None:
     manager = manager_for(kernel_gateway)
     try:
         listener = RecordingListener()
@@ -135,7 +154,7 @@ async def test_rich_outputs_arrive_typed(kernel_gateway: KernelGateway) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_input_is_asked_and_answered(kernel_gateway: KernelGateway) -> None:
+async def test_input_is_asked_and_answered(kernel_gateway: GatewayPeer) -> None:
     manager = manager_for(kernel_gateway)
     try:
         listener = RecordingListener(answers=["Ada", "s3cret"])
@@ -154,7 +173,7 @@ async def test_input_is_asked_and_answered(kernel_gateway: KernelGateway) -> Non
 
 
 @pytest_twisted.ensureDeferred
-async def test_interrupt_stops_a_long_sleep(kernel_gateway: KernelGateway) -> None:
+async def test_interrupt_stops_a_long_sleep(kernel_gateway: GatewayPeer) -> None:
     manager = manager_for(kernel_gateway)
     try:
         listener = RecordingListener()
@@ -174,7 +193,7 @@ async def test_interrupt_stops_a_long_sleep(kernel_gateway: KernelGateway) -> No
 
 @pytest_twisted.ensureDeferred
 async def test_timeout_interrupts_then_the_kernel_keeps_its_state(
-    kernel_gateway: KernelGateway,
+    kernel_gateway: GatewayPeer,
 ) -> None:
     manager = manager_for(kernel_gateway, execution_timeout_seconds=1.0)
     try:
@@ -193,7 +212,7 @@ async def test_timeout_interrupts_then_the_kernel_keeps_its_state(
 
 @pytest_twisted.ensureDeferred
 async def test_timeout_restarts_a_kernel_that_ignores_the_interrupt(
-    kernel_gateway: KernelGateway,
+    kernel_gateway: GatewayPeer,
 ) -> None:
     manager = manager_for(
         kernel_gateway, execution_timeout_seconds=1.0, interrupt_grace_seconds=1.0
@@ -212,7 +231,7 @@ async def test_timeout_restarts_a_kernel_that_ignores_the_interrupt(
 
 @pytest_twisted.ensureDeferred
 async def test_a_kernel_that_dies_is_reported_not_waited_for(
-    kernel_gateway: KernelGateway,
+    kernel_gateway: GatewayPeer,
 ) -> None:
     manager = manager_for(kernel_gateway)
     try:
@@ -231,7 +250,7 @@ async def test_a_kernel_that_dies_is_reported_not_waited_for(
 
 @pytest_twisted.ensureDeferred
 async def test_a_kernel_deleted_on_the_gateway_is_forgotten(
-    kernel_gateway: KernelGateway,
+    kernel_gateway: GatewayPeer,
 ) -> None:
     manager = manager_for(kernel_gateway)
     try:
@@ -255,7 +274,7 @@ async def test_a_kernel_deleted_on_the_gateway_is_forgotten(
 
 
 @pytest_twisted.ensureDeferred
-async def test_bad_token_is_a_clear_error(kernel_gateway: KernelGateway) -> None:
+async def test_bad_token_is_a_clear_error(kernel_gateway: GatewayPeer) -> None:
     manager = GatewayKernelManager(reactor, CONFIG)
     manager.connect(kernel_gateway.url, "wrong")
     with pytest.raises(GatewayUnavailable, match="refused jupybot's credentials"):
@@ -271,14 +290,14 @@ async def test_unreachable_gateway_is_a_clear_error() -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_unknown_kernelspec_names_the_known_ones(kernel_gateway: KernelGateway) -> None:
+async def test_unknown_kernelspec_names_the_known_ones(kernel_gateway: GatewayPeer) -> None:
     manager = manager_for(kernel_gateway)
     with pytest.raises(UnknownKernelSpec, match=r"no kernel type 'cobol'.*python3"):
         await manager.start("room", "cobol")
 
 
 @pytest_twisted.ensureDeferred
-async def test_per_owner_limit(kernel_gateway: KernelGateway) -> None:
+async def test_per_owner_limit(kernel_gateway: GatewayPeer) -> None:
     manager = manager_for(kernel_gateway, max_kernels_per_owner=1)
     try:
         await manager.start("room")
