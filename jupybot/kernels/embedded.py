@@ -1,9 +1,12 @@
 """The embedded Kernel Gateway: a child process jupybot starts when no `gateway.url` is set.
 
 It listens on loopback on a free port with a random token, is watched for its "is available
-at" line (readiness), restarted with backoff if it dies, and stopped (SIGTERM, then SIGKILL) on
-shutdown. The gateway shuts its kernels down when it stops; kernels also die with it (bubblewrap's
---die-with-parent).
+at" line (readiness), supervised (L{ProcessSupervisor}: restarted with backoff if it dies,
+SIGTERM then SIGKILL on shutdown). The gateway shuts its kernels down when it stops; kernels
+also die with it (bubblewrap's --die-with-parent).
+
+Its pid, start time and directory are recorded under `storage.path`, so that a jupybot that was
+SIGKILLed (and could not stop it) has it and its kernels killed by the next start.
 
 It gets none of jupybot's environment (where the bot passwords and tokens are): only the
 locale, PATH, its token and Jupyter directories of its own. Its kernel manager class
@@ -17,7 +20,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import socket
 import sys
 import tempfile
@@ -25,56 +27,37 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+from twisted.application.internet import backoffPolicy
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ProcessDone
-from twisted.internet.interfaces import IDelayedCall
-from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from ..parts import Reactor
 from ..sandbox.kernels import KernelSandboxPlan, remove_kernel_cgroups
+from . import _leftovers
+from ._supervisor import Command, ProcessSupervisor
 
 log = Logger()
 
 _READY = re.compile(rb"Kernel Gateway \S+ is available at (http://[\w.:\[\]]+)")
 
 STARTUP_TIMEOUT = 90.0
+# Seconds between SIGTERM and SIGKILL when it stops (procmon's killTime).
 STOP_GRACE = 10.0
-MAX_BACKOFF = 60.0
-# A gateway that stayed up this long is considered healthy: the next crash starts backoff anew.
+# A gateway that stayed up this long is healthy: the next crash starts the backoff anew
+# (procmon's threshold).
 HEALTHY_AFTER = 60.0
+# Restart delays: 1 s, then growing to at most a minute while it keeps dying.
+RESTART_DELAY = backoffPolicy(initialDelay=1.0, maxDelay=60.0, factor=2.0)
 # What the gateway keeps of jupybot's environment: nothing secret, nothing it would pass on.
 PASSED_THROUGH = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
 MANAGER_CLASS = "jupybot.kernels.gateway_kernels.SandboxedKernelManager"
-MAX_LINE = 64 * 1024
-
-
-class _GatewayProcess(ProcessProtocol):
-    def __init__(self, owner: EmbeddedGateway) -> None:
-        self.owner = owner
-        self.ended: Deferred[None] = Deferred()
-        self._buffer = b""
-
-    def childDataReceived(self, childFD: int, data: bytes) -> None:
-        self._buffer += data
-        *lines, self._buffer = self._buffer.split(b"\n")
-        # Kernels share the gateway's stdout and stderr: one that writes without newlines must
-        # not grow jupybot's memory.
-        if len(self._buffer) > MAX_LINE:
-            lines.append(self._buffer[:MAX_LINE])
-            self._buffer = b""
-        for line in lines:
-            self.owner.line_received(line)
-
-    def processEnded(self, reason: Failure) -> None:
-        self.owner.process_ended(self, reason)
-        if not self.ended.called:
-            self.ended.callback(None)
+WORK_PREFIX = "jupybot-gateway-"
 
 
 class EmbeddedGateway:
-    """Runs `python -m kernel_gateway`; C{on_ready(url, token)} is called after every (re)start."""
+    """Runs `python -m kernel_gateway`; C{on_ready(url, token)} is called after every (re)start,
+    C{on_restart()} after every death."""
 
     def __init__(
         self,
@@ -82,37 +65,68 @@ class EmbeddedGateway:
         runtime_dir: Path,
         on_ready: Callable[[str, str], None],
         on_restart: Callable[[], None],
+        record: Path,
         python: str = sys.executable,
+        restart_delay: Callable[[int], float] = RESTART_DELAY,
     ) -> None:
         self._reactor = reactor
         self._runtime_dir = runtime_dir
         self._on_ready = on_ready
         self._on_restart = on_restart
+        self._record = record
         self._python = python
         self.token = secrets.token_urlsafe(32)
         self.url: str | None = None
-        self._process: _GatewayProcess | None = None
-        self._transport: object | None = None
-        self._ready: Deferred[str] | None = None
-        self._stopping = False
-        self._backoff = 1.0
-        self._started_at = 0.0
-        self._restart_call: IDelayedCall | None = None
+        # True from the "is available at" line until the process ends.
+        self.serving = False
+        self._ready_waiters: list[Deferred[str]] = []
         self._port = 0
         self._plan: KernelSandboxPlan | None = None
         # The gateway's own directory: its Jupyter dirs, the plan, the kernels' directories.
         self._work: Path | None = None
+        self.process = ProcessSupervisor(
+            reactor,
+            "kernels: the embedded Kernel Gateway",
+            self._command,
+            on_line=self.line_received,
+            restart_delay=restart_delay,
+            on_spawn=self._spawned,
+            on_death=self._died,
+            threshold=HEALTHY_AFTER,
+            kill_time=STOP_GRACE,
+        )
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
+
+    def next_ready(self) -> Deferred[str]:
+        """Fires with the URL the next time the gateway says it serves (after a restart too)."""
+        d: Deferred[str] = Deferred()
+        self._ready_waiters.append(d)
+        return d
+
+    def problem(self) -> str | None:
+        """Why the gateway does not serve right now, or None."""
+        if self.serving:
+            return None
+        if self.process.restart_pending:
+            return "the embedded Kernel Gateway died and is restarting"
+        return "the embedded Kernel Gateway is starting"
 
     def start(self, plan: KernelSandboxPlan) -> Deferred[str]:
-        """Spawn the gateway, whose kernels are contained as C{plan} says; fire with its URL
-        once it serves."""
-        self._ready = Deferred()
-        ready = self._ready
+        """Stop what a killed predecessor left, spawn the gateway, whose kernels are contained
+        as C{plan} says; fire with its URL once it serves."""
+        return Deferred.fromCoroutine(self._start(plan))
+
+    async def _start(self, plan: KernelSandboxPlan) -> str:
+        await self._end_predecessor()
+        ready = self.next_ready()
         # Searchable by the sandbox user, who must reach its kernel's directory below. In memory
         # where there is /dev/shm: a kernel may write in its sockets directory, and what it
         # writes on a tmpfs is charged to its cgroup's memory rather than filling the disk.
         shm = "/dev/shm" if os.access("/dev/shm", os.W_OK | os.X_OK) else None
-        self._work = Path(tempfile.mkdtemp(prefix="jupybot-gateway-", dir=shm))
+        self._work = Path(tempfile.mkdtemp(prefix=WORK_PREFIX, dir=shm))
         self._work.chmod(0o711)
         for name in ("home", "config", "data"):
             (self._work / name).mkdir(mode=0o700)
@@ -125,9 +139,34 @@ class EmbeddedGateway:
         plan_file = self._work / "kernel-sandbox.json"
         plan_file.write_text(self._plan.to_json())
         plan_file.chmod(0o600)
-        self._spawn()
+        self.process.start()
         ready.addTimeout(STARTUP_TIMEOUT, self._reactor)
-        return ready
+        return await ready
+
+    async def _end_predecessor(self) -> None:
+        """Kill the gateway (and its kernels) a SIGKILLed jupybot left running, if the record
+        still names that very process, and remove its directory."""
+        previous = _leftovers.read_record(self._record)
+        if previous is None:
+            return
+        killed = _leftovers.kill_tree(previous)
+        if killed:
+            log.warn(
+                "kernels: killed the embedded Kernel Gateway a previous jupybot left running "
+                "(pid {pid}, with {count} process(es) below it)",
+                pid=previous.pid,
+                count=len(killed) - 1,
+            )
+            deadline = self._reactor.seconds() + STOP_GRACE
+            while _leftovers.any_alive(killed) and self._reactor.seconds() < deadline:
+                await deferLater(self._reactor, 0.05, lambda: None)
+        self._remove_directory_of(previous)
+
+    def _remove_directory_of(self, previous: _leftovers.GatewayRecord) -> None:
+        work = Path(previous.work)
+        if work.name.startswith(WORK_PREFIX) and work.is_dir():
+            shutil.rmtree(work, ignore_errors=True)
+        self._record.unlink(missing_ok=True)
 
     def _environment(self) -> dict[str, str]:
         """The gateway's whole environment."""
@@ -144,7 +183,8 @@ class EmbeddedGateway:
         )
         return env
 
-    def _spawn(self) -> None:
+    def _command(self) -> Command:
+        """The gateway's command line, on the port it had (clients keep finding it)."""
         assert self._work is not None and self._plan is not None
         self._port = self._port or _free_port()
         self._runtime_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -159,17 +199,12 @@ class EmbeddedGateway:
             f"--SeedingMappingKernelManager.kernel_manager_class={MANAGER_CLASS}",
             f"--SandboxedKernelManager.kernel_sandbox_plan={self._work / 'kernel-sandbox.json'}",
         ]
-        self._process = _GatewayProcess(self)
-        self._started_at = self._reactor.seconds()
-        self._transport = self._reactor.spawnProcess(
-            self._process,
-            argv[0],
-            argv,
-            env=self._environment(),
-            path=str(self._work),
-            childFDs={0: "w", 1: "r", 2: "r"},
-        )
         log.info("kernels: starting the embedded Kernel Gateway")
+        return Command(argv, self._environment(), str(self._work))
+
+    def _spawned(self, pid: int) -> None:
+        assert self._work is not None
+        _leftovers.write_record(self._record, pid, self._work)
 
     def _remove_kernel_leftovers(self) -> None:
         """What a gateway that died left: its kernels' directories and cgroups, its temporary
@@ -187,60 +222,36 @@ class EmbeddedGateway:
             return
         self.url = match.group(1).decode()
         self._port = int(self.url.rsplit(":", 1)[1])
+        self.serving = True
         log.info("kernels: embedded Kernel Gateway ready at {url}", url=self.url)
         self._on_ready(self.url, self.token)
-        if self._ready is not None and not self._ready.called:
-            self._ready.callback(self.url)
+        waiting, self._ready_waiters = self._ready_waiters, []
+        for d in waiting:
+            if not d.called:
+                d.callback(self.url)
 
-    def process_ended(self, process: _GatewayProcess, reason: Failure) -> None:
-        self._process = None
-        self._transport = None
-        if self._stopping:
-            return
-        status = "exited" if reason.check(ProcessDone) else reason.getErrorMessage()
-        up_for = self._reactor.seconds() - self._started_at
-        if up_for >= HEALTHY_AFTER:
-            self._backoff = 1.0
+    def _died(self, why: str, delay: float) -> None:
+        self.serving = False
+        self._record.unlink(missing_ok=True)
         log.error(
             "kernels: the embedded Kernel Gateway stopped ({status}); its kernels are lost; "
             "restarting in {delay:.0f}s",
-            status=status,
-            delay=self._backoff,
+            status=why,
+            delay=delay,
         )
         self._on_restart()
-        self._restart_call = self._reactor.callLater(self._backoff, self._spawn)
-        self._backoff = min(self._backoff * 2, MAX_BACKOFF)
-
-    @property
-    def pid(self) -> int | None:
-        return getattr(self._transport, "pid", None)
 
     async def stop(self) -> None:
-        self._stopping = True
-        if self._restart_call is not None and self._restart_call.active():
-            self._restart_call.cancel()
+        self.serving = False
         try:
-            await self._stop_process()
+            await self.process.stop()
         finally:
+            self._record.unlink(missing_ok=True)
             if self._plan is not None:
                 remove_kernel_cgroups(self._plan)
             if self._work is not None:
                 shutil.rmtree(self._work, ignore_errors=True)
                 self._work = None
-
-    async def _stop_process(self) -> None:
-        process = self._process
-        pid = self.pid
-        if process is None or pid is None:
-            return
-        os.kill(pid, signal.SIGTERM)
-        process.ended.addTimeout(STOP_GRACE, self._reactor)
-        try:
-            await process.ended
-        except Exception:
-            log.warn("kernels: the embedded Kernel Gateway ignored SIGTERM; killing it")
-            if self.pid is not None:
-                os.kill(pid, signal.SIGKILL)
 
 
 def _free_port() -> int:

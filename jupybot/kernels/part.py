@@ -12,10 +12,13 @@ from ..service import JupybotService, Part
 from ..state import StateDirectory
 from .api import KernelError, KernelManager
 from .embedded import EmbeddedGateway
+from .health import GatewayProbe
 from .manager import GatewayKernelManager
 
 __all__ = ["KernelsPart", "build_kernels", "embedded_kernel_plan", "kernel_limits"]
 
+# The embedded gateway's pid, start time and directory, for the next start after a SIGKILL.
+GATEWAY_RECORD = "embedded-gateway.json"
 GATEWAY_RESTARTED = "The kernel gateway restarted and lost its kernels; start a new one."
 
 
@@ -29,14 +32,41 @@ class KernelsPart(Part):
         self._config = config
         self._sandbox = sandbox
         self.manager = GatewayKernelManager(reactor, config)
+        self.probe = GatewayProbe(reactor, self._probe_target)
         self.embedded: EmbeddedGateway | None = None
         if config.url is None:
             self.embedded = EmbeddedGateway(
                 reactor,
                 state.path / "kernel-runtime",
-                on_ready=self.manager.connect,
+                on_ready=self._embedded_ready,
                 on_restart=lambda: self.manager.gateway_lost(GATEWAY_RESTARTED),
+                record=state.file(GATEWAY_RECORD),
             )
+
+    def problem(self) -> str | None:
+        """The embedded gateway's process is not serving (it died and restarts), or the
+        gateway does not answer its API."""
+        if self.embedded is not None and (problem := self.embedded.problem()) is not None:
+            return problem
+        return self.probe.problem
+
+    def _embedded_ready(self, url: str, token: str) -> None:
+        self.probe.reset()
+        self.manager.connect(url, token)
+
+    def _probe_target(self) -> tuple[str, dict[bytes | str, list[bytes | str]]] | None:
+        if self.embedded is not None:
+            if self.embedded.url is None or not self.embedded.serving:
+                return None
+            token = self.embedded.token
+            return self.embedded.url, {b"Authorization": [f"token {token}".encode()]}
+        assert self._config.url is not None
+        url = self._config.url.rstrip("/")
+        configured = self._config.token.reveal() if self._config.token else None
+        headers: dict[bytes | str, list[bytes | str]] = {}
+        if configured is not None:
+            headers[b"Authorization"] = [f"token {configured}".encode()]
+        return url, headers
 
     def start_part(self) -> Deferred[None]:
         return Deferred.fromCoroutine(self._start())
@@ -65,11 +95,13 @@ class KernelsPart(Part):
                     specs=", ".join(s.name for s in specs),
                 )
         self.manager.start_culling()
+        self.probe.start()
 
     def stop_part(self) -> Deferred[None]:
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
+        self.probe.stop()
         await self.manager.shutdown_all()
         if self.embedded is not None:
             await self.embedded.stop()

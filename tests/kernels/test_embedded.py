@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest_twisted
 from twisted.internet import reactor, task
-from twisted.internet.defer import Deferred
 
 from jupybot.config.kernels import GatewayConfig
 from jupybot.kernels import KernelsPart
@@ -76,17 +75,14 @@ async def test_a_crashed_gateway_is_restarted_and_rooms_get_a_new_kernel(
     await timeboxed(part.manager.execute("room", "x = 1", RecordingListener()), 120)
     assert part.embedded is not None and part.embedded.pid is not None
     old_url = part.embedded.url
-    restarted: Deferred[None] = Deferred()
-    ready = part.embedded._on_ready
-
-    def ready_again(url: str, token: str) -> None:
-        ready(url, token)
-        restarted.callback(None)
-
-    part.embedded._on_ready = ready_again
+    assert part.status == "running"
+    restarted = part.embedded.next_ready()
     os.kill(part.embedded.pid, signal.SIGKILL)
     await timeboxed(gone, 30)  # the room's kernel is reported lost, not waited for
-    await timeboxed(restarted, 60)
+    # /ping's view: running, but down until the new gateway serves.
+    assert part.status == "down: the embedded Kernel Gateway died and is restarting"
+    assert await timeboxed(restarted, 60) == old_url
+    assert part.status == "running"
     assert part.embedded.url == old_url  # same port: a configured client would still find it
     listener = RecordingListener()
     result = await timeboxed(part.manager.execute("room", "print('back')", listener), 120)

@@ -31,7 +31,7 @@ class SlowPart(Part):
 
 def ping(top: JupybotService) -> tuple[int, dict[str, object]]:
     request = DummyRequest([b""])
-    body = PingResource("MemoryReactorClock", top).render_GET(request)
+    body = PingResource("MemoryReactorClock", top).render_GET(request)  # type: ignore[arg-type]
     return request.responseCode or 200, json.loads(body)
 
 

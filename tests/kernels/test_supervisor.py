@@ -1,0 +1,142 @@
+"""The embedded gateway's process supervision, with procmon's semantics, on a dummy process
+reactor (a Clock that records spawns and signals): restart delays from backoffPolicy, growing
+only while the process dies within the threshold, SIGTERM then SIGKILL after the kill time,
+and a stop that waits for the process to be reaped."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+
+from jupybot.kernels._supervisor import Command, ProcessSupervisor
+
+
+class DummyProcess:
+    """A spawned process as the dummy reactor hands it out: records signals, ends on demand."""
+
+    def __init__(self, protocol: ProcessProtocol, pid: int, ignores: set[str]) -> None:
+        self.proto = protocol
+        self.pid = pid
+        self.signals: list[str] = []
+        self._ignores = ignores
+
+    def signalProcess(self, name: str) -> None:
+        self.signals.append(name)
+        if name not in self._ignores:
+            self.end(ProcessTerminated(signal=15 if name == "TERM" else 9))
+
+    def end(self, reason: Exception) -> None:
+        self.proto.processExited(Failure(reason))
+
+    def loseConnection(self) -> None:
+        self.signals.append("closed pipes")
+
+
+class DummyProcessReactor(Clock):
+    def __init__(self) -> None:
+        super().__init__()
+        self.spawned: list[DummyProcess] = []
+        self.ignores: set[str] = set()
+
+    def spawnProcess(self, protocol: ProcessProtocol, executable: str, *args: Any,
+                     **kwargs: Any) -> DummyProcess:  # fmt: skip
+        process = DummyProcess(protocol, 1000 + len(self.spawned), self.ignores)
+        protocol.makeConnection(process)
+        self.spawned.append(process)
+        return process
+
+
+def supervised(reactor: DummyProcessReactor) -> tuple[ProcessSupervisor, list[str]]:
+    events: list[str] = []
+    supervisor = ProcessSupervisor(
+        reactor,
+        "gateway",
+        lambda: Command(["gateway"]),
+        on_line=lambda line: events.append(line.decode()),
+        restart_delay=lambda attempt: 2.0**attempt,  # 1, 2, 4...
+        on_spawn=lambda pid: events.append(f"spawned {pid}"),
+        on_death=lambda why, delay: events.append(f"died, again in {delay:g}"),
+        threshold=60,
+        kill_time=10,
+    )
+    return supervisor, events
+
+
+def test_a_process_that_keeps_dying_quickly_waits_longer_each_time() -> None:
+    reactor = DummyProcessReactor()
+    supervisor, events = supervised(reactor)
+    supervisor.start()
+    for expected in (1, 2, 4):
+        reactor.spawned[-1].end(ProcessDone(0))
+        assert events[-1] == f"died, again in {expected}"
+        assert supervisor.pid is None and supervisor.restart_pending
+        reactor.advance(expected - 0.5)
+        count = len(reactor.spawned)
+        reactor.advance(0.5)
+        assert len(reactor.spawned) == count + 1
+    assert supervisor.pid == reactor.spawned[-1].pid
+
+
+def test_a_process_that_lived_past_the_threshold_restarts_after_the_first_delay() -> None:
+    reactor = DummyProcessReactor()
+    supervisor, events = supervised(reactor)
+    supervisor.start()
+    reactor.spawned[-1].end(ProcessDone(0))
+    reactor.advance(1)
+    reactor.spawned[-1].end(ProcessDone(0))
+    assert events[-1] == "died, again in 2"
+    reactor.advance(2)
+    reactor.advance(60)  # healthy for the threshold
+    reactor.spawned[-1].end(ProcessDone(0))
+    assert events[-1] == "died, again in 1"
+
+
+def test_output_lines_reach_the_owner_even_split_across_reads() -> None:
+    reactor = DummyProcessReactor()
+    supervisor, events = supervised(reactor)
+    supervisor.start()
+    reactor.spawned[0].proto.childDataReceived(1, b"Kernel Gateway is avail")
+    reactor.spawned[0].proto.childDataReceived(2, b"able\nnext")
+    assert events == ["spawned 1000", "Kernel Gateway is available"]
+
+
+def test_stop_sends_sigterm_and_waits_for_the_end_without_restarting() -> None:
+    reactor = DummyProcessReactor()
+    supervisor, _ = supervised(reactor)
+    supervisor.start()
+    stopped = Deferred.fromCoroutine(supervisor.stop())
+    assert reactor.spawned[0].signals == ["TERM", "closed pipes"]
+    assert stopped.called
+    reactor.advance(3600)
+    assert len(reactor.spawned) == 1
+
+
+def test_a_process_ignoring_sigterm_gets_sigkill_after_the_kill_time_and_is_waited_for() -> None:
+    reactor = DummyProcessReactor()
+    reactor.ignores = {"TERM", "KILL"}
+    supervisor, _ = supervised(reactor)
+    supervisor.start()
+    stopped = Deferred.fromCoroutine(supervisor.stop())
+    reactor.advance(9.9)
+    assert reactor.spawned[0].signals == ["TERM"]  # (no "closed pipes": it did not end)
+    reactor.advance(0.1)
+    assert reactor.spawned[0].signals == ["TERM", "KILL"]
+    assert not stopped.called  # not reaped yet: a stop does not end before the process does
+    reactor.spawned[0].end(ProcessTerminated(signal=9))
+    assert stopped.called
+
+
+def test_stop_during_the_restart_delay_cancels_the_restart() -> None:
+    reactor = DummyProcessReactor()
+    supervisor, _ = supervised(reactor)
+    supervisor.start()
+    reactor.spawned[0].end(ProcessDone(0))
+    stopped = Deferred.fromCoroutine(supervisor.stop())
+    assert stopped.called
+    reactor.advance(3600)
+    assert len(reactor.spawned) == 1
