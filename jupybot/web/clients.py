@@ -14,11 +14,13 @@ autobahn adapters only gather those.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from urllib.parse import urlsplit
 
+from twisted.internet.address import IPv4Address
+from twisted.web.http import combinedLogFormatter
 from twisted.web.iweb import IRequest
 
 from ..config.core import IPNetwork, WebConfig
@@ -28,6 +30,7 @@ __all__ = [
     "Client",
     "OriginVerdict",
     "ProxyTrust",
+    "access_log_formatter",
     "check_origin",
     "client_of_request",
     "normalize_origin",
@@ -294,3 +297,28 @@ def client_of_request(request: IRequest, trust: ProxyTrust) -> Client:
             headers[name] = ",".join(values)
     peer = getattr(request.getClientAddress(), "host", None)
     return resolve_client(peer, request.isSecure(), headers, trust)
+
+
+class _AsTheVisitor:
+    """A request whose client address is the visitor's, for twisted.web's access log line."""
+
+    def __init__(self, request: IRequest, address: str) -> None:
+        self._request = request
+        self._address = address
+
+    def getClientAddress(self) -> IPv4Address:
+        return IPv4Address("TCP", self._address, 0)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._request, name)
+
+
+def access_log_formatter(trust: ProxyTrust) -> Callable[[str, IRequest], str]:
+    """twisted.web's combined access log line, naming the visitor rather than the proxy."""
+
+    def formatter(timestamp: str, request: IRequest) -> str:
+        visitor = _AsTheVisitor(request, client_of_request(request, trust).address)
+        line: str = combinedLogFormatter(timestamp, visitor)
+        return line
+
+    return formatter

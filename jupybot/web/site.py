@@ -13,6 +13,7 @@ from twisted.web.server import Site
 from ..config.core import WebConfig
 from ..reactor import Reactor
 from ..service import Part
+from .clients import ProxyTrust, access_log_formatter
 from .edges import EdgeFactory
 from .ping import Health, PingResource
 
@@ -40,6 +41,8 @@ class WebPart(Part):
         self.root.putChild(b"ping", PingResource(type(reactor).__name__, health))
         self.site = Site(self.root)
         self.site.displayTracebacks = False
+        # Access log lines name the visitor, through a trusted proxy too (docs/deploy.md).
+        self.site._logFormatter = access_log_formatter(ProxyTrust.of(config))
         self._reactor = reactor
         self._health = health
         self._port: IListeningPort | None = None
