@@ -22,6 +22,10 @@ class GatewayConfig:
     max_kernels_per_owner: int = 3
     # Kernels jupybot started and nobody used for this long are shut down (0: never).
     idle_cull_seconds: float = 3600.0
+    # Kernel starts under way at once; the others wait their turn (0: one per core, at least 2).
+    start_concurrency: int = 0
+    # Kernels of default_kernel started ahead, so a new room's first run need not wait (0: none).
+    prestart: int = 1
     # The embedded gateway's kernels, each in a sandbox of its own (docs/kernels.md): the host's
     # network (default: none, not even loopback), and what one kernel may use at most.
     kernel_network: bool = False
@@ -45,6 +49,8 @@ class GatewayConfig:
             max_kernels=r.integer("max_kernels", 20, minimum=1),
             max_kernels_per_owner=r.integer("max_kernels_per_owner", 3, minimum=1),
             idle_cull_seconds=r.number("idle_cull_seconds", 3600.0, minimum=0),
+            start_concurrency=r.integer("start_concurrency", 0, minimum=0, maximum=256),
+            prestart=r.integer("prestart", 1, minimum=0, maximum=100),
             kernel_network=r.boolean("kernel_network", False),
             kernel_memory_mb=r.integer("kernel_memory_mb", 1024, minimum=256),
             kernel_processes=r.integer("kernel_processes", 128, minimum=16, maximum=4096),

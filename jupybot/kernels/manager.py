@@ -1,8 +1,10 @@
-"""L{GatewayKernelManager}: every owner's kernels on one Kernel Gateway, with limits and culling."""
+"""L{GatewayKernelManager}: every owner's kernels on one Kernel Gateway, with limits, culling,
+starts in turn and a warm pool."""
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -27,11 +29,18 @@ from .api import (
     UnknownKernelSpec,
 )
 from .kernel import GatewayKernel
+from .pool import WarmPool
 from .rest import GatewayRest
+from .starts import StartQueue, StartWatcher, machine_start_concurrency
 
 log = Logger()
 
 T = TypeVar("T")
+
+KernelFactory = Callable[
+    [Reactor, GatewayRest, str, str, GatewayConfig, Callable[[GatewayKernel], None]],
+    GatewayKernel,
+]
 
 
 @dataclass
@@ -40,18 +49,84 @@ class _Owned:
     kernel: GatewayKernel
 
 
+class _PendingStart:
+    """An owner's kernel start under way: runs that need that owner's kernel meanwhile wait for
+    this one instead of starting another (two `run`s racing into a new room share a kernel)."""
+
+    def __init__(self) -> None:
+        self.ahead: int | None = None
+        self._watchers: list[StartWatcher] = []
+        self._waiting: list[Deferred[KernelHandle]] = []
+
+    def watch(self, watcher: StartWatcher | None) -> None:
+        if watcher is not None:
+            self._watchers.append(watcher)
+            if self.ahead is not None:
+                _tell(watcher, self.ahead)
+
+    def tell(self, ahead: int | None) -> None:
+        self.ahead = ahead
+        for watcher in list(self._watchers):
+            _tell(watcher, ahead)
+
+    def join(self, watcher: StartWatcher | None) -> Deferred[KernelHandle]:
+        """Fires with the started kernel, or fails as the start did."""
+        self.watch(watcher)
+
+        def leave(d: Deferred[KernelHandle]) -> None:
+            self._waiting.remove(d)
+            if watcher is not None and watcher in self._watchers:
+                self._watchers.remove(watcher)
+
+        d: Deferred[KernelHandle] = Deferred(leave)
+        self._waiting.append(d)
+        return d
+
+    def settle(self, outcome: KernelHandle | BaseException) -> None:
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            if isinstance(outcome, BaseException):
+                d.errback(outcome)
+            else:
+                d.callback(outcome)
+
+
+def _tell(watcher: StartWatcher, ahead: int | None) -> None:
+    try:
+        watcher.on_kernel_wait(ahead)
+    except Exception:
+        log.failure("kernels: a start watcher failed")
+
+
 class GatewayKernelManager(KernelManager):
     """The kernel core on a gateway. L{connect} tells it where the gateway is (it may move:
     the embedded gateway gets a new port when restarted)."""
 
-    def __init__(self, reactor: Reactor, config: GatewayConfig) -> None:
+    def __init__(
+        self,
+        reactor: Reactor,
+        config: GatewayConfig,
+        kernel_factory: KernelFactory = GatewayKernel,
+    ) -> None:
         self._reactor = reactor
         self._config = config
+        self._kernel_factory = kernel_factory
         self._rest: GatewayRest | None = None
         self._connected: list[Deferred[GatewayRest]] = []
         self._owners: dict[str, dict[str, _Owned]] = {}
         self._current: dict[str, str] = {}
-        self._starting = 0
+        # Per owner: its starts under way (limits), and the latest, which runs wait for.
+        self._starting: dict[str, int] = {}
+        self._pending: dict[str, _PendingStart] = {}
+        self.starts = StartQueue(config.start_concurrency or machine_start_concurrency())
+        self.pool = WarmPool(
+            config.prestart,
+            lambda landed: _deferred(
+                self._new_kernel(config.default_kernel, None, urgent=False, landed=landed)
+            ),
+            self._pool_may_grow,
+        )
+        self._pool_wanted = False
         self._gone_waiters: list[Deferred[str]] = []
         self._culler = LoopingCall(self._cull)
         self._culler.clock = reactor
@@ -59,16 +134,30 @@ class GatewayKernelManager(KernelManager):
     # Wiring.
 
     def connect(self, base_url: str, token: str | None) -> None:
-        self._rest = GatewayRest(
-            self._reactor,
-            base_url,
-            token,
-            self._config.request_timeout_seconds,
-            self._config.verify_tls,
+        self.use_gateway(
+            GatewayRest(
+                self._reactor,
+                base_url,
+                token,
+                self._config.request_timeout_seconds,
+                self._config.verify_tls,
+            )
         )
+
+    def use_gateway(self, rest: GatewayRest) -> None:
+        """Talk to the gateway through C{rest} (what L{connect} builds; tests pass a fake)."""
+        self._rest = rest
         waiting, self._connected = self._connected, []
         for d in waiting:
             d.callback(self._rest)
+        if self._pool_wanted:
+            self.pool.fill()
+
+    def start_warm_pool(self) -> None:
+        """Keep `gateway.prestart` kernels started ahead, from now on (once connected)."""
+        self._pool_wanted = True
+        if self._rest is not None:
+            self.pool.fill()
 
     def start_culling(self) -> None:
         idle = self._config.idle_cull_seconds
@@ -79,12 +168,18 @@ class GatewayKernelManager(KernelManager):
         """Shut down every kernel jupybot started (on stop)."""
         if self._culler.running:
             self._culler.stop()
+        self._pool_wanted = False
+        await self.pool.close()
         for owner in list(self._owners):
             for name in list(self._owners.get(owner, {})):
                 await self._stop(owner, name)
 
     def gateway_lost(self, reason: str) -> None:
-        """The gateway restarted without its kernels: every kernel is gone."""
+        """The gateway restarted without its kernels: every kernel is gone, and new starts
+        wait for it to be back (L{connect})."""
+        self._rest = None
+        for kernel in self.pool.gateway_lost():
+            kernel.lose(reason)
         for owned in list(self._owners.values()):
             for entry in list(owned.values()):
                 entry.kernel.lose(reason)
@@ -126,41 +221,106 @@ class GatewayKernelManager(KernelManager):
     ) -> Deferred[KernelHandle]:
         return _deferred(self._start(owner, spec, name))
 
-    async def _start(self, owner: str, spec: str | None, name: str | None) -> KernelHandle:
+    async def _start(
+        self,
+        owner: str,
+        spec: str | None,
+        name: str | None,
+        pending: _PendingStart | None = None,
+    ) -> KernelHandle:
         spec = spec or self._config.default_kernel
-        rest = await self._gateway()
-        owned = self._owners.setdefault(owner, {})
-        if name is not None and name in owned:
-            raise KernelError(f"There is already a kernel named {name!r} here.")
-        total = sum(len(kernels) for kernels in self._owners.values()) + self._starting
+        # Registered before anything is awaited: a run arriving meanwhile waits for this start.
+        pending = pending or _PendingStart()
+        self._pending[owner] = pending
+        counted = False
+        try:
+            await self._gateway()
+            owned = self._owners.setdefault(owner, {})
+            if name is not None and name in owned:
+                raise KernelError(f"There is already a kernel named {name!r} here.")
+            self._check_limits(owned, self._starting.get(owner, 0))
+            self._starting[owner] = self._starting.get(owner, 0) + 1
+            counted = True
+            kernel = self.pool.take() if spec == self._config.default_kernel else None
+            if kernel is None:
+                kernel = await self._new_kernel(spec, pending.tell, urgent=True)
+            kernel.last_used = self._reactor.seconds()
+            owned = self._owners.setdefault(owner, owned)
+            name = name if name is not None and name not in owned else _free_name(owned, spec)
+            handle = KernelHandle(name, kernel.kernel_id, spec, owner, self._reactor.seconds())
+            owned[name] = _Owned(handle, kernel)
+            self._current[owner] = name
+        except BaseException as error:
+            pending.settle(error)
+            raise
+        finally:
+            if counted:
+                self._starting[owner] -= 1
+                if not self._starting[owner]:
+                    del self._starting[owner]
+            if self._pending.get(owner) is pending:
+                del self._pending[owner]
+            pending.tell(None)
+        log.info(
+            "kernels: started {spec} kernel {id} for {owner}",
+            spec=spec,
+            id=handle.kernel_id,
+            owner=owner,
+        )
+        pending.settle(handle)
+        return handle
+
+    def _check_limits(self, owned: dict[str, _Owned], owner_starting: int) -> None:
+        total = sum(len(kernels) for kernels in self._owners.values())
+        total += sum(self._starting.values())
         if total >= self._config.max_kernels:
             raise KernelLimitReached(
                 f"This server runs its maximum of {self._config.max_kernels} kernels; "
                 "stop one first."
             )
-        if len(owned) >= self._config.max_kernels_per_owner:
+        if len(owned) + owner_starting >= self._config.max_kernels_per_owner:
             raise KernelLimitReached(
                 f"There are already {len(owned)} kernels here (the limit); stop one first."
             )
-        self._starting += 1
+
+    def _pool_may_grow(self) -> bool:
+        total = sum(len(kernels) for kernels in self._owners.values())
+        total += sum(self._starting.values()) + len(self.pool)
+        return total < self._config.max_kernels
+
+    async def _new_kernel(
+        self,
+        spec: str,
+        on_ahead: Callable[[int], None] | None,
+        urgent: bool,
+        landed: Callable[[GatewayKernel], None] | None = None,
+    ) -> GatewayKernel:
+        """A kernel started and answering, once its turn in the start queue came: its
+        timeouts count from then. A room's turn takes a pooled kernel if one landed while it
+        waited; C{landed} hears of the kernel before the turn passes on."""
+        await self.starts.wait_turn(on_ahead, urgent)
         try:
+            pooled = self.pool.take() if urgent and spec == self._config.default_kernel else None
+            if pooled is not None:
+                return pooled
+            if on_ahead is not None:
+                on_ahead(0)
+            rest = await self._gateway()  # it may have restarted while this waited
             kernel_id = await self._start_on_gateway(rest, spec)
+            kernel = self._kernel_factory(
+                self._reactor, rest, kernel_id, spec, self._config, self._gone
+            )
+            try:
+                await kernel.connect()
+            except BaseException:
+                with suppress(KernelError):
+                    await kernel.shutdown()
+                raise
+            if landed is not None:
+                landed(kernel)
+            return kernel
         finally:
-            self._starting -= 1
-        kernel = GatewayKernel(self._reactor, rest, kernel_id, spec, self._config, self._gone)
-        try:
-            await kernel.connect()
-        except Exception:
-            await kernel.shutdown()
-            raise
-        name = name if name is not None and name not in owned else _free_name(owned, spec)
-        handle = KernelHandle(name, kernel_id, spec, owner, self._reactor.seconds())
-        owned[name] = _Owned(handle, kernel)
-        self._current[owner] = name
-        log.info(
-            "kernels: started {spec} kernel {id} for {owner}", spec=spec, id=kernel_id, owner=owner
-        )
-        return handle
+            self.starts.done()
 
     async def _start_on_gateway(self, rest: GatewayRest, spec: str) -> str:
         try:
@@ -211,7 +371,17 @@ class GatewayKernelManager(KernelManager):
         allow_stdin: bool,
     ) -> ExecutionResult:
         if name is None and self.current(owner) is None:
-            await self._start(owner, None, None)
+            # Every run of a room without a kernel waits on the room's one start, in the
+            # order the runs came: the first run's code goes first.
+            watcher = listener if isinstance(listener, StartWatcher) else None
+            pending = self._pending.get(owner)
+            if pending is not None:
+                await pending.join(watcher)
+            else:
+                pending = _PendingStart()
+                started = pending.join(watcher)
+                _deferred(self._start(owner, None, None, pending)).addErrback(_told_to_waiters)
+                await started
         owned = self._find(owner, name)
         return await owned.kernel.execute(code, listener, allow_stdin)
 
@@ -272,11 +442,17 @@ class GatewayKernelManager(KernelManager):
         return d
 
     def _gone(self, kernel: GatewayKernel) -> None:
+        if self.pool.forget(kernel):
+            return
+        forgotten = False
         for owner, owned in self._owners.items():
             for name, entry in list(owned.items()):
                 if entry.kernel is kernel:
                     del owned[name]
                     self._forget_current(owner, name)
+                    forgotten = True
+        if not forgotten:
+            return  # a pooled kernel the gateway lost, or one that died while starting
         waiters, self._gone_waiters = self._gone_waiters, []
         for d in waiters:
             d.callback(kernel.gone_reason or "")
@@ -300,6 +476,10 @@ class GatewayKernelManager(KernelManager):
             name=name,
             owner=owner,
         )
+
+
+def _told_to_waiters(failure: Failure) -> None:
+    """A start's failure reaches the runs that waited for it; nothing else to do."""
 
 
 def _free_name(owned: dict[str, _Owned], spec: str) -> str:

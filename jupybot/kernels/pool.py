@@ -1,0 +1,119 @@
+"""The warm pool: kernels of the default spec started ahead, so a new room's first run does not
+wait for a kernel start. Each pooled kernel goes to one owner, once; nothing comes back to it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import suppress
+from functools import partial
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from .api import KernelError
+from .kernel import GatewayKernel
+
+__all__ = ["WarmPool"]
+
+log = Logger()
+
+
+class WarmPool:
+    """Up to C{size} fresh kernels, started with C{start_kernel(landed)} while C{may_grow()}
+    allows (the server's kernel limit counts them). C{start_kernel} calls C{landed} with the
+    kernel as soon as it answers, before its start's turn goes to the next one (who may be a
+    room that takes it). Filling starts with L{fill}; L{close} ends it."""
+
+    def __init__(
+        self,
+        size: int,
+        start_kernel: Callable[[Callable[[GatewayKernel], None]], Deferred[GatewayKernel]],
+        may_grow: Callable[[], bool],
+    ) -> None:
+        self.size = size
+        self._start_kernel = start_kernel
+        self._may_grow = may_grow
+        self._ready: list[GatewayKernel] = []
+        self.starting = 0
+        self._enabled = False
+        # Bumped when the gateway loses its kernels or the pool closes: a start begun before
+        # lands in a pool that no longer wants it, and is shut down.
+        self._generation = 0
+
+    @property
+    def ready(self) -> int:
+        return len(self._ready)
+
+    def __len__(self) -> int:
+        """Kernels the pool holds or is starting: what it adds to the gateway's load."""
+        return len(self._ready) + self.starting
+
+    def __contains__(self, kernel: GatewayKernel) -> bool:
+        return kernel in self._ready
+
+    def fill(self) -> None:
+        """Start kernels until the pool is full (or the server's limit is reached)."""
+        self._enabled = self.size > 0
+        while self._enabled and len(self) < self.size and self._may_grow():
+            self.starting += 1
+            generation = self._generation
+            d = self._start_kernel(partial(self._landed, generation=generation))
+            d.addErrback(self._failed)
+
+    def take(self) -> GatewayKernel | None:
+        """A fresh kernel for an owner, now, or None; the pool refills behind it."""
+        kernel = None
+        while self._ready and kernel is None:
+            candidate = self._ready.pop(0)
+            if candidate.gone_reason is None:
+                kernel = candidate
+        if self._enabled:
+            self.fill()
+        return kernel
+
+    def forget(self, kernel: GatewayKernel) -> bool:
+        """C{kernel} is gone (it died, or the gateway culled it): True if it was pooled, and
+        another is started in its place."""
+        if kernel not in self._ready:
+            return False
+        self._ready.remove(kernel)
+        if self._enabled:
+            self.fill()
+        return True
+
+    def gateway_lost(self) -> list[GatewayKernel]:
+        """The gateway restarted without its kernels: the pooled ones, returned, are gone (the
+        caller tells each) and starts under way were made on the old gateway. L{fill} again
+        once it is back."""
+        self._generation += 1
+        lost, self._ready = self._ready, []
+        return lost
+
+    async def close(self) -> None:
+        """Stop filling and shut down every pooled kernel; starts under way are shut down as
+        they land."""
+        self._enabled = False
+        self._generation += 1
+        ready, self._ready = self._ready, []
+        for kernel in ready:
+            await _shut_down(kernel)
+
+    def _landed(self, kernel: GatewayKernel, *, generation: int) -> None:
+        self.starting -= 1
+        if generation != self._generation or not self._enabled or kernel.gone_reason is not None:
+            Deferred.fromCoroutine(_shut_down(kernel))
+            return
+        self._ready.append(kernel)
+        log.info("kernels: warm pool holds {n} of {size}", n=self.ready, size=self.size)
+
+    def _failed(self, failure: Failure) -> None:
+        self.starting -= 1
+        # Not retried at once (the gateway may be down): the next take, loss or reconnection
+        # refills the pool.
+        log.warn("kernels: starting a pool kernel failed: {e}", e=failure.getErrorMessage())
+
+
+async def _shut_down(kernel: GatewayKernel) -> None:
+    with suppress(KernelError):
+        await kernel.shutdown()
