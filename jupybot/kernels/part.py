@@ -95,6 +95,7 @@ class KernelsPart(Part):
                     specs=", ".join(s.name for s in specs),
                 )
         self.manager.start_culling()
+        self.manager.start_warm_pool()
         self.probe.start()
 
     def stop_part(self) -> Deferred[None]:
