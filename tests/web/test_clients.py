@@ -16,6 +16,7 @@ from jupybot.web.clients import (
     Client,
     OriginVerdict,
     ProxyTrust,
+    access_log_formatter,
     check_origin,
     client_of_request,
     normalize_origin,
@@ -92,6 +93,17 @@ def test_several_header_lines_are_one_list() -> None:
     request.requestHeaders.addRawHeader(b"X-Forwarded-For", b"6.6.6.6")
     request.requestHeaders.addRawHeader(b"X-Forwarded-For", b"203.0.113.9")
     assert client_of_request(request, PROXY).address == "203.0.113.9"
+
+
+def test_the_access_log_line_names_the_visitor() -> None:
+    channel = DummyChannel()
+    channel.transport = DummyChannel.TCP(IPv4Address("TCP", "10.0.0.1", 4711))
+    request = Request(channel)
+    request.method, request.uri, request.clientproto = b"GET", b"/ping", b"HTTP/1.1"
+    request.requestHeaders.addRawHeader(b"X-Forwarded-For", b"203.0.113.9")
+    line = access_log_formatter(PROXY)("[03/Dec/2026:08:00:00 +0000]", request)
+    assert line.startswith('"203.0.113.9" - - [03/Dec/2026:08:00:00 +0000] "GET /ping HTTP/1.1"')
+    assert access_log_formatter(ProxyTrust())("-", request).startswith('"10.0.0.1" - -')
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,259 @@
+"""jupybot behind a real nginx with TLS (docs/deploy.md's configuration): the page, both
+websockets, /contact, and the per-visitor limits, for visitors on distinct loopback addresses.
+
+Visitors connect to nginx from 127.0.0.2, 127.0.0.3, ...; nginx connects to jupybot from
+127.0.0.1, the one trusted proxy. The idle-connection test is last: it holds a session open
+through the whole module and checks it still works after nginx's default read timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.harness import JupybotProcess
+from tests.matrix.user import asyncio_test
+from tests.peers.nginx import Certificate, Nginx, nginx_certificate, running_nginx
+from tests.terminal.conftest import RawClient
+
+pytestmark = pytest.mark.peers
+
+__all__ = ["nginx_certificate"]  # the session fixture, used here
+
+# nginx's proxy_read_timeout when the configuration does not set it (docs/deploy.md does not).
+NGINX_DEFAULT_READ_TIMEOUT = 60.0
+SESSIONS_PER_VISITOR = 2
+MESSAGES_PER_VISITOR = 2
+
+
+def config_text(workdir: Path) -> str:
+    return (
+        "web:\n"
+        "  listen: 'tcp:0:interface=127.0.0.1'\n"
+        "  title: 'Behind nginx'\n"
+        "  trusted_proxies: ['127.0.0.1']\n"
+        "storage:\n"
+        f"  path: '{workdir / 'var'}'\n"
+        "shutdown:\n"
+        "  timeout_seconds: 5\n"
+        "programs:\n"
+        "  - {name: cat, argv: [cat]}\n"
+        "  - {name: bc, argv: [bc, -q]}\n"
+        "terminal:\n"
+        f"  max_sessions_per_ip: {SESSIONS_PER_VISITOR}\n"
+        "contact:\n"
+        f"  rate_limit: {MESSAGES_PER_VISITOR}\n"
+        "  deliver_to: [file]\n"
+    )
+
+
+class BehindNginx:
+    def __init__(
+        self, workdir: Path, server: JupybotProcess, proxy: Nginx, certificate: Certificate
+    ) -> None:
+        self.workdir = workdir
+        self.server = server
+        self.proxy = proxy
+        self.tls = ssl.create_default_context(cafile=str(certificate.path))
+        self.started = time.monotonic()
+
+    @property
+    def url(self) -> str:
+        return self.proxy.url
+
+    @asynccontextmanager
+    async def visitor(self, address: str) -> AsyncIterator[aiohttp.ClientSession]:
+        """An HTTP client whose connections to nginx come from C{address} (127.0.0.x)."""
+        connector = aiohttp.TCPConnector(ssl=self.tls, local_addr=(address, 0))
+        async with aiohttp.ClientSession(connector=connector) as session:
+            yield session
+
+    def delivered(self) -> list[dict[str, Any]]:
+        path = self.workdir / "var" / "contact-messages.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+@pytest.fixture(scope="session")
+def behind_nginx(
+    tmp_path_factory: pytest.TempPathFactory, nginx_certificate: Certificate
+) -> Iterator[BehindNginx]:
+    workdir = tmp_path_factory.mktemp("behind-nginx")
+    server = JupybotProcess(config_text(workdir), workdir)
+    try:
+        server.wait_listening()
+        server.wait_for("terminal: running")
+        for proxy in running_nginx(workdir / "nginx", nginx_certificate, server.base_url):
+            yield BehindNginx(workdir, server, proxy, nginx_certificate)
+    finally:
+        server.stop()
+
+
+async def open_raw(
+    visitor: aiohttp.ClientSession, site: BehindNginx, program: str = "cat", **headers: str
+) -> RawClient:
+    ws = await visitor.ws_connect(
+        site.url.replace("https://", "wss://") + "/terminal/ws",
+        origin=site.url,
+        headers=headers,
+        autoping=True,
+    )
+    client = RawClient(ws)
+    await client.hello(program=program, cols=80, rows=24)
+    await client.frame()
+    return client
+
+
+@asyncio_test
+async def test_the_page_is_served_over_https_and_plain_http_redirects(
+    behind_nginx: BehindNginx,
+) -> None:
+    async with behind_nginx.visitor("127.0.0.2") as visitor:
+        async with visitor.get(behind_nginx.url + "/") as page:
+            assert page.status == 200
+            assert "Behind nginx" in await page.text()
+        plain = f"http://127.0.0.1:{behind_nginx.proxy.http_port}/"
+        async with visitor.get(plain, allow_redirects=False) as redirect:
+            assert redirect.status == 301
+            assert redirect.headers["location"].startswith("https://127.0.0.1/")
+
+
+@asyncio_test
+async def test_the_raw_terminal_works_through_nginx_from_the_https_page(
+    behind_nginx: BehindNginx,
+) -> None:
+    async with behind_nginx.visitor("127.0.0.2") as visitor:
+        # Origin https://127.0.0.1:<nginx> is the page's own: X-Forwarded-Proto and Host
+        # from the trusted proxy say so.
+        client = await open_raw(visitor, behind_nginx)
+        assert client.ready["program"] == "cat", (client.error, client.output)
+        await client.send(b"through the proxy\n")
+        await client.until_output(b"through the proxy\r\n")
+        await client.ws.close()
+        # The same site over plain http is another origin, and another site is refused.
+        for origin in (behind_nginx.url.replace("https", "http"), "https://evil.example"):
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await visitor.ws_connect(
+                    behind_nginx.url.replace("https://", "wss://") + "/terminal/ws", origin=origin
+                )
+            assert refused.value.status == 403
+
+
+@asyncio_test
+async def test_line_mode_works_through_nginx(behind_nginx: BehindNginx) -> None:
+    async with behind_nginx.visitor("127.0.0.2") as visitor:
+        ws = await visitor.ws_connect(
+            behind_nginx.url.replace("https://", "wss://") + "/terminal/line"
+        )
+        await ws.send_json({"event": "initialize", "program": "bc"})
+        # bc -q greets with nothing, then answers each line.
+        assert await ws.receive_json(timeout=30) == {"event": "output", "output": ""}
+        await ws.send_json({"event": "command", "input": "6*7"})
+        answer = await ws.receive_json(timeout=30)
+        assert answer == {"event": "output", "output": "42\n"}, answer
+        await ws.close()
+
+
+@asyncio_test
+async def test_contact_is_accepted_and_delivered_with_the_visitor_s_address(
+    behind_nginx: BehindNginx,
+) -> None:
+    async with behind_nginx.visitor("127.0.0.5") as visitor:
+        message = {"name": "Ada", "email": "ada@example.org", "message": "via nginx"}
+        async with visitor.post(
+            behind_nginx.url + "/contact", json=message, headers={"Origin": behind_nginx.url}
+        ) as response:
+            assert response.status == 202, await response.text()
+            accepted = await response.json()
+    await asyncio.to_thread(
+        behind_nginx.server.wait_for,
+        rf"contact: message {accepted['id']} delivered to file",
+        30,
+    )
+    [record] = [r for r in behind_nginx.delivered() if r["id"] == accepted["id"]]
+    assert record["client_ip"] == "127.0.0.5"
+    # The access log names the visitor, not nginx.
+    await asyncio.to_thread(
+        behind_nginx.server.wait_for, r'^\S+ \S+ "127\.0\.0\.5" - - .*"POST /contact', 30
+    )
+
+
+@asyncio_test
+async def test_each_visitor_has_their_own_session_slots_and_cannot_take_another_s(
+    behind_nginx: BehindNginx,
+) -> None:
+    async with (
+        behind_nginx.visitor("127.0.0.3") as first,
+        behind_nginx.visitor("127.0.0.4") as second,
+        behind_nginx.visitor("127.0.0.6") as spoofer,
+    ):
+        held = [await open_raw(first, behind_nginx) for _ in range(SESSIONS_PER_VISITOR)]
+        assert all(client.ready for client in held)
+        over = await open_raw(first, behind_nginx)
+        assert over.error is not None and over.error["reason"] == "too-many", over.error
+        # Another visitor through the same proxy has slots of their own.
+        others = [await open_raw(second, behind_nginx) for _ in range(SESSIONS_PER_VISITOR)]
+        assert all(client.ready for client in others), [c.error for c in others]
+        # A visitor who claims to be the first one is still themself: their own slots, and the
+        # first visitor's sessions are untouched.
+        spoofed = await open_raw(spoofer, behind_nginx, **{"X-Forwarded-For": "127.0.0.3"})
+        assert spoofed.ready and spoofed.error is None, spoofed.error
+        for client in held:
+            await client.send(b"still mine\n")
+            await client.until_output(b"still mine\r\n")
+        for client in [*held, *others, spoofed]:
+            await client.ws.close()
+
+
+@asyncio_test
+async def test_the_contact_limit_is_per_visitor_and_cannot_be_spoofed(
+    behind_nginx: BehindNginx,
+) -> None:
+    async def post(visitor: aiohttp.ClientSession, **headers: str) -> int:
+        message = {"name": "Bo", "email": "bo@example.org", "message": "limit"}
+        async with visitor.post(
+            behind_nginx.url + "/contact", json=message, headers=headers
+        ) as response:
+            return response.status
+
+    async with (
+        behind_nginx.visitor("127.0.0.7") as first,
+        behind_nginx.visitor("127.0.0.8") as second,
+        behind_nginx.visitor("127.0.0.9") as spoofer,
+    ):
+        assert [await post(first) for _ in range(MESSAGES_PER_VISITOR + 1)] == [202] * (
+            MESSAGES_PER_VISITOR
+        ) + [429]
+        assert await post(second) == 202
+        # Pretending to be a fresh address does not give a new allowance...
+        assert [await post(spoofer) for _ in range(MESSAGES_PER_VISITOR)] == [202] * (
+            MESSAGES_PER_VISITOR
+        )
+        assert await post(spoofer, **{"X-Forwarded-For": "203.0.113.50"}) == 429
+        assert await post(spoofer, **{"Forwarded": "for=203.0.113.51"}) == 429
+        # ...and blaming another visitor does not use theirs.
+        assert await post(second, **{"X-Forwarded-For": "127.0.0.7"}) == 202
+
+
+@asyncio_test
+async def test_an_idle_terminal_outlives_nginx_s_read_timeout(behind_nginx: BehindNginx) -> None:
+    """Last: the session has been idle since the module's first test; jupybot's pings keep nginx
+    from closing it (nginx's proxy_read_timeout counts time without anything from jupybot)."""
+    async with behind_nginx.visitor("127.0.0.10") as visitor:
+        client = await open_raw(visitor, behind_nginx)
+        assert client.ready
+        idle_until = time.monotonic() + NGINX_DEFAULT_READ_TIMEOUT + 5
+        # aiohttp answers pings while it waits for a frame; nothing else arrives meanwhile.
+        with pytest.raises(TimeoutError):
+            await client.ws.receive(timeout=idle_until - time.monotonic())
+        await client.send(b"still here\n")
+        await client.until_output(b"still here\r\n")
+        await client.ws.close()
