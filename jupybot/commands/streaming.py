@@ -79,6 +79,13 @@ def status_line(result: ExecutionResult) -> str:
     return " · ".join(parts)
 
 
+def kernel_wait_line(ahead: int | None) -> str | None:
+    """What a run waiting for its kernel to start shows, or None once it runs."""
+    if ahead is None:
+        return None
+    return f"⏳ starting a kernel… ({ahead} ahead)" if ahead else "⏳ starting a kernel…"
+
+
 def _duration(seconds: float) -> str:
     if seconds < 1:
         return f"{seconds * 1000:.0f} ms"
@@ -122,6 +129,7 @@ class ExecutionReporter:
         self._interval = interval
         self._redact = redact or Redactor((), MIN_SECRET_CHARS)
         self._events: list[OutputEvent] = []
+        self._kernel_wait: int | None = None  # starts queued before this run's kernel
         self._message_id: str | None = reply_id
         self._reused = reply_id is not None
         self._on_shown = on_shown
@@ -148,6 +156,12 @@ class ExecutionReporter:
 
     def on_input_request(self, prompt: str, password: bool) -> Deferred[str]:
         return Deferred.fromCoroutine(self._ask(prompt, password))
+
+    def on_kernel_wait(self, ahead: int | None) -> None:
+        """The run waits for its kernel to start (jupybot.kernels.starts.StartWatcher): the
+        reply says so instead of "running"; None once the kernel is ready."""
+        self._kernel_wait = ahead
+        self._schedule()
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -242,7 +256,7 @@ class ExecutionReporter:
         if rendered.truncated:
             blocks.append(Paragraph("(output cut: the whole output follows as a file)"))
         if result is None:
-            blocks.append(Paragraph("⏳ running…"))
+            blocks.append(Paragraph(kernel_wait_line(self._kernel_wait) or "⏳ running…"))
         else:
             message = result.message and self._redact(result.message)
             blocks.append(Paragraph(status_line(replace(result, message=message))))
