@@ -7,8 +7,12 @@ Run: ``.venv/bin/python -m bench.contact [--seconds 5] [--clients 50]``
 - ``ping_per_s``: ``GET /ping`` with the same clients.
 - ``sqlite_floor_per_s``: this process inserting single rows, one synchronous commit each, in
   the same kind of database: what durability costs without group commits.
+- ``nginx_contact_accepted_per_s``, ``nginx_ping_per_s``: the same through nginx with TLS,
+  configured as docs/deploy.md says (tests/peers/nginx.py), jupybot trusting it as a proxy.
 
-Targets (issue 6): >= 2000 accepted/s and >= 5000 /ping per second on a 2-core machine.
+Absolute rates differ between machines: the ratios measured in the same run are what counts.
+Target (issue 16): ``contact_vs_ping`` >= 0.5 (a durable write costs no more than a second
+request), directly and through nginx.
 """
 
 from __future__ import annotations
@@ -16,16 +20,28 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import ssl
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from bench._report import report
 from jupybot.contact.store import open_database
-from tests.harness import JupybotProcess, jupybot_config
+from tests.harness import JupybotProcess
+from tests.peers.nginx import Nginx, make_certificate
 
+# Many keep-alive clients from one address (and nginx's connection per request).
 CONFIG = """
+web:
+  listen: 'tcp:0:interface=127.0.0.1'
+  trusted_proxies: ['127.0.0.1']
+  limits:
+    max_connections_per_address: 100000
+storage:
+  path: '{workdir}/var'
 contact:
   deliver_to: [file]
   rate_limit: 100000000
@@ -40,8 +56,18 @@ BODY = json.dumps(
 ).encode()
 
 
-async def client(host: str, port: int, request: bytes, deadline: float, counts: list[int]) -> None:
-    reader, writer = await asyncio.open_connection(host, port)
+TARGET_CONTACT_VS_PING = 0.5
+
+
+async def client(
+    host: str,
+    port: int,
+    request: bytes,
+    deadline: float,
+    counts: list[int],
+    tls: ssl.SSLContext | None,
+) -> None:
+    reader, writer = await asyncio.open_connection(host, port, ssl=tls)
     try:
         while time.perf_counter() < deadline:
             writer.write(request)
@@ -59,12 +85,56 @@ async def client(host: str, port: int, request: bytes, deadline: float, counts: 
         writer.close()
 
 
-async def load(host: str, port: int, request: bytes, clients: int, seconds: float) -> float:
+async def load(
+    host: str,
+    port: int,
+    request: bytes,
+    clients: int,
+    seconds: float,
+    tls: ssl.SSLContext | None = None,
+) -> float:
     counts = [0]
     started = time.perf_counter()
     deadline = started + seconds
-    await asyncio.gather(*(client(host, port, request, deadline, counts) for _ in range(clients)))
+    await asyncio.gather(
+        *(client(host, port, request, deadline, counts, tls) for _ in range(clients))
+    )
     return round(counts[0] / (time.perf_counter() - started), 1)
+
+
+def requests(host: str) -> tuple[bytes, bytes]:
+    """POST /contact and GET /ping as a browser on C{host} would send them."""
+    post = (
+        b"POST /contact HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (host.encode(), len(BODY), BODY)
+    )
+    ping = b"GET /ping HTTP/1.1\r\nHost: %s\r\n\r\n" % host.encode()
+    return post, ping
+
+
+def rates(
+    host: str, port: int, clients: int, seconds: float, tls: ssl.SSLContext | None = None
+) -> tuple[float, float]:
+    """(contact accepted, /ping) per second against C{host}:C{port}."""
+    post, ping = requests(f"{host}:{port}")
+    contact = asyncio.run(load(host, port, post, clients, seconds, tls))
+    pings = asyncio.run(load(host, port, ping, clients, seconds, tls))
+    return contact, pings
+
+
+@contextmanager
+def nginx_in_front(workdir: Path, upstream: str) -> Iterator[tuple[Nginx, ssl.SSLContext]]:
+    certificate = make_certificate(workdir)
+    proxy = Nginx(workdir / "nginx", certificate, upstream)
+    proxy.start()
+    try:
+        yield proxy, ssl.create_default_context(cafile=str(certificate.path))
+    finally:
+        proxy.stop()
+
+
+def ratio(part: float, whole: float) -> float | None:
+    return round(part / whole, 3) if whole else None
 
 
 def sqlite_floor(path: Path, seconds: float) -> float:
@@ -88,27 +158,36 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--clients", type=int, default=50)
     args = parser.parse_args()
-    figures: dict[str, Any] = {"clients": args.clients}
-    with tempfile.TemporaryDirectory() as workdir:
-        server = JupybotProcess(jupybot_config(Path(workdir), CONFIG), Path(workdir))
+    figures: dict[str, Any] = {"clients": args.clients, "seconds": args.seconds}
+    with tempfile.TemporaryDirectory() as folder:
+        workdir = Path(folder)
+        server = JupybotProcess(CONFIG.format(workdir=workdir), workdir)
         try:
             server.wait_listening()
             server.wait_for("contact: running")
             host, port = server.base_url.removeprefix("http://").split(":")
-            post = (
-                b"POST /contact HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-                b"Content-Length: %d\r\n\r\n%s" % (len(BODY), BODY)
-            )
-            ping = b"GET /ping HTTP/1.1\r\nHost: bench\r\n\r\n"
-            figures["contact_accepted_per_s"] = asyncio.run(
-                load(host, int(port), post, args.clients, args.seconds)
-            )
-            figures["ping_per_s"] = asyncio.run(
-                load(host, int(port), ping, args.clients, args.seconds)
-            )
+            contact, ping = rates(host, int(port), args.clients, args.seconds)
+            figures["contact_accepted_per_s"], figures["ping_per_s"] = contact, ping
+            with nginx_in_front(workdir, server.base_url) as (proxy, tls):
+                contact, ping = rates(
+                    "127.0.0.1", proxy.https_port, args.clients, args.seconds, tls
+                )
+            figures["nginx_contact_accepted_per_s"], figures["nginx_ping_per_s"] = contact, ping
         finally:
             server.stop()
-        figures["sqlite_floor_per_s"] = sqlite_floor(Path(workdir) / "floor.sqlite3", args.seconds)
+        figures["sqlite_floor_per_s"] = sqlite_floor(workdir / "floor.sqlite3", args.seconds)
+    figures["contact_vs_ping"] = ratio(figures["contact_accepted_per_s"], figures["ping_per_s"])
+    figures["contact_vs_sqlite_floor"] = ratio(
+        figures["contact_accepted_per_s"], figures["sqlite_floor_per_s"]
+    )
+    figures["nginx_contact_vs_ping"] = ratio(
+        figures["nginx_contact_accepted_per_s"], figures["nginx_ping_per_s"]
+    )
+    figures["contact_vs_ping_target"] = TARGET_CONTACT_VS_PING
+    figures["contact_vs_ping_met"] = all(
+        (figures[key] or 0) >= TARGET_CONTACT_VS_PING
+        for key in ("contact_vs_ping", "nginx_contact_vs_ping")
+    )
     for key, value in sorted(figures.items()):
         print(f"{key}: {value}")
     report(figures)
