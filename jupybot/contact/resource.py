@@ -19,7 +19,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from ..config.contact import ContactConfig
 from ..web.clients import NO_PROXIES, OriginVerdict, ProxyTrust, check_origin, client_of_request
 from .api import ContactMessage
-from .store import NewMessage
+from .store import NewMessage, UnstorableMessage
 
 log = Logger()
 
@@ -54,29 +54,63 @@ class RateLimiter:
         return None
 
 
-def validate(fields: dict[str, str], config: ContactConfig) -> tuple[NewMessage | None, dict[str, str]]:  # fmt: skip
-    """The message, or what is wrong with each field."""
+def validate(fields: dict[str, object], config: ContactConfig) -> tuple[NewMessage | None, dict[str, str]]:  # fmt: skip
+    """The message, or what is wrong with each field.
+
+    What passes is plain text that SQLite and every channel can take: strings only (not a number
+    or NaN), valid Unicode (no lone surrogate), no control characters but a message's line
+    breaks and tabs.
+    """
     errors: dict[str, str] = {}
-    name = fields.get("name", "").strip()
-    email = fields.get("email", "").strip()
-    subject = fields.get("subject", "").strip() or None
-    message = fields.get("message", "").strip()
-    if not name:
+    text: dict[str, str] = {}
+    for field in ("name", "email", "subject", "message"):
+        value = fields.get(field, "")
+        problem = text_problem(value, multiline=field == "message")
+        if problem is not None:
+            errors[field] = problem
+        else:
+            assert isinstance(value, str)
+            text[field] = value
+    name = text.get("name", "").strip()
+    email = text.get("email", "").strip()
+    subject = text.get("subject", "").strip() or None
+    message = text.get("message", "").strip()
+    if "name" in text and not name:
         errors["name"] = "required"
-    if not email:
-        errors["email"] = "required"
-    elif not EMAIL.match(email):
-        errors["email"] = "not an email address"
-    if not message:
-        errors["message"] = "required"
-    elif len(message) > config.max_message_chars:
-        errors["message"] = f"longer than {config.max_message_chars} characters"
+    if "email" in text:
+        if not email:
+            errors["email"] = "required"
+        elif not EMAIL.match(email):
+            errors["email"] = "not an email address"
+    if "message" in text:
+        if not message:
+            errors["message"] = "required"
+        elif len(message) > config.max_message_chars:
+            errors["message"] = f"longer than {config.max_message_chars} characters"
     for field, limit in FIELD_LIMITS.items():
-        if len(fields.get(field, "")) > limit:
+        if len(text.get(field, "")) > limit:
             errors[field] = f"longer than {limit} characters"
     if errors:
         return None, errors
     return NewMessage(name, email, subject, message, ""), {}
+
+
+def text_problem(value: object, multiline: bool) -> str | None:
+    """What keeps C{value} from being a field's text, or None."""
+    if not isinstance(value, str):
+        return "must be text"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "not valid Unicode text"
+    allowed = "\n\r\t" if multiline else ""
+    if any(_is_control(c) and c not in allowed for c in value):
+        return "must not contain control characters"
+    return None
+
+
+def _is_control(character: str) -> bool:
+    return character < " " or "\x7f" <= character < "\xa0"
 
 
 class ContactResource(Resource):
@@ -99,6 +133,18 @@ class ContactResource(Resource):
         self._limiter = RateLimiter(clock, config.rate_limit, config.rate_window_seconds)
         self.rate_limited = 0  # messages refused with 429 since start; read by /metrics
 
+    def render(self, request: Request) -> bytes | int:
+        """Every answer here is JSON, a method other than POST's included."""
+        if request.method not in (b"POST", b"OPTIONS"):
+            request.setHeader(b"allow", b"POST, OPTIONS")
+            return _json(request, 405, {"error": "Send the message with POST."})
+        try:
+            result: bytes | int = super().render(request)
+        except Exception:  # a bug, not the visitor's input: logged, and no HTML page
+            log.failure("contact: answering a request failed")
+            return _json(request, 500, {"error": "The message was not stored; try again."})
+        return result
+
     def render_OPTIONS(self, request: Request) -> bytes:
         """CORS preflight: only for the configured origins."""
         if not self._cors(request):
@@ -119,8 +165,8 @@ class ContactResource(Resource):
             return _json(request, 413, {"error": f"The message is larger than {limit} bytes."})
         try:
             fields = _fields(request, body)
-        except ValueError as e:
-            return _json(request, 400, {"error": str(e)})
+        except MalformedBody as e:
+            return _json(request, e.status, {"error": str(e)})
         client_ip = client_of_request(request, self._proxies).address
         if fields.get(self._config.honeypot_field):
             # A form-filling robot: it is told what a person would be, and nothing is stored.
@@ -144,6 +190,12 @@ class ContactResource(Resource):
                 _finish(request, 202, {"status": "accepted", "id": message.id})
 
         def failed(failure: Failure) -> None:
+            if failure.check(UnstorableMessage):
+                log.warn("contact: a message from {ip} refused by the database: {why}",
+                         ip=client_ip, why=failure.getErrorMessage())  # fmt: skip
+                if not gone:
+                    _finish(request, 400, {"error": "The message has text that cannot be stored."})
+                return
             log.failure("contact: could not store a message", failure)
             if not gone:
                 _finish(request, 503, {"error": "The message could not be stored; try again."})
@@ -163,25 +215,59 @@ class ContactResource(Resource):
         return verdict.allowed
 
 
-def _fields(request: Request, body: bytes) -> dict[str, str]:
+MAX_FORM_FIELDS = 50
+
+
+class MalformedBody(ValueError):
+    """A body the endpoint cannot read at all; C{status} is the 4xx to answer."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _fields(request: Request, body: bytes) -> dict[str, object]:
     content_type = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
     if content_type == b"application/json":
-        try:
-            data = json.loads(body)
-        except (UnicodeDecodeError, ValueError):
-            raise ValueError("The body is not valid JSON.") from None
-        if not isinstance(data, dict):
-            raise ValueError("The body must be a JSON object.")
-        return {
-            str(k): v if isinstance(v, str) else str(v) for k, v in data.items() if v is not None
-        }
+        return _json_fields(body)
     if content_type in (b"application/x-www-form-urlencoded", b""):
         try:
-            parsed = parse_qs(body.decode("utf-8"), keep_blank_values=True)
+            text = body.decode("utf-8")
         except UnicodeDecodeError:
-            raise ValueError("The form is not UTF-8.") from None
+            raise MalformedBody("The form is not UTF-8.") from None
+        try:
+            parsed = parse_qs(text, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
+        except ValueError:
+            raise MalformedBody(f"The form has more than {MAX_FORM_FIELDS} fields.") from None
         return {k: v[0] for k, v in parsed.items()}
-    raise ValueError("Send application/json or application/x-www-form-urlencoded.")
+    raise MalformedBody("Send application/json or application/x-www-form-urlencoded.", 415)
+
+
+def _json_fields(body: bytes) -> dict[str, object]:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedBody("The body is not UTF-8.") from None
+    try:
+        data = json.loads(text, parse_constant=_no_constant)
+    except _NotJsonConstant as e:
+        raise MalformedBody(f"{e} is not a JSON value.") from None
+    except RecursionError:  # json's parser recurses once per level: [[[[...]]]] ends here
+        raise MalformedBody("The JSON is nested too deeply.") from None
+    except ValueError:
+        raise MalformedBody("The body is not valid JSON.") from None
+    if not isinstance(data, dict):
+        raise MalformedBody("The body must be a JSON object.")
+    return {k: v for k, v in data.items() if v is not None}
+
+
+class _NotJsonConstant(ValueError):
+    pass
+
+
+def _no_constant(name: str) -> object:
+    """Python's json reads NaN, Infinity and -Infinity, which JSON does not have."""
+    raise _NotJsonConstant(name)
 
 
 def _json(request: Request, code: int, body: dict[str, Any]) -> bytes:

@@ -45,6 +45,10 @@ CREATE INDEX IF NOT EXISTS deliveries_waiting ON deliveries(state) WHERE state !
 """
 
 
+class UnstorableMessage(Exception):
+    """SQLite refused this message's content (the rest of its batch was stored)."""
+
+
 @dataclass(frozen=True)
 class NewMessage:
     name: str
@@ -172,35 +176,27 @@ class ContactStore:
             connection.close()
 
     def _commit_adds(self, connection: sqlite3.Connection) -> None:
+        """One transaction for the batch, one savepoint per message: a message SQLite refuses
+        fails alone, and the others are committed (one fsync) and acknowledged."""
         with self._adds_lock:
             batch, self._adds = self._adds, []
         if not batch:
             return
         received_at = time.time()
         stored: list[tuple[Deferred[ContactMessage], ContactMessage]] = []
+        refused: list[tuple[Deferred[ContactMessage], Exception]] = []
         try:
             connection.execute("BEGIN IMMEDIATE")
             for new, channels, d in batch:
-                cursor = connection.execute(
-                    "INSERT INTO messages (name, email, subject, message, client_ip, received_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (new.name, new.email, new.subject, new.message, new.client_ip, received_at),
-                )
-                message_id = int(cursor.lastrowid or 0)
-                connection.executemany(
-                    "INSERT INTO deliveries (message_id, channel) VALUES (?, ?)",
-                    [(message_id, channel) for channel in channels],
-                )
-                message = ContactMessage(
-                    message_id,
-                    new.name,
-                    new.email,
-                    new.subject,
-                    new.message,
-                    new.client_ip,
-                    received_at,
-                )
-                stored.append((d, message))
+                connection.execute("SAVEPOINT message")
+                try:
+                    message = _insert(connection, new, channels, received_at)
+                except (sqlite3.Error, ValueError) as e:  # e.g. a lone surrogate: not UTF-8
+                    connection.execute("ROLLBACK TO message")
+                    refused.append((d, UnstorableMessage(f"{type(e).__name__}: {e}")))
+                else:
+                    stored.append((d, message))
+                connection.execute("RELEASE message")
             connection.execute("COMMIT")
         except Exception as e:
             if connection.in_transaction:
@@ -210,6 +206,24 @@ class ContactStore:
             return
         for d, message in stored:
             self._reactor.callFromThread(d.callback, message)
+        for d, error in refused:
+            self._reactor.callFromThread(d.errback, error)
+
+
+def _insert(db: sqlite3.Connection, new: NewMessage, channels: tuple[str, ...], received_at: float) -> ContactMessage:  # fmt: skip
+    cursor = db.execute(
+        "INSERT INTO messages (name, email, subject, message, client_ip, received_at)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (new.name, new.email, new.subject, new.message, new.client_ip, received_at),
+    )
+    message_id = int(cursor.lastrowid or 0)
+    db.executemany(
+        "INSERT INTO deliveries (message_id, channel) VALUES (?, ?)",
+        [(message_id, channel) for channel in channels],
+    )
+    return ContactMessage(
+        message_id, new.name, new.email, new.subject, new.message, new.client_ip, received_at
+    )
 
 
 # Queries on a connection of one's own: the writer thread runs them for the server, and the

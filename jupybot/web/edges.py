@@ -16,6 +16,7 @@ Here, in the style of L{twisted.protocols.policies}:
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import resource
 from collections.abc import Callable
@@ -29,7 +30,8 @@ from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Site
 
-from ..config.core import WebLimits
+from ..config.core import WebConfig, WebLimits
+from .clients import ProxyTrust
 
 __all__ = [
     "ConnectionCounter",
@@ -227,9 +229,10 @@ class ConnectionCounter:
     def holding(self, address: str) -> int:
         return self._by_address.get(address, 0)
 
-    def refusal(self, address: str) -> tuple[int, str, str] | None:
-        """None if C{address} may open one more; else (status, reason, message)."""
-        if self._by_address.get(address, 0) >= self.per_address:
+    def refusal(self, address: str, capped: bool = True) -> tuple[int, str, str] | None:
+        """None if C{address} may open one more; else (status, reason, message). An address
+        not C{capped} (a trusted proxy, speaking for many visitors) meets only the total."""
+        if capped and self._by_address.get(address, 0) >= self.per_address:
             return (429, "Too Many Requests", "Too many connections from your address.")
         if self._open >= self.total:
             return (503, "Service Unavailable", "The server is at its connection limit.")
@@ -262,14 +265,18 @@ class _Refused(Protocol):
 
 class EdgeFactory(WrappingFactory):
     """Wraps C{site}: caps open connections per address and in all, and makes the site's
-    channels L{EdgeChannel}s with C{limits}.
+    channels L{EdgeChannel}s, as C{config.limits} says.
 
+    The per-address cap does not apply to C{web.trusted_proxies}: behind one, every visitor
+    is the proxy's address (the per-visitor limits of the parts read its forwarding header).
     C{file_limit} (the soft RLIMIT_NOFILE by default) bounds the total cap; see
     L{connection_cap}. The site's reactor is the clock for the deadlines and the refusal log.
     """
 
-    def __init__(self, site: Site, limits: WebLimits, file_limit: int | None = None) -> None:
+    def __init__(self, site: Site, config: WebConfig, file_limit: int | None = None) -> None:
         super().__init__(site)
+        limits = config.limits
+        self._proxies = ProxyTrust.of(config)
 
         def edge_channel() -> Any:  # the site's own is an HTTP/2-or-1.1 chooser; 1.1 is all here
             return EdgeChannel(limits)
@@ -293,7 +300,7 @@ class EdgeFactory(WrappingFactory):
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:  # type: ignore[override]
         address = _address_key(addr)
-        refusal = self.connections.refusal(address)
+        refusal = self.connections.refusal(address, capped=not self._is_proxy(address))
         if refusal is None:
             wrapper = super().buildProtocol(addr)
             if wrapper is not None:
@@ -310,6 +317,12 @@ class EdgeFactory(WrappingFactory):
     def unregisterProtocol(self, p: ProtocolWrapper) -> None:
         super().unregisterProtocol(p)
         self.connections.closed(self._addresses.pop(p))
+
+    def _is_proxy(self, address: str) -> bool:
+        try:
+            return self._proxies.trusts(ipaddress.ip_address(address))
+        except ValueError:  # not an IP address (a UNIX socket's peer)
+            return False
 
     def _log_refusal(self, address: str, message: str) -> None:
         now = self._clock.seconds()

@@ -61,7 +61,7 @@ class WebPart(Part):
         if self._stopped:  # stopped while waiting: never listen
             return
         endpoint = serverFromString(self._reactor, self.config.listen)
-        port = await endpoint.listen(EdgeFactory(self.site, self.config.limits))
+        port = await endpoint.listen(EdgeFactory(self.site, self.config))
         if not self.running:  # stopped meanwhile
             await port.stopListening()
             return

@@ -96,7 +96,7 @@ async def test_malformed_bodies_get_a_clear_400(endpoint: tuple[Endpoint, Clock]
     assert (await post(made.url, b"{nope"))[1] == {"error": "The body is not valid JSON."}
     assert (await post(made.url, [1, 2]))[1] == {"error": "The body must be a JSON object."}
     code, body, _ = await post(made.url, b"x", headers={"Content-Type": ["text/plain"]})
-    assert code == 400 and "application/json" in body["error"]
+    assert code == 415 and "application/json" in body["error"]
 
 
 @pytest_twisted.ensureDeferred

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import resource
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from jupybot.config.core import WebLimits
+from jupybot.config.core import WebConfig, WebLimits
 from jupybot.web.edges import (
     EdgeFactory,
     connection_cap,
@@ -36,6 +37,8 @@ LIMITS = WebLimits(
     max_connections_per_address=2,
     max_connections=3,
 )
+PROXY = ipaddress.ip_network("10.9.0.0/16")
+CONFIG = WebConfig(listen="tcp:0", origins=(), limits=LIMITS, trusted_proxies=(PROXY,))
 
 
 class Echo(Resource):
@@ -46,7 +49,8 @@ class Echo(Resource):
 
     def render_POST(self, request: Request) -> bytes:
         assert request.content is not None
-        return b"got " + request.content.read()
+        body: bytes = request.content.read()
+        return b"got " + body
 
 
 class Client:
@@ -54,8 +58,9 @@ class Client:
 
     def __init__(self, factory: EdgeFactory, host: str) -> None:
         address = IPv4Address("TCP", host, 40000)
-        self.protocol = factory.buildProtocol(address)
-        assert self.protocol is not None
+        protocol = factory.buildProtocol(address)
+        assert protocol is not None
+        self.protocol: Protocol = protocol
         self.transport = StringTransport(peerAddress=address)
         self.protocol.makeConnection(self.transport)
 
@@ -63,7 +68,8 @@ class Client:
         self.protocol.dataReceived(data)
 
     def answer(self) -> bytes:
-        return self.transport.value()
+        written: bytes = self.transport.value()
+        return written
 
     def json_error(self) -> tuple[int, dict[str, Any]]:
         head, _, body = self.answer().partition(b"\r\n\r\n")
@@ -84,7 +90,7 @@ def edge() -> Iterator[tuple[EdgeFactory, Clock]]:
     root = Resource()
     root.putChild(b"echo", Echo())
     site = Site(root, reactor=clock)
-    yield EdgeFactory(site, LIMITS, file_limit=1000), clock
+    yield EdgeFactory(site, CONFIG, file_limit=1000), clock
 
 
 def test_a_trickle_does_not_extend_the_header_deadline(edge: tuple[EdgeFactory, Clock]) -> None:
@@ -185,6 +191,13 @@ def test_connections_are_capped_per_address_and_in_all(edge: tuple[EdgeFactory, 
     assert factory.connections.open == 0 and factory.connections.holding("10.0.0.1") == 0
 
 
+def test_a_trusted_proxy_meets_only_the_total_cap(edge: tuple[EdgeFactory, Clock]) -> None:
+    factory, _ = edge
+    proxied = [Client(factory, "10.9.0.1") for _ in range(3)]
+    assert all(client.answer() == b"" and not client.closing for client in proxied)
+    assert Client(factory, "10.9.0.1").json_error()[0] == 503
+
+
 def test_the_total_cap_stays_below_the_open_file_limit() -> None:
     assert connection_cap(None, 1024) == 768
     assert connection_cap(100, 1024) == 100
@@ -248,8 +261,8 @@ async def test_websockets_count_against_the_caps_until_they_close() -> None:
     ws_factory.protocol = Quiet
     root.putChild(b"ws", WebSocketResource(ws_factory))
     root.putChild(b"echo", Echo())
-    factory = EdgeFactory(Site(root), LIMITS, file_limit=1000)
-    port: Any = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
+    factory = EdgeFactory(Site(root), CONFIG, file_limit=1000)
+    port: Any = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[arg-type]
     endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
     try:
         sockets = [RawClient(UPGRADE), RawClient(UPGRADE)]
