@@ -130,6 +130,9 @@ class GatewayKernelManager(KernelManager):
         self._gone_waiters: list[Deferred[str]] = []
         self._culler = LoopingCall(self._cull)
         self._culler.clock = reactor
+        # Read by /metrics: each finished execution as (owner, result), and gateway restarts.
+        self.execution_observers: list[Callable[[str, ExecutionResult], None]] = []
+        self.gateway_restarts = 0
 
     # Wiring.
 
@@ -177,6 +180,7 @@ class GatewayKernelManager(KernelManager):
     def gateway_lost(self, reason: str) -> None:
         """The gateway restarted without its kernels: every kernel is gone, and new starts
         wait for it to be back (L{connect})."""
+        self.gateway_restarts += 1
         self._rest = None
         for kernel in self.pool.gateway_lost():
             kernel.lose(reason)
@@ -339,6 +343,10 @@ class GatewayKernelManager(KernelManager):
                 f"There is no kernel type {spec!r}; available: {known}."
             ) from None
 
+    def running_kernels(self) -> int:
+        """How many kernels run for all owners together (read by /metrics)."""
+        return sum(len(owned) for owned in self._owners.values())
+
     def kernels(self, owner: str) -> list[KernelHandle]:
         return [owned.handle for owned in self._owners.get(owner, {}).values()]
 
@@ -383,7 +391,10 @@ class GatewayKernelManager(KernelManager):
                 _deferred(self._start(owner, None, None, pending)).addErrback(_told_to_waiters)
                 await started
         owned = self._find(owner, name)
-        return await owned.kernel.execute(code, listener, allow_stdin)
+        result = await owned.kernel.execute(code, listener, allow_stdin)
+        for observe in self.execution_observers:
+            observe(owner, result)
+        return result
 
     def interrupt(self, owner: str, name: str | None = None) -> Deferred[None]:
         return _deferred(self._act(owner, name, "interrupt"))
