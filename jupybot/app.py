@@ -10,7 +10,7 @@ from __future__ import annotations
 from .config import Config
 from .contact import ChannelRegistry, build_contact
 from .discord import build_discord
-from .kernels import build_kernels
+from .kernels import GatewayKernelManager, build_kernels
 from .matrix import build_matrix
 from .metrics import MetricSources, build_metrics
 from .parts import PartContext, Reactor
@@ -43,7 +43,8 @@ def build_service(config: Config, reactor: Reactor) -> JupybotService:
     build_matrix(context, top, kernels, channels)
     build_discord(context, top, kernels, channels)
     # On a listener of its own, reading the parts above.
-    build_metrics(context, top, MetricSources(top.statuses, sessions, None, contact))
+    metered = kernels if isinstance(kernels, GatewayKernelManager) else None
+    build_metrics(context, top, MetricSources(top.statuses, sessions, metered, contact))
     top.add_part(web)
     return top
 

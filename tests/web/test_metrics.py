@@ -20,7 +20,7 @@ from jupybot import __version__
 from jupybot.app import build_service
 from jupybot.config import ConfigError, parse_config
 from jupybot.kernels import ExecutionResult
-from jupybot.metrics import MetricSources, MetricsResource, metrics_registry
+from jupybot.metrics import MetricSources, MetricsPart, MetricsResource, metrics_registry
 from tests.harness import JupybotProcess, jupybot_config
 from tests.matrix.user import asyncio_test
 from tests.terminal.conftest import raw
@@ -256,3 +256,27 @@ def _scrape(registry: CollectorRegistry) -> Samples:
 
 def _version() -> str:
     return __version__
+
+
+def test_the_composition_root_hands_the_kernel_manager_to_the_metrics(tmp_path: Path) -> None:
+    storage = (
+        f"storage: {{path: {str(tmp_path / 'var')!r}}}\ngateway: {{url: 'http://127.0.0.1:1'}}\n"
+    )
+    config = parse_config(storage + "metrics: {enabled: true}\n", environ={})
+    top = build_service(config, MemoryReactorClock())
+    names = [part.name for part in top]
+    # Before the site: it stops after it, and counts whatever the site still served.
+    assert names.index("metrics") == names.index("web") - 1
+    (metrics,) = [part for part in top if isinstance(part, MetricsPart)]
+    kernels = top.getServiceNamed("kernels").manager
+    resource = metrics.site.resource.children[b"metrics"]
+    loopback = IPv4Address("TCP", "127.0.0.1", 5000)
+    before = samples(get(resource, loopback)[1].decode())
+    assert value(before, "jupybot_gateway_restarts_total") == 0
+    assert value(before, "jupybot_kernels_running") == 0
+    kernels.gateway_lost("the embedded gateway died")
+    for observe in kernels.execution_observers:
+        observe("discord:42", ExecutionResult("died", None, 1.5))
+    after = samples(get(resource, loopback)[1].decode())
+    assert value(after, "jupybot_gateway_restarts_total") == 1
+    assert value(after, "jupybot_executions_total", network="discord", status="died") == 1
