@@ -304,6 +304,8 @@ class GatewayKernelManager(KernelManager):
         waited; C{landed} hears of the kernel before the turn passes on."""
         await self.starts.wait_turn(on_ahead, urgent)
         try:
+            if not urgent and not self._pool_wanted:
+                raise KernelError("The warm pool was closed before this start's turn.")
             pooled = self.pool.take() if urgent and spec == self._config.default_kernel else None
             if pooled is not None:
                 return pooled

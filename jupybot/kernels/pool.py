@@ -40,10 +40,18 @@ class WarmPool:
         # Bumped when the gateway loses its kernels or the pool closes: a start begun before
         # lands in a pool that no longer wants it, and is shut down.
         self._generation = 0
+        self._landing_waiters: list[Deferred[None]] = []
+        # For close: starts ending, and shutdowns of kernels that landed unwanted.
+        self._settling: list[Deferred[None]] = []
+        self._unwanted: list[Deferred[None]] = []
 
     @property
     def ready(self) -> int:
         return len(self._ready)
+
+    @property
+    def kernel_ids(self) -> list[str]:
+        return [kernel.kernel_id for kernel in self._ready]
 
     def __len__(self) -> int:
         """Kernels the pool holds or is starting: what it adds to the gateway's load."""
@@ -51,6 +59,12 @@ class WarmPool:
 
     def __contains__(self, kernel: GatewayKernel) -> bool:
         return kernel in self._ready
+
+    def kernel_landed(self) -> Deferred[None]:
+        """Fires the next time a started kernel joins the pool (for tests and benchmarks)."""
+        d: Deferred[None] = Deferred()
+        self._landing_waiters.append(d)
+        return d
 
     def fill(self) -> None:
         """Start kernels until the pool is full (or the server's limit is reached)."""
@@ -91,24 +105,42 @@ class WarmPool:
         return lost
 
     async def close(self) -> None:
-        """Stop filling and shut down every pooled kernel; starts under way are shut down as
-        they land."""
+        """Stop filling and shut down every pooled kernel, and those under way once they
+        land (each start is bounded by its timeouts): none is left on the gateway."""
         self._enabled = False
         self._generation += 1
         ready, self._ready = self._ready, []
         for kernel in ready:
             await _shut_down(kernel)
+        while self.starting:
+            settled: Deferred[None] = Deferred()
+            self._settling.append(settled)
+            await settled
+        unwanted, self._unwanted = self._unwanted, []
+        for d in unwanted:
+            await d
+
+    def _settled(self) -> None:
+        self.starting -= 1
+        waiters, self._settling = self._settling, []
+        for d in waiters:
+            d.callback(None)
 
     def _landed(self, kernel: GatewayKernel, *, generation: int) -> None:
-        self.starting -= 1
+        self._settled()
         if generation != self._generation or not self._enabled or kernel.gone_reason is not None:
-            Deferred.fromCoroutine(_shut_down(kernel))
+            self._unwanted.append(Deferred.fromCoroutine(_shut_down(kernel)))
             return
         self._ready.append(kernel)
         log.info("kernels: warm pool holds {n} of {size}", n=self.ready, size=self.size)
+        waiters, self._landing_waiters = self._landing_waiters, []
+        for d in waiters:
+            d.callback(None)
 
     def _failed(self, failure: Failure) -> None:
-        self.starting -= 1
+        self._settled()
+        if not self._enabled:
+            return  # closed while it waited for its turn
         # Not retried at once (the gateway may be down): the next take, loss or reconnection
         # refills the pool.
         log.warn("kernels: starting a pool kernel failed: {e}", e=failure.getErrorMessage())

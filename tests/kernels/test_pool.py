@@ -1,0 +1,50 @@
+"""The warm pool on a real Kernel Gateway: a new room's first run is answered by a kernel
+started ahead, the pool refills, and no room ever gets a kernel another room used."""
+
+from __future__ import annotations
+
+import pytest_twisted
+
+from jupybot.kernels import ExecuteResult
+from tests.kernels.listener import RecordingListener
+from tests.peers.kernel_gateway import KernelGateway
+
+from .test_crowd import crowd_manager, on_gateway
+from .test_gateway import timeboxed
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_new_rooms_first_run_is_answered_by_the_warm_kernel(
+    kernel_gateway: KernelGateway,
+) -> None:
+    manager = crowd_manager(kernel_gateway, prestart=1)
+    used: set[str] = set()
+    try:
+        landed = manager.pool.kernel_landed()
+        manager.start_warm_pool()
+        await timeboxed(landed, 120)
+        [warm] = manager.pool.kernel_ids
+        refilled = manager.pool.kernel_landed()
+        listener = RecordingListener()
+        result = await timeboxed(manager.execute("alice", "secret = 42\nsecret", listener), 30)
+        [value] = listener.of_type(ExecuteResult)
+        assert result.status == "ok" and isinstance(value, ExecuteResult)
+        assert value.data["text/plain"] == "42"
+        [alices] = manager.kernels("alice")
+        assert alices.kernel_id == warm  # no start waited for
+        used.add(alices.kernel_id)
+        # Alice's kernel never returns to the pool: Bob's first run gets the refill, clean.
+        await manager.stop("alice")
+        await timeboxed(refilled, 120)
+        listener = RecordingListener()
+        await timeboxed(manager.execute("bob", "print('secret' in dir())", listener), 30)
+        assert listener.text() == "False\n"
+        [bobs] = manager.kernels("bob")
+        used.add(bobs.kernel_id)
+        assert bobs.kernel_id != alices.kernel_id
+        assert await on_gateway(kernel_gateway, used) == {bobs.kernel_id}
+    finally:
+        await manager.shutdown_all()
+    # Nothing left behind: the rooms' kernels, nor what the pool held.
+    assert manager.pool.ready == 0 and manager.pool.starting == 0
+    assert await on_gateway(kernel_gateway, used) == set()
