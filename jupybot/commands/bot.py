@@ -264,11 +264,13 @@ class ChatCommands:
             case Specs():
                 await self._specs(message)
             case Start(kernelspec, kernel):
-                await self._in_turn(owner, self._start(message, kernelspec, kernel))
+                await self._in_turn(
+                    owner, self._order.turn(owner), self._start(message, kernelspec, kernel)
+                )
             case Kernels():
                 await self._kernels(message)
             case Use(kernel):
-                await self._in_turn(owner, self._use(message, kernel))
+                await self._in_turn(owner, self._order.turn(owner), self._use(message, kernel))
             case Run(code, kernel):
                 await self._run(message, code, kernel)
             case Interrupt(kernel):
@@ -295,10 +297,14 @@ class ChatCommands:
                 "could not reply in {conversation}", conversation=message.conversation.key
             )
 
-    async def _in_turn(self, room: str, work: Any) -> None:
-        """Run C{work} (a coroutine) when the room's earlier commands are done."""
+    async def _in_turn(self, room: str, turn: Deferred[Any], work: Any) -> None:
+        """Run C{work} (a coroutine) when C{turn} (the room's) comes: earlier commands are done.
+
+        The turn must be taken (L{RoomOrder.turn}) as the command arrives, before anything else
+        is awaited, or a later command could take its place in the line.
+        """
         try:
-            await self._order.turn(room)
+            await turn
         except BaseException:
             work.close()
             raise
@@ -379,12 +385,24 @@ class ChatCommands:
             )
             return
         try:
-            if self._order.busy(room):
+            queued = self._order.busy(room)
+            turn = self._order.turn(room)
+            if queued:
                 # The wait may be long: say it is queued rather than stay silent.
-                await self._attempt(message.conversation.react(message.message_id, "⏳"))
-            await self._in_turn(room, self._execute(message, code, kernel, rerun))
+                try:
+                    await self._attempt(message.conversation.react(message.message_id, "⏳"))
+                except BaseException:
+                    self._give_up_turn(room, turn)
+                    raise
+            await self._in_turn(room, turn, self._execute(message, code, kernel, rerun))
         finally:
             self._pending.ended(room, person)
+
+    def _give_up_turn(self, room: str, turn: Deferred[Any]) -> None:
+        if turn.called:
+            self._order.done(room)
+        else:
+            turn.cancel()
 
     async def _execute(
         self, message: IncomingMessage, code: str, kernel: str | None, rerun: bool
