@@ -273,9 +273,11 @@ class GatewayKernel:
             return
         log.info("kernels: {kernel}: {reason}", kernel=self.kernel_id, reason=reason)
         self.gone_reason = reason
+        # The manager forgets it first: a caller told of its execution's end may run again at
+        # once, and must get a new kernel rather than this one.
+        self._on_gone(self)
         self._finish_all("died", reason)
         self.channels.close()
-        self._on_gone(self)
 
     def _finish_all(self, status: ExecutionStatus, message: str) -> None:
         for execution in list(self._executions.values()):
