@@ -1,0 +1,87 @@
+"""A crash (SIGKILL) mid-run and a planned restart (SIGTERM), with `twistd jupybot`, a real
+Synapse and a real Kernel Gateway: no reply stays "running", and a room hears that its
+variables go."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+import pytest
+
+from jupybot.commands.bot import STOPPING_NOTICE
+from jupybot.commands.inflight import RESTARTED_LINE
+from tests.harness import JupybotProcess, jupybot_config
+from tests.peers.kernel_gateway import KernelGateway
+from tests.peers.synapse import MatrixUser, Synapse
+
+from .user import UserClient, asyncio_test
+
+pytestmark = pytest.mark.peers
+
+SLOW_RUN = "run\n```python\nimport time\nprint('started', flush=True)\ntime.sleep(20)\n```"
+
+
+def _bot_process(
+    tmp_path: Path, synapse: Synapse, account: MatrixUser, alice: MatrixUser, gateway: KernelGateway
+) -> JupybotProcess:
+    config = jupybot_config(
+        tmp_path,
+        "matrix:\n"
+        f"  homeserver: {synapse.base_url}\n"
+        f'  user_id: "{account.user_id}"\n'
+        '  password: "${TEST_BOT_PASSWORD}"\n'
+        f'  allowed_users: ["{alice.user_id}"]\n'
+        "gateway:\n"
+        f"  url: {gateway.url}\n"
+        '  token: "${TEST_GATEWAY_TOKEN}"\n'
+        "terminal:\n"
+        "  enabled: false\n",
+    )
+    return JupybotProcess(
+        config,
+        tmp_path,
+        extra_env={"TEST_BOT_PASSWORD": account.password, "TEST_GATEWAY_TOKEN": gateway.token},
+    )
+
+
+@asyncio_test
+async def test_a_reply_left_running_by_a_crash_says_so_after_the_restart(
+    synapse: Synapse,
+    alice: MatrixUser,
+    alice_client: UserClient,
+    kernel_gateway: KernelGateway,
+    tmp_path: Path,
+) -> None:
+    account = synapse.register(synapse.unique_localpart("crashbot"))
+    prefix = "!" + account.localpart
+    first = _bot_process(tmp_path, synapse, account, alice, kernel_gateway)
+    second = None
+    try:
+        await asyncio.to_thread(first.wait_for, r"matrix: logged in as", 60)
+        room = await alice_client.create_room(invite=[account.user_id])
+        await alice_client.wait_until(lambda: alice_client.joined(room, account.user_id))
+        command = await alice_client.send(room, f"{prefix} {SLOW_RUN}")
+        running = await alice_client.answer(room, command, "started", within=60)
+        assert "⏳ running…" in running["content"]["body"]
+        first.signal(signal.SIGKILL)
+        await asyncio.to_thread(first.wait)
+
+        second = _bot_process(tmp_path, synapse, account, alice, kernel_gateway)
+        told = await alice_client.answer(room, command, RESTARTED_LINE, within=60)
+        assert "started" in told["content"]["body"]  # the output shown so far is kept
+        assert "⏳" not in told["content"]["body"]
+
+        # A planned restart: the room, which has a kernel, hears that its variables go.
+        ran = await alice_client.send(room, f"{prefix} run x = 1")
+        await alice_client.answer(room, ran, "✅ done", within=60)
+        status = await asyncio.to_thread(second.stop)
+        assert status == -signal.SIGTERM, second.output()
+        await alice_client.wait_for(
+            lambda r, e: r == room and e.get("content", {}).get("body") == STOPPING_NOTICE
+        )
+    finally:
+        for process in (first, second):
+            if process is not None:
+                await asyncio.to_thread(process.kill_group)
