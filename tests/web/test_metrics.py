@@ -13,14 +13,18 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.web.test.requesthelper import DummyRequest
 
 from jupybot import __version__
 from jupybot.app import build_service
+from jupybot.commands import AccessPolicy, Addressing, ChatCommands, ChatLimits, IncomingMessage
 from jupybot.config import ConfigError, parse_config
 from jupybot.kernels import ExecutionResult
 from jupybot.metrics import MetricSources, MetricsPart, MetricsResource, metrics_registry
+from tests.commands.fakes import FakeConversation
+from tests.commands.fakes import FakeKernels as FakeKernelManager
 from tests.harness import JupybotProcess, jupybot_config
 from tests.matrix.user import asyncio_test
 from tests.terminal.conftest import raw
@@ -280,3 +284,27 @@ def test_the_composition_root_hands_the_kernel_manager_to_the_metrics(tmp_path: 
     after = samples(get(resource, loopback)[1].decode())
     assert value(after, "jupybot_gateway_restarts_total") == 1
     assert value(after, "jupybot_executions_total", network="discord", status="died") == 1
+
+
+def test_the_command_layer_counts_commands_and_rate_refusals_by_network() -> None:
+    """Through the real command layer: what its tallies say is what /metrics shows."""
+    registry = metrics_registry(MetricSources(dict))
+    before = _scrape(registry)
+    bot = ChatCommands(
+        FakeKernelManager(),
+        AccessPolicy.build(["*:example.org"], [], []),
+        Addressing(prefixes=("!jupybot",)),
+        Clock(),
+        limits=ChatLimits(commands_per_minute=1, command_burst=2),
+    )
+    room = FakeConversation(key="matrix:!room:example.org")
+    for number in range(3):
+        bot.handle(IncomingMessage(f"$m{number}", "@ada:example.org", "!jupybot help", room))
+    after = _scrape(registry)
+
+    def grew(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after[key] - before.get(key, 0.0)
+
+    assert grew("jupybot_chat_commands_total", network="matrix", command="help") == 2
+    assert grew("jupybot_limit_refusals_total", limit="chat_commands_per_sender") == 1
