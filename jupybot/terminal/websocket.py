@@ -104,7 +104,7 @@ class _TerminalProtocol(WebSocketServerProtocol):
         }
         client = resolve_client(
             getattr(self._tcp.getPeer(), "host", None),
-            ISSLTransport.providedBy(self._tcp),
+            ISSLTransport(self._tcp, None) is not None,
             headers,
             self.factory.proxies,
         )
