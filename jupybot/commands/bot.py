@@ -163,7 +163,6 @@ class ChatCommands:
         return Deferred.fromCoroutine(self._recover(find))
 
     async def _recover(self, find: ConversationFinder) -> None:
-        return  # SWITCHED OFF
         for entry in self._replies.left_running():
             try:
                 conversation = await find(entry.conversation)
