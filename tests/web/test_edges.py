@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import json
+import os
 import resource
+from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import pytest_twisted
 from autobahn.twisted.resource import WebSocketResource
@@ -29,6 +35,8 @@ from jupybot.web.edges import (
     connection_cap,
     raise_open_file_limit,
 )
+from tests.harness import VENV_BIN, ChildProcess
+from tests.matrix.user import asyncio_test
 
 LIMITS = WebLimits(
     header_timeout_seconds=10,
@@ -290,3 +298,179 @@ async def test_websockets_count_against_the_caps_until_they_close() -> None:
             await client.lost
     finally:
         await port.stopListening()
+
+
+# The attack the edges exist for, at a real `twistd jupybot` under a lowered open-file limit.
+
+ATTACK_CONFIG = """
+web:
+  listen: 'tcp:0:interface=127.0.0.1'
+  limits:
+    header_timeout_seconds: 2
+    max_connections_per_address: 16
+storage:
+  path: '{workdir}/var'
+shutdown:
+  timeout_seconds: 5
+contact:
+  deliver_to: [file]
+  rate_limit: 100000
+gateway:
+  url: http://127.0.0.1:9
+programs:
+  - {{name: greet, argv: [sh, -c, "echo ready; read name; echo hello $name"]}}
+terminal:
+  max_sessions_per_ip: 50
+"""
+# The common `ulimit -n`, and the sandbox's own open-file limit for programs (which it cannot
+# set above the hard limit). With the edges: 768 connections in all, 16 per address; the
+# attack holds 1,100 without them.
+SERVER_FILE_LIMIT = 1024
+ATTACK_SOURCES = [f"127.0.0.{n}" for n in range(2, 12)]
+SLOTS_PER_SOURCE = 110
+TRICKLE_SECONDS = 1.0
+
+
+class LimitedJupybot(ChildProcess):
+    """`twistd -n jupybot` whose hard open-file limit is C{file_limit}."""
+
+    def __init__(self, workdir: Path, file_limit: int) -> None:
+        config = workdir / "config.yml"
+        config.write_text(ATTACK_CONFIG.format(workdir=workdir))
+        twistd = [str(VENV_BIN / "twistd"), "-n", "--pidfile=", "jupybot", "--config", str(config)]
+        super().__init__(
+            ["prlimit", f"--nofile={file_limit}:{file_limit}", "--", *twistd],
+            name="jupybot",
+            cwd=workdir,
+        )
+        match = self.wait_for(r"web: listening on http://([^:/\s]+):(\d+)/", timeout=60)
+        self.host, self.port = match.group(1), int(match.group(2))
+        self.base_url = f"http://{self.host}:{self.port}"
+
+    def open_fds(self) -> int:
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
+
+
+class SlowLoris:
+    """Connections from C{sources} that each send a request line, then a header a second,
+    and start again whenever the server ends one."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.stopping = asyncio.Event()
+        self.outcomes: Counter[str] = Counter()
+        self._tried_slots: set[int] = set()
+        self.all_tried = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self, sources: list[str], per_source: int) -> None:
+        self._wanted = len(sources) * per_source
+        for source in sources:
+            for _ in range(per_source):
+                slot = len(self._tasks)
+                self._tasks.append(asyncio.ensure_future(self._slot(slot, source)))
+
+    async def stop(self) -> None:
+        self.stopping.set()
+        await asyncio.gather(*self._tasks)
+
+    async def _slot(self, slot: int, source: str) -> None:
+        while not self.stopping.is_set():
+            try:
+                outcome = await self._one_connection(slot, source)
+            except OSError as e:  # TimeoutError included: a server that no longer accepts
+                self._tried(slot)
+                outcome = type(e).__name__
+            self.outcomes[outcome] += 1
+            # Pacing between attempts (ended early by stop()); a refused slot waits longer, so
+            # that the attack spends its CPU time on connections the server let in.
+            await self._pause(0.5 if outcome == "HTTP/1.1 408" else 2.0)
+
+    async def _one_connection(self, slot: int, source: str) -> str:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(self.host, self.port, local_addr=(source, 0)), 5
+        )
+        self._tried(slot)
+        try:
+            writer.write(b"GET /ping HTTP/1.1\r\n")
+            while not self.stopping.is_set():
+                try:
+                    answer = await asyncio.wait_for(reader.read(64), TRICKLE_SECONDS)
+                except TimeoutError:
+                    writer.write(b"X-Slow: y\r\n")
+                    continue
+                return answer[:12].decode("latin-1") if answer else "closed"
+            return "held to the end"
+        finally:
+            writer.close()
+
+    def _tried(self, slot: int) -> None:
+        """Once every slot has connected, or failed to, L{all_tried} is set."""
+        self._tried_slots.add(slot)
+        if len(self._tried_slots) == self._wanted:
+            self.all_tried.set()
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), seconds)
+
+
+async def visit(http: aiohttp.ClientSession, server: LimitedJupybot, number: int) -> None:
+    """What a visitor does: /ping, a contact message, a terminal session; each within 10 s."""
+    async with asyncio.timeout(10):
+        async with http.get(server.base_url + "/ping") as response:
+            assert "services" in await response.json()
+    async with asyncio.timeout(10):
+        contact = {"name": "Ada", "email": "ada@example.org", "message": f"visit {number}"}
+        async with http.post(server.base_url + "/contact", json=contact) as response:
+            assert response.status == 202
+    async with asyncio.timeout(10):
+        url = server.base_url.replace("http://", "ws://") + "/terminal/ws"
+        async with http.ws_connect(url) as ws:
+            await ws.send_str(json.dumps({"program": "greet", "cols": 80, "rows": 24}))
+            output = b""
+            while b"ready" not in output or b"hello ada" not in output:
+                message = await ws.receive()
+                assert message.type == aiohttp.WSMsgType.BINARY, (message, output)
+                frame: bytes = message.data
+                if frame[0] == 0x10:
+                    output += frame[1:]
+                if b"ready" in output and b"ada" not in output:
+                    await ws.send_bytes(b"\x00ada\n")
+
+
+@pytest.mark.peers
+@asyncio_test
+async def test_slow_clients_cannot_take_the_server_from_a_visitor(tmp_path: Path) -> None:
+    server = LimitedJupybot(tmp_path, SERVER_FILE_LIMIT)
+    attack = SlowLoris(server.host, server.port)
+    try:
+        server.wait_for("contact: running")
+        async with aiohttp.ClientSession() as http:
+            await visit(http, server, 0)  # everything opened lazily is open now
+        baseline = server.open_fds()
+
+        attack.start(ATTACK_SOURCES, SLOTS_PER_SOURCE)
+        await asyncio.wait_for(attack.all_tried.wait(), 30)
+        loop = asyncio.get_running_loop()
+        # Two header deadlines at least, so the slots that were let in have been cut and retried.
+        until = loop.time() + 5
+        visits = 0
+        while loop.time() < until or visits < 3:
+            visits += 1
+            async with aiohttp.ClientSession() as http:
+                await visit(http, server, visits)
+        await attack.stop()
+
+        assert attack.outcomes["HTTP/1.1 408"] >= 100, attack.outcomes
+        assert attack.outcomes["HTTP/1.1 429"] >= 100, attack.outcomes
+        assert "Too many open files" not in server.output()
+        # The fd table tells nobody when it shrinks: read it until it is back, 15 s at most.
+        deadline = loop.time() + 15
+        while server.open_fds() > baseline and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+        assert server.open_fds() <= baseline
+    finally:
+        if not attack.stopping.is_set():
+            await attack.stop()
+        server.stop()
