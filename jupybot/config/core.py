@@ -26,6 +26,9 @@ class WebLimits:
     body_timeout_seconds: float = 30.0
     # Request line and headers together; larger is answered 431.
     max_header_kb: int = 16
+    # Any request's body; larger is answered 413 before it is read (POST /contact has its own,
+    # smaller limit: contact.max_body_kb).
+    max_body_kb: int = 1024
     # Open connections (websockets included) from one address, and in all. None: three quarters
     # of the open-file limit (never more than that: the rest is for sessions, kernels, files).
     max_connections_per_address: int = 32
@@ -45,6 +48,9 @@ class WebLimits:
             ),
             max_header_kb=r.integer(
                 "max_header_kb", default.max_header_kb, minimum=1, maximum=1024
+            ),
+            max_body_kb=r.integer(
+                "max_body_kb", default.max_body_kb, minimum=1, maximum=1024 * 1024
             ),
             max_connections_per_address=r.integer(
                 "max_connections_per_address", default.max_connections_per_address, minimum=1

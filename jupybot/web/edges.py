@@ -8,7 +8,8 @@ Here, in the style of L{twisted.protocols.policies}:
  - L{EdgeChannel}, the site's HTTP channel: the request line and headers must have arrived
    within a deadline counted from when the server started waiting for them, and the body within
    another counted from the end of the headers; bytes do not extend either. Headers larger than
-   the limit are answered 431; every error the channel answers itself is JSON.
+   the limit are answered 431, a body larger than its limit 413 before it is read (twisted.web
+   would spool it to a temporary file); every error the channel answers itself is JSON.
  - L{EdgeFactory}, wrapped around the site: a cap on open connections per address and in all,
    the total kept below the open-file limit; websockets count, since autobahn takes over the
    transport this factory wraps.
@@ -46,6 +47,8 @@ log = Logger()
 # After answering a client that broke a limit, how long its socket may take to drain before it
 # is aborted (a client that does not read would otherwise hold it).
 ABORT_AFTER_SECONDS = 5.0
+# A chunked body's size lines and CRLFs, beyond its data, tolerated before it is refused.
+CHUNKED_FRAMING_BYTES = 64 * 1024
 # A refusal log line at most this often, with how many there were meanwhile.
 REFUSAL_LOG_INTERVAL_SECONDS = 60.0
 
@@ -100,6 +103,8 @@ class EdgeChannel(HTTPChannel):
         super().__init__()
         self._limits = limits
         self._max_head = limits.max_header_kb * 1024
+        self._max_body = limits.max_body_kb * 1024
+        self._body_bytes = 0
         # LineReceiver drops, unanswered, a line longer than this; lineLengthExceeded answers.
         self.MAX_LENGTH = self._max_head
         # Twisted's own check answers 400; ours (CRLFs counted) fires first.
@@ -139,10 +144,24 @@ class EdgeChannel(HTTPChannel):
     def allHeadersReceived(self) -> None:
         self._awaiting_head = False
         self._cancel_deadline()
+        if self.length is not None and self.length > self._max_body:
+            self._refuse_body()
+            return
+        self._body_bytes = 0
         super().allHeadersReceived()
         if self.length != 0:  # a body follows (None: chunked)
             seconds = self._limits.body_timeout_seconds
             self._deadline = self.callLater(seconds, self._body_too_slow, seconds)
+
+    def rawDataReceived(self, data: bytes) -> None:
+        if self._closing:
+            return
+        if not self._handlingRequest:  # the body (chunked, or as long as announced)
+            self._body_bytes += len(data)
+            if self.length is None and self._body_bytes > self._max_body + CHUNKED_FRAMING_BYTES:
+                self._refuse_body()
+                return
+        super().rawDataReceived(data)
 
     def allContentReceived(self) -> None:
         self._cancel_deadline()
@@ -191,6 +210,10 @@ class EdgeChannel(HTTPChannel):
     def _refuse_head(self) -> None:
         message = f"The request line and headers are larger than {self._max_head} bytes."
         self._answer_and_close(http_error(431, "Request Header Fields Too Large", message))
+
+    def _refuse_body(self) -> None:
+        message = f"The request's body is larger than {self._max_body} bytes."
+        self._answer_and_close(http_error(413, "Content Too Large", message))
 
     def _respondToBadRequestAndDisconnect(self) -> None:
         # Twisted's malformed-request answer (a bare 400), as JSON.

@@ -42,6 +42,7 @@ LIMITS = WebLimits(
     header_timeout_seconds=10,
     body_timeout_seconds=5,
     max_header_kb=1,
+    max_body_kb=2,
     max_connections_per_address=2,
     max_connections=3,
 )
@@ -171,6 +172,31 @@ def test_headers_above_the_limit_get_431(edge: tuple[EdgeFactory, Clock], head: 
     code, body = client.json_error()
     assert code == 431 and "1024 bytes" in body["error"]
     assert client.closing
+
+
+def test_a_body_above_the_limit_gets_413_before_it_is_read(
+    edge: tuple[EdgeFactory, Clock],
+) -> None:
+    factory, _ = edge
+    announced = Client(factory, "10.0.0.1")
+    announced.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\nabc")
+    code, body = announced.json_error()
+    assert code == 413 and "2048 bytes" in body["error"] and announced.closing
+    chunked = Client(factory, "10.0.0.2")
+    chunked.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+    for _ in range(100):
+        chunked.send(b"1000\r\n" + b"x" * 0x1000 + b"\r\n")
+        if chunked.closing:
+            break
+    assert chunked.json_error()[0] == 413
+
+
+def test_a_chunked_body_within_the_limit_is_served(edge: tuple[EdgeFactory, Clock]) -> None:
+    factory, _ = edge
+    client = Client(factory, "10.0.0.1")
+    client.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+    client.send(b"5\r\nhello\r\n0\r\n\r\n")
+    assert client.answer().endswith(b"got hello")
 
 
 def test_malformed_http_is_a_json_400(edge: tuple[EdgeFactory, Clock]) -> None:
