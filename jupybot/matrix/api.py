@@ -4,6 +4,13 @@ matrix-nio's own retry loops are turned off (they sleep on asyncio's clock, unse
 here every call is retried on network errors and 5xx answers with Twisted's C{backoffPolicy},
 and after a 429 for exactly the C{retry_after_ms} the server asked for, on the injected clock.
 Sends carry their own transaction id, so a retried send is never posted twice.
+
+Homeservers limit how fast one account sends (Synapse's default C{rc_message}: 0.2 events a
+second after a burst of 10, per account, whatever the room). A 429 is not a failure: it is
+waited out however often it comes, and every send of the account waits with it instead of
+collecting 429s of its own. Edits of one event go out one at a time, in order, and an edit
+still waiting when a newer edit of the same event arrives is replaced by it: the newer one
+carries everything, so a reply's last edit costs one slot of the limit, not a queue of them.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import asyncio
 import io
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import aiohttp
@@ -30,7 +38,7 @@ from twisted.logger import Logger
 
 from ..aio import await_deferred
 
-__all__ = ["MatrixApi", "MatrixError", "is_transient"]
+__all__ = ["MatrixApi", "MatrixError", "is_rate_limited", "is_transient", "replaced_event"]
 
 R = TypeVar("R")
 
@@ -43,6 +51,14 @@ class MatrixError(Exception):
     """The homeserver refused a request for good (not worth retrying)."""
 
 
+def is_rate_limited(response: object) -> bool:
+    """A 429 (M_LIMIT_EXCEEDED): the homeserver asks this account to send more slowly."""
+    if not isinstance(response, ErrorResponse):
+        return False
+    transport = getattr(response, "transport_response", None)
+    return response.status_code == "M_LIMIT_EXCEEDED" or getattr(transport, "status", None) == 429
+
+
 def is_transient(response: object) -> float | None:
     """For an error response worth retrying: the delay the server asked for (0 if none).
 
@@ -50,13 +66,34 @@ def is_transient(response: object) -> float | None:
     """
     if not isinstance(response, ErrorResponse):
         return None
-    transport = getattr(response, "transport_response", None)
-    status = getattr(transport, "status", None)
-    if response.status_code == "M_LIMIT_EXCEEDED" or status == 429:
+    if is_rate_limited(response):
         return (response.retry_after_ms or 0) / 1000
+    status = getattr(getattr(response, "transport_response", None), "status", None)
     if isinstance(status, int) and status >= 500:
         return 0.0
     return None
+
+
+Version = tuple[dict[str, Any], str]  # an event's content and the transaction id it is sent with
+
+
+@dataclass
+class _EditLane:
+    """The edits of one event not accepted yet: the newest one waiting, and who waits for it."""
+
+    waiting: Version | None
+    callers: list[asyncio.Future[str]] = field(default_factory=list)
+
+
+def replaced_event(event_type: str, content: dict[str, Any]) -> str | None:
+    """The id of the event C{content} replaces, when it is an edit (C{m.replace})."""
+    relation = content.get("m.relates_to")
+    if event_type != "m.room.message" or not isinstance(relation, dict):
+        return None
+    if relation.get("rel_type") != "m.replace":
+        return None
+    event_id = relation.get("event_id")
+    return event_id if isinstance(event_id, str) else None
 
 
 class MatrixApi:
@@ -75,19 +112,37 @@ class MatrixApi:
         self.clock = clock
         self._policy = policy or backoffPolicy(initialDelay=0.5, maxDelay=30.0)
         self._max_attempts = max_attempts
+        # 429s seen: how often the homeserver said "slower" (for the logs and bench/matrix.py).
+        self.rate_limited = 0
+        self._held_until = 0.0
+        self._edit_lanes: dict[tuple[str, str], _EditLane] = {}
+        self._drivers: set[asyncio.Future[None]] = set()
 
     async def sleep(self, seconds: float) -> None:
         await await_deferred(deferLater(self.clock, seconds, lambda: None))
 
+    async def _wait_for_the_limit(self) -> None:
+        while (wait := self._held_until - self.clock.seconds()) > 0:
+            await self.sleep(wait)
+
     async def retrying(
-        self, what: str, call: Callable[[], Awaitable[R]], forever: bool = False
+        self,
+        what: str,
+        call: Callable[[], Awaitable[R]],
+        forever: bool = False,
+        paced: bool = False,
     ) -> R:
         """C{call()}'s response once it is not a transient failure.
 
-        Gives up after C{max_attempts} (raising L{MatrixError}) unless C{forever}.
+        Gives up after C{max_attempts} failures (raising L{MatrixError}) unless C{forever}; a
+        429 is no failure and is waited out however often it comes. A C{paced} call (a send)
+        also waits while an earlier 429 of any send holds the account back.
         """
         attempt = 0
+        limited = 0
         while True:
+            if paced:
+                await self._wait_for_the_limit()
             try:
                 response = await call()
             except _NETWORK_ERRORS as e:
@@ -97,6 +152,10 @@ class MatrixApi:
                 asked = is_transient(response)
                 if asked is None:
                     return response
+                if is_rate_limited(response):
+                    await self._limited(what, asked or self._policy(limited), paced)
+                    limited += 1
+                    continue
                 delay = asked if asked > 0 else self._policy(attempt)
                 problem = str(response)
             attempt += 1
@@ -108,6 +167,18 @@ class MatrixApi:
                 problem=problem,
                 delay=delay,
             )
+            await self.sleep(delay)
+
+    async def _limited(self, what: str, delay: float, paced: bool) -> None:
+        self.rate_limited += 1
+        self.log.info(
+            "matrix: rate limited while {what}; waiting {delay:.1f}s as the homeserver asks",
+            what=what,
+            delay=delay,
+        )
+        if paced:
+            self._held_until = max(self._held_until, self.clock.seconds() + delay)
+        else:
             await self.sleep(delay)
 
     # -- calls --------------------------------------------------------------------------------
@@ -139,18 +210,88 @@ class MatrixApi:
         transaction: str | None = None,
     ) -> str:
         """Post an event; fires with its event id. The homeserver posts an event once per
-        C{transaction} (of this device), however often it is sent."""
-        transaction = transaction or str(uuid.uuid4())
-        response = await self.retrying(
-            f"sending {event_type} to {room_id}",
-            lambda: self.client.room_send(
+        C{transaction} (of this device), however often it is sent.
+
+        An edit may be replaced, while it waits for the rate limit, by a newer edit of the same
+        event; it then fires with the newer one's event id, once that one is posted.
+        """
+        version = (content, transaction or str(uuid.uuid4()))
+        target = replaced_event(event_type, content)
+        if target is None:
+            return await self._post(room_id, event_type, lambda: version)
+        return await self._edit(room_id, target, version)
+
+    async def _post(self, room_id: str, event_type: str, newest: Callable[[], Version]) -> str:
+        """Send C{newest()}, asked again before each attempt (an edit's may have changed)."""
+
+        async def attempt() -> Any:
+            content, transaction = newest()
+            return await self.client.room_send(
                 room_id, event_type, content, tx_id=transaction, ignore_unverified_devices=True
-            ),
-        )
+            )
+
+        response = await self.retrying(f"sending {event_type} to {room_id}", attempt, paced=True)
         if isinstance(response, ErrorResponse):
             raise MatrixError(f"sending to {room_id} refused: {response}")
         event_id: str = response.event_id
         return event_id
+
+    async def _edit(self, room_id: str, target: str, version: Version) -> str:
+        mine: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        key = (room_id, target)
+        lane = self._edit_lanes.get(key)
+        if lane is not None:
+            # An earlier edit of this event is on its way: this one goes next, in its place
+            # if that one is still waiting.
+            lane.waiting = version
+            lane.callers.append(mine)
+        else:
+            lane = self._edit_lanes[key] = _EditLane(version, [mine])
+            # Its own task: the caller whose edit landed goes on while newer ones are sent.
+            driver = asyncio.ensure_future(self._drive(key, lane))
+            self._drivers.add(driver)
+            driver.add_done_callback(self._drivers.discard)
+        return await asyncio.shield(mine)
+
+    async def _drive(self, key: tuple[str, str], lane: _EditLane) -> None:
+        """Send the lane's edits until none waits, each attempt with the newest one."""
+        try:
+            while lane.waiting is not None:
+                try:
+                    await self._send_newest(key[0], lane)
+                except Exception:
+                    continue  # its callers have the error; newer edits may still go through
+        finally:
+            # No await between the last look at the lane and this: no edit is left behind.
+            del self._edit_lanes[key]
+
+    async def _send_newest(self, room_id: str, lane: _EditLane) -> None:
+        current = lane.waiting
+        answered: list[asyncio.Future[str]] = []
+
+        def newest() -> Version:
+            nonlocal current
+            if lane.waiting is not None:
+                current, lane.waiting = lane.waiting, None
+                answered.extend(lane.callers)
+                lane.callers.clear()
+            assert current is not None
+            return current
+
+        try:
+            event_id = await self._post(room_id, "m.room.message", newest)
+        except (Exception, asyncio.CancelledError) as e:
+            for caller in answered:  # the callers of newer edits wait for their own attempt
+                if caller.done():
+                    continue
+                if isinstance(e, asyncio.CancelledError):
+                    caller.cancel()
+                else:
+                    caller.set_exception(e)
+            raise
+        for caller in answered:
+            if not caller.done():
+                caller.set_result(event_id)
 
     async def upload(
         self, data: bytes, mimetype: str, filename: str, encrypt: bool = False

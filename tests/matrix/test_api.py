@@ -1,4 +1,5 @@
-"""Retries of the bot's homeserver calls, on a fake clock: 429 waits, backoff, idempotent sends."""
+"""Retries of the bot's homeserver calls, on a fake clock: 429 waits, backoff, idempotent sends,
+and edits of one event coalesced while the rate limit holds them."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import aiohttp
 import pytest
 from nio import ErrorResponse, RoomSendResponse
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred, DeferredQueue
 
 from jupybot.aio import await_deferred, deferred_from_coroutine
 from jupybot.matrix.api import MatrixApi, MatrixError
@@ -23,9 +25,11 @@ class FlakyClient:
     def __init__(self, script: list[Any]) -> None:
         self.script = script
         self.transactions: list[str] = []
+        self.contents: list[Any] = []
 
     async def room_send(self, room_id: str, event_type: str, content: Any, **kw: Any) -> Any:
         self.transactions.append(kw["tx_id"])
+        self.contents.append(content)
         step = self.script.pop(0)
         if isinstance(step, Exception):
             raise step
@@ -100,3 +104,104 @@ async def test_permanent_errors_are_not_retried() -> None:
     with pytest.raises(MatrixError, match="M_FORBIDDEN"):
         await api.send("!r", "m.room.message", {})
     assert clock.getDelayedCalls() == []
+
+
+@asyncio_test
+async def test_429s_are_waited_out_however_many_and_counted() -> None:
+    clock = SchedulingClock()
+    client = FlakyClient([limited(5000)] * 4 + [RoomSendResponse("$ok", "!r")])
+    api = MatrixApi(client, clock, policy=lambda attempt: 99.0, max_attempts=2)
+    sent = deferred_from_coroutine(api.send("!r", "m.room.message", {}))
+    for _ in range(4):
+        assert await until_scheduled(clock) == pytest.approx(5.0)
+        clock.advance(5.0)
+    assert await await_deferred(sent) == "$ok"
+    assert api.rate_limited == 4
+
+
+@asyncio_test
+async def test_a_429_holds_back_every_send_of_the_account() -> None:
+    clock = SchedulingClock()
+    client = FlakyClient(
+        [limited(5000), RoomSendResponse("$a", "!r"), RoomSendResponse("$b", "!r")]
+    )
+    api = MatrixApi(client, clock)
+    first = deferred_from_coroutine(api.send("!r", "m.room.message", {"n": 1}))
+    assert await until_scheduled(clock) == pytest.approx(5.0)
+    clock.advance(2.0)
+    second = deferred_from_coroutine(api.send("!other", "m.room.message", {"n": 2}))
+    # The second send waits for the rest of the hold instead of asking (and being refused).
+    assert await until_scheduled(clock) == pytest.approx(3.0)
+    assert client.contents == [{"n": 1}]
+    clock.advance(3.0)
+    assert await await_deferred(first) == "$a"
+    assert await await_deferred(second) == "$b"
+    assert client.contents == [{"n": 1}, {"n": 1}, {"n": 2}]
+
+
+def edit(target: str, text: str) -> dict[str, Any]:
+    return {
+        "body": f"* {text}",
+        "m.new_content": {"body": text},
+        "m.relates_to": {"rel_type": "m.replace", "event_id": target},
+    }
+
+
+@asyncio_test
+async def test_an_edit_waiting_for_the_limit_is_replaced_by_the_newer_one() -> None:
+    clock = SchedulingClock()
+    client = FlakyClient([limited(5000), RoomSendResponse("$e2", "!r")])
+    api = MatrixApi(client, clock)
+    older = deferred_from_coroutine(api.send("!r", "m.room.message", edit("$reply", "line 0")))
+    assert await until_scheduled(clock) == pytest.approx(5.0)
+    newer = deferred_from_coroutine(
+        api.send("!r", "m.room.message", edit("$reply", "line 0 line 1 done"))
+    )
+    clock.advance(5.0)
+    assert await await_deferred(newer) == "$e2"
+    assert await await_deferred(older) == "$e2"
+    # One slot of the limit for both: the waiting edit went out as the newer one, with the
+    # newer one's own transaction (a transaction id is bound to its content).
+    assert [c["m.new_content"]["body"] for c in client.contents] == ["line 0", "line 0 line 1 done"]
+    assert len(set(client.transactions)) == 2
+
+
+class WireClient(FlakyClient):
+    """Each send stays on the wire until the test answers it; C{arrived} hands them out."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.arrived: DeferredQueue[tuple[str, Deferred[Any]]] = DeferredQueue()
+
+    async def room_send(self, room_id: str, event_type: str, content: Any, **kw: Any) -> Any:
+        self.contents.append(content)
+        answer: Deferred[Any] = Deferred()
+        self.arrived.put((content["m.new_content"]["body"], answer))
+        return await await_deferred(answer)
+
+
+async def next_on_the_wire(client: WireClient) -> tuple[str, Deferred[Any]]:
+    return await await_deferred(client.arrived.get().addTimeout(10, reactor))
+
+
+@asyncio_test
+async def test_edits_of_one_event_never_overtake_each_other() -> None:
+    client = WireClient()
+    api = MatrixApi(client, SchedulingClock())
+    first = deferred_from_coroutine(api.send("!r", "m.room.message", edit("$reply", "a")))
+    other = deferred_from_coroutine(api.send("!r", "m.room.message", edit("$another", "x")))
+    (body_a, answer_a), (body_x, answer_x) = [await next_on_the_wire(client) for _ in "ax"]
+    assert (body_a, body_x) == ("a", "x")
+    second = deferred_from_coroutine(api.send("!r", "m.room.message", edit("$reply", "a b")))
+    third = deferred_from_coroutine(api.send("!r", "m.room.message", edit("$reply", "a b c")))
+    # While "a" is on the wire nothing else of $reply is sent; then only the newest.
+    assert not client.arrived.pending
+    answer_a.callback(RoomSendResponse("$e1", "!r"))
+    assert await await_deferred(first) == "$e1"
+    body, answer = await next_on_the_wire(client)
+    assert body == "a b c"
+    answer.callback(RoomSendResponse("$e3", "!r"))
+    assert await await_deferred(second) == await await_deferred(third) == "$e3"
+    answer_x.callback(RoomSendResponse("$x", "!r"))
+    assert await await_deferred(other) == "$x"
+    assert len(client.contents) == 3
