@@ -30,7 +30,8 @@ class WebLimits:
     # smaller limit: contact.max_body_kb).
     max_body_kb: int = 1024
     # Open connections (websockets included) from one address, and in all. None: three quarters
-    # of the open-file limit (never more than that: the rest is for sessions, kernels, files).
+    # of the open-file limit, at most 10,000 (never more than 3/4: the rest is for sessions,
+    # kernels, files).
     max_connections_per_address: int = 32
     max_connections: int | None = None
 

@@ -47,6 +47,9 @@ log = Logger()
 # After answering a client that broke a limit, how long its socket may take to drain before it
 # is aborted (a client that does not read would otherwise hold it).
 ABORT_AFTER_SECONDS = 5.0
+# systemd grants services a hard open-file limit of 524288: three quarters of that would be no
+# cap for a small server's memory (some 20 KB a connection), so an unset cap stops here.
+AUTO_CONNECTIONS_CEILING = 10_000
 # A chunked body's size lines and CRLFs, beyond its data, tolerated before it is refused.
 CHUNKED_FRAMING_BYTES = 64 * 1024
 # A refusal log line at most this often, with how many there were meanwhile.
@@ -68,9 +71,12 @@ def open_file_limit() -> int:
 
 def connection_cap(configured: int | None, file_limit: int) -> int:
     """The total connection cap: three quarters of C{file_limit} at most, since the rest is
-    needed for sessions' PTYs, kernels, databases and logs (and to accept and refuse)."""
+    needed for sessions' PTYs, kernels, databases and logs (and to accept and refuse); when not
+    configured, also at most L{AUTO_CONNECTIONS_CEILING}."""
     ceiling = max(1, file_limit * 3 // 4)
-    return ceiling if configured is None else min(configured, ceiling)
+    if configured is None:
+        return min(ceiling, AUTO_CONNECTIONS_CEILING)
+    return min(configured, ceiling)
 
 
 def http_error(status: int, reason: str, message: str, headers: dict[str, str] | None = None) -> bytes:  # fmt: skip

@@ -236,6 +236,8 @@ def test_the_total_cap_stays_below_the_open_file_limit() -> None:
     assert connection_cap(None, 1024) == 768
     assert connection_cap(100, 1024) == 100
     assert connection_cap(5000, 1024) == 768
+    assert connection_cap(None, 524288) == 10_000
+    assert connection_cap(50_000, 524288) == 50_000
 
 
 def test_the_soft_open_file_limit_is_raised_to_the_hard_one() -> None:
