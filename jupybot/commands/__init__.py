@@ -38,7 +38,7 @@ from .parse import (
     strip_address,
 )
 from .rooms import ChatLimits
-from .safety import defang_mentions
+from .safety import defang_mentions, defang_paragraphs
 from .stdin import InputRouter
 from .streaming import ExecutionReporter, RenderFunction, status_line
 
@@ -72,6 +72,7 @@ __all__ = [
     "UsageError",
     "Use",
     "defang_mentions",
+    "defang_paragraphs",
     "extract_code",
     "matches",
     "parse_message",

@@ -23,8 +23,8 @@ from ..kernels import KernelError, KernelManager, RenderOptions, render_outputs
 from ..redaction import Redactor
 from ._redact import MIN_SECRET_CHARS
 from .access import AccessPolicy, RefusalLimiter
-from .conversation import Conversation, IncomingMessage, IncomingReaction, Paragraph, Reply
-from .inflight import RUNNING_LINE, RunningReplies, as_recovered
+from .conversation import Conversation, IncomingMessage, IncomingReaction, Reply
+from .inflight import RunningReplies, as_recovered, in_progress
 from .parse import (
     Addressing,
     Command,
@@ -447,7 +447,7 @@ class ChatCommands:
 
     def _shown(self, room: str, command_id: str, reply_id: str, reply: Reply) -> None:
         self._runs.replied(room, command_id, reply_id)
-        if reply.blocks and reply.blocks[-1] == Paragraph(RUNNING_LINE):
+        if in_progress(reply):
             self._replies.shown(room, reply_id, reply)
         else:
             self._replies.ended(room, reply_id)

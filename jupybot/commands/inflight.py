@@ -18,10 +18,12 @@ from twisted.logger import Logger
 from ..state import write_atomically
 from .conversation import Block, CodeBlock, HtmlBlock, Paragraph, Reply
 
-__all__ = ["RESTARTED_LINE", "LeftRunning", "RunningReplies", "as_recovered"]
+__all__ = ["RESTARTED_LINE", "LeftRunning", "RunningReplies", "as_recovered", "in_progress"]
 
 RESTARTED_LINE = "⚠ the bot restarted; this run's result is unknown"
-RUNNING_LINE = "⏳ running…"
+# ExecutionReporter's last line while a run is under way ("⏳ running…", "⏳ starting a
+# kernel…"); every final status line starts otherwise (✅, ❌, ⏹, ⏱, 💀).
+IN_PROGRESS_MARK = "⏳"
 
 
 @dataclass(frozen=True)
@@ -33,11 +35,15 @@ class LeftRunning:
     shown: Reply
 
 
+def in_progress(reply: Reply) -> bool:
+    """Whether C{reply} shows a run under way (its last line says so)."""
+    last = reply.blocks[-1] if reply.blocks else None
+    return isinstance(last, Paragraph) and last.text.startswith(IN_PROGRESS_MARK)
+
+
 def as_recovered(shown: Reply) -> Reply:
     """C{shown} with its running line replaced by L{RESTARTED_LINE}."""
-    blocks = list(shown.blocks)
-    if blocks and blocks[-1] == Paragraph(RUNNING_LINE):
-        blocks.pop()
+    blocks = shown.blocks[:-1] if in_progress(shown) else shown.blocks
     return Reply((*blocks, Paragraph(RESTARTED_LINE)))
 
 

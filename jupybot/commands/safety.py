@@ -1,14 +1,20 @@
-"""Mention safety: nothing the kernel prints may ping a room or a person.
+"""Mention safety for networks that give a bot no switch to stop pings.
 
-Adapters also use their network's own switch (Matrix ``m.mentions: {}``, Discord
-``allowed_mentions``); this is the second lock, for clients that look at the text itself.
+Matrix and Discord have one, and their adapters always use it (Matrix ``m.mentions: {}``,
+Discord ``allowed_mentions``): there, what a kernel printed is shown exactly as printed, so an
+``@room`` or ``"@bot:server"`` copied from a reply is what the code wrote. An adapter for a
+network without such a switch would pass its replies through L{defang_paragraphs}, which breaks
+mentions in prose with an invisible word joiner and leaves code blocks alone (text copied from
+code must stay exact; chat clients do not highlight mentions in code anyway).
 """
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["WORD_JOINER", "defang_mentions"]
+from .conversation import Paragraph, Reply
+
+__all__ = ["WORD_JOINER", "defang_mentions", "defang_paragraphs"]
 
 # An invisible character that breaks the token a client would match as a mention.
 WORD_JOINER = "\u2060"
@@ -24,3 +30,13 @@ _MENTION = re.compile(
 def defang_mentions(text: str) -> str:
     """C{text} with every room ping and user mention made inert (and still readable)."""
     return _MENTION.sub(lambda m: m.group(0) + WORD_JOINER, text)
+
+
+def defang_paragraphs(reply: Reply) -> Reply:
+    """C{reply} with the mentions in its paragraphs made inert; code and HTML untouched."""
+    return Reply(
+        tuple(
+            Paragraph(defang_mentions(block.text)) if isinstance(block, Paragraph) else block
+            for block in reply.blocks
+        )
+    )

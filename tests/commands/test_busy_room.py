@@ -12,10 +12,11 @@ from jupybot.commands import (
     Conversation,
     IncomingMessage,
     IncomingReaction,
+    Reply,
     RunningReplies,
 )
 from jupybot.commands.bot import STOPPING_NOTICE
-from jupybot.commands.inflight import RESTARTED_LINE
+from jupybot.commands.inflight import RESTARTED_LINE, as_recovered
 from jupybot.kernels import ErrorOutput, ExecutionResult, Stream
 
 from .fakes import FakeConversation
@@ -190,3 +191,14 @@ def test_stopping_tells_rooms_with_kernels_that_their_variables_go() -> None:
     assert stopped.called
     assert busy.texts()[-1] == STOPPING_NOTICE
     assert STOPPING_NOTICE not in idle.texts()
+
+
+def test_a_run_still_waiting_for_its_kernel_counts_as_running(tmp_path: Path) -> None:
+    path = tmp_path / "running.json"
+    bot, kernels, clock = make_bot(running_replies=RunningReplies(path))
+    room = FakeConversation()
+    say(bot, room, "!jupybot run 1")
+    kernels.executions[0].listener.on_kernel_wait(2)  # type: ignore[attr-defined]
+    clock.advance(1)
+    [left] = RunningReplies(path).left_running()
+    assert as_recovered(left.shown) == Reply.text(RESTARTED_LINE)

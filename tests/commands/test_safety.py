@@ -1,9 +1,9 @@
-"""Nothing the kernel prints can ping a room or a person."""
+"""Mentions made inert, for a network without a no-pings switch: in prose, never in code."""
 
 from __future__ import annotations
 
-from jupybot.commands import defang_mentions, reply_to_html, reply_to_text
-from jupybot.commands.conversation import CodeBlock, Paragraph, Reply
+from jupybot.commands import defang_mentions, defang_paragraphs, reply_to_html, reply_to_text
+from jupybot.commands.conversation import CodeBlock, HtmlBlock, Paragraph, Reply
 from jupybot.commands.safety import WORD_JOINER
 
 
@@ -18,6 +18,13 @@ def test_room_pings_and_user_ids_are_made_inert() -> None:
 def test_ordinary_at_signs_are_left_alone() -> None:
     text = "a @ b, email me@example.org, @decorator, @roomy"
     assert defang_mentions(text) == text
+
+
+def test_only_paragraphs_are_defanged_never_code() -> None:
+    code = CodeBlock('{"user": "@bot:localhost"} @room')
+    html = HtmlBlock("<b>@room</b>", "@room")
+    reply = defang_paragraphs(Reply((Paragraph("ValueError: @room"), code, html)))
+    assert reply == Reply((Paragraph(f"ValueError: @{WORD_JOINER}room"), code, html))
 
 
 def test_reply_forms() -> None:
