@@ -4,6 +4,8 @@ counts is what visitors and chat users did, read from a real `twistd jupybot`.""
 from __future__ import annotations
 
 import ipaddress
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ from jupybot.kernels import ExecutionResult
 from jupybot.metrics import MetricSources, MetricsPart, MetricsResource, metrics_registry
 from tests.commands.fakes import FakeConversation
 from tests.commands.fakes import FakeKernels as FakeKernelManager
-from tests.harness import JupybotProcess, jupybot_config
+from tests.harness import JupybotProcess, descendants, jupybot_config
 from tests.matrix.user import asyncio_test
 from tests.terminal.conftest import raw
 
@@ -308,3 +310,33 @@ def test_the_command_layer_counts_commands_and_rate_refusals_by_network() -> Non
 
     assert grew("jupybot_chat_commands_total", network="matrix", command="help") == 2
     assert grew("jupybot_limit_refusals_total", limit="chat_commands_per_sender") == 1
+
+
+@pytest.mark.peers
+@asyncio_test
+async def test_a_killed_embedded_gateway_is_counted_as_a_restart(tmp_path: Path) -> None:
+    metrics = "metrics: {enabled: true, listen: 'tcp:0:interface=127.0.0.1'}\n"
+    process = JupybotProcess(jupybot_config(tmp_path, metrics), tmp_path)
+    try:
+        process.wait_listening(timeout=120)
+        metrics_url = process.wait_for(r"metrics: serving (http://[^/\s]+/metrics)").group(1)
+        process.wait_for("embedded Kernel Gateway ready at", timeout=120)
+        before = samples((await scrape(metrics_url))[2])
+        assert value(before, "jupybot_gateway_restarts_total") == 0
+        assert value(before, "jupybot_part_up", part="kernels") == 1
+        os.kill(embedded_gateway(process), signal.SIGKILL)
+        process.wait_for("the embedded Kernel Gateway stopped", timeout=60)
+        after = samples((await scrape(metrics_url))[2])
+        assert value(after, "jupybot_gateway_restarts_total") == 1
+    finally:
+        process.stop()
+
+
+def embedded_gateway(process: JupybotProcess) -> int:
+    """The pid of the Kernel Gateway that C{process} started."""
+    (gateway,) = [
+        pid
+        for pid in descendants(process.pid)
+        if b"kernel_gateway" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+    return gateway
