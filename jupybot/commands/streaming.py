@@ -2,8 +2,12 @@
 
 Policy: a quick execution (under C{interval}, one second by default) gets exactly one message,
 its final answer with its status. A longer one gets a reply after C{interval} that is edited at
-most once per C{interval} while output arrives, then edited a last time with status, execution
-count and duration, and a reaction on the command says done or failed (an edit notifies nobody).
+most once per C{interval} while output arrives (less often while the network pushes back: see
+L{EditPacer}), then edited a last time with status, execution count and duration, and a reaction
+on the command says done or failed (an edit notifies nobody). One edit is in flight at a time;
+the final edit waits for it at most C{interval}, then goes anyway, the adapter keeping a
+message's edits in order (the Matrix one lets the newer replace an edit still held back by the
+rate limit, so the status line is never stuck behind stale output).
 Images and the full text of cut output follow as uploads. What the kernel printed is shown as
 printed (the adapters send it with their network's no-pings switch, so an ``@room`` in output
 pings nobody and copies back intact), except that a configured secret in it is replaced with
@@ -33,6 +37,7 @@ from ..kernels import (
 from ..redaction import Redactor
 from ._redact import MIN_SECRET_CHARS, redact_events
 from .conversation import Block, CodeBlock, Conversation, HtmlBlock, Paragraph, Reply
+from .pacing import EditPacer
 from .stdin import InputRouter
 
 __all__ = ["ExecutionReporter", "RenderFunction", "error_blocks", "status_line"]
@@ -127,6 +132,7 @@ class ExecutionReporter:
         self._options = options
         self._inputs = inputs
         self._interval = interval
+        self._pacer = EditPacer(interval)
         self._redact = redact or Redactor((), MIN_SECRET_CHARS)
         self._events: list[OutputEvent] = []
         self._kernel_wait: int | None = None  # starts queued before this run's kernel
@@ -188,7 +194,7 @@ class ExecutionReporter:
             return  # a finished edit reschedules itself when there is more to show
         if self._timer is not None and self._timer.active():
             return
-        delay = max(0.0, self._last_flush + self._interval - self._clock.seconds())
+        delay = max(0.0, self._last_flush + self._pacer.spacing - self._clock.seconds())
         self._timer = self._clock.callLater(delay, self._flush)
 
     def _cancel_timer(self) -> None:
@@ -205,7 +211,7 @@ class ExecutionReporter:
         if reply == self._shown:
             return succeed(None)
         self._shown = reply
-        self._last_flush = self._clock.seconds()
+        self._last_flush = made = self._clock.seconds()
         if self._message_id is None:
             d: Deferred[None] = self._conversation.send(reply, self._command_id).addCallback(
                 self._remember_id
@@ -215,7 +221,7 @@ class ExecutionReporter:
         d.addCallback(self._tell_shown, reply)
         d.addErrback(self._log_failure, "could not show execution output")
         self._busy = d
-        d.addBoth(self._shown_now)
+        d.addBoth(self._shown_now, d, made)
         return d
 
     def _remember_id(self, message_id: str) -> None:
@@ -225,7 +231,10 @@ class ExecutionReporter:
         if self._on_shown is not None and self._message_id is not None:
             self._on_shown(self._message_id, reply)
 
-    def _shown_now(self, _: object) -> None:
+    def _shown_now(self, _: object, landed: Deferred[None], made: float) -> None:
+        self._pacer.landed(self._clock.seconds() - made)
+        if self._busy is not landed:
+            return  # overtaken by the final edit, which is in flight now
         self._busy = None
         if not self._done and self._events and self._compose(None)[0] != self._shown:
             self._schedule()
@@ -233,11 +242,26 @@ class ExecutionReporter:
     def _log_failure(self, failure: Failure, what: str) -> None:
         self.log.failure("{what}", failure, what=what)
 
-    async def _settle(self) -> None:
-        """Wait for an edit in flight; new ones are not started meanwhile."""
+    async def _settle(self, patience: float | None = None) -> None:
+        """Wait for the reply in flight; new edits are not started meanwhile.
+
+        With C{patience}, an edit (not the first send: its id is needed) is waited for only that
+        long: one held back longer by the network is then overtaken.
+        """
         self._cancel_timer()
         while self._busy is not None:
-            await self._busy
+            busy = self._busy
+            if patience is None or self._message_id is None:
+                await busy
+                continue
+            landed: Deferred[None] = Deferred()
+            busy.addBoth(_fire, landed)
+            timer = self._clock.callLater(patience, _fire, None, landed)
+            await landed
+            if timer.active():
+                timer.cancel()
+            if self._busy is busy:
+                return
 
     # -- composing --------------------------------------------------------------------------------
 
@@ -277,7 +301,7 @@ class ExecutionReporter:
     async def _finish(self, result: ExecutionResult) -> None:
         self._done = True
         self._withdraw_inputs()
-        await self._settle()
+        await self._settle(patience=self._interval)
         result = self._interrupt_ending(result)
         streamed = self._message_id is not None and not self._reused
         reply, rendered = self._compose(result)
@@ -296,7 +320,7 @@ class ExecutionReporter:
     async def _failed(self, message: str) -> None:
         self._done = True
         self._withdraw_inputs()
-        await self._settle()
+        await self._settle(patience=self._interval)
         reply, _ = self._compose(None)
         shown = self._redact(message)
         final = Reply((*reply.blocks[:-1], Paragraph(f"❌ {shown}")))
@@ -356,3 +380,9 @@ class ExecutionReporter:
             waiting = self._inputs.expect(self._conversation.key, self._sender)
         self._waiting.append(waiting)
         return await waiting
+
+
+def _fire(result: object, waiter: Deferred[None]) -> object:
+    if not waiter.called:
+        waiter.callback(None)
+    return result
