@@ -27,7 +27,14 @@ from cryptography.x509.oid import NameOID
 
 from tests.harness import ROOT, ChildProcess
 
-__all__ = ["Certificate", "Nginx", "documented_nginx_config", "nginx_certificate"]
+__all__ = [
+    "Certificate",
+    "Nginx",
+    "documented_nginx_config",
+    "free_port",
+    "proxy_certificate",
+    "replace_once",
+]
 
 DEPLOY_DOC = ROOT / "docs" / "deploy.md"
 # What docs/deploy.md names for a real deployment, each replaced once for the test.
@@ -54,9 +61,9 @@ def documented_nginx_config(doc: str | None = None) -> str:
     return match.group(1)
 
 
-def _replace_once(text: str, old: str, new: str) -> str:
+def replace_once(text: str, old: str, new: str) -> str:
     count = text.count(old)
-    assert count == 1, f"docs/deploy.md's nginx block has {old!r} {count} times, not once"
+    assert count == 1, f"docs/deploy.md's block has {old!r} {count} times, not once"
     return text.replace(old, new)
 
 
@@ -103,7 +110,7 @@ def make_certificate(folder: Path) -> Certificate:
     return Certificate(cert_path, key_path)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
@@ -116,8 +123,8 @@ class Nginx:
     def __init__(self, workdir: Path, certificate: Certificate, upstream: str) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
-        self.https_port = _free_port()
-        self.http_port = _free_port()
+        self.https_port = free_port()
+        self.http_port = free_port()
         self.config_path = workdir / "nginx.conf"
         self.config_path.write_text(self.render(certificate, upstream))
         self.process: ChildProcess | None = None
@@ -129,15 +136,15 @@ class Nginx:
     def render(self, certificate: Certificate, upstream: str) -> str:
         servers = documented_nginx_config()
         # Loopback only, on free ports; no IPv6 listener.
-        servers = _replace_once(
+        servers = replace_once(
             servers, "listen 443 ssl;", f"listen 127.0.0.1:{self.https_port} ssl;"
         )
-        servers = _replace_once(servers, "listen [::]:443 ssl;", "")
-        servers = _replace_once(servers, "listen 80;", f"listen 127.0.0.1:{self.http_port};")
-        servers = _replace_once(servers, "listen [::]:80;", "")
-        servers = _replace_once(servers, DOC_CERTIFICATE, str(certificate.path))
-        servers = _replace_once(servers, DOC_KEY, str(certificate.key_path))
-        servers = _replace_once(servers, DOC_UPSTREAM, upstream)
+        servers = replace_once(servers, "listen [::]:443 ssl;", "")
+        servers = replace_once(servers, "listen 80;", f"listen 127.0.0.1:{self.http_port};")
+        servers = replace_once(servers, "listen [::]:80;", "")
+        servers = replace_once(servers, DOC_CERTIFICATE, str(certificate.path))
+        servers = replace_once(servers, DOC_KEY, str(certificate.key_path))
+        servers = replace_once(servers, DOC_UPSTREAM, upstream)
         temp = self.workdir / "temp"
         # As root, nginx's workers would run as `nobody`, who cannot enter pytest's folders.
         user = "user root;\n" if os.geteuid() == 0 else ""
@@ -180,7 +187,7 @@ class Nginx:
 
 
 @pytest.fixture(scope="session")
-def nginx_certificate(tmp_path_factory: pytest.TempPathFactory) -> Certificate:
+def proxy_certificate(tmp_path_factory: pytest.TempPathFactory) -> Certificate:
     return make_certificate(tmp_path_factory.mktemp("tls"))
 
 

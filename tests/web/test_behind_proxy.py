@@ -1,9 +1,9 @@
-"""jupybot behind a real nginx with TLS (docs/deploy.md's configuration): the page, both
-websockets, /contact, and the per-visitor limits, for visitors on distinct loopback addresses.
+"""jupybot behind a real nginx and a real Caddy with TLS, each configured as docs/deploy.md
+says: the page, both websockets, /contact, and the per-visitor limits, for visitors on distinct
+loopback addresses.
 
-Visitors connect to nginx from 127.0.0.2, 127.0.0.3, ...; nginx connects to jupybot from
-127.0.0.1, the one trusted proxy. The idle-connection test is last: it holds a session open
-through the whole module and checks it still works after nginx's default read timeout.
+Visitors connect to the proxy from 127.0.0.2, 127.0.0.3, ...; the proxy connects to jupybot
+from 127.0.0.1, the one trusted proxy.
 """
 
 from __future__ import annotations
@@ -22,12 +22,13 @@ import pytest
 
 from tests.harness import JupybotProcess
 from tests.matrix.user import asyncio_test
-from tests.peers.nginx import Certificate, Nginx, nginx_certificate, running_nginx
+from tests.peers.caddy import Caddy, running_caddy
+from tests.peers.nginx import Certificate, Nginx, proxy_certificate, running_nginx
 from tests.terminal.conftest import RawClient
 
 pytestmark = pytest.mark.peers
 
-__all__ = ["nginx_certificate"]  # the session fixture, used here
+__all__ = ["proxy_certificate"]  # the session fixture, used here
 
 # nginx's proxy_read_timeout when the configuration does not set it (docs/deploy.md does not).
 NGINX_DEFAULT_READ_TIMEOUT = 60.0
@@ -39,7 +40,7 @@ def config_text(workdir: Path) -> str:
     return (
         "web:\n"
         "  listen: 'tcp:0:interface=127.0.0.1'\n"
-        "  title: 'Behind nginx'\n"
+        "  title: 'Behind a proxy'\n"
         "  trusted_proxies: ['127.0.0.1']\n"
         "storage:\n"
         f"  path: '{workdir / 'var'}'\n"
@@ -56,9 +57,13 @@ def config_text(workdir: Path) -> str:
     )
 
 
-class BehindNginx:
+class BehindProxy:
     def __init__(
-        self, workdir: Path, server: JupybotProcess, proxy: Nginx, certificate: Certificate
+        self,
+        workdir: Path,
+        server: JupybotProcess,
+        proxy: Nginx | Caddy,
+        certificate: Certificate,
     ) -> None:
         self.workdir = workdir
         self.server = server
@@ -72,7 +77,7 @@ class BehindNginx:
 
     @asynccontextmanager
     async def visitor(self, address: str) -> AsyncIterator[aiohttp.ClientSession]:
-        """An HTTP client whose connections to nginx come from C{address} (127.0.0.x)."""
+        """An HTTP client whose connections to the proxy come from C{address} (127.0.0.x)."""
         connector = aiohttp.TCPConnector(ssl=self.tls, local_addr=(address, 0))
         async with aiohttp.ClientSession(connector=connector) as session:
             yield session
@@ -82,24 +87,28 @@ class BehindNginx:
         return [json.loads(line) for line in path.read_text().splitlines() if line]
 
 
-@pytest.fixture(scope="session")
-def behind_nginx(
-    tmp_path_factory: pytest.TempPathFactory, nginx_certificate: Certificate
-) -> Iterator[BehindNginx]:
-    workdir = tmp_path_factory.mktemp("behind-nginx")
+@pytest.fixture(scope="session", params=["nginx", "caddy"])
+def behind_proxy(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    proxy_certificate: Certificate,
+) -> Iterator[BehindProxy]:
+    """A jupybot with C{request.param} in front of it."""
+    workdir = tmp_path_factory.mktemp(f"behind-{request.param}")
     server = JupybotProcess(config_text(workdir), workdir)
+    running = running_nginx if request.param == "nginx" else running_caddy
     try:
         server.wait_listening()
         server.wait_for("terminal: running")
-        for proxy in running_nginx(workdir / "nginx", nginx_certificate, server.base_url):
-            yield BehindNginx(workdir, server, proxy, nginx_certificate)
+        for proxy in running(workdir / request.param, proxy_certificate, server.base_url):
+            yield BehindProxy(workdir, server, proxy, proxy_certificate)
     finally:
         server.stop()
 
 
 async def open_raw(
     visitor: aiohttp.ClientSession,
-    site: BehindNginx,
+    site: BehindProxy,
     headers: dict[str, str] | None = None,
     autoping: bool = True,
 ) -> RawClient:
@@ -116,45 +125,47 @@ async def open_raw(
 
 
 @asyncio_test
-async def test_the_page_is_served_over_https_and_plain_http_redirects(
-    behind_nginx: BehindNginx,
-) -> None:
-    async with behind_nginx.visitor("127.0.0.2") as visitor:
-        async with visitor.get(behind_nginx.url + "/") as page:
-            assert page.status == 200
-            assert "Behind nginx" in await page.text()
-        plain = f"http://127.0.0.1:{behind_nginx.proxy.http_port}/"
-        async with visitor.get(plain, allow_redirects=False) as redirect:
-            assert redirect.status == 301
-            assert redirect.headers["location"].startswith("https://127.0.0.1/")
+async def test_the_page_is_served_over_https(behind_proxy: BehindProxy) -> None:
+    async with (
+        behind_proxy.visitor("127.0.0.2") as visitor,
+        visitor.get(behind_proxy.url + "/") as page,
+    ):
+        assert page.status == 200
+        assert "Behind a proxy" in await page.text()
+        proxy = behind_proxy.proxy
+        if isinstance(proxy, Nginx):
+            plain = f"http://127.0.0.1:{proxy.http_port}/"
+            async with visitor.get(plain, allow_redirects=False) as redirect:
+                assert redirect.status == 301
+                assert redirect.headers["location"].startswith("https://127.0.0.1/")
 
 
 @asyncio_test
-async def test_the_raw_terminal_works_through_nginx_from_the_https_page(
-    behind_nginx: BehindNginx,
+async def test_the_raw_terminal_works_through_the_proxy_from_the_https_page(
+    behind_proxy: BehindProxy,
 ) -> None:
-    async with behind_nginx.visitor("127.0.0.2") as visitor:
-        # Origin https://127.0.0.1:<nginx> is the page's own: X-Forwarded-Proto and Host
+    async with behind_proxy.visitor("127.0.0.2") as visitor:
+        # Origin https://127.0.0.1:<proxy> is the page's own: X-Forwarded-Proto and Host
         # from the trusted proxy say so.
-        client = await open_raw(visitor, behind_nginx)
+        client = await open_raw(visitor, behind_proxy)
         assert client.ready["program"] == "cat", (client.error, client.output)
         await client.send(b"through the proxy\n")
         await client.until_output(b"through the proxy\r\n")
         await client.ws.close()
         # The same site over plain http is another origin, and another site is refused.
-        for origin in (behind_nginx.url.replace("https", "http"), "https://evil.example"):
+        for origin in (behind_proxy.url.replace("https", "http"), "https://evil.example"):
             with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
                 await visitor.ws_connect(
-                    behind_nginx.url.replace("https://", "wss://") + "/terminal/ws", origin=origin
+                    behind_proxy.url.replace("https://", "wss://") + "/terminal/ws", origin=origin
                 )
             assert refused.value.status == 403
 
 
 @asyncio_test
-async def test_line_mode_works_through_nginx(behind_nginx: BehindNginx) -> None:
-    async with behind_nginx.visitor("127.0.0.2") as visitor:
+async def test_line_mode_works_through_the_proxy(behind_proxy: BehindProxy) -> None:
+    async with behind_proxy.visitor("127.0.0.2") as visitor:
         ws = await visitor.ws_connect(
-            behind_nginx.url.replace("https://", "wss://") + "/terminal/line"
+            behind_proxy.url.replace("https://", "wss://") + "/terminal/line"
         )
         await ws.send_json({"event": "initialize", "program": "bc"})
         # bc -q greets with nothing, then answers each line.
@@ -167,47 +178,47 @@ async def test_line_mode_works_through_nginx(behind_nginx: BehindNginx) -> None:
 
 @asyncio_test
 async def test_contact_is_accepted_and_delivered_with_the_visitor_s_address(
-    behind_nginx: BehindNginx,
+    behind_proxy: BehindProxy,
 ) -> None:
-    async with behind_nginx.visitor("127.0.0.5") as visitor:
-        message = {"name": "Ada", "email": "ada@example.org", "message": "via nginx"}
+    async with behind_proxy.visitor("127.0.0.5") as visitor:
+        message = {"name": "Ada", "email": "ada@example.org", "message": "via a proxy"}
         async with visitor.post(
-            behind_nginx.url + "/contact", json=message, headers={"Origin": behind_nginx.url}
+            behind_proxy.url + "/contact", json=message, headers={"Origin": behind_proxy.url}
         ) as response:
             assert response.status == 202, await response.text()
             accepted = await response.json()
     await asyncio.to_thread(
-        behind_nginx.server.wait_for,
+        behind_proxy.server.wait_for,
         rf"contact: message {accepted['id']} delivered to file",
         30,
     )
-    [record] = [r for r in behind_nginx.delivered() if r["id"] == accepted["id"]]
+    [record] = [r for r in behind_proxy.delivered() if r["id"] == accepted["id"]]
     assert record["client_ip"] == "127.0.0.5"
-    # The access log names the visitor, not nginx.
+    # The access log names the visitor, not the proxy.
     await asyncio.to_thread(
-        behind_nginx.server.wait_for, r'^\S+ \S+ "127\.0\.0\.5" - - .*"POST /contact', 30
+        behind_proxy.server.wait_for, r'^\S+ \S+ "127\.0\.0\.5" - - .*"POST /contact', 30
     )
 
 
 @asyncio_test
 async def test_each_visitor_has_their_own_session_slots_and_cannot_take_another_s(
-    behind_nginx: BehindNginx,
+    behind_proxy: BehindProxy,
 ) -> None:
     async with (
-        behind_nginx.visitor("127.0.0.3") as first,
-        behind_nginx.visitor("127.0.0.4") as second,
-        behind_nginx.visitor("127.0.0.6") as spoofer,
+        behind_proxy.visitor("127.0.0.3") as first,
+        behind_proxy.visitor("127.0.0.4") as second,
+        behind_proxy.visitor("127.0.0.6") as spoofer,
     ):
-        held = [await open_raw(first, behind_nginx) for _ in range(SESSIONS_PER_VISITOR)]
+        held = [await open_raw(first, behind_proxy) for _ in range(SESSIONS_PER_VISITOR)]
         assert all(client.ready for client in held)
-        over = await open_raw(first, behind_nginx)
+        over = await open_raw(first, behind_proxy)
         assert over.error is not None and over.error["reason"] == "too-many", over.error
         # Another visitor through the same proxy has slots of their own.
-        others = [await open_raw(second, behind_nginx) for _ in range(SESSIONS_PER_VISITOR)]
+        others = [await open_raw(second, behind_proxy) for _ in range(SESSIONS_PER_VISITOR)]
         assert all(client.ready for client in others), [c.error for c in others]
         # A visitor who claims to be the first one is still themself: their own slots, and the
         # first visitor's sessions are untouched.
-        spoofed = await open_raw(spoofer, behind_nginx, {"X-Forwarded-For": "127.0.0.3"})
+        spoofed = await open_raw(spoofer, behind_proxy, {"X-Forwarded-For": "127.0.0.3"})
         assert spoofed.ready and spoofed.error is None, spoofed.error
         for client in held:
             await client.send(b"still mine\n")
@@ -218,19 +229,19 @@ async def test_each_visitor_has_their_own_session_slots_and_cannot_take_another_
 
 @asyncio_test
 async def test_the_contact_limit_is_per_visitor_and_cannot_be_spoofed(
-    behind_nginx: BehindNginx,
+    behind_proxy: BehindProxy,
 ) -> None:
     async def post(visitor: aiohttp.ClientSession, **headers: str) -> int:
         message = {"name": "Bo", "email": "bo@example.org", "message": "limit"}
         async with visitor.post(
-            behind_nginx.url + "/contact", json=message, headers=headers
+            behind_proxy.url + "/contact", json=message, headers=headers
         ) as response:
             return response.status
 
     async with (
-        behind_nginx.visitor("127.0.0.7") as first,
-        behind_nginx.visitor("127.0.0.8") as second,
-        behind_nginx.visitor("127.0.0.9") as spoofer,
+        behind_proxy.visitor("127.0.0.7") as first,
+        behind_proxy.visitor("127.0.0.8") as second,
+        behind_proxy.visitor("127.0.0.9") as spoofer,
     ):
         assert [await post(first) for _ in range(MESSAGES_PER_VISITOR + 1)] == [202] * (
             MESSAGES_PER_VISITOR
@@ -247,11 +258,13 @@ async def test_the_contact_limit_is_per_visitor_and_cannot_be_spoofed(
 
 
 @asyncio_test
-async def test_an_idle_terminal_outlives_nginx_s_read_timeout(behind_nginx: BehindNginx) -> None:
+async def test_an_idle_terminal_outlives_nginx_s_read_timeout(behind_proxy: BehindProxy) -> None:
     """jupybot's pings (every 30 s) keep nginx, whose proxy_read_timeout counts the time without
     anything from jupybot, from closing a terminal nobody types in."""
-    async with behind_nginx.visitor("127.0.0.10") as visitor:
-        client = await open_raw(visitor, behind_nginx, autoping=False)
+    if not isinstance(behind_proxy.proxy, Nginx):
+        pytest.skip("Caddy has no read timeout on websockets")
+    async with behind_proxy.visitor("127.0.0.10") as visitor:
+        client = await open_raw(visitor, behind_proxy, autoping=False)
         assert client.ready
         idle_until = time.monotonic() + NGINX_DEFAULT_READ_TIMEOUT + 5
         pings = 0
