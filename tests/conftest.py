@@ -45,3 +45,10 @@ def prepared_sandbox(mode: str = "bubblewrap", cgroups: str = "auto") -> Iterato
 def sandbox() -> Iterator[Sandbox]:
     """The sandbox of the defaults (bubblewrap, cgroups where this host allows)."""
     yield from prepared_sandbox()
+
+
+@pytest.fixture
+def gateway(kernel_gateway: object) -> object:
+    """The gateway a kernel test runs on: its module's `kernel_gateway` (tests/kernels/test_gateway.py
+    runs its tests on each peer instead; modules that import those tests give their own)."""
+    return kernel_gateway

@@ -13,6 +13,7 @@ import pytest_twisted
 import treq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThread
 from twisted.web.http_headers import Headers
 
 from jupybot.config.kernels import GatewayConfig
@@ -42,14 +43,16 @@ PEERS = ["kernel-gateway", "enterprise-gateway", "jupyter-server"]
 
 
 @pytest.fixture(params=PEERS)
-def kernel_gateway(request: pytest.FixtureRequest, kernel_gateway: GatewayPeer) -> GatewayPeer:
-    """Each test of this module once on each peer (the session's own, started when first used)."""
+def gateway(request: pytest.FixtureRequest) -> GatewayPeer:
+    """Each test of this module once on each peer (the session's own, started when first used).
+    Modules that import these tests run them on their own `kernel_gateway` (tests/conftest.py)."""
     if request.param == "enterprise-gateway":
-        peer: EnterpriseGateway = request.getfixturevalue("enterprise_gateway")
-        return peer
+        enterprise: EnterpriseGateway = request.getfixturevalue("enterprise_gateway")
+        return enterprise
     if request.param == "jupyter-server":
         server: JupyterServer = request.getfixturevalue("jupyter_server")
         return server
+    kernel_gateway: KernelGateway = request.getfixturevalue("kernel_gateway")
     return kernel_gateway
 
 
@@ -65,8 +68,8 @@ def kernel_forgotten(manager: GatewayKernelManager) -> Deferred[None]:
 
 
 @pytest.fixture
-async def manager(kernel_gateway: GatewayPeer) -> AsyncIterator[GatewayKernelManager]:
-    manager = manager_for(kernel_gateway)
+async def manager(gateway: GatewayPeer) -> AsyncIterator[GatewayKernelManager]:
+    manager = manager_for(gateway)
     yield manager
     await manager.shutdown_all()
 
@@ -76,16 +79,16 @@ def timeboxed(d: Deferred[T], seconds: float = 60) -> Deferred[T]:
 
 
 @pytest_twisted.ensureDeferred
-async def test_kernelspecs_list_python(kernel_gateway: GatewayPeer) -> None:
-    manager = manager_for(kernel_gateway)
+async def test_kernelspecs_list_python(gateway: GatewayPeer) -> None:
+    manager = manager_for(gateway)
     specs = await manager.kernelspecs()
     assert "python3" in [s.name for s in specs]
     assert [s.language for s in specs if s.name == "python3"] == ["python"]
 
 
 @pytest_twisted.ensureDeferred
-async def test_run_prints_and_returns(kernel_gateway: GatewayPeer) -> None:
-    manager = manager_for(kernel_gateway)
+async def test_run_prints_and_returns(gateway: GatewayPeer) -> None:
+    manager = manager_for(gateway)
     try:
         listener = RecordingListener()
         result = await manager.execute("room", "print('hello')\n1 + 1", listener)
@@ -103,8 +106,8 @@ async def test_run_prints_and_returns(kernel_gateway: GatewayPeer) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_error_then_next_run_has_its_own_output(kernel_gateway: GatewayPeer) -> None:
-    manager = manager_for(kernel_gateway)
+async def test_error_then_next_run_has_its_own_output(gateway: GatewayPeer) -> None:
+    manager = manager_for(gateway)
     try:
         first = RecordingListener()
         result = await manager.execute("room", "print('before')\n1/0", first)
@@ -122,8 +125,8 @@ async def test_error_then_next_run_has_its_own_output(kernel_gateway: GatewayPee
 
 
 @pytest_twisted.ensureDeferred
-async def test_rich_outputs_arrive_typed(kernel_gateway: GatewayPeer) -> None:
-    manager = manager_for(kernel_gateway)
+async def test_rich_outputs_arrive_typed(gateway: GatewayPeer) -> None:
+    manager = manager_for(gateway)
     try:
         listener = RecordingListener()
         code = (
@@ -154,8 +157,8 @@ async def test_rich_outputs_arrive_typed(kernel_gateway: GatewayPeer) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_input_is_asked_and_answered(kernel_gateway: GatewayPeer) -> None:
-    manager = manager_for(kernel_gateway)
+async def test_input_is_asked_and_answered(gateway: GatewayPeer) -> None:
+    manager = manager_for(gateway)
     try:
         listener = RecordingListener(answers=["Ada", "s3cret"])
         code = (
@@ -173,8 +176,8 @@ async def test_input_is_asked_and_answered(kernel_gateway: GatewayPeer) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_interrupt_stops_a_long_sleep(kernel_gateway: GatewayPeer) -> None:
-    manager = manager_for(kernel_gateway)
+async def test_interrupt_stops_a_long_sleep(gateway: GatewayPeer) -> None:
+    manager = manager_for(gateway)
     try:
         listener = RecordingListener()
         running = manager.execute(
@@ -193,9 +196,9 @@ async def test_interrupt_stops_a_long_sleep(kernel_gateway: GatewayPeer) -> None
 
 @pytest_twisted.ensureDeferred
 async def test_timeout_interrupts_then_the_kernel_keeps_its_state(
-    kernel_gateway: GatewayPeer,
+    gateway: GatewayPeer,
 ) -> None:
-    manager = manager_for(kernel_gateway, execution_timeout_seconds=1.0)
+    manager = manager_for(gateway, execution_timeout_seconds=1.0)
     try:
         await manager.execute("room", "x = 41", RecordingListener())
         result = await timeboxed(
@@ -212,11 +215,9 @@ async def test_timeout_interrupts_then_the_kernel_keeps_its_state(
 
 @pytest_twisted.ensureDeferred
 async def test_timeout_restarts_a_kernel_that_ignores_the_interrupt(
-    kernel_gateway: GatewayPeer,
+    gateway: GatewayPeer,
 ) -> None:
-    manager = manager_for(
-        kernel_gateway, execution_timeout_seconds=1.0, interrupt_grace_seconds=1.0
-    )
+    manager = manager_for(gateway, execution_timeout_seconds=1.0, interrupt_grace_seconds=1.0)
     try:
         code = "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\ntime.sleep(60)"
         result = await timeboxed(manager.execute("room", code, RecordingListener()), 30)
@@ -230,10 +231,49 @@ async def test_timeout_restarts_a_kernel_that_ignores_the_interrupt(
 
 
 @pytest_twisted.ensureDeferred
+async def test_restart_loses_the_variables(gateway: GatewayPeer) -> None:
+    manager = manager_for(gateway)
+    try:
+        await manager.execute("room", "x = 1", RecordingListener())
+        [before] = manager.kernels("room")
+        await timeboxed(manager.restart("room"), 60)
+        listener = RecordingListener()
+        result = await timeboxed(manager.execute("room", "print('x' in dir())", listener), 60)
+        assert result.status == "ok" and listener.text() == "False\n"
+        assert result.execution_count == 1
+        # The same kernel, restarted: the owner keeps its name and id.
+        assert manager.kernels("room") == [before]
+    finally:
+        await manager.shutdown_all()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_idle_kernel_is_shut_down_on_the_gateway(gateway: GatewayPeer) -> None:
+    manager = manager_for(gateway, idle_cull_seconds=1.0)
+    try:
+        handle = await manager.start("room")
+        assert gateway.process is not None
+        shut_down = deferToThread(
+            gateway.process.wait_for, f"Kernel shutdown: {handle.kernel_id}", 60
+        )
+        manager.start_culling()
+        # The gateway's own word that it is shutting the kernel down, at jupybot's request.
+        await timeboxed(shut_down, 90)
+        assert manager.kernels("room") == []
+        listener = RecordingListener()
+        result = await timeboxed(manager.execute("room", "print('new')", listener), 60)
+        assert result.status == "ok" and listener.text() == "new\n"
+        [new] = manager.kernels("room")
+        assert new.kernel_id != handle.kernel_id
+    finally:
+        await manager.shutdown_all()
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_kernel_that_dies_is_reported_not_waited_for(
-    kernel_gateway: GatewayPeer,
+    gateway: GatewayPeer,
 ) -> None:
-    manager = manager_for(kernel_gateway)
+    manager = manager_for(gateway)
     try:
         result = await timeboxed(
             manager.execute("room", "import os\nos._exit(1)", RecordingListener()), 60
@@ -250,15 +290,15 @@ async def test_a_kernel_that_dies_is_reported_not_waited_for(
 
 @pytest_twisted.ensureDeferred
 async def test_a_kernel_deleted_on_the_gateway_is_forgotten(
-    kernel_gateway: GatewayPeer,
+    gateway: GatewayPeer,
 ) -> None:
-    manager = manager_for(kernel_gateway)
+    manager = manager_for(gateway)
     try:
         gone = manager.kernel_gone()
         handle = await manager.start("room")
         response = await treq.delete(
-            f"{kernel_gateway.url}/api/kernels/{handle.kernel_id}",
-            headers=Headers({"Authorization": [f"token {kernel_gateway.token}"]}),
+            f"{gateway.url}/api/kernels/{handle.kernel_id}",
+            headers=Headers({"Authorization": [f"token {gateway.token}"]}),
         )
         assert response.code == 204
         # The socket closes; the manager finds the kernel gone and forgets it.
@@ -274,9 +314,9 @@ async def test_a_kernel_deleted_on_the_gateway_is_forgotten(
 
 
 @pytest_twisted.ensureDeferred
-async def test_bad_token_is_a_clear_error(kernel_gateway: GatewayPeer) -> None:
+async def test_bad_token_is_a_clear_error(gateway: GatewayPeer) -> None:
     manager = GatewayKernelManager(reactor, CONFIG)
-    manager.connect(kernel_gateway.url, "wrong")
+    manager.connect(gateway.url, "wrong")
     with pytest.raises(GatewayUnavailable, match="refused jupybot's credentials"):
         await manager.kernelspecs()
 
@@ -290,15 +330,15 @@ async def test_unreachable_gateway_is_a_clear_error() -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_unknown_kernelspec_names_the_known_ones(kernel_gateway: GatewayPeer) -> None:
-    manager = manager_for(kernel_gateway)
+async def test_unknown_kernelspec_names_the_known_ones(gateway: GatewayPeer) -> None:
+    manager = manager_for(gateway)
     with pytest.raises(UnknownKernelSpec, match=r"no kernel type 'cobol'.*python3"):
         await manager.start("room", "cobol")
 
 
 @pytest_twisted.ensureDeferred
-async def test_per_owner_limit(kernel_gateway: GatewayPeer) -> None:
-    manager = manager_for(kernel_gateway, max_kernels_per_owner=1)
+async def test_per_owner_limit(gateway: GatewayPeer) -> None:
+    manager = manager_for(gateway, max_kernels_per_owner=1)
     try:
         await manager.start("room")
         with pytest.raises(KernelLimitReached):

@@ -3,15 +3,17 @@
 It is what a JupyterLab or a JupyterHub single-user server runs: `/api/kernels` behind a token,
 here under a URL prefix as JupyterHub gives one (`/user/tester/`). It runs from jupybot's own
 venv (Jupyter Server 2, ipykernel 7; the Kernel Gateway is built on it), with Jupyter directories
-of its own so that nothing is written to the home directory. Readiness is its own "is running
-at" line.
+of its own so that nothing is written to the home directory. Readiness is its port accepting
+connections, after its own "Use Control-C" line.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import socket
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,8 +75,23 @@ class JupyterServer:
             env=env,
             cwd=self.workdir,
         )
-        self.process.wait_for(r"Jupyter Server .* is running at", timeout=60)
-        self.process.wait_for(rf"http://127\.0\.0\.1:{self.port}{PREFIX}/", timeout=60)
+        self.process.wait_for(r"Use Control-C to stop this server", timeout=60)
+        self._wait_listening(deadline=time.monotonic() + 30)
+
+    def _wait_listening(self, deadline: float) -> None:
+        """Jupyter Server prints that it is running just before it binds its port (in the first
+        turn of its event loop): connect until it accepts."""
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                assert self.process is not None
+                if self.process.process.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(
+                        f"Jupyter Server is not listening on {self.port}:\n" + self.process.output()
+                    ) from None
+                time.sleep(0.05)
 
     def stop(self) -> None:
         if self.process is not None:
