@@ -7,8 +7,8 @@ by the visitor, who may write anything). From anyone else those headers are igno
 they say. Which header is read is one setting (`web.proxy_header`), never both: a proxy sets
 one and passes the other through as the visitor sent it.
 
-Pure functions of a peer address, a few headers and the configuration; the twisted.web and
-autobahn adapters only gather those.
+L{resolve_client} and L{check_origin} are pure functions of a peer address, a few headers and
+the configuration; the twisted.web and autobahn adapters only gather those.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from twisted.web.iweb import IRequest
 from ..config.core import IPNetwork, WebConfig
 
 __all__ = [
+    "CLIENT_HEADERS",
     "NO_PROXIES",
     "Client",
     "OriginVerdict",
