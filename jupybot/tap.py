@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import sys
@@ -81,6 +82,7 @@ def makeService(options: Options) -> IService:
 
     config = options.config
     _stop_on_early_signals(reactor)
+    reactor.callWhenRunning(_freeze_what_start_up_made)
     top = build_service(config, reactor)
     twistd_options: Any = getattr(options, "parent", None) or {}
     if not twistd_options.get("syslog"):
@@ -91,6 +93,15 @@ def makeService(options: Options) -> IService:
             open_log_file(_log_path(twistd_options)),
         )
     return top
+
+
+def _freeze_what_start_up_made() -> None:
+    """Move what start-up made (modules, config, parts: about 140,000 objects, which live as
+    long as the process) out of the cyclic collector's sight. Without this every full
+    collection walks them all: 0.1-0.4 s with the reactor stopped, several times while a
+    thousand terminal sessions open and end (measured with bench/terminal.py's idle phase)."""
+    gc.collect()
+    gc.freeze()
 
 
 def _stop_on_early_signals(reactor: Any) -> None:
