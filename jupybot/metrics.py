@@ -247,6 +247,29 @@ class MetricsResource(Resource):
         return any(address in network for network in self._allow)
 
 
+class _MetricsRoot(Resource):
+    """The metrics listener's root: /metrics, and a JSON 404 for any other path."""
+
+    def __init__(self, metrics: MetricsResource) -> None:
+        super().__init__()
+        self.putChild(b"metrics", metrics)
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        return _NotFound()
+
+    def render_GET(self, request: Request) -> bytes:
+        return _NotFound().render_GET(request)
+
+
+class _NotFound(Resource):
+    isLeaf = True
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setResponseCode(404)
+        request.setHeader(b"content-type", b"application/json")
+        return b'{"error": "only /metrics is served here"}'
+
+
 class MetricsPart(Part):
     """Listens on `metrics.listen` with /metrics and nothing else."""
 
@@ -254,9 +277,8 @@ class MetricsPart(Part):
         super().__init__("metrics")
         self._config = config
         self._reactor = reactor
-        root = Resource()
-        root.putChild(b"metrics", MetricsResource(metrics_registry(sources), config.allow))
-        self.site = Site(root)
+        self.resource = MetricsResource(metrics_registry(sources), config.allow)
+        self.site = Site(_MetricsRoot(self.resource))
         self.site.displayTracebacks = False
         self._port: IListeningPort | None = None
 

@@ -144,6 +144,10 @@ async def test_a_peer_outside_metrics_allow_is_refused(server: tuple[JupybotProc
     assert status == 403 and content_type == "application/json"
     assert "metrics.allow" in text and "jupybot_" not in text
     assert (await scrape(metrics_url))[0] == 200
+    # Nothing else is served on the metrics listener: not the site, not its files.
+    for path in ("/", "/ping", "/contact", "/static/terminal.js"):
+        status, content_type, _ = await scrape(metrics_url.replace("/metrics", path))
+        assert status == 404 and content_type == "application/json", path
 
 
 def test_metrics_are_off_unless_enabled(tmp_path: Path) -> None:
@@ -275,7 +279,7 @@ def test_the_composition_root_hands_the_kernel_manager_to_the_metrics(tmp_path: 
     assert names.index("metrics") == names.index("web") - 1
     (metrics,) = [part for part in top if isinstance(part, MetricsPart)]
     kernels = top.getServiceNamed("kernels").manager
-    resource = metrics.site.resource.children[b"metrics"]
+    resource = metrics.resource
     loopback = IPv4Address("TCP", "127.0.0.1", 5000)
     before = samples(get(resource, loopback)[1].decode())
     assert value(before, "jupybot_gateway_restarts_total") == 0
