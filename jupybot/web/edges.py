@@ -9,7 +9,8 @@ Here, in the style of L{twisted.protocols.policies}:
    within a deadline counted from when the server started waiting for them, and the body within
    another counted from the end of the headers; bytes do not extend either. Headers larger than
    the limit are answered 431, a body larger than its limit 413 before it is read (twisted.web
-   would spool it to a temporary file); every error the channel answers itself is JSON.
+   would spool it to a temporary file); every error the channel answers itself is JSON, and so
+   is the site's answer to a resource that failed (L{JsonErrorRequest}, no HTML page).
  - L{EdgeFactory}, wrapped around the site: a cap on open connections per address and in all,
    the total kept below the open-file limit; websockets count, since autobahn takes over the
    transport this factory wraps.
@@ -29,7 +30,7 @@ from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
-from twisted.web.server import Site
+from twisted.web.server import Request, Site
 
 from ..config.core import WebConfig, WebLimits
 from .clients import ProxyTrust
@@ -38,6 +39,7 @@ __all__ = [
     "ConnectionCounter",
     "EdgeChannel",
     "EdgeFactory",
+    "JsonErrorRequest",
     "connection_cap",
     "raise_open_file_limit",
 ]
@@ -242,6 +244,26 @@ class EdgeChannel(HTTPChannel):
         self._abort = self.callLater(ABORT_AFTER_SECONDS, transport.abortConnection)
 
 
+class JsonErrorRequest(Request):
+    """A request whose failure (an exception in a resource) is answered with a JSON 500."""
+
+    def processingFailed(self, reason: Failure) -> Failure:
+        log.failure(
+            "web: {method} {path} failed",
+            failure=reason,
+            method=self.method.decode("latin-1"),
+            path=self.path.decode("latin-1"),
+        )
+        body = json.dumps({"error": "The server failed to answer this request."}).encode()
+        self.setResponseCode(500)
+        self.setHeader(b"content-type", b"application/json")
+        self.setHeader(b"cache-control", b"no-store")
+        self.setHeader(b"content-length", b"%d" % len(body))
+        self.write(body)
+        self.finish()
+        return reason
+
+
 class ConnectionCounter:
     """Open connections per address and in all; says why one more would be refused."""
 
@@ -311,6 +333,8 @@ class EdgeFactory(WrappingFactory):
             return EdgeChannel(limits)
 
         site.protocol = edge_channel  # type: ignore[method-assign]
+        if site.requestFactory is Request:  # a site's own request class is left alone
+            site.requestFactory = JsonErrorRequest
         limit = open_file_limit() if file_limit is None else file_limit
         total = connection_cap(limits.max_connections, limit)
         if limits.max_connections is not None and total < limits.max_connections:

@@ -24,7 +24,8 @@ from twisted.internet.defer import Deferred, DeferredQueue
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import EventLoggingObserver, StringTransport
+from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
@@ -55,6 +56,9 @@ class Echo(Resource):
 
     def render_GET(self, request: Request) -> bytes:
         return b"pong"
+
+    def render_PUT(self, request: Request) -> bytes:
+        raise RuntimeError("a bug in a resource")
 
     def render_POST(self, request: Request) -> bytes:
         assert request.content is not None
@@ -204,6 +208,23 @@ def test_malformed_http_is_a_json_400(edge: tuple[EdgeFactory, Clock]) -> None:
     client = Client(factory, "10.0.0.1")
     client.send(b"GET /echo HTTP/1.1\r\nNo colon here\r\n\r\n")
     assert client.json_error() == (400, {"error": "The request is not valid HTTP."})
+
+
+def test_a_failing_resource_is_a_json_500_without_a_traceback(
+    edge: tuple[EdgeFactory, Clock],
+) -> None:
+    factory, _ = edge
+    logged = EventLoggingObserver()
+    globalLogPublisher.addObserver(logged)
+    try:
+        client = Client(factory, "10.0.0.1")
+        client.send(b"PUT /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+    finally:
+        globalLogPublisher.removeObserver(logged)
+    assert client.json_error() == (500, {"error": "The server failed to answer this request."})
+    assert b"a bug" not in client.answer()
+    [failure] = [event["log_failure"] for event in logged if "log_failure" in event]
+    assert failure.check(RuntimeError)  # the owner's log has it, the visitor does not
 
 
 def test_connections_are_capped_per_address_and_in_all(edge: tuple[EdgeFactory, Clock]) -> None:
