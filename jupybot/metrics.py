@@ -50,11 +50,19 @@ __all__ = ["KernelStats", "MetricSources", "MetricsPart", "MetricsResource", "bu
 EXECUTION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
 
+class WarmPoolStats(Protocol):
+    @property
+    def ready(self) -> int: ...
+
+
 class KernelStats(Protocol):
     """What /metrics reads of the kernel core."""
 
     gateway_restarts: int
     execution_observers: list[Callable[[str, ExecutionResult], None]]
+
+    @property
+    def pool(self) -> WarmPoolStats: ...
 
     def running_kernels(self) -> int: ...
 
@@ -146,6 +154,11 @@ class PartsCollector(Collector):
             return
         yield GaugeMetricFamily(
             "jupybot_kernels_running", "Kernels running for chat users.", kernels.running_kernels()
+        )
+        yield GaugeMetricFamily(
+            "jupybot_kernels_warm",
+            "Kernels started ahead for new rooms (gateway.prestart), waiting to be taken.",
+            kernels.pool.ready,
         )
         yield CounterMetricFamily(
             "jupybot_gateway_restarts",

@@ -208,6 +208,10 @@ def test_only_allowed_peers_read_the_metrics() -> None:
         assert code == 403 and b"jupybot_" not in body, peer
 
 
+class FakePool:
+    ready = 1
+
+
 class FakeKernels:
     """The kernel core as /metrics reads it."""
 
@@ -215,6 +219,7 @@ class FakeKernels:
         self.gateway_restarts = 0
         self.execution_observers: list[Any] = []
         self.running = 0
+        self.pool = FakePool()
 
     def running_kernels(self) -> int:
         return self.running
@@ -240,6 +245,7 @@ def test_executions_by_network_and_status_with_their_durations() -> None:
     assert value(scrape_, durations + "_bucket", network="discord", le="2.5") == 0
     assert value(scrape_, durations + "_bucket", network="discord", le="5.0") == 1
     assert value(scrape_, "jupybot_kernels_running") == 2
+    assert value(scrape_, "jupybot_kernels_warm") == 1
     assert value(scrape_, "jupybot_gateway_restarts_total") == 1
 
 
