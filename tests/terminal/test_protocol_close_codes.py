@@ -39,6 +39,8 @@ async def refused(client_ws: aiohttp.ClientWebSocketResponse) -> tuple[dict[str,
         ({"cols": 80, "rows": 24}, "bad-request", 4400),
         ({"program": "nope", "cols": 80, "rows": 24}, "unknown-program", 4404),
         ({"program": "sh", "cols": 0, "rows": 0}, "bad-size", 4400),
+        ({"program": "sh", "cols": "wide", "rows": 24}, "bad-size", 4400),
+        ({"program": "missing", "cols": 80, "rows": 24}, "unavailable", 4503),
         ({"resume": "no-such-token"}, "expired", 4404),
     ],
 )
