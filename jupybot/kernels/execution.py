@@ -31,6 +31,12 @@ from .channels import Message, message_type
 
 log = Logger()
 
+# Seen on Kernel Gateway 3: output the kernel wrote around a dropped websocket can be missing
+# on the new one, though the reply and the idle status come.
+OUTPUT_MAY_BE_MISSING = (
+    "The connection to the kernel dropped while this ran: some of its output may be missing."
+)
+
 # The idle status normally follows the reply within milliseconds; if it is lost, the reply is
 # enough to end the execution rather than leave its caller waiting.
 IDLE_AFTER_REPLY_SECONDS = 5.0
@@ -59,10 +65,16 @@ class Execution:
         self.on_busy: Callable[[], None] | None = None
         self._pending_input: Deferred[str] | None = None
         self._override: tuple[ExecutionStatus, str] | None = None
+        self._dropped = False
 
     def override(self, status: ExecutionStatus, message: str) -> None:
         """However it ends, report C{status} with C{message} (after jupybot interrupted it)."""
         self._override = (status, message)
+
+    def connection_dropped(self) -> None:
+        """The websocket dropped while this ran: if it still ends normally, say that output
+        may be missing."""
+        self._dropped = True
 
     @property
     def done(self) -> bool:
@@ -115,6 +127,8 @@ class Execution:
             return
         if self._override is not None:
             status, message = self._override
+        elif message is None and self._dropped:
+            message = OUTPUT_MAY_BE_MISSING
         if self._pending_input is not None:
             pending, self._pending_input = self._pending_input, None
             pending.cancel()

@@ -32,6 +32,10 @@ DIED_RESTARTED = "The kernel died and was restarted: its variables are lost."
 DIED_DEAD = "The kernel died and could not be restarted."
 
 
+class KernelLostBeforeRun(KernelDied):
+    """The kernel was gone before this run's code was sent to it: nothing of it ran."""
+
+
 class GatewayKernel:
     """A kernel jupybot started; C{on_gone} is told once when it can no longer be used."""
 
@@ -124,8 +128,13 @@ class GatewayKernel:
             self._restart_waiters.append(waiter)
             await waiter
         if self.gone_reason is not None:
-            raise KernelDied(self.gone_reason)
-        await self._ensure_answering()
+            raise KernelLostBeforeRun(self.gone_reason)
+        try:
+            await self._ensure_answering()
+        except GatewayUnavailable:
+            if self.gone_reason is not None:
+                raise KernelLostBeforeRun(self.gone_reason) from None
+            raise
         self.last_used = self._reactor.seconds()
 
         def send_input(value: str, parent: dict[str, Any]) -> None:
@@ -242,6 +251,8 @@ class GatewayKernel:
 
     def _disconnected(self, reason: str) -> None:
         self._answering = False
+        for execution in self._executions.values():
+            execution.connection_dropped()
         if self._checking or self.gone_reason is not None:
             return
         self._checking = True
@@ -284,4 +295,4 @@ class GatewayKernel:
             execution.finish(status, None, message)
 
 
-__all__ = ["GatewayKernel"]
+__all__ = ["GatewayKernel", "KernelLostBeforeRun"]

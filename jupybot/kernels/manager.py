@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred
@@ -28,7 +28,7 @@ from .api import (
     NoSuchKernel,
     UnknownKernelSpec,
 )
-from .kernel import GatewayKernel
+from .kernel import GONE, GatewayKernel, KernelLostBeforeRun
 from .pool import WarmPool
 from .rest import GatewayRest
 from .starts import StartQueue, StartWatcher, machine_start_concurrency
@@ -128,6 +128,8 @@ class GatewayKernelManager(KernelManager):
         )
         self._pool_wanted = False
         self._gone_waiters: list[Deferred[str]] = []
+        # Per owner: why its current kernel was lost, told with its next run's result.
+        self._lost: dict[str, str] = {}
         self._culler = LoopingCall(self._cull)
         self._culler.clock = reactor
         # Read by /metrics: each finished execution as (owner, result), and gateway restarts.
@@ -223,6 +225,7 @@ class GatewayKernelManager(KernelManager):
     def start(
         self, owner: str, spec: str | None = None, name: str | None = None
     ) -> Deferred[KernelHandle]:
+        self._lost.pop(owner, None)  # who starts a kernel knows the old one is gone
         return _deferred(self._start(owner, spec, name))
 
     async def _start(
@@ -381,22 +384,40 @@ class GatewayKernelManager(KernelManager):
         allow_stdin: bool,
     ) -> ExecutionResult:
         if name is None and self.current(owner) is None:
-            # Every run of a room without a kernel waits on the room's one start, in the
-            # order the runs came: the first run's code goes first.
-            watcher = listener if isinstance(listener, StartWatcher) else None
-            pending = self._pending.get(owner)
-            if pending is not None:
-                await pending.join(watcher)
-            else:
-                pending = _PendingStart()
-                started = pending.join(watcher)
-                _deferred(self._start(owner, None, None, pending)).addErrback(_told_to_waiters)
-                await started
+            await self._room_kernel(owner, listener)
         owned = self._find(owner, name)
-        result = await owned.kernel.execute(code, listener, allow_stdin)
+        try:
+            result = await owned.kernel.execute(code, listener, allow_stdin)
+        except KernelLostBeforeRun:
+            if name is not None:
+                raise  # that kernel was asked for by name: say it is gone
+            # The room's kernel went (the gateway restarted) before this run reached it: it
+            # runs in a new one rather than failing once more.
+            if self.current(owner) is None:
+                await self._room_kernel(owner, listener)
+            owned = self._find(owner, None)
+            result = await owned.kernel.execute(code, listener, allow_stdin)
+        lost = self._lost.pop(owner, None) if name is None else None
+        if lost is not None:
+            # The first run in the room's new kernel says what became of the old one.
+            note = f"{lost} This ran in a new kernel."
+            result = replace(result, message=f"{result.message} {note}" if result.message else note)
         for observe in self.execution_observers:
             observe(owner, result)
         return result
+
+    async def _room_kernel(self, owner: str, listener: ExecutionListener) -> None:
+        """Wait for the room's one kernel start, starting it if nobody has: runs of a room
+        without a kernel resume in the order they came, so the first run's code goes first."""
+        watcher = listener if isinstance(listener, StartWatcher) else None
+        pending = self._pending.get(owner)
+        if pending is not None:
+            await pending.join(watcher)
+            return
+        pending = _PendingStart()
+        started = pending.join(watcher)
+        _deferred(self._start(owner, None, None, pending)).addErrback(_told_to_waiters)
+        await started
 
     def interrupt(self, owner: str, name: str | None = None) -> Deferred[None]:
         return _deferred(self._act(owner, name, "interrupt"))
@@ -463,6 +484,8 @@ class GatewayKernelManager(KernelManager):
                 if entry.kernel is kernel:
                     del owned[name]
                     self._forget_current(owner, name)
+                    if owner not in self._current:
+                        self._lost[owner] = kernel.gone_reason or GONE
                     forgotten = True
         if not forgotten:
             return  # a pooled kernel the gateway lost, or one that died while starting

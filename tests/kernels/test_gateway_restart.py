@@ -1,5 +1,6 @@
-"""The embedded gateway killed while a run is under way: the run ends with a clear message, the
-room's next run works on the restarted gateway, and the warm pool is refilled there.
+"""Gateways that go away under load: the embedded gateway killed while a run is under way (the
+run ends with a clear message, the room's next run works on the restarted gateway, the warm
+pool is refilled there), a remote one killed under several runs, a websocket dropped mid-run.
 
 Kernels run with `sandbox.mode: none` here, so that this runs wherever the tests do (a sandboxed
 kernel needs a Python the sandbox user can read: tests/kernels/kernel_python.py); containment is
@@ -16,15 +17,21 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.internet.defer import DeferredList
+from twisted.python.failure import Failure
 
 from jupybot.config.kernels import GatewayConfig
 from jupybot.kernels import ExecutionResult, GatewayUnavailable, KernelsPart
+from jupybot.kernels.execution import OUTPUT_MAY_BE_MISSING
+from jupybot.kernels.kernel import GONE
 from jupybot.sandbox import Sandbox
 from jupybot.state import StateDirectory
 from tests.conftest import prepared_sandbox
 from tests.kernels.kernel_python import jupybot_umask
 from tests.kernels.listener import RecordingListener
+from tests.peers.kernel_gateway import KernelGateway
 
+from .test_crowd import crowd_manager
 from .test_gateway import timeboxed
 
 LONG_RUN = "print('under way', flush=True)\nimport time\ntime.sleep(300)"
@@ -76,3 +83,57 @@ async def test_a_run_under_way_when_the_gateway_dies_ends_and_the_next_one_works
     assert result.status == "ok" and listener.text() == "back\n"
     await timeboxed(refilled, 120)  # the new gateway has a warm kernel again
     assert manager.pool.ready == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_dropped_websocket_ends_the_run_saying_output_may_be_missing(
+    kernel_gateway: KernelGateway,
+) -> None:
+    manager = crowd_manager(kernel_gateway)
+    try:
+        await timeboxed(manager.execute("room", "x = 7", RecordingListener()), 120)
+        listener = RecordingListener()
+        code = "import time\nprint('under way', flush=True)\ntime.sleep(2)\nprint('end')"
+        running = manager.execute("room", code, listener)
+        await timeboxed(listener.printed("under way"), 30)
+        [kernel] = manager._owners["room"].values()
+        kernel.kernel.channels.reconnect()  # what a proxy or a busy gateway may do
+        result = await timeboxed(running, 30)
+        assert result.status == "ok" and result.message == OUTPUT_MAY_BE_MISSING
+        listener = RecordingListener()
+        result = await timeboxed(manager.execute("room", "print(x)", listener), 30)
+        assert result.status == "ok" and result.message is None and listener.text() == "7\n"
+    finally:
+        await manager.shutdown_all()
+
+
+@pytest_twisted.ensureDeferred
+async def test_runs_under_way_on_a_remote_gateway_that_dies_end_and_rooms_run_again(
+    own_kernel_gateway: KernelGateway,
+) -> None:
+    gateway = own_kernel_gateway
+    rooms = [f"room-{n}" for n in range(3)]
+    manager = crowd_manager(gateway)
+    try:
+        listeners = [RecordingListener() for _ in rooms]
+        runs = [
+            manager.execute(room, LONG_RUN, listener)
+            for room, listener in zip(rooms, listeners, strict=True)
+        ]
+        for listener in listeners:
+            await timeboxed(listener.printed("under way"), 120)
+        gateway.kill()
+        outcomes = await timeboxed(DeferredList(runs), 60)
+        for ok, outcome in outcomes:
+            assert not ok and isinstance(outcome, Failure), outcome
+            assert outcome.check(GatewayUnavailable), outcome
+            assert "gateway went away" in outcome.getErrorMessage()
+        gateway.start()
+        # Each room's first run on the new gateway reaches a fresh kernel, saying so.
+        for room in rooms:
+            listener = RecordingListener()
+            result = await timeboxed(manager.execute(room, "print('back')", listener), 120)
+            assert result.status == "ok" and listener.text() == "back\n"
+            assert result.message == f"{GONE} This ran in a new kernel."
+    finally:
+        await manager.shutdown_all()
