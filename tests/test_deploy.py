@@ -7,13 +7,17 @@ from __future__ import annotations
 import configparser
 import json
 import os
+import pwd
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from jupybot.config import load_config
@@ -21,7 +25,9 @@ from jupybot.config.sandbox import SandboxConfig
 from jupybot.sandbox import Sandbox
 from jupybot.sandbox.profile import SandboxProfile
 
-from .harness import ROOT, VENV_BIN
+from .harness import ROOT, VENV_BIN, ChildProcess, jupybot_config
+from .matrix.user import asyncio_test
+from .terminal.conftest import RawClient
 
 UNIT = ROOT / "deploy" / "jupybot.service"
 DOCKERFILE = ROOT / "Dockerfile"
@@ -314,3 +320,62 @@ def test_the_wheel_builds_from_the_docker_build_context(tmp_path: Path) -> None:
         f"{vendor}/xterm.js",
     ):
         assert shipped in names, shipped
+
+
+UNPRIVILEGED = (
+    "--reuid=nobody",
+    "--regid=nogroup",
+    "--clear-groups",
+    "--no-new-privs",
+    "--bounding-set=-all",
+    "--inh-caps=-all",
+)
+
+
+@pytest.fixture
+def unprivileged_workdir() -> Iterator[Path]:
+    """A folder the `nobody` user owns, as the unit's state directory is the jupybot user's."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run jupybot as another user")
+    workdir = Path(tempfile.mkdtemp(prefix="jupybot-unit-"))
+    nobody = pwd.getpwnam("nobody")
+    os.chown(workdir, nobody.pw_uid, nobody.pw_gid)
+    workdir.chmod(0o755)
+    try:
+        yield workdir
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.mark.peers
+@asyncio_test
+async def test_jupybot_serves_a_sandboxed_program_as_the_units_unprivileged_user(
+    unprivileged_workdir: Path,
+) -> None:
+    """The unit's user, no new privileges, no capabilities: jupybot starts, its sandbox is
+    bubblewrap as that user, and a visitor's program runs in it with nothing more."""
+    workdir = unprivileged_workdir
+    config = workdir / "config.yml"
+    config.write_text(
+        jupybot_config(
+            workdir, "gateway: {url: 'http://127.0.0.1:1'}\nprograms:\n  - {name: sh, argv: [sh]}\n"
+        )
+    )
+    env = {"HOME": str(workdir), "PATH": os.environ["PATH"], "LANG": "C.UTF-8"}
+    argv = ["setpriv", *UNPRIVILEGED, "--", str(VENV_BIN / "twistd"), "-n", "--pidfile="]
+    process = ChildProcess([*argv, "jupybot", "--config", str(config)], "jupybot", env, workdir)
+    try:
+        process.wait_for(rf"sandbox: bubblewrap as uid {pwd.getpwnam('nobody').pw_uid};")
+        base_url = process.wait_for(r"web: listening on (http://[^/\s]+)/").group(1)
+        async with aiohttp.ClientSession() as http:
+            ws = await http.ws_connect(base_url.replace("http://", "ws://") + "/terminal/ws")
+            client = RawClient(ws)
+            await client.hello(program="sh", cols=80, rows=24)
+            await client.send(b"grep -E '^(NoNewPrivs|CapEff)' /proc/self/status\n")
+            await client.until_output(b"CapEff:\t0000000000000000")
+            assert b"NoNewPrivs:\t1" in client.output
+            await ws.close()
+        assert (workdir / "var").stat().st_uid == pwd.getpwnam("nobody").pw_uid
+    finally:
+        process.stop()
+    assert "Server Shut Down." in process.output()
