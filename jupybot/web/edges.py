@@ -22,6 +22,7 @@ import ipaddress
 import json
 import resource
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
@@ -264,6 +265,24 @@ class JsonErrorRequest(Request):
         return reason
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """Why a connection was refused: the cap's name (for /metrics), the answer."""
+
+    limit: str
+    status: int
+    reason: str
+    message: str
+
+
+PER_ADDRESS = Refusal(
+    "connections_per_address", 429, "Too Many Requests", "Too many connections from your address."
+)
+SERVER_FULL = Refusal(
+    "connections", 503, "Service Unavailable", "The server is at its connection limit."
+)
+
+
 class ConnectionCounter:
     """Open connections per address and in all; says why one more would be refused."""
 
@@ -280,13 +299,13 @@ class ConnectionCounter:
     def holding(self, address: str) -> int:
         return self._by_address.get(address, 0)
 
-    def refusal(self, address: str, capped: bool = True) -> tuple[int, str, str] | None:
-        """None if C{address} may open one more; else (status, reason, message). An address
-        not C{capped} (a trusted proxy, speaking for many visitors) meets only the total."""
+    def refusal(self, address: str, capped: bool = True) -> Refusal | None:
+        """None if C{address} may open one more; else why not. An address not C{capped} (a
+        trusted proxy, speaking for many visitors) meets only the total."""
         if capped and self._by_address.get(address, 0) >= self.per_address:
-            return (429, "Too Many Requests", "Too many connections from your address.")
+            return PER_ADDRESS
         if self._open >= self.total:
-            return (503, "Service Unavailable", "The server is at its connection limit.")
+            return SERVER_FULL
         return None
 
     def opened(self, address: str) -> None:
@@ -346,6 +365,8 @@ class EdgeFactory(WrappingFactory):
                 limit=limit,
             )
         self.connections = ConnectionCounter(limits.max_connections_per_address, total)
+        # Connections refused since start, by cap (PER_ADDRESS.limit, SERVER_FULL.limit).
+        self.refusals = {PER_ADDRESS.limit: 0, SERVER_FULL.limit: 0}
         self._clock: IReactorTime = site.reactor
         self._addresses: dict[ProtocolWrapper, str] = {}
         self._refused_since_log = 0
@@ -359,9 +380,10 @@ class EdgeFactory(WrappingFactory):
             if wrapper is not None:
                 self._addresses[wrapper] = address
             return wrapper
-        status, reason, message = refusal
-        self._log_refusal(address, message)
-        return _Refused(http_error(status, reason, message, {"Retry-After": "10"}))
+        self.refusals[refusal.limit] += 1
+        self._log_refusal(address, refusal.message)
+        answer = http_error(refusal.status, refusal.reason, refusal.message, {"Retry-After": "10"})
+        return _Refused(answer)
 
     def registerProtocol(self, p: ProtocolWrapper) -> None:
         super().registerProtocol(p)

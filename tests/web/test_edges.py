@@ -244,6 +244,7 @@ def test_connections_are_capped_per_address_and_in_all(edge: tuple[EdgeFactory, 
     for client in (second, other, again):
         client.lose()
     assert factory.connections.open == 0 and factory.connections.holding("10.0.0.1") == 0
+    assert factory.refusals == {"connections_per_address": 1, "connections": 1}
 
 
 def test_a_trusted_proxy_meets_only_the_total_cap(edge: tuple[EdgeFactory, Clock]) -> None:
