@@ -44,6 +44,9 @@ class Part(MultiService):
     log = Logger()
 
     name: str
+    # Seconds its stop takes at least, whatever `shutdown.timeout_seconds` says (a stop given
+    # up halfway would leave processes running).
+    stop_needs: float = 0.0
 
     def __init__(self, name: str) -> None:
         super().__init__()
@@ -244,7 +247,8 @@ class JupybotService(MultiService):
     async def _stop_children_in_reverse(self) -> None:
         for child in reversed(list(self)):
             d = maybeDeferred(child.stopService)
-            d.addTimeout(self._stop_timeout, self._clock)
+            needs = child.stop_needs if isinstance(child, Part) else 0.0
+            d.addTimeout(max(self._stop_timeout, needs), self._clock)
             try:
                 await d
             except Exception as e:

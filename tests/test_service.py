@@ -59,6 +59,24 @@ def test_a_part_that_hangs_on_stop_is_given_up_after_the_timeout() -> None:
     assert stopped.called
 
 
+def test_a_part_whose_stop_needs_longer_than_the_timeout_is_given_that_long() -> None:
+    """The terminal's SIGHUP, SIGTERM, SIGKILL sequence must reach its SIGKILL."""
+    events: list[str] = []
+    clock = Clock()
+    top = JupybotService(clock, stop_timeout=1)
+    terminal = RecordingPart("terminal", events, stop_with=Deferred())
+    terminal.stop_needs = 5
+    top.add_part(RecordingPart("first", events))
+    top.add_part(terminal)
+    top.startService()
+    stopped = top.stopService()
+    clock.advance(4.9)
+    assert events[-1] == "stop terminal"
+    terminal.stop_with.callback(None)  # type: ignore[union-attr]
+    assert events[-1] == "stop first"
+    assert stopped.called
+
+
 def test_statuses_show_running_starting_failed_and_disabled() -> None:
     top = JupybotService(Clock(), stop_timeout=5)
     running = RecordingPart("web", [])

@@ -14,6 +14,7 @@ from ..service import JupybotService, Part
 from ..web.clients import ProxyTrust
 from .page import ProgramList, ProgramPage, static_files
 from .programs import program_problems
+from .pty import KILL_GRACE
 from .sessions import TerminalSessions
 from .websocket import LineModeProtocol, RawTerminalProtocol, TerminalFactory
 
@@ -26,6 +27,9 @@ class ProgramsUnavailable(Exception):
 
 class TerminalPart(Part):
     """Owns the sessions; stopping it ends every program (and everything they started)."""
+
+    # The whole SIGHUP, SIGTERM, SIGKILL sequence, and a second for the kernel to reap.
+    stop_needs = 2 * KILL_GRACE + 1.0
 
     def __init__(self, config: Config, reactor: Reactor, sandbox: Sandbox) -> None:
         super().__init__("terminal")
