@@ -9,10 +9,11 @@ by its local process proxy; its token is on. Readiness is its own "is available 
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -32,16 +33,37 @@ def free_port() -> int:
 
 
 class EnterpriseGateway:
-    """One `python -m enterprise_gateway` with its auth token on."""
+    """One `python -m enterprise_gateway` with its auth token on; C{options} are more of its
+    command-line settings (culling, limits), as an operator would set them."""
 
     kind = "enterprise-gateway"
 
-    def __init__(self, python: str, workdir: Path) -> None:
+    def __init__(self, python: str, workdir: Path, options: Sequence[str] = ()) -> None:
         self.python = python
         self.workdir = workdir
+        self.options = list(options)
         self.token = secrets.token_urlsafe(16)
         self.port = free_port()
         self.process: ChildProcess | None = None
+
+    def add_kernelspec(self, name: str, unauthorized_users: Sequence[str]) -> None:
+        """A Python kernelspec launched by EG's local process proxy, refused to the users listed
+        (EG adds a kernelspec's `unauthorized_users` to its own). Before L{start}."""
+        directory = self.workdir / "data" / "kernels" / name
+        directory.mkdir(parents=True, exist_ok=True)
+        spec = {
+            "argv": [self.python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": name,
+            "language": "python",
+            "metadata": {
+                "process_proxy": {
+                    "class_name": "enterprise_gateway.services.processproxies.processproxy"
+                    ".LocalProcessProxy",
+                    "config": {"unauthorized_users": ",".join(unauthorized_users)},
+                }
+            },
+        }
+        (directory / "kernel.json").write_text(json.dumps(spec))
 
     @property
     def url(self) -> str:
@@ -72,6 +94,7 @@ class EnterpriseGateway:
                 "--EnterpriseGatewayApp.ip=127.0.0.1",
                 f"--EnterpriseGatewayApp.port={self.port}",
                 "--EnterpriseGatewayApp.port_retries=0",
+                *self.options,
             ],
             name="enterprise-gateway",
             env=env,
