@@ -257,12 +257,12 @@ async def test_the_contact_limit_is_per_visitor_and_cannot_be_spoofed(
         assert await post(second, **{"X-Forwarded-For": "127.0.0.7"}) == 202
 
 
+# Caddy has no read timeout on websockets: nginx only.
+@pytest.mark.parametrize("behind_proxy", ["nginx"], indirect=True)
 @asyncio_test
 async def test_an_idle_terminal_outlives_nginx_s_read_timeout(behind_proxy: BehindProxy) -> None:
     """jupybot's pings (every 30 s) keep nginx, whose proxy_read_timeout counts the time without
     anything from jupybot, from closing a terminal nobody types in."""
-    if not isinstance(behind_proxy.proxy, Nginx):
-        pytest.skip("Caddy has no read timeout on websockets")
     async with behind_proxy.visitor("127.0.0.10") as visitor:
         client = await open_raw(visitor, behind_proxy, autoping=False)
         assert client.ready
