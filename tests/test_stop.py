@@ -129,7 +129,8 @@ def test_the_site_listens_once_the_kernels_run_and_ping_says_ok(
 
 def test_a_killed_gateway_shows_in_ping_until_it_is_back(embedded: JupybotProcess) -> None:
     ping_until(embedded.base_url, 200, 30)
-    os.kill(gateway_pid(embedded), signal.SIGKILL)
+    gateway, *kernels = start_kernel(embedded)
+    os.kill(gateway, signal.SIGKILL)
     embedded.wait_for("the embedded Kernel Gateway stopped")
     code, body = ping(embedded.base_url)
     assert code == 503 and body["status"] == "degraded", body
@@ -137,6 +138,9 @@ def test_a_killed_gateway_shows_in_ping_until_it_is_back(embedded: JupybotProces
     embedded.wait_for_count("embedded Kernel Gateway ready at", 2, timeout=90)
     body = ping_until(embedded.base_url, 200, 30)
     assert body["services"]["kernels"] == "running"  # type: ignore[index]
+    # Its kernel (unsandboxed here: not in a PID namespace that died with it) noticed its
+    # parent was gone and ended (ipykernel's parent poller, JPY_PARENT_PID).
+    assert gone_within(kernels, 10) == []
 
 
 def start_kernel(server: JupybotProcess) -> list[int]:
