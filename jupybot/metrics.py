@@ -1,8 +1,8 @@
 """GET /metrics: what this server is doing, in the Prometheus text format, for its owner.
 
 Collectors read the parts' state when Prometheus scrapes (sessions by program, kernels running,
-contact messages waiting, and the counts each part keeps); only execution durations are
-observed as they happen, through the kernel manager's observer hook. Every metric lives in this
+contact messages waiting, and the counts each part keeps); only executions (how many, how
+long) are observed as they happen, through the kernel manager's observer hook. Every metric lives in this
 server's own registry, not in prometheus_client's process-wide one.
 
 Served on a listener of its own (`metrics.listen`), never the public site, so a reverse proxy
@@ -44,7 +44,15 @@ if TYPE_CHECKING:
     from .contact.part import ContactPart
     from .terminal.sessions import TerminalSessions
 
-__all__ = ["KernelStats", "MetricSources", "MetricsPart", "MetricsResource", "build_metrics"]
+__all__ = [
+    "KernelStats",
+    "MetricSources",
+    "MetricsPart",
+    "MetricsResource",
+    "WarmPoolStats",
+    "build_metrics",
+    "metrics_registry",
+]
 
 # Execution times run from a print (milliseconds) to the default 300 s execution timeout.
 EXECUTION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
