@@ -113,7 +113,7 @@ class PartsCollector(Collector):
         yield info
         up = GaugeMetricFamily(
             "jupybot_part_up",
-            "1 while the part runs, 0 while it starts, fails or stops.",
+            "1 while the part runs and serves; 0 while it starts, is down, failed or stopped.",
             labels=["part"],
         )
         for part, status in self._sources.statuses().items():
