@@ -167,7 +167,8 @@ class ContactResource(Resource):
             fields = _fields(request, body)
         except MalformedBody as e:
             return _json(request, e.status, {"error": str(e)})
-        client_ip = client_of_request(request, self._proxies).address
+        client = client_of_request(request, self._proxies)
+        client_ip = client.address
         if fields.get(self._config.honeypot_field):
             # A form-filling robot: it is told what a person would be, and nothing is stored.
             log.info("contact: honeypot filled from {ip}; dropped", ip=client_ip)
@@ -175,7 +176,7 @@ class ContactResource(Resource):
         new, errors = validate(fields, self._config)
         if new is None:
             return _json(request, 400, {"error": "Some fields are not valid.", "fields": errors})
-        wait = self._limiter.retry_after(client_ip)
+        wait = self._limiter.retry_after(client.limit_key)
         if wait is not None:
             self.rate_limited += 1
             request.setHeader(b"retry-after", str(max(1, round(wait))).encode())

@@ -108,7 +108,8 @@ class _TerminalProtocol(WebSocketServerProtocol):
             headers,
             self.factory.proxies,
         )
-        self.client_ip = client.address
+        # What the session caps count: the address, or an IPv6 address's /64.
+        self.client_ip = client.limit_key
         origin = request.headers.get("origin")
         verdict = check_origin(origin, client, self.factory.origins)
         if not verdict.allowed:

@@ -76,6 +76,19 @@ class Client:
     # True when the address came from a trusted proxy's header rather than the connection.
     forwarded: bool = False
 
+    @property
+    def limit_key(self) -> str:
+        """What per-address limits count: the address, or for IPv6 its /64, which is what one
+        household or host is given (as one IPv4 address): otherwise any visitor could take a
+        fresh address for every session or message."""
+        try:
+            address = ipaddress.ip_address(self.address)
+        except ValueError:
+            return self.address
+        if isinstance(address, ipaddress.IPv6Address):
+            return str(ipaddress.ip_network(f"{address}/64", strict=False))
+        return self.address
+
 
 def resolve_client(
     peer: str | None, secure: bool, headers: Mapping[str, str], trust: ProxyTrust

@@ -257,6 +257,46 @@ async def test_the_contact_limit_is_per_visitor_and_cannot_be_spoofed(
         assert await post(second, **{"X-Forwarded-For": "127.0.0.7"}) == 202
 
 
+@pytest.mark.parametrize("behind_proxy", ["nginx"], indirect=True)
+@asyncio_test
+async def test_ipv6_visitors_are_counted_by_their_64(behind_proxy: BehindProxy) -> None:
+    """A visitor is given a whole /64: each of its addresses is not a new visitor. Sent as the
+    trusted proxy (127.0.0.1) forwards them, straight to jupybot."""
+    server = behind_proxy.server
+    async with aiohttp.ClientSession() as as_the_proxy:
+
+        async def session_of(address: str) -> RawClient:
+            ws = await as_the_proxy.ws_connect(
+                server.base_url.replace("http://", "ws://") + "/terminal/ws",
+                headers={"X-Forwarded-For": address},
+            )
+            client = RawClient(ws)
+            await client.hello(program="cat", cols=80, rows=24)
+            await client.frame()
+            return client
+
+        async def message_of(address: str) -> int:
+            body = {"name": "Six", "email": "six@example.org", "message": "v6"}
+            headers = {"X-Forwarded-For": address}
+            async with as_the_proxy.post(
+                server.base_url + "/contact", json=body, headers=headers
+            ) as response:
+                return response.status
+
+        held = [await session_of(f"2001:db8:1:2::{n}") for n in range(1, SESSIONS_PER_VISITOR + 1)]
+        assert all(client.ready for client in held), [client.error for client in held]
+        over = await session_of("2001:db8:1:2:ffff::1")
+        assert over.error is not None and over.error["reason"] == "too-many", over.error
+        neighbour = await session_of("2001:db8:1:3::1")
+        assert neighbour.ready, neighbour.error
+        for client in [*held, neighbour]:
+            await client.ws.close()
+
+        statuses = [await message_of(f"2001:db8:5:5::{n}") for n in range(1, MESSAGES_PER_VISITOR + 2)]  # fmt: skip
+        assert statuses == [202] * MESSAGES_PER_VISITOR + [429]
+        assert await message_of("2001:db8:5:6::1") == 202
+
+
 # Caddy has no read timeout on websockets: nginx only.
 @pytest.mark.parametrize("behind_proxy", ["nginx"], indirect=True)
 @asyncio_test

@@ -139,6 +139,20 @@ def test_ipv6_proxies_and_ipv4_mapped_peers() -> None:
     assert address("2001:db8:ffff::10", PROXY, x_forwarded_for="203.0.113.9") == "2001:db8:ffff::10"
 
 
+@pytest.mark.parametrize(
+    ("address", "key"),
+    [
+        ("203.0.113.9", "203.0.113.9"),
+        ("2001:db8:1:2::a", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"),
+        ("::1", "::/64"),
+        ("unknown", "unknown"),
+    ],
+)
+def test_limits_count_an_ipv6_visitor_by_its_64(address: str, key: str) -> None:
+    assert Client(address, None).limit_key == key
+
+
 def test_a_peer_with_no_address_is_never_trusted() -> None:
     # A UNIX socket's peer has no host.
     assert resolve_client(None, False, {"x-forwarded-for": "203.0.113.9"}, PROXY).address == (
