@@ -373,8 +373,9 @@ class EdgeFactory(WrappingFactory):
         self._last_refusal_log: float | None = None
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:  # type: ignore[override]
-        address = _address_key(addr)
-        refusal = self.connections.refusal(address, capped=not self._is_proxy(address))
+        host = getattr(addr, "host", None)
+        address = _address_key(host) if host is not None else type(addr).__name__
+        refusal = self.connections.refusal(address, capped=not self._is_proxy(host))
         if refusal is None:
             wrapper = super().buildProtocol(addr)
             if wrapper is not None:
@@ -393,10 +394,10 @@ class EdgeFactory(WrappingFactory):
         super().unregisterProtocol(p)
         self.connections.closed(self._addresses.pop(p))
 
-    def _is_proxy(self, address: str) -> bool:
+    def _is_proxy(self, host: str | None) -> bool:
         try:
-            return self._proxies.trusts(ipaddress.ip_address(address))
-        except ValueError:  # not an IP address (a UNIX socket's peer)
+            return host is not None and self._proxies.trusts(ipaddress.ip_address(host))
+        except ValueError:  # not an IP address
             return False
 
     def _log_refusal(self, address: str, message: str) -> None:
@@ -417,6 +418,15 @@ class EdgeFactory(WrappingFactory):
             self._last_refusal_log = now
 
 
-def _address_key(addr: IAddress | None) -> str:
-    host = getattr(addr, "host", None)
-    return str(host) if host is not None else type(addr).__name__
+def _address_key(host: str) -> str:
+    """Whose connections count together: an IPv4 address, or an IPv6 /64 (one household or
+    one server is given a whole /64, and may pick any address in it)."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return host

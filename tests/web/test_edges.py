@@ -19,7 +19,7 @@ import pytest_twisted
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from twisted.internet import reactor
-from twisted.internet.address import IPv4Address
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, DeferredQueue
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol, connectionDone
@@ -70,7 +70,11 @@ class Client:
     """One connection of a fake peer: bytes in, what the server wrote out."""
 
     def __init__(self, factory: EdgeFactory, host: str) -> None:
-        address = IPv4Address("TCP", host, 40000)
+        address: IPv4Address | IPv6Address
+        if ":" in host:
+            address = IPv6Address("TCP", host, 40000)
+        else:
+            address = IPv4Address("TCP", host, 40000)
         protocol = factory.buildProtocol(address)
         assert protocol is not None
         self.protocol: Protocol = protocol
@@ -245,6 +249,17 @@ def test_connections_are_capped_per_address_and_in_all(edge: tuple[EdgeFactory, 
         client.lose()
     assert factory.connections.open == 0 and factory.connections.holding("10.0.0.1") == 0
     assert factory.refusals == {"connections_per_address": 1, "connections": 1}
+
+
+def test_an_ipv6_64_counts_as_one_address(edge: tuple[EdgeFactory, Clock]) -> None:
+    factory, _ = edge
+    Client(factory, "2001:db8:1:2::1")
+    Client(factory, "2001:db8:1:2:ffff::2")
+    third = Client(factory, "2001:db8:1:2:abcd::3")  # any address of the same /64
+    assert third.json_error()[0] == 429
+    assert factory.connections.holding("2001:db8:1:2::/64") == 2
+    other = Client(factory, "2001:db8:1:3::1")
+    assert other.answer() == b"" and not other.closing
 
 
 def test_a_trusted_proxy_meets_only_the_total_cap(edge: tuple[EdgeFactory, Clock]) -> None:
