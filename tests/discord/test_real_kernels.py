@@ -53,3 +53,19 @@ async def test_a_plot_arrives_as_an_image(real_world: World) -> None:
     await world.discord.wait_for(
         lambda: [m for m in world.discord.bot_messages(channel["id"]) if "plotted" in m["content"]]
     )
+
+
+@asyncio_test
+async def test_an_interrupted_run_ends_aborted(real_world: World) -> None:
+    world = real_world
+    channel = world.discord.dm_channel(world.alice)
+    code = "run\n```python\nimport time\nprint('going', flush=True)\ntime.sleep(60)\n```"
+    await world.discord.user_says(world.alice, channel, code)
+    [reply] = await world.discord.wait_for(
+        lambda: [m for m in world.discord.bot_messages(channel["id"]) if "going" in m["content"]],
+        within=60,
+    )
+    await world.discord.user_says(world.alice, channel, "interrupt")
+    await world.discord.wait_for(lambda: "⏹ aborted" in reply["content"], within=30)
+    assert "KeyboardInterrupt" not in reply["content"]
+    assert "interrupted" in reply["content"]
