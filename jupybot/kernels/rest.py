@@ -1,7 +1,7 @@
 """The Kernel Gateway's REST API (`/api/kernelspecs`, `/api/kernels/...`), through treq.
 
-The same API is served by Jupyter Server, Kernel Gateway and Enterprise Gateway (docs/kernels.md,
-"Gateways": how they differ). Errors come back as L{KernelError}s whose text is fit to show to
+The same API is served by Jupyter Server, Kernel Gateway and Enterprise Gateway (how they differ:
+docs/kernels.md, "Kernel Gateway, Enterprise Gateway, Jupyter Server"). Errors come back as L{KernelError}s whose text is fit to show to
 people; the reason is logged.
 """
 
@@ -167,8 +167,7 @@ def _refusal(code: int, reason: str) -> KernelError:
             "The kernel gateway runs as many kernels as it allows; stop one first."
         )
     return GatewayUnavailable(
-        "The kernel gateway refused to start a kernel for jupybot; its operator can see why "
-        "in jupybot's log."
+        "The kernel gateway refused to start a kernel; jupybot's log says why."
     )
 
 
