@@ -8,6 +8,7 @@ import re
 import select
 import signal
 import subprocess
+import time
 import urllib.request
 from pathlib import Path
 
@@ -94,6 +95,15 @@ def wait_for_exit(pid: int, timeout: float) -> None:
         os.close(fd)
 
 
+def logged(logfile: Path, pattern: str, timeout: float) -> re.Match[str]:
+    """The first match of C{pattern} in the daemon's log file, read as it grows."""
+    deadline = time.monotonic() + timeout
+    while (match := re.search(pattern, logfile.read_text())) is None:
+        assert time.monotonic() < deadline, logfile.read_text()
+        time.sleep(0.1)
+    return match
+
+
 def test_daemon_mode_writes_pidfile_and_logfile(tmp_path: Path) -> None:
     (tmp_path / "config.yml").write_text(jupybot_config(tmp_path))
     pidfile, logfile = tmp_path / "jupybot.pid", tmp_path / "jupybot.log"
@@ -111,8 +121,8 @@ def test_daemon_mode_writes_pidfile_and_logfile(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     pid = int(pidfile.read_text())
     try:
-        match = re.search(r"web: listening on (http://\S+)/", logfile.read_text())
-        assert match, logfile.read_text()
+        # The site listens once the parts are up, which may be after the parent returned.
+        match = logged(logfile, r"web: listening on (http://\S+)/", 60)
         assert get_json(match.group(1) + "/ping")[2]["reactor"] == "AsyncioSelectorReactor"
     finally:
         os.kill(pid, signal.SIGTERM)
