@@ -47,6 +47,8 @@ class WebPart(Part):
         self._health = health
         self._port: IListeningPort | None = None
         self._stopped = False
+        # The listening edge (its refusals are read by /metrics); None until the site listens.
+        self.edges: EdgeFactory | None = None
 
     @property
     def port(self) -> IListeningPort | None:
@@ -61,7 +63,8 @@ class WebPart(Part):
         if self._stopped:  # stopped while waiting: never listen
             return
         endpoint = serverFromString(self._reactor, self.config.listen)
-        port = await endpoint.listen(EdgeFactory(self.site, self.config))
+        self.edges = EdgeFactory(self.site, self.config)
+        port = await endpoint.listen(self.edges)
         if not self.running:  # stopped meanwhile
             await port.stopListening()
             return
