@@ -228,6 +228,40 @@ async def test_each_visitor_has_their_own_session_slots_and_cannot_take_another_
 
 
 @asyncio_test
+async def test_a_visitor_s_waiting_sessions_make_room_for_them_and_nobody_else(
+    behind_proxy: BehindProxy,
+) -> None:
+    """At the cap, a visitor's own session waiting for a resume is ended to make room; one who
+    claims that visitor's address is not that visitor and cannot end it."""
+    async with (
+        behind_proxy.visitor("127.0.0.11") as owner,
+        behind_proxy.visitor("127.0.0.12") as claimant,
+    ):
+        first, second = [await open_raw(owner, behind_proxy) for _ in range(2)]
+        await first.ws.close()
+        await second.ws.close()
+        # The owner at the cap: the oldest of their waiting sessions makes room.
+        third = await open_raw(owner, behind_proxy)
+        assert third.ready, third.error
+        # The claimant gets slots of their own and, at their cap, ends nothing of the owner's.
+        forged = {"X-Forwarded-For": "127.0.0.11", "Forwarded": "for=127.0.0.11"}
+        theirs = [await open_raw(claimant, behind_proxy, forged) for _ in range(2)]
+        assert all(client.ready for client in theirs), [client.error for client in theirs]
+        over = await open_raw(claimant, behind_proxy, forged)
+        assert over.error is not None and over.error["reason"] == "too-many", over.error
+        # The owner's waiting session is still there to resume.
+        ws = await owner.ws_connect(
+            behind_proxy.url.replace("https://", "wss://") + "/terminal/ws", origin=behind_proxy.url
+        )
+        resumed = RawClient(ws)
+        await resumed.hello(resume=second.ready["resume"], received=0)
+        await resumed.frame()
+        assert resumed.ready.get("session") == second.ready["session"], resumed.error
+        for client in [third, *theirs, resumed]:
+            await client.ws.close()
+
+
+@asyncio_test
 async def test_the_contact_limit_is_per_visitor_and_cannot_be_spoofed(
     behind_proxy: BehindProxy,
 ) -> None:
