@@ -20,6 +20,7 @@ import aiohttp
 import pytest
 
 from tests.harness import JupybotProcess, descendants, jupybot_config
+from tests.kernels.kernel_python import requires_kernel_python
 from tests.matrix.user import asyncio_test
 from tests.terminal.conftest import RawClient, raw
 
@@ -161,16 +162,28 @@ def start_kernel(server: JupybotProcess) -> list[int]:
     return [gateway, *descendants(gateway)]
 
 
+@pytest.mark.parametrize(
+    "sandbox", ["none", pytest.param("bubblewrap", marks=requires_kernel_python)]
+)
 def test_the_next_start_kills_the_gateway_and_kernels_a_sigkilled_server_left(
-    tmp_path: Path, embedded: JupybotProcess
+    tmp_path: Path, sandbox: str
 ) -> None:
-    tree = start_kernel(embedded)
+    """Unsandboxed, the kernel is the gateway's child; sandboxed, its bubblewrap dies with the
+    gateway (--die-with-parent) and takes its PID namespace along."""
+    config = jupybot_config(
+        tmp_path, f"sandbox: {{mode: {sandbox}}}\nterminal: {{enabled: false}}\n"
+    )
+    first = JupybotProcess(config, tmp_path)
+    try:
+        first.wait_listening(120)
+        tree = start_kernel(first)
+    finally:
+        first.signal(signal.SIGKILL)
+        first.wait()
     assert len(tree) >= 2, tree  # the gateway and its kernel
-    embedded.signal(signal.SIGKILL)
-    embedded.wait()
     try:
         assert alive(tree) == tree  # nobody stopped them
-        again = JupybotProcess(jupybot_config(tmp_path, EMBEDDED_UNSANDBOXED), tmp_path)
+        again = JupybotProcess(config, tmp_path)
         try:
             again.wait_listening(120)
             assert gone_within(tree, 10) == []
