@@ -69,7 +69,6 @@ class BehindProxy:
         self.server = server
         self.proxy = proxy
         self.tls = ssl.create_default_context(cafile=str(certificate.path))
-        self.started = time.monotonic()
 
     @property
     def url(self) -> str:
