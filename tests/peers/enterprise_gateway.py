@@ -36,8 +36,6 @@ class EnterpriseGateway:
     """One `python -m enterprise_gateway` with its auth token on; C{options} are more of its
     command-line settings (culling, limits), as an operator would set them."""
 
-    kind = "enterprise-gateway"
-
     def __init__(self, python: str, workdir: Path, options: Sequence[str] = ()) -> None:
         self.python = python
         self.workdir = workdir

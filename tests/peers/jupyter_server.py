@@ -30,8 +30,6 @@ PREFIX = "/user/tester"
 class JupyterServer:
     """One `python -m jupyter_server` with a token and a URL prefix."""
 
-    kind = "jupyter-server"
-
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.token = secrets.token_urlsafe(16)
