@@ -1,15 +1,22 @@
-"""Kernel round trip: execute ``1+1`` until its reply and idle status, three ways, same run.
+"""Kernels: the execute round trip against its baselines, a crowd of rooms starting at once, and
+a new room's first run cold and warm, all in one run.
 
-Run: ``.venv/bin/python -m bench.kernels [--rounds N] [--kernels K]``
+Run: ``.venv/bin/python -m bench.kernels [--rounds N] [--kernels K] [--sandbox none]``
+(``--gateway-url URL --token T --prefix eg``: the same figures through another gateway, such as
+Jupyter Enterprise Gateway, e.g. ``eg_p50_ms``).
 
 - ``zmq``: jupyter_client's blocking client straight to a local ipykernel over ZMQ (no gateway).
 - ``naive_ws``: one plain aiohttp websocket to the gateway's channels endpoint, default socket
   options, waiting for ``execute_reply`` and ``idle`` like jupybot does.
 - ``jupybot``: ``GatewayKernelManager.execute`` through jupybot's embedded Kernel Gateway.
-- ``concurrent_exec_per_s``: K kernels (one owner each) executing ``1+1`` back to back for a few
-  seconds, all at once.
+- ``first_run_cold_ms``: a new room's first run with no kernel ready (start, then execute);
+  ``first_run_warm_ms``: the same with the warm pool's kernel waiting (``gateway.prestart``).
+- ``start_all_s``, ``started_ok``: K rooms sending their first run at once (K kernels started
+  in turn, ``gateway.start_concurrency``), until every run answered; how many answered ``ok``.
+- ``concurrent_exec_per_s``: those K kernels executing ``1+1`` back to back, all at once.
 
-Target: jupybot p50 <= 1.3x the ZMQ p50 measured in the same run.
+Targets: jupybot p50 <= 1.3x the ZMQ p50; started_ok == K; warm first run <= 2x an execute.
+A run that fails says why and exits non-zero.
 """
 
 from __future__ import annotations
@@ -18,14 +25,20 @@ import argparse
 import asyncio
 import json
 import statistics
+import sys
 import tempfile
 import time
+import traceback
 import uuid
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from bench._report import percentile
 from jupybot.reactor import install_asyncio_reactor
+
+CODE = "1+1"
+WARMUP = 20
 
 
 def milliseconds(samples: list[float]) -> tuple[float, float]:
@@ -41,7 +54,7 @@ def measure_zmq(rounds: int) -> list[float]:
         samples = []
         for _ in range(rounds):
             started = time.perf_counter()
-            client.execute_interactive("1+1", output_hook=lambda message: None, timeout=30)
+            client.execute_interactive(CODE, output_hook=lambda message: None, timeout=30)
             samples.append((time.perf_counter() - started) * 1000)
         return samples
     finally:
@@ -83,7 +96,7 @@ async def measure_naive_ws(url: str, token: str, kernel_id: str, rounds: int) ->
                 "parent_header": {},
                 "metadata": {},
                 "channel": "shell",
-                "content": {"code": "1+1", "silent": False},
+                "content": {"code": CODE, "silent": False},
                 "buffers": [],
             }
             started = time.perf_counter()
@@ -102,9 +115,35 @@ async def measure_naive_ws(url: str, token: str, kernel_id: str, rounds: int) ->
     return samples
 
 
-async def measure_gateway(rounds: int, kernels: int, seconds: float) -> dict[str, Any]:
-    from dataclasses import replace
+@dataclass
+class Options:
+    rounds: int
+    kernels: int
+    seconds: float
+    sandbox: str
+    gateway_url: str | None
+    token: str | None
+    prefix: str
+    first_runs: int
 
+
+class BenchFailed(Exception):
+    """The run cannot give its figures; the message says why."""
+
+
+async def run_ms(manager: Any, owner: str) -> float:
+    """One run of C{owner}, in milliseconds; it must end ok."""
+    from jupybot.aio import await_deferred
+
+    started = time.perf_counter()
+    result = await await_deferred(manager.execute(owner, CODE, Quiet()))
+    elapsed = (time.perf_counter() - started) * 1000
+    if result.status != "ok":
+        raise BenchFailed(f"{owner}: {CODE} ended {result.status}: {result.message}")
+    return elapsed
+
+
+async def measure_gateway(options: Options) -> dict[str, Any]:
     from twisted.internet import reactor
     from twisted.internet.defer import Deferred
 
@@ -116,69 +155,133 @@ async def measure_gateway(rounds: int, kernels: int, seconds: float) -> dict[str
     from jupybot.kernels.part import embedded_kernel_plan
     from jupybot.sandbox import Sandbox
 
+    kernels = options.kernels
+    # The defaults but for the limits, which must let the crowd in: timeouts count from each
+    # start's attempt, so the crowd needs no longer ones.
     config = replace(
         GatewayConfig(url=None, token=None),
-        max_kernels=kernels + 1,
+        max_kernels=kernels + options.first_runs * 2 + 4,
         max_kernels_per_owner=1,
-        request_timeout_seconds=180,  # 50 kernels starting at once on 2 cores take a while
     )
-    manager = GatewayKernelManager(reactor, config)
-    runtime = Path(tempfile.mkdtemp(prefix="jupybot-bench-kernels-"))
-    gateway = EmbeddedGateway(reactor, runtime, on_ready=manager.connect, on_restart=lambda: None)
-    # Kernels in their sandboxes, as jupybot runs them.
-    sandbox = Sandbox(SandboxConfig())
-    sandbox.prepare()
-    url = await await_deferred(gateway.start(embedded_kernel_plan(sandbox, config)))
+    # One manager for the round trip and the first runs (it keeps the warm pool), another
+    # without a pool for the crowd, on the same gateway.
+    manager = GatewayKernelManager(reactor, replace(config, prestart=1))
+    crowd = GatewayKernelManager(reactor, replace(config, prestart=0))
+    gateway: EmbeddedGateway | None = None
+    sandbox: Sandbox | None = None
+    workdir = Path(tempfile.mkdtemp(prefix="jupybot-bench-kernels-"))
+    if options.gateway_url is not None:
+        url, token = options.gateway_url.rstrip("/"), options.token or ""
+    else:
+        sandbox = Sandbox(SandboxConfig(mode=options.sandbox))
+        sandbox.prepare()
+        gateway = EmbeddedGateway(
+            reactor,
+            workdir / "runtime",
+            on_ready=lambda url, token: None,
+            on_restart=lambda: None,
+            record=workdir / "embedded-gateway.json",
+        )
+        url = await await_deferred(gateway.start(embedded_kernel_plan(sandbox, config)))
+        token = gateway.token
+    manager.connect(url, token)
+    crowd.connect(url, token)
+    prefix = options.prefix
     figures: dict[str, Any] = {}
     try:
-        listener = Quiet()
-        handle = await await_deferred(manager.start("solo"))
-        for _ in range(20):  # warm up both paths
-            await await_deferred(manager.execute("solo", "1+1", listener))
-        samples = []
-        for _ in range(rounds):
-            started = time.perf_counter()
-            await await_deferred(manager.execute("solo", "1+1", listener))
-            samples.append((time.perf_counter() - started) * 1000)
-        figures["jupybot_p50_ms"], figures["jupybot_p99_ms"] = milliseconds(samples)
-
-        naive = await measure_naive_ws(url, gateway.token, handle.kernel_id, rounds)
+        # The round trip, against a bare websocket client on the same kernel.
+        for _ in range(WARMUP):
+            await run_ms(manager, "solo")
+        samples = [await run_ms(manager, "solo") for _ in range(options.rounds)]
+        figures[f"{prefix}_p50_ms"], figures[f"{prefix}_p99_ms"] = milliseconds(samples)
+        [solo] = manager.kernels("solo")
+        naive = await measure_naive_ws(url, token, solo.kernel_id, options.rounds)
         figures["naive_ws_p50_ms"], figures["naive_ws_p99_ms"] = milliseconds(naive)
 
-        owners = [f"owner-{n}" for n in range(kernels)]
+        # A new room's first run: a kernel started for it, then one waiting in the pool.
+        cold = [await run_ms(manager, f"cold-{n}") for n in range(options.first_runs)]
+        figures["first_run_cold_ms"] = round(statistics.median(cold), 1)
+        warm = []
+        for n in range(options.first_runs):
+            if not manager.pool.ready:
+                landed = manager.pool.kernel_landed()
+                manager.start_warm_pool()
+                await await_deferred(landed.addTimeout(120, reactor))
+            warm.append(await run_ms(manager, f"warm-{n}"))
+            [handle] = manager.kernels(f"warm-{n}")
+            if handle.kernel_id in manager.pool.kernel_ids:
+                raise BenchFailed("a pooled kernel was handed out and kept in the pool")
+        figures["first_run_warm_ms"] = round(statistics.median(warm), 1)
+        await await_deferred(Deferred.fromCoroutine(manager.shutdown_all()))
+
+        # The crowd: every room's first run at once.
+        owners = [f"room-{n}" for n in range(kernels)]
         started = time.perf_counter()
-        await asyncio.gather(*(await_deferred(manager.start(owner)) for owner in owners))
-        figures["kernels_started"] = kernels
+        outcomes = await asyncio.gather(
+            *(await_deferred(crowd.execute(owner, CODE, Quiet())) for owner in owners),
+            return_exceptions=True,
+        )
         figures["start_all_s"] = round(time.perf_counter() - started, 1)
+        failures = [o for o in outcomes if isinstance(o, BaseException) or o.status != "ok"]
+        figures["started_ok"] = kernels - len(failures)
+        figures["kernels"] = kernels
+        figures["start_concurrency"] = crowd.starts.concurrency
+        for failure in failures[:5]:
+            print(f"a room's first run failed: {failure!r}", file=sys.stderr)
+
         done = 0
-        deadline = time.perf_counter() + seconds
+        deadline = time.perf_counter() + options.seconds
+        answering = [owner for owner in owners if crowd.kernels(owner)]
 
         async def loop(owner: str) -> None:
             nonlocal done
             while time.perf_counter() < deadline:
-                await await_deferred(manager.execute(owner, "1+1", listener))
+                await run_ms(crowd, owner)
                 done += 1
 
         started = time.perf_counter()
-        await asyncio.gather(*(loop(owner) for owner in owners))
+        await asyncio.gather(*(loop(owner) for owner in answering))
         figures["concurrent_exec_per_s"] = round(done / (time.perf_counter() - started), 1)
     finally:
         await await_deferred(Deferred.fromCoroutine(manager.shutdown_all()))
-        await await_deferred(Deferred.fromCoroutine(gateway.stop()))
-        sandbox.close()
+        await await_deferred(Deferred.fromCoroutine(crowd.shutdown_all()))
+        if gateway is not None:
+            await await_deferred(Deferred.fromCoroutine(gateway.stop()))
+        if sandbox is not None:
+            sandbox.close()
     return figures
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--rounds", type=int, default=200)
-    parser.add_argument("--kernels", type=int, default=50)
+    parser.add_argument("--kernels", type=int, default=50, help="rooms starting at once")
     parser.add_argument("--seconds", type=float, default=10.0)
-    options = parser.parse_args()
+    parser.add_argument("--first-runs", type=int, default=5, help="new rooms timed cold, warm")
+    parser.add_argument(
+        "--sandbox",
+        choices=("bubblewrap", "none"),
+        default="bubblewrap",
+        help="how the embedded gateway's kernels are contained (sandbox.mode)",
+    )
+    parser.add_argument("--gateway-url", help="measure through this gateway, not the embedded one")
+    parser.add_argument("--token", help="that gateway's token")
+    parser.add_argument("--prefix", default=None, help="name of the round trip figures")
+    arguments = parser.parse_args()
+    options = Options(
+        rounds=arguments.rounds,
+        kernels=arguments.kernels,
+        seconds=arguments.seconds,
+        sandbox=arguments.sandbox,
+        gateway_url=arguments.gateway_url,
+        token=arguments.token,
+        prefix=arguments.prefix or ("gateway" if arguments.gateway_url else "jupybot"),
+        first_runs=arguments.first_runs,
+    )
 
     zmq = measure_zmq(options.rounds)
     figures: dict[str, Any] = {}
-    figures["zmq_p50_ms"], figures["zmq_p99_ms"] = milliseconds(zmq[20:] or zmq)
+    figures["zmq_p50_ms"], figures["zmq_p99_ms"] = milliseconds(zmq[WARMUP:] or zmq)
 
     install_asyncio_reactor()
     from twisted.internet import defer, task
@@ -186,16 +289,26 @@ def main() -> None:
     from bench._report import report
     from jupybot.aio import deferred_from_coroutine
 
+    failed: list[str] = []
+
     async def run(_reactor: object) -> None:
-        figures.update(
-            await deferred_from_coroutine(
-                measure_gateway(options.rounds, options.kernels, options.seconds)
-            )
-        )
-        figures["jupybot_vs_zmq_p50"] = round(figures["jupybot_p50_ms"] / figures["zmq_p50_ms"], 2)
+        try:
+            figures.update(await deferred_from_coroutine(measure_gateway(options)))
+        except Exception as error:
+            traceback.print_exc()
+            print(f"bench.kernels failed: {type(error).__name__}: {error}", file=sys.stderr)
+            raise SystemExit(1) from None
+        round_trip = figures[f"{options.prefix}_p50_ms"]
+        figures[f"{options.prefix}_vs_zmq_p50"] = round(round_trip / figures["zmq_p50_ms"], 2)
+        figures["warm_vs_execute"] = round(figures["first_run_warm_ms"] / round_trip, 2)
+        if figures["started_ok"] < options.kernels:
+            failed.append(f"only {figures['started_ok']} of {options.kernels} rooms answered")
         for key, value in sorted(figures.items()):
             print(f"{key}: {value}")
         report(figures)
+        if failed:
+            print(f"bench.kernels failed: {'; '.join(failed)}", file=sys.stderr)
+            raise SystemExit(1)
 
     task.react(lambda r: defer.ensureDeferred(run(r)))
 

@@ -226,7 +226,7 @@ class GatewayKernelManager(KernelManager):
         self, owner: str, spec: str | None = None, name: str | None = None
     ) -> Deferred[KernelHandle]:
         self._lost.pop(owner, None)  # who starts a kernel knows the old one is gone
-        return _deferred(self._start(owner, spec, name))
+        return _deferred(self._start(owner, spec, name)).addBoth(self._refill_pool)
 
     async def _start(
         self,
@@ -326,6 +326,12 @@ class GatewayKernelManager(KernelManager):
                     await kernel.shutdown()
                 raise
             if landed is not None:
+                try:
+                    await kernel.warm_up()
+                except BaseException:
+                    with suppress(KernelError):
+                        await kernel.shutdown()
+                    raise
                 landed(kernel)
             return kernel
         finally:
@@ -373,7 +379,15 @@ class GatewayKernelManager(KernelManager):
         name: str | None = None,
         allow_stdin: bool = True,
     ) -> Deferred[ExecutionResult]:
-        return _deferred(self._execute(owner, code, listener, name, allow_stdin))
+        return _deferred(self._execute(owner, code, listener, name, allow_stdin)).addBoth(
+            self._refill_pool
+        )
+
+    def _refill_pool(self, result: T) -> T:
+        """After a start or a run: a kernel the pool gave out is replaced now, not while the
+        run it was taken for is under way."""
+        self.pool.refill()
+        return result
 
     async def _execute(
         self,

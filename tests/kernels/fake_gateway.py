@@ -49,6 +49,9 @@ class FakeKernel(GatewayKernel):
     async def connect(self) -> None:
         await self.answering
 
+    async def warm_up(self) -> None:
+        pass
+
     async def execute(
         self, code: str, listener: ExecutionListener, allow_stdin: bool
     ) -> ExecutionResult:
