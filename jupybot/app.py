@@ -44,7 +44,8 @@ def build_service(config: Config, reactor: Reactor) -> JupybotService:
     build_discord(context, top, kernels, channels)
     # On a listener of its own, reading the parts above.
     metered = kernels if isinstance(kernels, GatewayKernelManager) else None
-    build_metrics(context, top, MetricSources(top.statuses, sessions, metered, contact))
+    sources = MetricSources(top.statuses, sessions, metered, contact, edges=lambda: web.edges)
+    build_metrics(context, top, sources)
     top.add_part(web)
     return top
 

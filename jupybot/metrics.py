@@ -75,6 +75,25 @@ class KernelStats(Protocol):
     def running_kernels(self) -> int: ...
 
 
+class OpenConnections(Protocol):
+    @property
+    def open(self) -> int: ...
+
+
+class EdgeStats(Protocol):
+    """What /metrics reads of the site's listening edge (L{jupybot.web.edges.EdgeFactory})."""
+
+    @property
+    def refusals(self) -> Mapping[str, int]: ...
+
+    @property
+    def connections(self) -> OpenConnections: ...
+
+
+def _no_edge() -> EdgeStats | None:
+    return None
+
+
 def _chat_commands() -> Mapping[tuple[str, str], int]:
     return ChatCommands.handled
 
@@ -91,6 +110,8 @@ class MetricSources:
     sessions: TerminalSessions | None = None
     kernels: KernelStats | None = None
     contact: ContactPart | None = None
+    # The site's edge once it listens (connections open, refused at its caps).
+    edges: Callable[[], EdgeStats | None] = field(default=_no_edge)
     # The command layer's tallies are per process (one command layer per chat part).
     chat_commands: Callable[[], Mapping[tuple[str, str], int]] = field(default=_chat_commands)
     chat_rate_limited: Callable[[], Mapping[str, int]] = field(default=_chat_rate_limited)
@@ -128,6 +149,7 @@ class PartsCollector(Collector):
         yield from self._terminal(refusals)
         yield from self._kernels()
         yield from self._contact(refusals)
+        yield from self._edges(refusals)
         chat_refused = sum(self._sources.chat_rate_limited().values())
         refusals.add_metric(["chat_commands_per_sender"], chat_refused)
         yield refusals
@@ -139,6 +161,18 @@ class PartsCollector(Collector):
         for (network, command), count in sorted(self._sources.chat_commands().items()):
             commands.add_metric([network, command], count)
         yield commands
+
+    def _edges(self, refusals: CounterMetricFamily) -> Iterable[Metric]:
+        edges = self._sources.edges()
+        if edges is None:
+            return
+        yield GaugeMetricFamily(
+            "jupybot_web_connections",
+            "Connections open to the site, websockets included.",
+            edges.connections.open,
+        )
+        for limit, count in sorted(edges.refusals.items()):
+            refusals.add_metric([limit], count)
 
     def _terminal(self, refusals: CounterMetricFamily) -> Iterable[Metric]:
         sessions = self._sources.sessions

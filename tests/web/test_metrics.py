@@ -3,6 +3,7 @@ counts is what visitors and chat users did, read from a real `twistd jupybot`.""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import os
 import signal
@@ -66,7 +67,8 @@ def value(scrape: Samples, name: str, **labels: str) -> float:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[JupybotProcess, str]]:
     workdir = tmp_path_factory.mktemp("metrics")
-    process = JupybotProcess(jupybot_config(workdir, SERVER), workdir)
+    web = "  limits: {max_connections_per_address: 4}\n"
+    process = JupybotProcess(jupybot_config(workdir, SERVER, web=web), workdir)
     try:
         process.wait_listening()
         match = process.wait_for(r"metrics: serving (http://[^/\s]+/metrics)")
@@ -148,6 +150,39 @@ async def test_a_peer_outside_metrics_allow_is_refused(server: tuple[JupybotProc
     for path in ("/", "/ping", "/contact", "/static/terminal.js"):
         status, content_type, _ = await scrape(metrics_url.replace("/metrics", path))
         assert status == 404 and content_type == "application/json", path
+
+
+@pytest.mark.peers
+@asyncio_test
+async def test_open_connections_and_the_refusal_at_the_per_address_connection_cap(
+    server: tuple[JupybotProcess, str],
+) -> None:
+    process, metrics_url = server
+    host, port = process.base_url.removeprefix("http://").rsplit(":", 1)
+    # From an address of their own: the other tests' connections count for 127.0.0.1.
+    source = ("127.0.0.3", 0)
+    held = [await asyncio.open_connection(host, int(port), local_addr=source) for _ in range(4)]
+    try:
+        # An answer on each (kept alive) says the site holds all four.
+        for reader, writer in held:
+            writer.write(b"GET /ping HTTP/1.1\r\nHost: metrics.test\r\n\r\n")
+            status_line = await asyncio.wait_for(reader.readline(), 30)
+            assert status_line.split()[1] in (b"200", b"503"), status_line
+        scrape_ = samples((await scrape(metrics_url))[2])
+        assert value(scrape_, "jupybot_web_connections") >= 4
+        fifth = aiohttp.TCPConnector(local_addr=source)
+        async with (
+            aiohttp.ClientSession(connector=fifth) as http,
+            http.get(process.base_url + "/ping") as response,
+        ):
+            assert response.status == 429  # a fifth from that address
+        scrape_ = samples((await scrape(metrics_url))[2])
+        refused = "jupybot_limit_refusals_total"
+        assert value(scrape_, refused, limit="connections_per_address") == 1
+        assert value(scrape_, refused, limit="connections") == 0
+    finally:
+        for _, writer in held:
+            writer.close()
 
 
 def test_metrics_are_off_unless_enabled(tmp_path: Path) -> None:
