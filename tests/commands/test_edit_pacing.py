@@ -18,8 +18,17 @@ from jupybot.kernels import ExecutionResult, RenderOptions, Stream, render_outpu
 from tests.commands.fakes import FakeConversation
 
 
-def test_a_held_back_send_doubles_its_time_then_prompt_ones_relax_by_a_tenth() -> None:
+def test_a_burst_of_quick_edits_then_the_pace_a_homeserver_sustains() -> None:
     pacer = EditPacer(1.0)
+    spacings = []
+    for _ in range(7):
+        pacer.landed(0.05)
+        spacings.append(pacer.spacing)
+    assert spacings == [1.0, 1.0, 1.0, 1.0, 5.0, 5.0, 5.0]
+
+
+def test_a_held_back_send_doubles_its_time_then_prompt_ones_relax_by_a_tenth() -> None:
+    pacer = EditPacer(1.0, sustained=1.0)
     pacer.landed(0.05)
     assert pacer.spacing == 1.0
     pacer.landed(5.0)  # a 429 waited out for 5 s
@@ -82,14 +91,15 @@ def test_edits_are_spaced_out_after_the_network_holds_one_back() -> None:
     clock = conversation.clock
     reporter = reporter_on(conversation)
     reporter.started()
-    stream(reporter, clock, range(240), every=0.25)
+    stream(reporter, clock, range(400), every=0.25)
     made = conversation.made_at
     # An edit a second until the fourth is held 5 s; then the next waits twice that, from
     # when the held one was made, and the spacing relaxes by a tenth per prompt edit (8.1 s,
-    # 7.29 s: the clock moves in quarter seconds here).
+    # 7.29 s...: the clock moves in quarter seconds here) down to the sustained 5 s.
     assert made[:4] == [2.0, 3.0, 4.0, 5.0]
     gaps = [round(b - a, 2) for a, b in itertools.pairwise(made[3:])]
-    assert gaps[:4] == [10.0, 9.0, 8.25, 7.5]
+    assert gaps[:7] == [10.0, 9.0, 8.25, 7.5, 6.75, 6.0, 5.5]
+    assert set(gaps[7:]) == {5.0}  # then the sustained pace
 
 
 def test_the_final_edit_overtakes_an_edit_held_back_and_shows_everything() -> None:

@@ -4,6 +4,11 @@ Synapse runs from its own venv (``make test`` builds ``.cache/synapse-venv`` and
 python as ``$JUPYBOT_SYNAPSE_PYTHON``) with a generated config: SQLite, one client listener on
 an ephemeral loopback port, no federation, rate limits raised, and a registration shared secret
 so tests create users through the admin API. Readiness is Synapse's own "now listening" line.
+
+Rate limits as homeservers have them in the wild are two more peers (`limited_synapse`): one
+with Synapse's default C{rc_message} (0.2 events a second after a burst of 10, per account;
+matrix.org's are similar), one stricter (0.1 a second after 5). Only C{rc_message} is left
+limited there: that is the limit a bot's replies and edits meet.
 """
 
 from __future__ import annotations
@@ -26,12 +31,17 @@ import pytest
 
 from tests.harness import ROOT, ChildProcess
 
-__all__ = ["MatrixUser", "Synapse", "synapse"]
+__all__ = ["MESSAGE_LIMITS", "MatrixUser", "Synapse", "limited_synapse", "synapse"]
 
 SERVER_NAME = "jupybot.test"
 _DEFAULT_PYTHON = ROOT / ".cache" / "synapse-venv" / "bin" / "python"
 # Generous rate limits: the tests send bursts from a handful of users on one IP.
-_UNLIMITED = {"per_second": 10000, "burst_count": 100000}
+_UNLIMITED: dict[str, float] = {"per_second": 10000, "burst_count": 100000}
+# rc_message as homeservers have it: Synapse's default, and a stricter one.
+MESSAGE_LIMITS: dict[str, dict[str, float] | None] = {
+    "default": None,
+    "strict": {"per_second": 0.1, "burst_count": 5},
+}
 
 
 @dataclass(frozen=True)
@@ -49,9 +59,16 @@ class MatrixUser:
 class Synapse:
     """One Synapse process; L{restart} brings it back on the same port with the same data."""
 
-    def __init__(self, python: str, workdir: Path) -> None:
+    def __init__(
+        self,
+        python: str,
+        workdir: Path,
+        message_limit: dict[str, float] | None = _UNLIMITED,
+    ) -> None:
+        """C{message_limit} is C{rc_message}; None leaves Synapse's default."""
         self.python = python
         self.workdir = workdir
+        self.message_limit = message_limit
         self.server_name = SERVER_NAME
         self.shared_secret = secrets.token_hex(16)
         self.port = 0
@@ -117,7 +134,6 @@ class Synapse:
             "url_preview_enabled": False,
             "presence": {"enabled": False},
             "max_upload_size": "20M",
-            "rc_message": _UNLIMITED,
             "rc_registration": _UNLIMITED,
             "rc_login": {
                 "address": _UNLIMITED,
@@ -137,6 +153,8 @@ class Synapse:
             "rc_key_requests": _UNLIMITED,
             "rc_presence": {"per_user": _UNLIMITED},
         }
+        if self.message_limit is not None:
+            config["rc_message"] = self.message_limit
         # JSON is YAML; no YAML writer needed in Synapse's config.
         self.config_path.write_text(json.dumps(config, indent=1))
 
@@ -222,9 +240,9 @@ def synapse_python() -> str | None:
     return str(_DEFAULT_PYTHON) if _DEFAULT_PYTHON.exists() else None
 
 
-@pytest.fixture(scope="session")
-def synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synapse]:
-    """The real Synapse of this test run."""
+def _running(
+    tmp_path_factory: pytest.TempPathFactory, name: str, **limits: Any
+) -> Iterator[Synapse]:
     python = synapse_python()
     if python is None:
         pytest.fail(
@@ -232,12 +250,27 @@ def synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synapse]:
             ".cache/synapse-venv) or set JUPYBOT_SYNAPSE_PYTHON",
             pytrace=False,
         )
-    server = Synapse(python, tmp_path_factory.mktemp("synapse"))
+    server = Synapse(python, tmp_path_factory.mktemp(name), **limits)
     try:
         server.start()
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synapse]:
+    """The real Synapse of this test run, with its rate limits raised."""
+    yield from _running(tmp_path_factory, "synapse")
+
+
+@pytest.fixture(scope="session", params=sorted(MESSAGE_LIMITS))
+def limited_synapse(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Synapse]:
+    """A real Synapse with C{rc_message} as in the wild: Synapse's default, then stricter."""
+    limit = MESSAGE_LIMITS[request.param]
+    yield from _running(tmp_path_factory, f"synapse-{request.param}", message_limit=limit)
 
 
 if __name__ == "__main__":  # pragma: no cover - a manual check: python -m tests.peers.synapse
