@@ -57,7 +57,8 @@ WORK_PREFIX = "jupybot-gateway-"
 
 class EmbeddedGateway:
     """Runs `python -m kernel_gateway`; C{on_ready(url, token)} is called after every (re)start,
-    C{on_restart()} after every death."""
+    C{on_restart()} after every death. With a C{record} file, what a SIGKILLed predecessor left
+    is killed at start (L{_leftovers})."""
 
     def __init__(
         self,
@@ -65,7 +66,7 @@ class EmbeddedGateway:
         runtime_dir: Path,
         on_ready: Callable[[str, str], None],
         on_restart: Callable[[], None],
-        record: Path,
+        record: Path | None = None,
         python: str = sys.executable,
         restart_delay: Callable[[int], float] = RESTART_DELAY,
     ) -> None:
@@ -146,6 +147,8 @@ class EmbeddedGateway:
     async def _end_predecessor(self) -> None:
         """Kill the gateway (and its kernels) a SIGKILLed jupybot left running, if the record
         still names that very process, and remove its directory."""
+        if self._record is None:
+            return
         previous = _leftovers.read_record(self._record)
         if previous is None:
             return
@@ -166,7 +169,11 @@ class EmbeddedGateway:
         work = Path(previous.work)
         if work.name.startswith(WORK_PREFIX) and work.is_dir():
             shutil.rmtree(work, ignore_errors=True)
-        self._record.unlink(missing_ok=True)
+        self._forget_record()
+
+    def _forget_record(self) -> None:
+        if self._record is not None:
+            self._record.unlink(missing_ok=True)
 
     def _environment(self) -> dict[str, str]:
         """The gateway's whole environment."""
@@ -204,7 +211,8 @@ class EmbeddedGateway:
 
     def _spawned(self, pid: int) -> None:
         assert self._work is not None
-        _leftovers.write_record(self._record, pid, self._work)
+        if self._record is not None:
+            _leftovers.write_record(self._record, pid, self._work)
 
     def _remove_kernel_leftovers(self) -> None:
         """What a gateway that died left: its kernels' directories and cgroups, its temporary
@@ -232,7 +240,7 @@ class EmbeddedGateway:
 
     def _died(self, why: str, delay: float) -> None:
         self.serving = False
-        self._record.unlink(missing_ok=True)
+        self._forget_record()
         log.error(
             "kernels: the embedded Kernel Gateway stopped ({status}); its kernels are lost; "
             "restarting in {delay:.0f}s",
@@ -246,7 +254,7 @@ class EmbeddedGateway:
         try:
             await self.process.stop()
         finally:
-            self._record.unlink(missing_ok=True)
+            self._forget_record()
             if self._plan is not None:
                 remove_kernel_cgroups(self._plan)
             if self._work is not None:
