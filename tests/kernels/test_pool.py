@@ -1,11 +1,14 @@
 """The warm pool on a real Kernel Gateway: a new room's first run is answered by a kernel
-started ahead, the pool refills, and no room ever gets a kernel another room used."""
+started ahead, the pool refills (also when the gateway culls a pooled kernel), and no room ever
+gets a kernel another room used."""
 
 from __future__ import annotations
 
 import pytest_twisted
+from twisted.internet import reactor
 
 from jupybot.kernels import ExecuteResult
+from jupybot.kernels.rest import GatewayRest
 from tests.kernels.listener import RecordingListener
 from tests.peers.kernel_gateway import KernelGateway
 
@@ -48,3 +51,26 @@ async def test_a_new_rooms_first_run_is_answered_by_the_warm_kernel(
     # Nothing left behind: the rooms' kernels, nor what the pool held.
     assert manager.pool.ready == 0 and manager.pool.starting == 0
     assert await on_gateway(kernel_gateway, used) == set()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_pooled_kernel_the_gateway_culls_is_replaced(
+    kernel_gateway: KernelGateway,
+) -> None:
+    manager = crowd_manager(kernel_gateway, prestart=1)
+    try:
+        landed = manager.pool.kernel_landed()
+        manager.start_warm_pool()
+        await timeboxed(landed, 120)
+        [culled] = manager.pool.kernel_ids
+        replaced = manager.pool.kernel_landed()
+        # What a gateway's own culling does: DELETE /api/kernels/<id>.
+        await GatewayRest(reactor, kernel_gateway.url, kernel_gateway.token, 30.0).shutdown(culled)
+        await timeboxed(replaced, 120)
+        [fresh] = manager.pool.kernel_ids
+        assert fresh != culled
+        listener = RecordingListener()
+        await timeboxed(manager.execute("room", "print('warm')", listener), 30)
+        assert listener.text() == "warm\n" and manager.kernels("room")[0].kernel_id == fresh
+    finally:
+        await manager.shutdown_all()
