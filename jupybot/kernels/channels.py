@@ -84,6 +84,9 @@ _TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
 class _ChannelsFactory(WebSocketClientFactory):
     protocol = _ChannelsProtocol  # type: ignore[assignment]
     channels: KernelChannels
+    # Twisted logs "Starting factory"/"Stopping factory" around every connection otherwise: a
+    # third of all log lines, once per kernel (re)connection.
+    noisy = False
 
 
 class KernelChannels:

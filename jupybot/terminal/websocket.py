@@ -50,6 +50,8 @@ def checked_size(cols: object, rows: object) -> tuple[int, int]:
 class TerminalFactory(WebSocketServerFactory):
     """What every terminal connection shares: the sessions, the allowed origins, the token."""
 
+    noisy = False  # no "Starting factory" line in the log for each listening port
+
     def __init__(
         self,
         sessions: TerminalSessions,
