@@ -10,7 +10,9 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 
+from jupybot.config import ConfigError, parse_config
 from jupybot.kernels import ExecutionResult, KernelLimitReached
+from jupybot.kernels.starts import machine_start_concurrency
 from tests.kernels.fake_gateway import FakeGateway, WaitRecorder
 
 T = TypeVar("T")
@@ -242,3 +244,26 @@ def test_run_results_are_those_of_the_kernel(gateway: FakeGateway) -> None:
     run = manager.execute("room", "1", WaitRecorder())
     gateway.answer_all()
     assert result_of(run) == ExecutionResult("ok", 1, 0.0)
+
+
+# Configuration.
+
+
+def test_the_crowd_settings_are_read_and_checked() -> None:
+    config = parse_config("gateway:\n  start_concurrency: 4\n  prestart: 0\n", environ={})
+    assert (config.gateway.start_concurrency, config.gateway.prestart) == (4, 0)
+    defaults = parse_config("", environ={}).gateway
+    assert (defaults.start_concurrency, defaults.prestart) == (0, 1)
+    with pytest.raises(ConfigError) as refused:
+        parse_config("gateway:\n  start_concurrency: -1\n  prestart: many\n", environ={})
+    [concurrency, prestart] = refused.value.errors
+    assert concurrency.startswith("gateway.start_concurrency:")
+    assert prestart.startswith("gateway.prestart:")
+
+
+def test_start_concurrency_zero_means_one_per_core_and_at_least_two(
+    gateway: FakeGateway,
+) -> None:
+    assert gateway.manager(start_concurrency=0).starts.concurrency == machine_start_concurrency()
+    assert machine_start_concurrency() >= 2
+    assert gateway.manager(start_concurrency=5).starts.concurrency == 5
