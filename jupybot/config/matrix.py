@@ -16,6 +16,10 @@ _USER_ID = re.compile(r"^@[^:\s]+:[^\s]+$")
 _COMMANDS = ("help", "specs", "start", "kernels", "use", "run", "interrupt", "restart", "stop")
 
 
+# The prefix every jupybot answers to, whatever its name.
+DOCUMENTED_PREFIX = "!jupybot"
+
+
 @dataclass(frozen=True)
 class MatrixConfig:
     homeserver: str | None
@@ -109,6 +113,12 @@ class MatrixConfig:
             return self.prefix
         assert self.user_id is not None
         return "!" + self.user_id[1:].split(":", 1)[0]
+
+    @property
+    def command_prefixes(self) -> tuple[str, ...]:
+        """What starts a command: L{command_prefix}, and the documented ``!jupybot`` always
+        (what the README, the help of the Discord bot and people who used either will type)."""
+        return tuple(dict.fromkeys((self.command_prefix, DOCUMENTED_PREFIX)))
 
 
 def _patterns(r: Reader, key: str) -> tuple[str, ...]:

@@ -204,7 +204,7 @@ class MatrixPart(AsyncioPart):
                 mentions.append(name)
         except Exception:
             self.log.info("matrix: no display name (mentions use the user id)")
-        return Addressing(prefixes=(self.config.command_prefix,), mentions=tuple(mentions))
+        return Addressing(prefixes=self.config.command_prefixes, mentions=tuple(mentions))
 
 
 def build_matrix(

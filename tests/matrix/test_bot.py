@@ -34,6 +34,21 @@ async def test_invite_join_help_and_run(bot: BotRunner, alice_client: UserClient
 
 
 @asyncio_test
+async def test_the_documented_prefix_works_beside_the_bots_own(
+    bot: BotRunner, alice_client: UserClient
+) -> None:
+    """The README says `!jupybot`; the bot's own prefix (`!` + its localpart unless set) too."""
+    await bot.start(prefix=None)
+    assert bot.account.localpart.startswith("bot")
+    room = await alice_client.create_room(invite=[bot.user_id])
+    await alice_client.wait_until(lambda: alice_client.joined(room, bot.user_id))
+    documented = await alice_client.send(room, "!jupybot run 2+2")
+    await alice_client.answer(room, documented, "echo: 2+2")
+    own = await alice_client.send(room, f"!{bot.account.localpart} run 3+3")
+    await alice_client.answer(room, own, "echo: 3+3")
+
+
+@asyncio_test
 async def test_direct_chat_needs_no_prefix(bot: BotRunner, alice_client: UserClient) -> None:
     await bot.start()
     room = await alice_client.create_room(invite=[bot.user_id], direct=True)
