@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import resource
 import shutil
 import subprocess
 import sys
@@ -175,7 +176,7 @@ class Sandbox:
             self._prlimit,
             f"--as={limits.memory_mb * MEGABYTE}",
             f"--fsize={limits.file_size_mb * MEGABYTE}",
-            f"--nofile={limits.open_files}",
+            f"--nofile={min(limits.open_files, _hard_open_file_limit())}",
             "--core=0",
             *([f"--cpu={limits.cpu_seconds}"] if limits.cpu_seconds else []),
         ]
@@ -245,3 +246,10 @@ def sandbox_user_ids(user: str) -> tuple[int, int]:
     if entry.pw_uid == 0:
         raise SandboxUnavailable("sandbox.user: programs must not run as root")
     return entry.pw_uid, entry.pw_gid
+
+
+def _hard_open_file_limit() -> int:
+    """What prlimit may grant a program at most: jupybot's own hard limit (it cannot raise it;
+    asking for more fails every launch)."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return hard if hard != resource.RLIM_INFINITY else 1 << 20
