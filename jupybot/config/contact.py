@@ -14,6 +14,9 @@ class ContactConfig:
     # Delivery channels, by name; each accepted message goes to every one of them. Empty: the
     # Discord owner DM when the Discord bot is configured, else the file.
     deliver_to: tuple[str, ...] = ()
+    # Where a message goes when a channel refuses it for good (Discord will not DM the owner,
+    # the bot may not post in the Matrix room): the next of these after the refusing one.
+    fallback_to: tuple[str, ...] = ("file",)
     # Where the "file" channel appends messages as JSON lines (relative: in the state directory).
     file: str = "contact-messages.jsonl"
     max_body_kb: int = 32
@@ -27,14 +30,15 @@ class ContactConfig:
     def read(cls, r: Reader) -> ContactConfig:
         default = cls()
         channels = tuple(r.string_list("deliver_to", list(default.deliver_to)))
-        for name in channels:
-            if name not in KNOWN_CHANNELS:
-                r.error(
-                    "deliver_to", f"unknown channel {name!r}; expected {', '.join(KNOWN_CHANNELS)}"
-                )
+        fallback = tuple(r.string_list("fallback_to", list(default.fallback_to)))
+        for key, names in (("deliver_to", channels), ("fallback_to", fallback)):
+            for name in names:
+                if name not in KNOWN_CHANNELS:
+                    r.error(key, f"unknown channel {name!r}; expected {', '.join(KNOWN_CHANNELS)}")
         config = cls(
             enabled=r.boolean("enabled", default.enabled),
             deliver_to=channels,
+            fallback_to=fallback,
             file=r.string("file", default.file),
             max_body_kb=r.integer("max_body_kb", default.max_body_kb, minimum=1, maximum=1024),
             max_message_chars=r.integer(

@@ -1,10 +1,13 @@
 """Delivers every accepted message to every channel, exactly once, however long it takes.
 
 Per channel, messages go one at a time, oldest first. A channel that is not there yet (its bot
-is still connecting) or says L{DeliveryUnavailable} is retried with backoff; L{DeliveryRefused}
-marks the delivery failed, for the owner to see (`python -m jupybot.contact list`). Success is
-recorded at once; after a crash the last attempt may be repeated, which the channels' idempotence
-per message id absorbs.
+is still connecting) or says L{DeliveryUnavailable} is retried with backoff. A channel that
+refuses a message for good (L{DeliveryRefused}: Discord will not DM the owner, the bot may not
+post in the Matrix room) marks that delivery failed, kept for the owner to see and retry
+(`python -m jupybot.contact list`, `retry`), says so to whoever listens (C{on_problem}: /ping),
+and hands the message to the next channel of C{fallback}, recorded in the store like any
+delivery, so nothing stays stuck. Success is recorded at once; after a crash the last attempt
+may be repeated, which the channels' idempotence per message id absorbs.
 """
 
 from __future__ import annotations
@@ -40,6 +43,10 @@ class _ChannelQueue:
         self.failures = 0  # failed attempts in a row, for the retry policy
 
 
+# What a channel's trouble is (None: it delivers again), for /ping.
+ProblemListener = Callable[[str, str | None], None]
+
+
 class Outbox:
     def __init__(
         self,
@@ -47,10 +54,17 @@ class Outbox:
         store: ContactStore,
         registry: ChannelRegistry,
         channels: tuple[str, ...],
+        fallback: tuple[str, ...] = (),
+        on_problem: ProblemListener | None = None,
     ) -> None:
+        """Messages go to every one of C{channels}; one a channel refuses goes to the first of
+        C{fallback} after the refusing channel (or the first of all, when it is not one)."""
         self._reactor = reactor
         self._store = store
         self._registry = registry
+        self._channels = channels
+        self._fallback = fallback
+        self._on_problem = on_problem
         self._queues = {name: _ChannelQueue(name) for name in channels}
         self._stopped = False
         # Deliveries that succeeded since start, by channel; read by /metrics.
@@ -68,7 +82,7 @@ class Outbox:
         return len(waiting)
 
     def enqueue(self, message: ContactMessage, channels: tuple[str, ...] | None = None) -> None:
-        for name in channels or tuple(self._queues):
+        for name in channels or self._channels:
             queue = self._queues.get(name)
             if queue is None:
                 queue = self._queues[name] = _ChannelQueue(name)
@@ -117,7 +131,9 @@ class Outbox:
                 id=message.id,
                 error=str(e),
             )
+            self._tell(queue.name, f"refused message {message.id}: {e}")
             await self._store.attempt_failed(message.id, queue.name, str(e), final=True)
+            await self._fall_back(message, queue.name)
         except Exception as e:
             log.failure("contact: delivering message {id} failed", id=message.id)
             await self._store.attempt_failed(message.id, queue.name, repr(e), final=False)
@@ -129,12 +145,42 @@ class Outbox:
             log.info(
                 "contact: message {id} delivered to {channel}", id=message.id, channel=queue.name
             )
+            self._tell(queue.name, None)
         finally:
             queue.busy = False
         queue.messages.popleft()
         queue.queued.discard(message.id)
         queue.failures = 0
         self._next(queue)
+
+    def _tell(self, channel: str, problem: str | None) -> None:
+        if self._on_problem is not None:
+            self._on_problem(channel, problem)
+
+    def next_fallback(self, refused_by: str) -> str | None:
+        """Where a message C{refused_by} a channel goes next, if anywhere."""
+        order = self._fallback
+        after = order[order.index(refused_by) + 1 :] if refused_by in order else order
+        return next((name for name in after if name != refused_by), None)
+
+    async def _fall_back(self, message: ContactMessage, refused_by: str) -> None:
+        fallback = self.next_fallback(refused_by)
+        if fallback is None:
+            log.error(
+                "contact: message {id} has no channel left to try after {channel} "
+                "(contact.fallback_to); it is kept: python -m jupybot.contact list",
+                id=message.id,
+                channel=refused_by,
+            )
+            return
+        await self._store.add_delivery(message.id, fallback)
+        log.warn(
+            "contact: message {id} goes to {fallback} instead of {channel}",
+            id=message.id,
+            fallback=fallback,
+            channel=refused_by,
+        )
+        self.enqueue(message, (fallback,))
 
     def _retry_later(self, queue: _ChannelQueue, error: str) -> None:
         delay = RETRY_POLICY(queue.failures)

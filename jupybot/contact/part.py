@@ -42,11 +42,27 @@ class ContactPart(Part):
         self._config = config
         self.accepted = 0  # messages stored (answered 202) since start; read by /metrics
         self.store = ContactStore(reactor, database_path(state))
-        self.outbox = Outbox(reactor, self.store, channels, config.deliver_to)
+        self.outbox = Outbox(
+            reactor,
+            self.store,
+            channels,
+            config.deliver_to,
+            fallback=config.fallback_to,
+            on_problem=self._channel_problem,
+        )
+        self._problems: dict[str, str] = {}
         self.resource = ContactResource(config, origins, reactor, self.accept, proxies)
-        if "file" in config.deliver_to:
+        if "file" in config.deliver_to + config.fallback_to:
             path = Path(config.file)
             channels.register(FileChannel(path if path.is_absolute() else state.file(config.file)))
+
+    def _channel_problem(self, channel: str, problem: str | None) -> None:
+        """/ping shows what keeps a channel from delivering, until it delivers again."""
+        if problem is None:
+            self._problems.pop(channel, None)
+        else:
+            self._problems[channel] = problem
+        self.detail = "; ".join(f"{name} {text}" for name, text in self._problems.items()) or None
 
     def accept(self, new: NewMessage) -> Deferred[ContactMessage]:
         """Store a message, then hand it to the outbox; fires once it is on disk."""

@@ -142,6 +142,17 @@ class ContactStore:
             )
         )
 
+    def add_delivery(self, message_id: int, channel: str) -> Deferred[None]:
+        """A pending delivery of a stored message to one more channel (a fallback); nothing
+        if that channel already has one."""
+        return self._call(
+            lambda db: _update(
+                db,
+                "INSERT OR IGNORE INTO deliveries (message_id, channel) VALUES (?, ?)",
+                (message_id, channel),
+            )
+        )
+
     def attempt_failed(self, message_id: int, channel: str, error: str, final: bool) -> Deferred[None]:  # fmt: skip
         state = "failed" if final else "pending"
         return self._call(

@@ -14,6 +14,8 @@ from ..contact.api import ContactMessage, DeliveryRefused, DeliveryUnavailable
 
 # Older than this, the message says it was delayed (Discord was down, jupybot restarted...).
 DELAYED_AFTER_SECONDS = 60.0
+# Discord's "Cannot send messages to this user": no server shared with the bot, or DMs closed.
+CANNOT_MESSAGE_USER = 50007
 
 
 def _footer(message_id: int) -> str:
@@ -66,6 +68,11 @@ class OwnerDirectMessages:
                 allowed_mentions=discord.AllowedMentions.none(),
             )
         except discord.Forbidden as e:
+            if e.code == CANNOT_MESSAGE_USER:
+                raise DeliveryRefused(
+                    f"Discord refused to message the owner (error {e.code}: {e.text}): the owner "
+                    "shares no server with the bot, or does not accept its direct messages"
+                ) from e
             raise DeliveryRefused(f"Discord refused to message the owner: {e.text}") from e
         except discord.NotFound as e:
             raise DeliveryRefused(f"discord.owner_id {self._owner_id} is unknown: {e.text}") from e
