@@ -466,6 +466,10 @@ class ChatCommands:
             return
         if not isinstance(command, Run):
             return
+        if (command.code, command.kernel) == (record.code, record.kernel):
+            # Not a change of code: Discord sends one when it adds a link preview, say. A run is
+            # repeated as it was with 🔁.
+            return
         if not await self._allowed(edit, command.name):
             return
         message = replace(edit, message_id=command_id, edit_of=None)

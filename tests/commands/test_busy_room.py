@@ -95,6 +95,8 @@ def test_editing_a_run_runs_it_again_in_the_same_reply() -> None:
     # Bob may not edit Alice's command; an edit that is no run does nothing.
     bot.handle(IncomingMessage("$e1", BOB, "!jupybot run 2", room, edit_of="$cmd"))
     bot.handle(IncomingMessage("$e2", ALICE, "!jupybot kernels", room, edit_of="$cmd"))
+    # Nor does an edit that leaves the code as it was (Discord adding a link preview).
+    bot.handle(IncomingMessage("$e2b", ALICE, "!jupybot run  `1 +`", room, edit_of="$cmd"))
     assert len(kernels.executions) == 1
     bot.handle(IncomingMessage("$e3", ALICE, "!jupybot run 1 + 1", room, edit_of="$cmd"))
     assert kernels.executions[1].code == "1 + 1"

@@ -50,10 +50,14 @@ async def test_editing_a_command_reruns_it_in_the_same_reply(world: World) -> No
     command = await world.discord.user_says(world.alice, channel, "run 1+")
     [reply] = await world.discord.wait_for(lambda: _replies(world, channel))
     assert "echo: 1+" in reply["content"]
+    # Discord updates a message when it adds a link preview: same text, nothing runs.
+    command["embeds"] = [{"type": "link", "url": "https://example.org"}]
+    await _user_edits(world, command, "run 1+")
     await _user_edits(world, command, "run 1+1")
     await world.discord.wait_for(lambda: "echo: 1+1" in reply["content"])
     assert "[2]" in reply["content"]
     assert len(_replies(world, channel)) == 1
+    assert _executed(world) == ["1+", "1+1"]
 
 
 @asyncio_test
