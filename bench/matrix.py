@@ -14,6 +14,14 @@ the homeserver in the same state: Synapse's own latency drifts during a run by m
 overhead measured (runs measured one after the other gave overheads from 2 to 26 ms).
 
 Target: jupybot p50 <= floor p50 + kernel p50 + 15 ms.
+
+Then a streaming run on a second Synapse with its default rate limit (``rc_message`` 0.2 events
+a second after a burst of 10, per account, as on matrix.org): the kernel prints a line every half
+second for ``--stream-seconds`` (30), then the time it ended. Reported: ``edits_rejected``, the
+429s the bot met; ``final_edit_ms``, from the end of the run until the homeserver accepted the
+final edit (target <= 2000; both clocks are this machine's); ``lost_output_bytes``, printed
+lines missing from the final reply or out of order (target 0); ``stream_edits``, how many times
+the reply was edited.
 """
 
 from __future__ import annotations
@@ -52,7 +60,7 @@ class Timer:
         return round(percentile(self.samples, 0.9), 2)
 
 
-async def measure(rounds: int, workdir: Path) -> dict[str, Any]:
+async def measure(rounds: int, workdir: Path, stream_seconds: float) -> dict[str, Any]:
     from twisted.internet import reactor
     from twisted.internet.defer import Deferred
 
@@ -151,6 +159,8 @@ async def measure(rounds: int, workdir: Path) -> dict[str, Any]:
         await await_deferred(part.stopService())
         await person.stop()
         await peer.stop()
+        await asyncio.to_thread(synapse.stop)
+        streaming = await measure_streaming(kernels, python, workdir, stream_seconds)
     finally:
         await asyncio.to_thread(synapse.stop)
         if gateway is not None:
@@ -169,7 +179,89 @@ async def measure(rounds: int, workdir: Path) -> dict[str, Any]:
     }
     figures["overhead_p50_ms"] = overhead
     figures["target_met"] = overhead <= 15
+    figures.update(streaming)
+    figures["stream_target_met"] = (
+        streaming["final_edit_ms"] <= 2000 and streaming["lost_output_bytes"] == 0
+    )
     return figures
+
+
+async def measure_streaming(
+    kernels: Any, python: str, workdir: Path, seconds: float
+) -> dict[str, Any]:
+    """The streaming run on a Synapse with its default rc_message (see the module's doc)."""
+    from twisted.internet import reactor
+
+    from jupybot.aio import await_deferred
+    from jupybot.config import Secret
+    from jupybot.config.matrix import MatrixConfig
+    from jupybot.state import StateDirectory
+    from tests.matrix.conftest import ObservedMatrixPart
+    from tests.matrix.user import UserClient
+    from tests.peers.synapse import Synapse
+
+    (workdir / "synapse-limited").mkdir()
+    synapse = Synapse(python, workdir / "synapse-limited", message_limit=None)
+    await asyncio.to_thread(synapse.start)
+    try:
+        person = UserClient(synapse, synapse.register("person"))
+        bot_account = synapse.register("bot")
+        await person.start()
+        config = MatrixConfig(
+            homeserver=synapse.base_url,
+            user_id=bot_account.user_id,
+            access_token=None,
+            password=Secret(bot_account.password),
+            prefix="!bot",
+            allowed_users=(person.user_id,),
+            max_output_chars=20000,
+        )
+        part = ObservedMatrixPart(config, kernels, StateDirectory(workdir / "state-2"), reactor)
+        part.startService()
+        await await_deferred(part.serving)
+        room = await person.create_room(invite=[bot_account.user_id])
+        await person.wait_until(lambda: person.joined(room, bot_account.user_id))
+        lines = int(seconds / 0.5)
+        code = (
+            "import time\n"
+            f"for i in range({lines}):\n"
+            "    print(f'line {i}', flush=True)\n"
+            "    time.sleep(0.5)\n"
+            "print(f'ended {time.time()}')"
+        )
+        command = await person.send(room, f"!bot run\n```\n{code}\n```")
+        await person.answer(room, command, "✅ done", within=seconds + 120)
+        reply = person.replies_to(room, command)[0]
+        final_edit = person.edits_of(room, reply["event_id"])[-1]
+        body = final_edit["content"]["m.new_content"]["body"]
+        ended = float(body.split("ended ", 1)[1].split()[0])
+        shown = [line for line in body.splitlines() if line.startswith("line ")]
+        expected = [f"line {i}" for i in range(lines)]
+        in_order = [line for line in shown if line in expected]
+        lost = sum(len(line) + 1 for line in expected if line not in shown)
+        if in_order != [line for line in expected if line in shown]:
+            lost += sum(len(line) + 1 for line in in_order)  # reordered: all of it is wrong
+        await person.wait_for(
+            lambda r, e: (
+                r == room
+                and e.get("type") == "m.reaction"
+                and e["content"]["m.relates_to"]["event_id"] == command
+            ),
+            within=60,
+        )
+        assert part.bot is not None
+        figures = {
+            "stream_seconds": seconds,
+            "stream_edits": len(person.edits_of(room, reply["event_id"])),
+            "edits_rejected": part.bot.api.rate_limited,
+            "final_edit_ms": round(final_edit["origin_server_ts"] - ended * 1000, 1),
+            "lost_output_bytes": lost,
+        }
+        await await_deferred(part.stopService())
+        await person.stop()
+        return figures
+    finally:
+        await asyncio.to_thread(synapse.stop)
 
 
 async def _kernels(workdir: Path) -> tuple[Any, Any, Any]:
@@ -200,6 +292,7 @@ async def _kernels(workdir: Path) -> tuple[Any, Any, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--stream-seconds", type=float, default=30.0)
     args = parser.parse_args()
     install_asyncio_reactor()
     from twisted.internet import defer, task
@@ -209,7 +302,9 @@ def main() -> None:
 
     async def run(_reactor: object) -> None:
         with tempfile.TemporaryDirectory() as workdir:
-            figures = await deferred_from_coroutine(measure(args.rounds, Path(workdir)))
+            figures = await deferred_from_coroutine(
+                measure(args.rounds, Path(workdir), args.stream_seconds)
+            )
         for key, value in figures.items():
             print(f"{key}: {value}")
         report(figures)
