@@ -132,7 +132,7 @@ async def test_runs_under_way_on_a_remote_gateway_that_dies_end_and_rooms_run_ag
         for listener in listeners:
             await timeboxed(listener.printed("under way"), 120)
         gateway.kill()
-        outcomes = await timeboxed(DeferredList(runs), 60)
+        outcomes = await timeboxed(DeferredList(runs, consumeErrors=True), 60)
         for ok, outcome in outcomes:
             assert not ok and isinstance(outcome, Failure), outcome
             assert outcome.check(GatewayUnavailable), outcome
