@@ -10,7 +10,7 @@ for every chat network.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any, ClassVar, assert_never
 
@@ -24,7 +24,7 @@ from ..redaction import Redactor
 from ._redact import MIN_SECRET_CHARS
 from .access import AccessPolicy, RefusalLimiter
 from .conversation import Conversation, IncomingMessage, IncomingReaction, Reply
-from .inflight import RunningReplies, as_recovered, in_progress
+from .inflight import ConversationFinder, RunningReplies, in_progress
 from .parse import (
     Addressing,
     Command,
@@ -48,9 +48,6 @@ from .streaming import ExecutionReporter, RenderFunction
 from .texts import command_help, help_text, lookup
 
 __all__ = ["ChatCommands", "ConversationFinder"]
-
-# Finds a conversation by its key again after a restart (None: it is gone, or the bot left it).
-ConversationFinder = Callable[[str], Deferred[Conversation | None]]
 
 STOPPING_NOTICE = (
     "🔄 I am stopping (a restart or an update), and this room's kernels stop with me: "
@@ -160,21 +157,7 @@ class ChatCommands:
 
     def recover(self, find: ConversationFinder) -> Deferred[None]:
         """Edit the replies a crash left "running" to say that their result is unknown."""
-        return Deferred.fromCoroutine(self._recover(find))
-
-    async def _recover(self, find: ConversationFinder) -> None:
-        for entry in self._replies.left_running():
-            try:
-                conversation = await find(entry.conversation)
-                if conversation is not None:
-                    await conversation.edit(entry.reply_id, as_recovered(entry.shown))
-            except Exception:
-                self.log.failure(
-                    "could not tell {conversation} about a run cut short by a restart",
-                    conversation=entry.conversation,
-                )
-            # Told, or impossible to tell (the room is gone): either way not tried again.
-            self._replies.recovered(entry)
+        return Deferred.fromCoroutine(self._replies.tell_left_running(find))
 
     @property
     def running(self) -> int:

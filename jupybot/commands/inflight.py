@@ -11,18 +11,30 @@ reactor at most once per edit of a running reply, which is at most once per edit
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from ..state import write_atomically
-from .conversation import Block, CodeBlock, HtmlBlock, Paragraph, Reply
+from .conversation import Block, CodeBlock, Conversation, HtmlBlock, Paragraph, Reply
 
-__all__ = ["RESTARTED_LINE", "LeftRunning", "RunningReplies", "as_recovered", "in_progress"]
+__all__ = [
+    "RESTARTED_LINE",
+    "ConversationFinder",
+    "LeftRunning",
+    "RunningReplies",
+    "as_recovered",
+    "in_progress",
+]
 
 RESTARTED_LINE = "⚠ the bot restarted; this run's result is unknown"
+
+# Finds a conversation by its key again after a restart (None: it is gone, or the bot left it).
+ConversationFinder = Callable[[str], Deferred[Conversation | None]]
 # ExecutionReporter's last line while a run is under way ("⏳ running…", "⏳ starting a
 # kernel…"); every final status line starts otherwise (✅, ❌, ⏹, ⏱, 💀).
 IN_PROGRESS_MARK = "⏳"
@@ -62,6 +74,21 @@ class RunningReplies:
     def left_running(self) -> list[LeftRunning]:
         """What the previous process left running (read once, at construction)."""
         return list(self._left)
+
+    async def tell_left_running(self, find: ConversationFinder) -> None:
+        """Edit each reply the previous process left running to say its result is unknown."""
+        for entry in self.left_running():
+            try:
+                conversation = await find(entry.conversation)
+                if conversation is not None:
+                    await conversation.edit(entry.reply_id, as_recovered(entry.shown))
+            except Exception:
+                self.log.failure(
+                    "could not tell {conversation} about a run cut short by a restart",
+                    conversation=entry.conversation,
+                )
+            # Told, or impossible to tell (the room is gone): either way not tried again.
+            self.recovered(entry)
 
     def recovered(self, entry: LeftRunning) -> None:
         """C{entry}'s reply has been told: it is no longer kept."""
