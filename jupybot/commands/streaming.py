@@ -136,6 +136,7 @@ class ExecutionReporter:
         self._redact = redact or Redactor((), MIN_SECRET_CHARS)
         self._events: list[OutputEvent] = []
         self._kernel_wait: int | None = None  # starts queued before this run's kernel
+        self._submitted = False
         self._message_id: str | None = reply_id
         self._reused = reply_id is not None
         self._on_shown = on_shown
@@ -167,12 +168,14 @@ class ExecutionReporter:
         """The run waits for its kernel to start (jupybot.kernels.starts.StartWatcher): the
         reply says so instead of "running"; None once the kernel is ready."""
         self._kernel_wait = ahead
-        self._schedule()
+        if self._submitted:  # told before started(): shown after the interval like the rest
+            self._schedule()
 
     # -- lifecycle --------------------------------------------------------------------------------
 
     def started(self) -> None:
         """The execution is submitted: a "running" reply appears after C{interval} unless done."""
+        self._submitted = True
         self._last_flush = self._clock.seconds()
         self._schedule()
 

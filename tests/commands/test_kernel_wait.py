@@ -24,8 +24,11 @@ def test_the_reply_says_how_many_kernel_starts_are_ahead_then_running() -> None:
         inputs=InputRouter(),
     )
     assert isinstance(reporter, StartWatcher)  # what the kernel manager looks for
-    reporter.started()
+    # The manager tells a queued run its place inside execute(), before the command layer
+    # calls started(): nothing is shown before the interval, as for any run.
     reporter.on_kernel_wait(3)
+    reporter.started()
+    assert conversation.sent == []
     clock.advance(1)
     assert conversation.last_text().endswith("⏳ starting a kernel… (3 ahead)")
     reporter.on_kernel_wait(0)
