@@ -56,18 +56,32 @@ class _PendingStart:
     def __init__(self) -> None:
         self.ahead: int | None = None
         self._watchers: list[StartWatcher] = []
+        self._told: list[StartWatcher] = []  # those told they wait, to be told it is over
         self._waiting: list[Deferred[KernelHandle]] = []
 
     def watch(self, watcher: StartWatcher | None) -> None:
         if watcher is not None:
             self._watchers.append(watcher)
             if self.ahead is not None:
-                _tell(watcher, self.ahead)
+                self._tell(watcher, self.ahead)
 
     def tell(self, ahead: int | None) -> None:
+        """Tell the watchers their place; None (the kernel is ready, or the start failed) goes
+        only to those who heard they waited: a run given a pooled kernel hears nothing."""
         self.ahead = ahead
+        if ahead is None:
+            told, self._told = self._told, []
+            for watcher in told:
+                _tell(watcher, None)
+            return
         for watcher in list(self._watchers):
-            _tell(watcher, ahead)
+            self._tell(watcher, ahead)
+
+    def _tell(self, watcher: StartWatcher, ahead: int) -> None:
+        # By identity: listeners may be dataclasses, equal to each other while alike.
+        if not any(told is watcher for told in self._told):
+            self._told.append(watcher)
+        _tell(watcher, ahead)
 
     def join(self, watcher: StartWatcher | None) -> Deferred[KernelHandle]:
         """Fires with the started kernel, or fails as the start did."""
@@ -75,8 +89,8 @@ class _PendingStart:
 
         def leave(d: Deferred[KernelHandle]) -> None:
             self._waiting.remove(d)
-            if watcher is not None and watcher in self._watchers:
-                self._watchers.remove(watcher)
+            self._watchers = [w for w in self._watchers if w is not watcher]
+            self._told = [w for w in self._told if w is not watcher]
 
         d: Deferred[KernelHandle] = Deferred(leave)
         self._waiting.append(d)

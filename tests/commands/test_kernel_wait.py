@@ -13,6 +13,7 @@ from tests.commands.fakes import FakeConversation
 
 def test_the_reply_says_how_many_kernel_starts_are_ahead_then_running() -> None:
     clock = Clock()
+    clock.advance(1000)  # a real clock's time is far from 0
     conversation = FakeConversation()
     reporter = ExecutionReporter(
         conversation=conversation,
@@ -28,8 +29,9 @@ def test_the_reply_says_how_many_kernel_starts_are_ahead_then_running() -> None:
     # calls started(): nothing is shown before the interval, as for any run.
     reporter.on_kernel_wait(3)
     reporter.started()
+    clock.advance(0.5)
     assert conversation.sent == []
-    clock.advance(1)
+    clock.advance(0.5)
     assert conversation.last_text().endswith("⏳ starting a kernel… (3 ahead)")
     reporter.on_kernel_wait(0)
     clock.advance(1)
