@@ -121,9 +121,8 @@ class WarmPool:
             settled: Deferred[None] = Deferred()
             self._settling.append(settled)
             await settled
-        unwanted, self._unwanted = self._unwanted, []
-        for d in unwanted:
-            await d
+        while self._unwanted:
+            await self._unwanted[0]
 
     def _settled(self) -> None:
         self.starting -= 1
@@ -134,7 +133,9 @@ class WarmPool:
     def _landed(self, kernel: GatewayKernel, *, generation: int) -> None:
         self._settled()
         if generation != self._generation or not self._enabled or kernel.gone_reason is not None:
-            self._unwanted.append(Deferred.fromCoroutine(_shut_down(kernel)))
+            shutdown = Deferred.fromCoroutine(_shut_down(kernel))
+            self._unwanted.append(shutdown)
+            shutdown.addBoth(lambda _: self._unwanted.remove(shutdown))
             return
         self._ready.append(kernel)
         log.info("kernels: warm pool holds {n} of {size}", n=self.ready, size=self.size)
@@ -146,7 +147,7 @@ class WarmPool:
         self._settled()
         if not self._enabled:
             return  # closed while it waited for its turn
-        # Not retried at once (the gateway may be down): the next take, loss or reconnection
+        # Not retried at once (the gateway may be down): the next run, loss or reconnection
         # refills the pool.
         log.warn("kernels: starting a pool kernel failed: {e}", e=failure.getErrorMessage())
 
