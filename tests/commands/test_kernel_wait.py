@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
 
+from jupybot.commands import AccessPolicy, Addressing, ChatCommands, ChatLimits, IncomingMessage
 from jupybot.commands.stdin import InputRouter
 from jupybot.commands.streaming import ExecutionReporter
 from jupybot.kernels import ExecutionResult, RenderOptions, render_outputs
 from jupybot.kernels.starts import StartWatcher
-from tests.commands.fakes import FakeConversation
+from tests.commands.fakes import FakeConversation, simple_render
+from tests.kernels.fake_gateway import FakeGateway
 
 
 def test_the_reply_says_how_many_kernel_starts_are_ahead_then_running() -> None:
@@ -41,3 +44,35 @@ def test_the_reply_says_how_many_kernel_starts_are_ahead_then_running() -> None:
     assert conversation.last_text().endswith("⏳ running…")
     reporter.finish(ExecutionResult("ok", 1, 12.0))
     assert conversation.last_text().endswith("✅ done · [1] · 12.0 s")
+
+
+def test_rooms_waiting_for_kernel_starts_are_told_their_place_in_the_chat() -> None:
+    """The chat bot over the real kernel manager (on a fake gateway): with the one start slot
+    taken, two new rooms' runs wait in line and their replies say where they stand."""
+    reactor = MemoryReactorClock()
+    reactor.advance(1000)
+    gateway = FakeGateway(reactor)
+    manager = gateway.manager(start_concurrency=1)
+    bot = ChatCommands(
+        manager,
+        AccessPolicy.build(["*:example.org"], [], []),
+        Addressing(prefixes=("!jupybot",), mentions=()),
+        reactor,
+        render=simple_render,
+        render_options=RenderOptions(),
+        limits=ChatLimits(commands_per_minute=0),
+    )
+    manager.starts.wait_turn()  # someone else's start holds the only slot
+    rooms = [FakeConversation(key=f"test:room-{n}") for n in range(2)]
+    for n, room in enumerate(rooms):
+        bot.handle(IncomingMessage(f"$cmd{n}", "@alice:example.org", "!jupybot run 1", room))
+    reactor.advance(1)
+    assert [room.last_text() for room in rooms] == [
+        "⏳ starting a kernel…",
+        "⏳ starting a kernel… (1 ahead)",
+    ]
+    manager.starts.done()
+    gateway.answer_all()
+    reactor.advance(1)
+    assert all("✅ done" in room.last_text() for room in rooms)
+    assert len(gateway.kernels) == 2
