@@ -13,6 +13,7 @@ from twisted.logger import Logger
 from twisted.web.client import Agent
 
 from ..reactor import Reactor
+from .rest import quiet_pool
 
 __all__ = ["GatewayProbe"]
 
@@ -35,7 +36,7 @@ class GatewayProbe:
     ) -> None:
         self._reactor = reactor
         self._target = target
-        self._http = http or HTTPClient(Agent(reactor))
+        self._http = http or HTTPClient(Agent(reactor, pool=quiet_pool(reactor)))
         self.problem: str | None = None
         self._loop = LoopingCall(self.probe)
         self._loop.clock = reactor

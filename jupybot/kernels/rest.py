@@ -15,7 +15,13 @@ from treq.client import HTTPClient
 from twisted.internet.error import ConnectError, DNSLookupError, TimeoutError
 from twisted.internet.ssl import CertificateOptions
 from twisted.logger import Logger
-from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, ResponseNeverReceived
+from twisted.web.client import (
+    Agent,
+    BrowserLikePolicyForHTTPS,
+    HTTPConnectionPool,
+    ResponseNeverReceived,
+    _HTTP11ClientFactory,
+)
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
@@ -32,6 +38,18 @@ from .api import (
 log = Logger()
 
 _UNREACHABLE = (ConnectError, DNSLookupError, TimeoutError, ResponseNeverReceived)
+
+
+class _QuietClientFactory(_HTTP11ClientFactory):
+    # Twisted logs "Starting factory"/"Stopping factory" around every request otherwise.
+    noisy = False
+
+
+def quiet_pool(reactor: Reactor) -> HTTPConnectionPool:
+    """What Agent makes by default (a connection per request), without two log lines each."""
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    pool._factory = _QuietClientFactory  # the one way to choose it: Twisted's own tests do
+    return pool
 
 
 @implementer(IPolicyForHTTPS)
@@ -54,7 +72,7 @@ class GatewayRest:
         verify_tls: bool = True,
     ) -> None:
         policy = BrowserLikePolicyForHTTPS() if verify_tls else _NoVerification()
-        self._http = HTTPClient(Agent(reactor, contextFactory=policy))
+        self._http = HTTPClient(Agent(reactor, contextFactory=policy, pool=quiet_pool(reactor)))
         self.base_url = base_url
         self._token = token
         self._timeout = timeout
