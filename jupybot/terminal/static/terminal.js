@@ -7,9 +7,8 @@
 (() => {
 "use strict";
 
-const INPUT = 0x00, RESIZE = 0x01, ACK = 0x02;
-const OUTPUT = 0x10, READY = 0x11, EXIT = 0x12, ERROR = 0x13;
-const ACK_EVERY = 65536;
+// Frames of the raw protocol: static/wire.js, shared with the element of /embed.js.
+const { OUTPUT, READY, EXIT, ERROR, ACK_EVERY, sizeFrame, ackFrame } = JupybotWire;
 // A program that prints nothing this long after it started gets a hint that it waits for input.
 const SILENT_HINT_MS = 1500;
 const RECONNECT_TRIES = 8;
@@ -45,34 +44,9 @@ let current = null;
 const touch = window.matchMedia("(pointer: coarse)").matches || navigator.maxTouchPoints > 0;
 document.body.classList.toggle("touch", touch);
 
-function frame(type, body) {
-  const bytes = new Uint8Array(1 + body.length);
-  bytes[0] = type;
-  bytes.set(body, 1);
-  return bytes;
-}
-
-function sizeFrame(cols, rows) {
-  const body = new Uint8Array(4);
-  new DataView(body.buffer).setUint16(0, cols);
-  new DataView(body.buffer).setUint16(2, rows);
-  return frame(RESIZE, body);
-}
-
-function ackFrame(count) {
-  const body = new Uint8Array(4);
-  new DataView(body.buffer).setUint32(0, count);
-  return frame(ACK, body);
-}
-
 // Input as INPUT frames each under the server's frame limit: a paste of any size goes whole.
 function inputFrames(bytes) {
-  const step = Math.max(1, maxFrameBytes - 1);  // the type byte
-  const frames = [];
-  for (let start = 0; start < bytes.length; start += step) {
-    frames.push(frame(INPUT, bytes.subarray(start, start + step)));
-  }
-  return frames;
+  return JupybotWire.inputFrames(bytes, maxFrameBytes);
 }
 
 function programTitle(program) {
