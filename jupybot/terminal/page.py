@@ -1,4 +1,5 @@
-"""GET / (the program list and the terminal), /programs.json, and the page's static files.
+"""GET / (the program list and the terminal), /programs.json, /embed.js (the terminal as an
+element for the owner's own site: docs/embed.md), and the page's static files.
 
 The page is one document: the list at `/`, each program at `/#<name>` (so a reload, a link or
 the browser's Back and Forward return to it); `static/terminal.js` does the rest.
@@ -6,11 +7,14 @@ the browser's Back and Forward return to it); `static/terminal.js` does the rest
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from html import escape
 from pathlib import Path
 
+from twisted.logger import Logger
+from twisted.web.http import CACHED
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 from twisted.web.static import File
@@ -18,7 +22,17 @@ from twisted.web.static import File
 from ..config.core import DEFAULT_INTRO, DEFAULT_TITLE
 from ..config.terminal import ProgramConfig
 
-__all__ = ["STATIC", "ProgramList", "ProgramPage", "render_page", "static_files"]
+__all__ = [
+    "STATIC",
+    "EmbedScript",
+    "ProgramList",
+    "ProgramPage",
+    "render_embed_script",
+    "render_page",
+    "static_files",
+]
+
+log = Logger()
 
 STATIC = Path(__file__).parent / "static"
 
@@ -121,7 +135,9 @@ def render_page(
         intro="\n  ".join(f"<p>{_paragraph(p)}</p>" for p in paragraphs),
         max_frame_kb=max_frame_kb,
         programs=items or '<li class="empty">No programs are configured yet.</li>',
-        scripts=scripts + '\n<script src="/static/terminal.js"></script>',
+        scripts=scripts
+        + '\n<script src="/static/wire.js"></script>'
+        + '\n<script src="/static/terminal.js"></script>',
     ).encode()
 
 
@@ -165,6 +181,83 @@ class ProgramList(Resource):
 
     def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"content-type", b"application/json")
+        return self._body
+
+
+# What /embed.js holds before the element's own code: the name static/embed.js knows each
+# module by, and its file under static/.
+_EMBED_MODULES = (
+    ("xterm", "vendor/xterm.js"),
+    ("fit", "vendor/addon-fit.js"),
+    ("unicode11", "vendor/addon-unicode11.js"),
+    ("webLinks", "vendor/addon-web-links.js"),
+    ("wire", "wire.js"),
+)
+
+_SOURCE_MAP = re.compile(r"^//# sourceMappingURL=.*$", re.MULTILINE)
+
+
+def render_embed_script(static: Path = STATIC) -> bytes:
+    """/embed.js: each module run as a CommonJS module of its own (their UMD headers take that
+    branch first), so none of them lands among the embedding page's globals, or meets the
+    page's own xterm.js; xterm.css as a string for the element's shadow root; then
+    static/embed.js, told the script's own address (jupybot's, by default)."""
+    license_text = (static / "vendor" / "LICENSE.xterm").read_text().strip()
+    parts = [
+        "/*! jupybot /embed.js. Bundles xterm.js and its addons:\n"
+        + license_text.replace("*/", "* /")
+        + "\n*/",
+        "(() => {",
+        "const bundled = {};",
+    ]
+    for name, path in _EMBED_MODULES:
+        source = _SOURCE_MAP.sub("", (static / path).read_text())
+        parts.append(
+            f"bundled[{json.dumps(name)}] = (() => {{\n"
+            "const module = { exports: {} }, exports = module.exports;\n"
+            f"(function () {{\n{source}\n}}).call(globalThis);\n"
+            "return module.exports;\n})();"
+        )
+    css = (static / "vendor" / "xterm.css").read_text()
+    parts.append(f"bundled.xtermCss = {json.dumps(css)};")
+    parts.append((static / "embed.js").read_text())
+    parts.append(
+        'defineJupybotTerminal(bundled, document.currentScript ? document.currentScript.src : "");'
+    )
+    parts.append("})();\n")
+    return "\n".join(parts).encode()
+
+
+class EmbedScript(Resource):
+    """GET /embed.js: the <jupybot-terminal> element, for any site to load (what it may then
+    do is the websocket's Origin rule: web.origins)."""
+
+    isLeaf = True
+
+    def __init__(self, static: Path = STATIC) -> None:
+        super().__init__()
+        try:
+            self._body: bytes | None = render_embed_script(static)
+        except OSError as e:
+            log.error("terminal: /embed.js cannot be built ({why}); run scripts/install-web-assets",
+                      why=e)  # fmt: skip
+            self._body = None
+        self._etag = hashlib.sha256(self._body or b"").hexdigest()[:32].encode()
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        if self._body is None:
+            request.setResponseCode(503)
+            request.setHeader(b"content-type", b"application/json")
+            return b'{"error": "embed.js is not built on this server"}'
+        request.setHeader(b"content-type", b"text/javascript; charset=utf-8")
+        # A public script, for pages of any origin (a COEP page, a crossorigin attribute).
+        request.setHeader(b"access-control-allow-origin", b"*")
+        request.setHeader(b"cross-origin-resource-policy", b"cross-origin")
+        # Asked again each time (a 304 while unchanged), so an upgrade reaches every site.
+        request.setHeader(b"cache-control", b"no-cache")
+        if request.setETag(self._etag) == CACHED:
+            return b""
         return self._body
 
 

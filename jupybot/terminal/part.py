@@ -5,14 +5,15 @@ from __future__ import annotations
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerProtocol
 from twisted.internet.defer import Deferred
-from twisted.web.resource import Resource
+from twisted.web.resource import EncodingResourceWrapper, Resource
+from twisted.web.server import GzipEncoderFactory
 
 from ..config import Config
 from ..parts import PartContext, Reactor
 from ..sandbox import Sandbox
 from ..service import JupybotService, Part
 from ..web.clients import ProxyTrust
-from .page import ProgramList, ProgramPage, static_files
+from .page import EmbedScript, ProgramList, ProgramPage, static_files
 from .programs import program_problems
 from .pty import KILL_GRACE
 from .sessions import TerminalSessions
@@ -77,6 +78,8 @@ class TerminalPart(Part):
                 config.terminal.max_frame_kb,
             ),
             b"programs.json": ProgramList(self._programs),
+            # xterm.js is most of it: 330 KB, 80 KB gzipped.
+            b"embed.js": EncodingResourceWrapper(EmbedScript(), [GzipEncoderFactory()]),
             b"static": static_files(),
             b"terminal": websockets,
         }

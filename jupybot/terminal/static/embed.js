@@ -1,0 +1,443 @@
+// <jupybot-terminal program="quiz">: one of jupybot's programs in a terminal on the owner's own
+// site, speaking the raw protocol of docs/protocol.md. Served as /embed.js, one bundle of
+// xterm.js, three of its addons, static/wire.js and this file (jupybot/terminal/page.py builds
+// it), which defines nothing global but the element. How to use it: docs/embed.md.
+//
+// Attributes: program (required); server (jupybot's address; default: where /embed.js came
+// from); theme ("dark" or "light"); rows and cols (a fixed size; otherwise the terminal fits the
+// element's width, and 24 rows or its height); height (a CSS length, or pixels).
+function defineJupybotTerminal(bundled, scriptUrl) {
+  "use strict";
+  if (customElements.get("jupybot-terminal")) return;  // the script included twice
+  const { Terminal } = bundled.xterm;
+  const { FitAddon } = bundled.fit;
+  const { Unicode11Addon } = bundled.unicode11;
+  const { WebLinksAddon } = bundled.webLinks;
+  const wire = bundled.wire;
+  const encoder = new TextEncoder();
+  const decoder = new TextDecoder();
+  const RECONNECT_TRIES = 8;
+  const DEFAULT_ROWS = 24;
+  // Input waits in the element while the socket holds this much unsent (as on the page).
+  const SEND_BUFFER_BYTES = 1 << 20;
+  const DEFAULT_SERVER = new URL(".", scriptUrl || location.href).href;
+  const connected = new Set();  // the elements on the page, shadow roots included
+
+  const THEMES = {
+    dark: {
+      background: "#000000", foreground: "#e6e6e6", cursor: "#e6e6e6", black: "#000000",
+      selectionBackground: "#44475a",
+    },
+    // xterm.js's default colours are drawn for a dark background; these read on white.
+    light: {
+      background: "#ffffff", foreground: "#1f2328", cursor: "#1f2328",
+      selectionBackground: "#b6d7ff", black: "#1f2328", red: "#c62828", green: "#2e7d32",
+      yellow: "#8a6100", blue: "#1565c0", magenta: "#8e24aa", cyan: "#00838f", white: "#6e7781",
+      brightBlack: "#57606a", brightRed: "#b71c1c", brightGreen: "#1b5e20",
+      brightYellow: "#6d4c00", brightBlue: "#0d47a1", brightMagenta: "#6a1b9a",
+      brightCyan: "#006064", brightWhite: "#8c959f",
+    },
+  };
+
+  const STYLE = `
+:host { display: block; }
+:host([hidden]) { display: none; }
+[hidden] { display: none !important; }
+.frame { --bg: #000; --fg: #e6e6e6; --bar: #181a20; --border: #2f3340; --muted: #9aa3b2;
+  --accent: #6ea8fe; --live: #4ade80; --warn: #fbbf24; --bad: #f87171;
+  display: flex; flex-direction: column; box-sizing: border-box; height: 100%;
+  border: 1px solid var(--border); border-radius: 8px; overflow: hidden;
+  background: var(--bg); color: var(--fg);
+  font: 14px/1.4 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; }
+.frame[data-theme="light"] { --bg: #fff; --fg: #1f2328; --bar: #f4f5f7; --border: #d0d7de;
+  --muted: #57606a; --accent: #0969da; --live: #1a7f37; --warn: #9a6700; --bad: #cf222e; }
+.bar { display: flex; gap: 0.6em; align-items: center; padding: 0.35em 0.8em;
+  background: var(--bar); border-bottom: 1px solid var(--border); min-width: 0; }
+.state { width: 0.6em; height: 0.6em; border-radius: 50%; flex: none; background: var(--muted); }
+.frame[data-state="live"] .state { background: var(--live); }
+.frame[data-state="starting"] .state, .frame[data-state="reconnecting"] .state {
+  background: var(--warn); }
+.frame[data-state="offline"] .state, .frame[data-state="ended"] .state { background: var(--bad); }
+.title { font-weight: 600; white-space: nowrap; }
+.status { color: var(--muted); font-size: 0.9em; flex: 1; min-width: 0; overflow: hidden;
+  text-overflow: ellipsis; white-space: nowrap; }
+.screen { position: relative; flex: 1; min-height: 0; padding: 6px; background: var(--bg); }
+.terminal { height: 100%; transition: filter 0.2s, opacity 0.2s; }
+/* Not live: greyed, so it cannot pass for a working terminal. */
+.frame[data-state="offline"] .terminal, .frame[data-state="reconnecting"] .terminal {
+  filter: grayscale(1); opacity: 0.35; }
+.frame[data-state="ended"] .terminal, .frame[data-state="finished"] .terminal { opacity: 0.75; }
+.notice { position: absolute; left: 0.8em; right: 0.8em; bottom: 0.8em; margin-inline: auto;
+  width: fit-content; display: flex; flex-wrap: wrap; gap: 0.6em; align-items: center;
+  justify-content: center; padding: 0.5em 0.8em; border-radius: 6px; background: var(--bar);
+  border: 1px solid var(--border); box-shadow: 0 0.4em 1.2em rgba(0, 0, 0, 0.35); }
+.frame[data-state="offline"] .notice, .frame[data-state="ended"] .notice {
+  border-color: var(--bad); }
+button { font: inherit; font-size: 0.9em; padding: 0.25em 0.8em; border-radius: 5px;
+  cursor: pointer; border: 1px solid var(--accent); background: var(--accent); color: var(--bg); }
+button.secondary { background: transparent; color: var(--fg); border-color: var(--border); }
+button:hover { filter: brightness(1.1); }
+`;
+
+  const TEMPLATE = `
+<div class="frame" part="frame">
+  <div class="bar" part="bar">
+    <span class="state"></span><span class="title"></span>
+    <span class="status" role="status"></span>
+  </div>
+  <div class="screen">
+    <div class="terminal"></div>
+    <div class="notice" role="alert" hidden>
+      <span class="notice-text"></span>
+      <button type="button" class="notice-action secondary"></button>
+      <button type="button" class="notice-restart">Run again</button>
+    </div>
+  </div>
+</div>`;
+
+  function positive(text) {
+    const number = Number(text);
+    return Number.isInteger(number) && number > 0 ? number : null;
+  }
+
+  class JupybotTerminal extends HTMLElement {
+    static get observedAttributes() { return ["theme"]; }
+
+    constructor() {
+      super();
+      const root = this.attachShadow({ mode: "open" });
+      const style = document.createElement("style");
+      style.textContent = bundled.xtermCss + STYLE;
+      root.innerHTML = TEMPLATE;
+      root.prepend(style);
+      const $ = (name) => root.querySelector(`.${name}`);
+      this.parts = {
+        frame: $("frame"), title: $("title"), status: $("status"), host: $("terminal"),
+        notice: $("notice"), noticeText: $("notice-text"), noticeAction: $("notice-action"),
+        noticeRestart: $("notice-restart"),
+      };
+      this.parts.noticeRestart.addEventListener("click", () => this.runAgain());
+      this.term = null;
+      this.ws = null;
+    }
+
+    get program() { return this.getAttribute("program") || ""; }
+
+    // jupybot's address, always ending with "/" (it may sit under a path behind a proxy).
+    get server() {
+      const given = this.getAttribute("server");
+      return given ? new URL(given.endsWith("/") ? given : `${given}/`, location.href).href
+        : DEFAULT_SERVER;
+    }
+
+    // "live", "starting", "reconnecting", "offline", "finished" or "ended".
+    get state() { return this.parts.frame.dataset.state || ""; }
+
+    connectedCallback() {
+      if (this.term) return;  // moved within the page: the session goes on
+      this.disposed = false;
+      this.applyTheme();
+      const height = this.getAttribute("height");
+      if (height) this.parts.frame.style.height = /^\d+$/.test(height) ? `${height}px` : height;
+      this.fixedCols = positive(this.getAttribute("cols"));
+      this.fixedRows = positive(this.getAttribute("rows")) || (height ? null : DEFAULT_ROWS);
+      this.parts.title.textContent = this.program;
+      this.openTerminal();
+      connected.add(this);
+      this.start();
+    }
+
+    disconnectedCallback() {
+      // Removed from the page: the server ends the program once terminal.resume_seconds pass.
+      queueMicrotask(() => { if (!this.isConnected) this.dispose(); });
+    }
+
+    attributeChangedCallback() {
+      if (this.term) this.applyTheme();
+    }
+
+    applyTheme() {
+      const theme = this.getAttribute("theme") === "light" ? "light" : "dark";
+      this.parts.frame.dataset.theme = theme;
+      if (this.term) this.term.options.theme = THEMES[theme];
+    }
+
+    openTerminal() {
+      const theme = this.parts.frame.dataset.theme;
+      this.term = new Terminal({
+        cursorBlink: true, scrollback: 2000, allowProposedApi: true, theme: THEMES[theme],
+        fontFamily: 'ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace',
+        cols: this.fixedCols || 80, rows: this.fixedRows || DEFAULT_ROWS,
+      });
+      this.fit = new FitAddon();
+      this.term.loadAddon(this.fit);
+      this.term.loadAddon(new WebLinksAddon());
+      this.term.loadAddon(new Unicode11Addon());
+      this.term.unicode.activeVersion = "11";
+      this.term.open(this.parts.host);
+      this.fitSize();
+      this.term.onData((data) => this.sendInput(encoder.encode(data)));
+      this.term.onBinary((data) => this.sendInput(Uint8Array.from(data, (c) => c.charCodeAt(0))));
+      this.term.onResize(({ cols, rows }) => this.send(wire.sizeFrame(cols, rows)));
+      this.resizer = new ResizeObserver(() => {
+        cancelAnimationFrame(this.fitFrame);
+        this.fitFrame = requestAnimationFrame(() => { if (!this.disposed) this.fitSize(); });
+      });
+      this.resizer.observe(this.parts.host);
+    }
+
+    // The element's box decides what rows and cols do not fix.
+    fitSize() {
+      if (this.fixedCols && this.fixedRows) {
+        this.term.resize(this.fixedCols, this.fixedRows);
+        return;
+      }
+      const proposed = this.fit.proposeDimensions();
+      if (!proposed || !proposed.cols || !proposed.rows) return;  // not laid out (yet)
+      const cols = this.fixedCols || proposed.cols;
+      const rows = this.fixedRows || proposed.rows;
+      if (cols !== this.term.cols || rows !== this.term.rows) this.term.resize(cols, rows);
+    }
+
+    // A new session of the program.
+    start() {
+      this.resume = null;
+      this.drawn = 0;  // output bytes xterm.js has drawn (what a resume asks for after)
+      this.everLive = false;
+      this.finished = false;
+      this.restarting = false;
+      this.retries = 0;
+      this.inUseTries = 0;
+      this.outbox = [];
+      this.hideNotice();
+      this.connect();
+    }
+
+    runAgain() {
+      if (!this.term) return;
+      this.abandonSocket();
+      this.term.reset();  // a clean screen, the cursor back
+      this.term.options.disableStdin = false;
+      this.start();
+      this.term.focus();
+    }
+
+    connect() {
+      clearTimeout(this.retryTimer);
+      this.abandonSocket();
+      this.live = false;
+      this.unacked = 0;  // the server counts afresh for each connection
+      const url = new URL("terminal/ws", this.server);
+      url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+      const ws = new WebSocket(url.href);
+      ws.binaryType = "arraybuffer";
+      this.ws = ws;
+      const again = this.resume || this.restarting;
+      this.setState(again ? "reconnecting" : "starting", again ? "reconnecting…" : "starting…");
+      ws.onopen = () => {
+        const hello = this.resume
+          ? { resume: this.resume, received: this.drawn }
+          : { program: this.program, cols: this.term.cols, rows: this.term.rows };
+        ws.send(JSON.stringify(hello));
+      };
+      ws.onmessage = (event) => { if (this.ws === ws) this.receive(new Uint8Array(event.data)); };
+      ws.onclose = (event) => { if (this.ws === ws) this.closed(event); };
+    }
+
+    send(bytes) {
+      if (this.ws && this.ws.readyState === WebSocket.OPEN && this.live) this.ws.send(bytes);
+    }
+
+    sendInput(bytes) {
+      if (this.finished) return;
+      if (bytes.length === 1 && bytes[0] === 0x03) this.outbox = [];  // Ctrl-C drops the rest
+      this.outbox.push(...wire.inputFrames(bytes, this.maxFrameBytes || 65536));
+      this.flush();
+    }
+
+    flush() {
+      clearTimeout(this.flushTimer);
+      const ws = this.ws;
+      if (!this.live || !ws || ws.readyState !== WebSocket.OPEN) return;  // READY sends the rest
+      while (this.outbox.length && ws.bufferedAmount < SEND_BUFFER_BYTES) {
+        ws.send(this.outbox.shift());
+      }
+      if (this.outbox.length) this.flushTimer = setTimeout(() => this.flush(), 20);
+    }
+
+    receive(bytes) {
+      const type = bytes[0];
+      const body = bytes.subarray(1);
+      if (type === wire.OUTPUT) {
+        // Acknowledged once drawn: the server pauses the program while the browser lags.
+        this.term.write(body, () => {
+          this.drawn += body.length;
+          this.unacked += body.length;
+          if (this.unacked >= wire.ACK_EVERY) {
+            this.send(wire.ackFrame(this.unacked));
+            this.unacked = 0;
+          }
+        });
+        return;
+      }
+      const message = body.length ? JSON.parse(decoder.decode(body)) : {};
+      if (type === wire.READY) this.ready(message);
+      else if (type === wire.EXIT) this.end(message.code === 0 ? "" : message.message, "finished");
+      else if (type === wire.ERROR) this.refused(message);
+    }
+
+    ready(message) {
+      this.resume = message.resume;
+      this.maxFrameBytes = (message.max_frame_kb || 64) * 1024;
+      if (message.title) this.parts.title.textContent = message.title;
+      this.everLive = true;
+      this.restarting = false;
+      this.retries = 0;
+      this.inUseTries = 0;
+      this.live = true;
+      this.term.options.disableStdin = false;
+      this.hideNotice();
+      this.setState("live", "running");
+      this.send(wire.sizeFrame(this.term.cols, this.term.rows));
+      this.flush();
+    }
+
+    refused(message) {
+      if (message.reason === "in-use" && this.inUseTries < 5) {
+        this.inUseTries += 1;
+        this.abandonSocket();
+        this.retryTimer = setTimeout(() => this.connect(), 300 * this.inUseTries);
+      } else if (message.reason === "expired" && this.resume) {
+        // Gone while the connection was down: keep the old screen, start afresh below it.
+        this.term.write("\r\n\x1b[2m── That session has ended; here is a new one ──\x1b[0m\r\n");
+        this.abandonSocket();
+        this.start();
+      } else if (message.reason === "shutdown") {
+        this.serverRestarting();
+      } else {
+        this.end(message.message || "The server refused this session.", "ended");
+      }
+    }
+
+    // The server stops, and its programs with it: start this one again once it is back.
+    serverRestarting() {
+      this.resume = null;
+      this.drawn = 0;
+      this.restarting = true;
+      this.retries = 0;
+      this.outbox = [];
+      this.term.write("\r\n\x1b[2m── The server is restarting; this program ended ──\x1b[0m\r\n");
+      this.abandonSocket();
+      this.closed({ code: 1001, reason: "" });
+    }
+
+    closed(event) {
+      if (this.finished || this.disposed) return;
+      this.live = false;
+      if (event.code === 1001 && event.reason === "shutdown" && !this.restarting) {
+        this.serverRestarting();
+        return;
+      }
+      if (event.code === 1000 && !this.resume) {
+        this.end(event.reason || "The connection was closed.", "ended");
+        return;
+      }
+      const again = this.resume || this.restarting;
+      if (again && this.retries < RECONNECT_TRIES) {
+        // Lost connection: resume the same session, the output missed replayed first.
+        const delay = Math.min(500 * 2 ** this.retries, 8000);
+        this.retries += 1;
+        this.offline(this.restarting
+          ? `The server is restarting. Trying again in ${Math.round(delay / 1000) || 1} s…`
+          : `Connection lost. Reconnecting in ${Math.round(delay / 1000) || 1} s…`);
+        this.retryTimer = setTimeout(() => this.connect(), delay);
+      } else if (again) {
+        this.offline("Disconnected: the server cannot be reached.");
+      } else {
+        // A browser tells a page nothing of why a websocket was refused (an origin not in
+        // web.origins, a server down): say both.
+        this.end(this.everLive ? "The connection was lost."
+          : "Could not start the program: the server cannot be reached or refuses this site.",
+                 "ended");
+      }
+    }
+
+    // The screen stays, greyed and taking no input, until the session is back.
+    offline(text) {
+      this.term.options.disableStdin = true;
+      this.setState("offline", "offline");
+      this.showNotice(text, {
+        label: this.restarting ? "Try now" : "Reconnect now",
+        run: () => { this.retries = 0; this.connect(); },
+      });
+      this.parts.noticeRestart.hidden = Boolean(this.restarting);
+    }
+
+    // The program ended (or cannot go on): say so, keep its screen, offer to run it again.
+    end(text, how) {
+      if (this.finished) return;
+      this.finished = true;
+      this.live = false;
+      this.outbox = [];
+      clearTimeout(this.retryTimer);
+      this.term.options.disableStdin = true;
+      const line = how === "finished" ? "Program finished" : text;
+      this.term.write(`\r\n\x1b[2m── ${line} ──\x1b[0m\r\n\x1b[?25l`);  // and no cursor
+      this.setState(how, how === "finished" ? text || "finished" : "ended");
+      this.showNotice(how === "finished"
+        ? (text ? `Program finished (${text}).` : "Program finished.") : text, null);
+    }
+
+    // Forget the current socket: its close is not news any more.
+    abandonSocket() {
+      const ws = this.ws;
+      this.ws = null;
+      this.live = false;
+      if (ws) ws.close(1000);
+    }
+
+    setState(state, text) {
+      this.parts.frame.dataset.state = state;
+      this.parts.status.textContent = text;
+      this.dispatchEvent(new CustomEvent("jupybot-state", { detail: { state } }));
+    }
+
+    showNotice(text, action) {
+      const { notice, noticeText, noticeAction, noticeRestart } = this.parts;
+      noticeText.textContent = text;
+      noticeAction.hidden = !action;
+      noticeAction.onclick = action ? action.run : null;
+      if (action) noticeAction.textContent = action.label;
+      noticeRestart.hidden = false;
+      notice.hidden = false;
+    }
+
+    hideNotice() {
+      this.parts.notice.hidden = true;
+    }
+
+    dispose() {
+      this.disposed = true;
+      connected.delete(this);
+      clearTimeout(this.retryTimer);
+      clearTimeout(this.flushTimer);
+      cancelAnimationFrame(this.fitFrame);
+      if (this.resizer) this.resizer.disconnect();
+      this.abandonSocket();
+      if (this.term) this.term.dispose();
+      this.term = null;
+    }
+  }
+
+  // A visitor whose network comes back resumes at once rather than at the next try.
+  window.addEventListener("online", () => {
+    for (const element of connected) {
+      if (element.term && !element.finished && element.state === "offline") {
+        element.retries = 0;
+        element.connect();
+      }
+    }
+  });
+
+  customElements.define("jupybot-terminal", JupybotTerminal);
+}
