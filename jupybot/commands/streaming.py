@@ -2,7 +2,8 @@
 
 Policy: a quick execution (under C{interval}, one second by default) gets exactly one message,
 its final answer with its status. A longer one gets a reply after C{interval} that is edited at
-most once per C{interval} while output arrives (less often while the network pushes back: see
+most once per C{interval} while output arrives (for its first sends; then at the pace a
+homeserver's default rate limit sustains, and less often while the network pushes back: see
 L{EditPacer}), then edited a last time with status, execution count and duration, and a reaction
 on the command says done or failed (an edit notifies nobody). One edit is in flight at a time;
 the final edit waits for it at most C{interval}, then goes anyway, the adapter keeping a
