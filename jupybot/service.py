@@ -47,6 +47,8 @@ class Part(MultiService):
     # Seconds its stop takes at least, whatever `shutdown.timeout_seconds` says (a stop given
     # up halfway would leave processes running).
     stop_needs: float = 0.0
+    # Whether the site waits for this part to start before it listens.
+    site_waits: bool = True
 
     def __init__(self, name: str) -> None:
         super().__init__()
@@ -126,8 +128,11 @@ class AsyncioPart(Part):
     """A part whose work is an asyncio coroutine (matrix-nio, discord.py) on the shared loop.
 
     L{run} is started as a task when the part starts and cancelled, then awaited, when it stops.
-    It calls L{ready} once it is serving.
+    It calls L{ready} once it is serving. The site does not wait for it: a chat network may be
+    unreachable for hours while the part retries (/ping says so meanwhile).
     """
+
+    site_waits = False
 
     def __init__(self, name: str) -> None:
         super().__init__(name)
@@ -221,13 +226,14 @@ class JupybotService(MultiService):
         return DEGRADED
 
     def started_before(self, part: Part) -> Deferred[None]:
-        """Fires once every part added before C{part} has started or failed: the site listens
-        only then, so no request reaches a part that is not up yet."""
+        """Fires once every part added before C{part} that the site waits for (not the chat
+        networks) has started or failed: the site listens only then, so no request reaches a
+        part that is not up yet."""
         earlier = []
         for child in self:
             if child is part:
                 break
-            if isinstance(child, Part):
+            if isinstance(child, Part) and child.site_waits:
                 earlier.append(child.when_started())
         return DeferredList(earlier).addCallback(lambda _: None)
 

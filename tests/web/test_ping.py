@@ -9,7 +9,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.web.test.requesthelper import DummyRequest
 
 from jupybot.config.core import WebConfig
-from jupybot.service import JupybotService, Part
+from jupybot.service import AsyncioPart, JupybotService, Part
 from jupybot.web import PingResource, WebPart
 from jupybot.web.site import PARTS_START_WAIT
 
@@ -115,6 +115,24 @@ def test_a_part_stuck_starting_lets_the_site_listen_after_the_wait() -> None:
     reactor.advance(1)
     assert len(reactor.tcpServers) == 1
     assert ping(top)[1]["services"] == {"kernels": "starting", "web": "running"}
+
+
+class ChatPart(AsyncioPart):
+    """A chat network that cannot be reached: it never becomes ready."""
+
+    async def run(self) -> None:
+        await Deferred()
+
+
+def test_the_site_does_not_wait_for_a_chat_network() -> None:
+    reactor = MemoryReactorClock()
+    top = JupybotService(reactor, stop_timeout=5)
+    top.add_part(ChatPart("discord"))
+    web = WebPart(WebConfig(listen="tcp:8080:interface=127.0.0.1", origins=()), reactor, top)
+    top.add_part(web)
+    top.startService()
+    assert len(reactor.tcpServers) == 1
+    assert ping(top)[1]["services"] == {"discord": "starting", "web": "running"}
 
 
 def test_a_site_stopped_while_waiting_never_listens() -> None:
