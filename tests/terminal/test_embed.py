@@ -10,22 +10,25 @@ page's tests, so Playwright's event loop stays out of the test process.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from twisted.web.test.requesthelper import DummyRequest
 
+from jupybot.terminal.page import EmbedScript
 from tests.harness import ROOT, ChildProcess, JupybotProcess, jupybot_config
-
-pytestmark = pytest.mark.peers
 
 SITE_ADDRESS = "127.0.0.2"  # another loopback address: another origin than jupybot's
 DOCUMENTED_SERVER = "https://jupybot.example.org"
@@ -99,7 +102,11 @@ def sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sites]:
         started.append(listed_site)
         foreign_site, foreign = static_site(pages)
         started.append(foreign_site)
-        programs = 'programs:\n  - {name: quiz, title: Quiz, argv: [python3, "{demos}/quiz.py"]}\n'
+        programs = (
+            "programs:\n"
+            '  - {name: quiz, title: Quiz, argv: [python3, "{demos}/quiz.py"]}\n'
+            "  - {name: size, argv: [sh, -c, 'stty size; exec cat']}\n"
+        )
         config = jupybot_config(workdir, programs, web=f"  origins: ['{listed}']\n")
         jupybot = JupybotProcess(config, workdir)
         started.append(jupybot)
@@ -135,6 +142,7 @@ def browse(sites: Sites, tmp_path: Path) -> dict[str, Any]:
     return seen
 
 
+@pytest.mark.peers
 def test_the_owners_site_runs_a_program_and_sends_a_message_and_others_are_refused(
     sites: Sites, tmp_path: Path
 ) -> None:
@@ -170,6 +178,14 @@ def test_the_owners_site_runs_a_program_and_sends_a_message_and_others_are_refus
     assert listed["new_session_after_run_again"]
     assert "Welcome to the quiz!" in listed["screen_after_run_again"]
     assert "you scored" not in listed["screen_after_run_again"]  # a clean screen
+    # An element with `server`, `cols` and `height`: the PTY got the size the element drew.
+    sized = listed["sized"]
+    assert sized["pty"] == sized["term"]  # "rows cols", as `stty size` prints it
+    assert sized["term"].endswith(" 60")
+    assert sized["height"] == 200
+    assert int(sized["term"].split()[0]) >= 7  # the rows fill the 200 px
+    assert sized["dark"] == "rgb(0, 0, 0)"  # the default theme, then changed to light
+    assert sized["light"] == "rgb(255, 255, 255)"
     # The documented fetch snippet: 202, and the visitor is thanked.
     assert listed["contact_statuses"] == [202]
     assert listed["contact_result"] == "Thank you: your message is on its way."
@@ -180,14 +196,44 @@ def test_the_owners_site_runs_a_program_and_sends_a_message_and_others_are_refus
     assert [json.loads(line)["message"] for line in lines] == ["Loved the quiz (listed)."]
 
 
-_STATE_FOR_PEOPLE = r"""() => {
-  const el = document.querySelector("jupybot-terminal");
-  if (!el || !el.term) return "no element";
+@pytest.mark.peers
+def test_embed_js_is_one_gzipped_script_for_any_site_asked_again_each_visit(sites: Sites) -> None:
+    url = sites.jupybot.base_url + "/embed.js"
+    asked = urllib.request.Request(
+        url, headers={"Accept-Encoding": "gzip", "Origin": sites.foreign}
+    )
+    with urllib.request.urlopen(asked, timeout=30) as response:
+        headers, body = response.headers, response.read()
+    assert headers["Content-Type"] == "text/javascript; charset=utf-8"
+    assert headers["Content-Encoding"] == "gzip"
+    assert len(body) < 100_000  # xterm.js is most of it
+    script = gzip.decompress(body).decode()
+    assert 'customElements.define("jupybot-terminal"' in script
+    assert "Copyright" in script  # xterm.js's license goes with it
+    assert "sourceMappingURL" not in script  # no map is served
+    assert headers["Access-Control-Allow-Origin"] == "*"  # a public script; the socket decides
+    assert headers["Cache-Control"] == "no-cache"
+    unchanged = urllib.request.Request(url, headers={"If-None-Match": headers["ETag"]})
+    with pytest.raises(urllib.error.HTTPError) as answer:
+        urllib.request.urlopen(unchanged, timeout=30)
+    assert answer.value.code == 304
+
+
+def test_embed_js_says_so_when_xterm_js_is_not_installed(tmp_path: Path) -> None:
+    (tmp_path / "embed.js").write_text("function defineJupybotTerminal() {}")
+    request = DummyRequest([b""])
+    body = EmbedScript(tmp_path).render(request)
+    assert request.responseCode == 503
+    assert json.loads(body) == {"error": "embed.js is not built on this server"}
+
+
+_STATE_FOR_PEOPLE = r"""() => [...document.querySelectorAll("jupybot-terminal")].map((el) => {
+  if (!el.term) return "an element without a terminal";
   const buffer = el.term.buffer.active, lines = [];
   for (let i = 0; i < buffer.length; i++) lines.push(buffer.getLine(i).translateToString(true));
   return `state ${el.state}: ${el.shadowRoot.querySelector(".status").textContent}\n`
     + lines.join("\n").trim();
-}"""
+}).join("\n\n")"""
 
 
 # The browser's side (run as `python -m tests.terminal.test_embed LISTED FOREIGN SHOTS`).
@@ -198,45 +244,36 @@ def _drive(listed: str, foreign: str, shots: Path) -> dict[str, Any]:
 
     from tests.terminal.browser import PAGE_ERRORS, WAIT_MS, WEBGL_ARGS, watched
 
-    def screen(page: Page) -> str:
-        return str(
-            page.evaluate(
-                """() => {
-                  const term = document.querySelector("jupybot-terminal").term;
-                  const buffer = term.buffer.active, lines = [];
-                  for (let i = 0; i < buffer.length; i++) {
-                    lines.push(buffer.getLine(i).translateToString(true));
-                  }
-                  return lines.join("\\n");
-                }"""
-            )
-        )
+    # The text on an element's screen (every renderer: the DOM one leaves text in the DOM,
+    # WebGL does not), by the element's CSS selector and the page's.
+    screen_of = """([which, pattern]) => {
+      const el = document.querySelector(which);
+      if (!el || !el.term) return pattern === null ? "" : false;
+      const buffer = el.term.buffer.active, lines = [];
+      for (let i = 0; i < buffer.length; i++) lines.push(buffer.getLine(i).translateToString(true));
+      const text = lines.join("\\n");
+      return pattern === null ? text : new RegExp(pattern, "m").test(text);
+    }"""
 
-    def wait_screen(page: Page, pattern: str) -> str:
-        page.wait_for_function(
-            """(pattern) => {
-              const term = document.querySelector("jupybot-terminal").term;
-              const buffer = term.buffer.active, lines = [];
-              for (let i = 0; i < buffer.length; i++) {
-                lines.push(buffer.getLine(i).translateToString(true));
-              }
-              return new RegExp(pattern, "m").test(lines.join("\\n"));
-            }""",
-            arg=pattern,
-            timeout=WAIT_MS,
-        )
-        return screen(page)
+    def screen(page: Page, which: str = "jupybot-terminal") -> str:
+        return str(page.evaluate(screen_of, [which, None]))
 
-    def wait_state(page: Page, state: str) -> None:
+    def wait_screen(page: Page, pattern: str, which: str = "jupybot-terminal") -> str:
+        page.wait_for_function(screen_of, arg=[which, pattern], timeout=WAIT_MS)
+        return screen(page, which)
+
+    def wait_state(page: Page, state: str, which: str = "jupybot-terminal") -> None:
         page.wait_for_function(
-            "(state) => document.querySelector('jupybot-terminal').state === state",
-            arg=state,
+            "([which, state]) => document.querySelector(which).state === state",
+            arg=[which, state],
             timeout=WAIT_MS,
         )
 
-    def element(page: Page, expression: str) -> Any:
-        return page.evaluate(f"() => {{ const el = document.querySelector('jupybot-terminal'); "
-                             f"return {expression}; }}")  # fmt: skip
+    def element(page: Page, expression: str, which: str = "jupybot-terminal") -> Any:
+        return page.evaluate(
+            f"(which) => {{ const el = document.querySelector(which); return {expression}; }}",
+            which,
+        )
 
     def send_contact(page: Page, message: str) -> tuple[list[int], str]:
         page.fill("#contact-form [name=name]", "Grace")
@@ -340,6 +377,41 @@ def _drive(listed: str, foreign: str, shots: Path) -> dict[str, Any]:
                 page, "Loved the quiz (listed)."
             )
             page.screenshot(path=str(shots / "listed-origin.png"), full_page=True)
+
+            # A second element, added by a script: an explicit server, a fixed width, a height.
+            page.evaluate(
+                """(server) => {
+                  const el = document.createElement("jupybot-terminal");
+                  el.id = "sized";
+                  for (const [name, value] of Object.entries({program: "size", server, cols: "60",
+                                                              height: "200"})) {
+                    el.setAttribute(name, value);
+                  }
+                  document.body.append(el);
+                }""",
+                page.evaluate("() => document.querySelector('script[src]').src").removesuffix(
+                    "/embed.js"
+                ),
+            )
+            sized = wait_screen(page, r"^\d+ \d+$", "#sized")
+            ok["sized"] = {
+                "pty": sized.strip().splitlines()[0],
+                "term": element(page, "`${el.term.rows} ${el.term.cols}`", "#sized"),
+                "height": element(page, "el.getBoundingClientRect().height", "#sized"),
+                "dark": element(
+                    page,
+                    "getComputedStyle(el.shadowRoot.querySelector('.xterm-viewport'))"
+                    ".backgroundColor",
+                    "#sized",
+                ),
+            }
+            page.evaluate("() => document.getElementById('sized').setAttribute('theme', 'light')")
+            ok["sized"]["light"] = element(
+                page,
+                "getComputedStyle(el.shadowRoot.querySelector('.xterm-viewport')).backgroundColor",
+                "#sized",
+            )
+            page.screenshot(path=str(shots / "two-elements.png"), full_page=True)
             seen["listed"] = ok
         except Exception:
             # What the page showed when it went wrong, for the test's failure message.
