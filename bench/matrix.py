@@ -126,6 +126,7 @@ async def measure(rounds: int, workdir: Path, stream_seconds: float) -> dict[str
             password=Secret(bot_account.password),
             prefix="!bot",
             allowed_users=(person.user_id,),
+            commands_per_minute=0,  # a person's command rate is not what is measured here
         )
         part = ObservedMatrixPart(config, kernels, StateDirectory(workdir / "state"), reactor)
         part.startService()
