@@ -223,8 +223,8 @@ def test_embed_js_says_so_when_xterm_js_is_not_installed(tmp_path: Path) -> None
     (tmp_path / "embed.js").write_text("function defineJupybotTerminal() {}")
     request = DummyRequest([b""])
     body = EmbedScript(tmp_path).render(request)
-    assert request.responseCode == 503
-    assert json.loads(body) == {"error": "embed.js is not built on this server"}
+    answer = (request.responseCode, json.loads(body))
+    assert answer == (503, {"error": "embed.js is not built on this server"})
 
 
 _STATE_FOR_PEOPLE = r"""() => [...document.querySelectorAll("jupybot-terminal")].map((el) => {
