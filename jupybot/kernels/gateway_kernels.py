@@ -77,7 +77,8 @@ class SandboxedKernelManager(KernelGatewayIOLoopKernelManager):
         launch = launches.launch(kernel_cmd, dict(self.kernel_spec.env), self._directory)
         self._cgroup = launch.cgroup
         # independent: no JPY_PARENT_PID, whose watcher would take the sandbox's init (PID 1)
-        # for a dead parent. bubblewrap's --die-with-parent does that job.
+        # for a dead parent. bubblewrap's --die-with-parent (unsandboxed: setpriv's
+        # --pdeathsig) does that job.
         kw.update(env=dict(launch.env), cwd=launches.host_cwd(self._directory), independent=True)
         await super()._async_launch_kernel(launch.argv, **kw)
 

@@ -98,8 +98,11 @@ class Sandbox:
 
     def _prepare(self) -> None:
         self._prlimit = shutil.which("prlimit")
-        if self._prlimit is None:
-            raise SandboxUnavailable("prlimit (Debian package util-linux) is not installed")
+        self._setpriv = shutil.which("setpriv")
+        if self._prlimit is None or self._setpriv is None:
+            raise SandboxUnavailable(
+                "prlimit and setpriv (Debian package util-linux) are not installed"
+            )
         if not self.enabled:
             return
         self._bwrap = shutil.which("bwrap")
@@ -110,9 +113,6 @@ class Sandbox:
             )
         if os.geteuid() == 0:
             self._ids = sandbox_user_ids(self.config.user)
-            self._setpriv = shutil.which("setpriv")
-            if self._setpriv is None:
-                raise SandboxUnavailable("setpriv (Debian package util-linux) is not installed")
         self._identity_dir = Path(tempfile.mkdtemp(prefix="jupybot-sandbox-"))
         self._identity_dir.chmod(0o755)
         for name, text in identity_files().items():
@@ -189,7 +189,11 @@ class Sandbox:
                 "HOME": home,
                 "PATH": os.environ.get("PATH", INSIDE_PATH),
             }
-            return Launch([*prlimit, "--", *profile.argv], env, None, contained=False)
+            # Nothing ends an unsandboxed program with its parent (a gateway killed under its
+            # kernels, say) but the parent-death signal, which survives the execs that follow.
+            assert self._setpriv is not None
+            argv = [self._setpriv, "--pdeathsig=KILL", "--", *prlimit, "--", *profile.argv]
+            return Launch(argv, env, None, contained=False)
         assert self._bwrap is not None and self._identity_dir is not None
         cgroup = None
         if self.cgroups is not None and name is not None:
