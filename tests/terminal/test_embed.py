@@ -37,6 +37,7 @@ PAGE = """<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{policy}">
 <title>Ada Lovelace</title>
 <style>
   body {{ font-family: system-ui, sans-serif; max-width: 50rem; margin: 1.5rem auto;
@@ -113,7 +114,15 @@ def sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sites]:
         jupybot.wait_listening()
         jupybot.wait_for("terminal: running")
         terminal, contact = documented_snippets(jupybot.base_url)
-        (pages / "index.html").write_text(PAGE.format(terminal=terminal, contact=contact))
+        # What docs/embed.md tells a site with a Content-Security-Policy to allow (the page's
+        # own inline script is the contact snippet).
+        policy = (
+            "default-src 'self'; script-src 'self' 'unsafe-inline' {jupybot}; "
+            "connect-src {jupybot} {websocket}; style-src 'self' 'unsafe-inline'"
+        ).format(jupybot=jupybot.base_url, websocket=jupybot.base_url.replace("http", "ws", 1))
+        (pages / "index.html").write_text(
+            PAGE.format(policy=policy, terminal=terminal, contact=contact)
+        )
         yield Sites(jupybot, listed, foreign, workdir / "var")
     finally:
         for process in reversed(started):
@@ -165,6 +174,7 @@ def test_the_owners_site_runs_a_program_and_sends_a_message_and_others_are_refus
     assert listed["globals"] == {"Terminal": "undefined", "JupybotWire": "undefined"}
     assert listed["title"] == "Quiz"  # the catalogue's, from READY
     assert listed["rows"] == 16  # rows="16"
+    assert listed["styled"] == "absolute"  # the notice floats over the screen
     assert listed["background"] == "rgb(255, 255, 255)"  # theme="light"
     assert "Welcome to the quiz!" in listed["first_screen"]
     # A lost connection: greyed, said, then the same session resumed.
@@ -343,6 +353,10 @@ def _drive(listed: str, foreign: str, shots: Path) -> dict[str, Any]:
             )
             ok["title"] = page.locator("jupybot-terminal .title").inner_text()
             ok["rows"] = element(page, "el.term.rows")
+            # Its styles apply (a page's CSP without style-src 'unsafe-inline' blocks them).
+            ok["styled"] = element(
+                page, "getComputedStyle(el.shadowRoot.querySelector('.notice')).position"
+            )
             ok["background"] = element(
                 page,
                 "getComputedStyle(el.shadowRoot.querySelector('.xterm-viewport')).backgroundColor",

@@ -229,7 +229,15 @@ button:hover { filter: brightness(1.1); }
       this.unacked = 0;  // the server counts afresh for each connection
       const url = new URL("terminal/ws", this.server);
       url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
-      const ws = new WebSocket(url.href);
+      let ws;
+      try {
+        ws = new WebSocket(url.href);
+      } catch (error) {
+        // The page's Content-Security-Policy (connect-src) forbids it, or a bad server address.
+        this.end(`Could not start the program: this page may not connect to ${url.href} `
+                 + `(${error.name}).`, "ended");
+        return;
+      }
       ws.binaryType = "arraybuffer";
       this.ws = ws;
       const again = this.resume || this.restarting;
