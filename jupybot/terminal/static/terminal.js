@@ -7,20 +7,16 @@
 (() => {
 "use strict";
 
-// Frames of the raw protocol: static/wire.js, shared with the element of /embed.js.
-const { OUTPUT, READY, EXIT, ERROR, ACK_EVERY, sizeFrame, ackFrame } = JupybotWire;
+// The protocol's client side (frames, hello, resume, acknowledgements, refusals):
+// static/wire.js, shared with the element of /embed.js. This file draws what it says.
+const { RawConnection } = JupybotWire;
 // A program that prints nothing this long after it started gets a hint that it waits for input.
 const SILENT_HINT_MS = 1500;
-const RECONNECT_TRIES = 8;
-// Input waits in the page while the socket holds this much unsent: a huge paste does not pile
-// up in the browser's socket buffer, and what was never sent goes after a resume.
-const SEND_BUFFER_BYTES = 1 << 20;
 const STORE_PREFIX = "jupybot.session.";
 // The serialized screen kept for a reload: enough scrollback to scroll up a little, small
 // enough for sessionStorage (a few MB per origin).
 const SAVED_SCROLLBACK = 1000;
 const encoder = new TextEncoder();
-const decoder = new TextDecoder();
 
 const $ = (id) => document.getElementById(id);
 const list = $("programs");
@@ -37,17 +33,12 @@ const noticeAction = $("notice-action");
 const noticeRestart = $("notice-restart");
 const keysEl = $("keys");
 
-// The largest frame the server takes (terminal.max_frame_kb); READY may say otherwise.
-let maxFrameBytes = (Number(document.body.dataset.maxFrameKb) || 64) * 1024;
+// The largest frame the server takes (terminal.max_frame_kb).
+const maxFrameBytes = (Number(document.body.dataset.maxFrameKb) || 64) * 1024;
 let current = null;
 
 const touch = window.matchMedia("(pointer: coarse)").matches || navigator.maxTouchPoints > 0;
 document.body.classList.toggle("touch", touch);
-
-// Input as INPUT frames each under the server's frame limit: a paste of any size goes whole.
-function inputFrames(bytes) {
-  return JupybotWire.inputFrames(bytes, maxFrameBytes);
-}
 
 function programTitle(program) {
   const card = list.querySelector(`[data-program="${CSS.escape(program)}"] .title`);
@@ -76,14 +67,6 @@ const saved = {
 class Session {
   constructor(program, title, resumeFrom) {
     this.program = program;
-    this.resume = resumeFrom ? resumeFrom.resume : null;
-    this.drawn = resumeFrom ? resumeFrom.drawn : 0;  // output bytes xterm.js has drawn
-    this.unacked = 0;
-    this.finished = false;
-    this.retries = 0;
-    this.inUseTries = 0;
-    this.outbox = [];  // INPUT frames not yet handed to the socket
-    this.live = false;  // READY received on the current socket
     this.sawOutput = Boolean(resumeFrom);
     this.ctrlArmed = false;
     this.term = new Terminal({
@@ -111,7 +94,9 @@ class Session {
     if (resumeFrom && resumeFrom.screen) this.term.write(resumeFrom.screen);
     this.term.onData((data) => this.type(data));
     this.term.onBinary((data) => this.sendInput(Uint8Array.from(data, (c) => c.charCodeAt(0))));
-    this.term.onResize(({ cols, rows }) => this.send(sizeFrame(cols, rows)));
+    this.term.onResize(({ cols, rows }) => {
+      if (this.connection) this.connection.resize(cols, rows);  // not before it exists
+    });
     this.term.attachCustomKeyEventHandler((event) => this.key(event));
     this.term.element.addEventListener("mouseup", () => {
       if (this.term.hasSelection()) copy(this.term.getSelection());
@@ -122,9 +107,25 @@ class Session {
       this.fitFrame = requestAnimationFrame(() => { if (!this.disposed) this.fit.fit(); });
     });
     this.resizer.observe(host);
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    this.connection = new RawConnection({
+      url: `${scheme}://${location.host}/terminal/ws`, program, resumeFrom, maxFrameBytes,
+      view: this,
+    });
     this.connect();
     this.term.focus();
   }
+
+  // What the connection knows, for the page (and a developer's console, and the page's tests).
+  get ws() { return this.connection.ws; }
+  get resume() { return this.connection.resume; }
+  get drawn() { return this.connection.drawn; }
+  get finished() { return this.connection.finished; }
+  get restarting() { return this.connection.restarting; }
+
+  connect() { this.connection.connect(); }
+
+  sendInput(bytes) { this.connection.sendInput(bytes); }
 
   // WebGL draws faster; without it (or when its context is lost) xterm.js draws with the DOM.
   loadWebgl() {
@@ -140,47 +141,6 @@ class Session {
     } catch {
       return false;
     }
-  }
-
-  connect() {
-    clearTimeout(this.retryTimer);
-    this.abandonSocket();  // a connection still being tried ("Reconnect now")
-    this.live = false;
-    const scheme = location.protocol === "https:" ? "wss" : "ws";
-    const ws = new WebSocket(`${scheme}://${location.host}/terminal/ws`);
-    ws.binaryType = "arraybuffer";
-    this.ws = ws;
-    this.setState(this.resume || this.restarting ? "reconnecting" : "starting",
-                  this.resume || this.restarting ? "reconnecting…" : "starting…");
-    ws.onopen = () => {
-      const hello = this.resume
-        ? { resume: this.resume, received: this.drawn }
-        : { program: this.program, cols: this.term.cols, rows: this.term.rows };
-      ws.send(JSON.stringify(hello));
-    };
-    ws.onmessage = (event) => { if (this.ws === ws) this.receive(new Uint8Array(event.data)); };
-    ws.onclose = (event) => { if (this.ws === ws) this.closed(event); };
-  }
-
-  send(bytes) {
-    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(bytes);
-  }
-
-  sendInput(bytes) {
-    if (bytes.length === 1 && bytes[0] === 0x03) {
-      // Ctrl-C: like a terminal's line discipline, drop input not yet taken (a paste's rest).
-      this.outbox = [];
-    }
-    for (const part of inputFrames(bytes)) this.outbox.push(part);
-    this.flush();
-  }
-
-  flush() {
-    clearTimeout(this.flushTimer);
-    const ws = this.ws;
-    if (!this.live || !ws || ws.readyState !== WebSocket.OPEN) return;  // READY sends the rest
-    while (this.outbox.length && ws.bufferedAmount < SEND_BUFFER_BYTES) ws.send(this.outbox.shift());
-    if (this.outbox.length) this.flushTimer = setTimeout(() => this.flush(), 20);
   }
 
   type(data) {
@@ -220,48 +180,25 @@ class Session {
     keysEl.querySelector('[data-key="ctrl"]').setAttribute("aria-pressed", String(on));
   }
 
-  receive(bytes) {
-    const type = bytes[0];
-    const body = bytes.subarray(1);
-    if (type === OUTPUT) {
-      // Acknowledge once xterm.js has drawn it: the server pauses the program when we lag.
-      this.term.write(body, () => {
-        if (!this.sawOutput && !this.screenBlank()) {
-          this.sawOutput = true;
-          this.hideHint();
-        }
-        this.drawn += body.length;
-        this.unacked += body.length;
-        if (this.unacked >= ACK_EVERY) {
-          this.send(ackFrame(this.unacked));
-          this.unacked = 0;
-        }
-      });
-      return;
-    }
-    const message = body.length ? JSON.parse(decoder.decode(body)) : {};
-    if (type === READY) {
-      this.ready(message);
-    } else if (type === EXIT) {
-      this.end(message.code === 0 ? "" : message.message, "finished");
-    } else if (type === ERROR) {
-      this.refused(message);
-    }
+  // The connection's view (see RawConnection in static/wire.js).
+
+  hello() {
+    return { cols: this.term.cols, rows: this.term.rows };
   }
 
-  ready(message) {
-    this.resume = message.resume;
-    this.restarting = false;
-    if (message.max_frame_kb) maxFrameBytes = message.max_frame_kb * 1024;
-    this.unacked = 0;  // the server counts afresh for each connection
-    this.retries = 0;
-    this.inUseTries = 0;
+  write(bytes, drawn) {
+    this.term.write(bytes, () => {
+      if (!this.sawOutput && !this.screenBlank()) {
+        this.sawOutput = true;
+        this.hideHint();
+      }
+      drawn();
+    });
+  }
+
+  ready() {
     this.term.options.disableStdin = false;
-    this.setState("live", "running");
     hideNotice();
-    this.send(sizeFrame(this.term.cols, this.term.rows));
-    this.live = true;
-    this.flush();
     this.save();
     if (!this.sawOutput) {
       this.hintTimer = setTimeout(() => {
@@ -273,114 +210,44 @@ class Session {
     }
   }
 
-  refused(message) {
-    if (message.reason === "in-use" && this.inUseTries < 5) {
-      // A reload can arrive before the server saw the old page's connection close.
-      this.inUseTries += 1;
-      this.abandonSocket();
-      this.retryTimer = setTimeout(() => this.connect(), 300 * this.inUseTries);
-      return;
-    }
-    if (message.reason === "expired" && this.resume) {
-      // Gone while this tab was away (or the server restarted): keep the old screen to read,
-      // and start the program afresh below it.
-      saved.forget(this.program);
-      this.resume = null;
-      this.drawn = 0;
-      this.sawOutput = false;
-      this.outbox = [];
-      this.term.write("\r\n\x1b[2m── That session has ended; here is a new one ──\x1b[0m\r\n");
-      this.abandonSocket();
-      this.connect();
-      return;
-    }
-    if (message.reason === "shutdown") {
-      this.serverRestarting();
-      return;
-    }
-    this.end(message.message || "The server refused this session.", "refused");
-  }
-
-  // The server is restarting and its programs end with it: start this one again once the
-  // server is back, below the old screen, as after any outage.
-  serverRestarting() {
+  fresh(line) {
     saved.forget(this.program);
-    this.resume = null;
-    this.drawn = 0;
     this.sawOutput = false;
-    this.restarting = true;
-    this.retries = 0;
-    this.outbox = [];
-    this.term.write("\r\n\x1b[2m── The server is restarting; this program ended ──\x1b[0m\r\n");
-    this.abandonSocket();
-    this.closed({ code: 1001, reason: "" });
+    this.term.write(`\r\n\x1b[2m── ${line} ──\x1b[0m\r\n`);
   }
 
-  // Forget the current socket: its close is not news any more.
-  abandonSocket() {
-    const ws = this.ws;
-    this.ws = null;
-    if (ws) ws.close(1000);
+  unreachable() {
+    return "Could not reach the server.";
   }
 
   // The program ended (or cannot go on): say so, keep its screen, offer to run it again.
   end(text, how) {
-    if (this.finished) return;
-    this.finished = true;
-    this.outbox = [];
     this.hideHint();
     saved.forget(this.program);
     this.term.options.disableStdin = true;
     const line = how === "finished" ? "Program finished" : text;
     this.term.write(`\r\n\x1b[2m── ${line} ──\x1b[0m\r\n\x1b[?25l`);  // and no cursor
     if (how === "finished") {
-      this.setState("finished", text || "finished");
+      this.showState("finished", text || "finished");
       showNotice(text ? `Program finished (${text}).` : "Program finished.", null);
     } else {
-      this.setState("ended", text);
+      this.showState("ended", text);
       showNotice(text, null);
-    }
-  }
-
-  closed(event) {
-    if (this.finished || this.disposed) return;
-    if (event.code === 1001 && event.reason === "shutdown" && !this.restarting) {
-      this.serverRestarting();  // the close said so, whether or not an ERROR frame came first
-      return;
-    }
-    if (event.code === 1000 && !this.resume) {
-      this.end(event.reason || "The connection was closed.", "ended");
-      return;
-    }
-    const again = this.resume || this.restarting;
-    if (again && this.retries < RECONNECT_TRIES) {
-      // Lost connection: resume the same session, replaying what we missed.
-      const delay = Math.min(500 * 2 ** this.retries, 8000);
-      const seconds = Math.round(delay / 1000) || 1;
-      this.retries += 1;
-      this.offline(this.restarting
-        ? `The server is restarting. Starting the program again in ${seconds} s…`
-        : `Connection lost. Reconnecting in ${seconds} s…`);
-      this.retryTimer = setTimeout(() => this.connect(), delay);
-    } else if (again) {
-      this.offline("Disconnected: the server cannot be reached.");
-    } else {
-      this.end(event.reason || "Could not reach the server.", "ended");
     }
   }
 
   // The screen stays, greyed and not taking input, until the session is back.
   offline(text) {
     this.term.options.disableStdin = true;
-    this.setState("offline", "offline");
+    this.showState("offline", "offline");
     showNotice(text, {
       label: this.restarting ? "Try now" : "Reconnect now",
-      run: () => { this.retries = 0; this.connect(); },
+      run: () => this.connection.reconnectNow(),
     });
     noticeRestart.hidden = Boolean(this.restarting);  // trying again already runs it anew
   }
 
-  setState(state, text) {
+  showState(state, text) {
     stateEl.dataset.state = state;
     screenEl.dataset.state = state;
     statusEl.textContent = text;
@@ -419,12 +286,10 @@ class Session {
 
   dispose() {
     this.disposed = true;
-    clearTimeout(this.retryTimer);
-    clearTimeout(this.flushTimer);
+    this.connection.dispose();
     this.hideHint();
     this.resizer.disconnect();
     cancelAnimationFrame(this.fitFrame);
-    if (this.ws) this.ws.close(1000);
     this.term.dispose();
   }
 }
@@ -529,8 +394,7 @@ window.addEventListener("pageshow", (event) => {
 });
 window.addEventListener("online", () => {
   if (current && !current.finished && (!current.ws || current.ws.readyState === WebSocket.CLOSED)) {
-    current.retries = 0;
-    current.connect();
+    current.connection.reconnectNow();
   }
 });
 
