@@ -13,13 +13,10 @@ function defineJupybotTerminal(bundled, scriptUrl) {
   const { FitAddon } = bundled.fit;
   const { Unicode11Addon } = bundled.unicode11;
   const { WebLinksAddon } = bundled.webLinks;
-  const wire = bundled.wire;
+  // The protocol's client side, shared with jupybot's page: this element draws what it says.
+  const { RawConnection } = bundled.wire;
   const encoder = new TextEncoder();
-  const decoder = new TextDecoder();
-  const RECONNECT_TRIES = 8;
   const DEFAULT_ROWS = 24;
-  // Input waits in the element while the socket holds this much unsent (as on the page).
-  const SEND_BUFFER_BYTES = 1 << 20;
   const DEFAULT_SERVER = new URL(".", scriptUrl || location.href).href;
   const connected = new Set();  // the elements on the page, shadow roots included
 
@@ -118,7 +115,7 @@ button:hover { filter: brightness(1.1); }
       };
       this.parts.noticeRestart.addEventListener("click", () => this.runAgain());
       this.term = null;
-      this.ws = null;
+      this.connection = null;
     }
 
     get program() { return this.getAttribute("program") || ""; }
@@ -176,9 +173,12 @@ button:hover { filter: brightness(1.1); }
       this.term.unicode.activeVersion = "11";
       this.term.open(this.parts.host);
       this.fitSize();
-      this.term.onData((data) => this.sendInput(encoder.encode(data)));
-      this.term.onBinary((data) => this.sendInput(Uint8Array.from(data, (c) => c.charCodeAt(0))));
-      this.term.onResize(({ cols, rows }) => this.send(wire.sizeFrame(cols, rows)));
+      const input = (bytes) => { if (this.connection) this.connection.sendInput(bytes); };
+      this.term.onData((data) => input(encoder.encode(data)));
+      this.term.onBinary((data) => input(Uint8Array.from(data, (c) => c.charCodeAt(0))));
+      this.term.onResize(({ cols, rows }) => {
+        if (this.connection) this.connection.resize(cols, rows);
+      });
       this.resizer = new ResizeObserver(() => {
         cancelAnimationFrame(this.fitFrame);
         this.fitFrame = requestAnimationFrame(() => { if (!this.disposed) this.fitSize(); });
@@ -201,210 +201,83 @@ button:hover { filter: brightness(1.1); }
 
     // A new session of the program.
     start() {
-      this.resume = null;
-      this.drawn = 0;  // output bytes xterm.js has drawn (what a resume asks for after)
       this.everLive = false;
-      this.finished = false;
-      this.restarting = false;
-      this.retries = 0;
-      this.inUseTries = 0;
-      this.outbox = [];
+      if (this.connection) this.connection.dispose();
+      const url = new URL("terminal/ws", this.server);
+      url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+      this.connection = new RawConnection({ url: url.href, program: this.program, view: this });
       this.hideNotice();
-      this.connect();
+      this.connection.connect();
     }
 
     runAgain() {
       if (!this.term) return;
-      this.abandonSocket();
       this.term.reset();  // a clean screen, the cursor back
       this.term.options.disableStdin = false;
       this.start();
       this.term.focus();
     }
 
-    connect() {
-      clearTimeout(this.retryTimer);
-      this.abandonSocket();
-      this.live = false;
-      this.unacked = 0;  // the server counts afresh for each connection
-      const url = new URL("terminal/ws", this.server);
-      url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
-      let ws;
-      try {
-        ws = new WebSocket(url.href);
-      } catch (error) {
-        // The page's Content-Security-Policy (connect-src) forbids it, or a bad server address.
-        this.end(`Could not start the program: this page may not connect to ${url.href} `
-                 + `(${error.name}).`, "ended");
-        return;
-      }
-      ws.binaryType = "arraybuffer";
-      this.ws = ws;
-      const again = this.resume || this.restarting;
-      this.setState(again ? "reconnecting" : "starting", again ? "reconnecting…" : "starting…");
-      ws.onopen = () => {
-        const hello = this.resume
-          ? { resume: this.resume, received: this.drawn }
-          : { program: this.program, cols: this.term.cols, rows: this.term.rows };
-        ws.send(JSON.stringify(hello));
-      };
-      ws.onmessage = (event) => { if (this.ws === ws) this.receive(new Uint8Array(event.data)); };
-      ws.onclose = (event) => { if (this.ws === ws) this.closed(event); };
+    // What the connection knows, for a script of the owner's (and the tests).
+    get ws() { return this.connection ? this.connection.ws : null; }
+    get resume() { return this.connection ? this.connection.resume : null; }
+    get finished() { return this.connection ? this.connection.finished : false; }
+
+    // The connection's view (see RawConnection in static/wire.js).
+
+    hello() {
+      return { cols: this.term.cols, rows: this.term.rows };
     }
 
-    send(bytes) {
-      if (this.ws && this.ws.readyState === WebSocket.OPEN && this.live) this.ws.send(bytes);
-    }
-
-    sendInput(bytes) {
-      if (this.finished) return;
-      if (bytes.length === 1 && bytes[0] === 0x03) this.outbox = [];  // Ctrl-C drops the rest
-      this.outbox.push(...wire.inputFrames(bytes, this.maxFrameBytes || 65536));
-      this.flush();
-    }
-
-    flush() {
-      clearTimeout(this.flushTimer);
-      const ws = this.ws;
-      if (!this.live || !ws || ws.readyState !== WebSocket.OPEN) return;  // READY sends the rest
-      while (this.outbox.length && ws.bufferedAmount < SEND_BUFFER_BYTES) {
-        ws.send(this.outbox.shift());
-      }
-      if (this.outbox.length) this.flushTimer = setTimeout(() => this.flush(), 20);
-    }
-
-    receive(bytes) {
-      const type = bytes[0];
-      const body = bytes.subarray(1);
-      if (type === wire.OUTPUT) {
-        // Acknowledged once drawn: the server pauses the program while the browser lags.
-        this.term.write(body, () => {
-          this.drawn += body.length;
-          this.unacked += body.length;
-          if (this.unacked >= wire.ACK_EVERY) {
-            this.send(wire.ackFrame(this.unacked));
-            this.unacked = 0;
-          }
-        });
-        return;
-      }
-      const message = body.length ? JSON.parse(decoder.decode(body)) : {};
-      if (type === wire.READY) this.ready(message);
-      else if (type === wire.EXIT) this.end(message.code === 0 ? "" : message.message, "finished");
-      else if (type === wire.ERROR) this.refused(message);
+    write(bytes, drawn) {
+      this.term.write(bytes, drawn);
     }
 
     ready(message) {
-      this.resume = message.resume;
-      this.maxFrameBytes = (message.max_frame_kb || 64) * 1024;
       if (message.title) this.parts.title.textContent = message.title;
       this.everLive = true;
-      this.restarting = false;
-      this.retries = 0;
-      this.inUseTries = 0;
-      this.live = true;
       this.term.options.disableStdin = false;
       this.hideNotice();
-      this.setState("live", "running");
-      this.send(wire.sizeFrame(this.term.cols, this.term.rows));
-      this.flush();
     }
 
-    refused(message) {
-      if (message.reason === "in-use" && this.inUseTries < 5) {
-        this.inUseTries += 1;
-        this.abandonSocket();
-        this.retryTimer = setTimeout(() => this.connect(), 300 * this.inUseTries);
-      } else if (message.reason === "expired" && this.resume) {
-        // Gone while the connection was down: keep the old screen, start afresh below it.
-        this.term.write("\r\n\x1b[2m── That session has ended; here is a new one ──\x1b[0m\r\n");
-        this.abandonSocket();
-        this.start();
-      } else if (message.reason === "shutdown") {
-        this.serverRestarting();
-      } else {
-        this.end(message.message || "The server refused this session.", "ended");
-      }
+    fresh(line) {
+      this.term.write(`\r\n\x1b[2m── ${line} ──\x1b[0m\r\n`);
     }
 
-    // The server stops, and its programs with it: start this one again once it is back.
-    serverRestarting() {
-      this.resume = null;
-      this.drawn = 0;
-      this.restarting = true;
-      this.retries = 0;
-      this.outbox = [];
-      this.term.write("\r\n\x1b[2m── The server is restarting; this program ended ──\x1b[0m\r\n");
-      this.abandonSocket();
-      this.closed({ code: 1001, reason: "" });
-    }
-
-    closed(event) {
-      if (this.finished || this.disposed) return;
-      this.live = false;
-      if (event.code === 1001 && event.reason === "shutdown" && !this.restarting) {
-        this.serverRestarting();
-        return;
-      }
-      if (event.code === 1000 && !this.resume) {
-        this.end(event.reason || "The connection was closed.", "ended");
-        return;
-      }
-      const again = this.resume || this.restarting;
-      if (again && this.retries < RECONNECT_TRIES) {
-        // Lost connection: resume the same session, the output missed replayed first.
-        const delay = Math.min(500 * 2 ** this.retries, 8000);
-        this.retries += 1;
-        this.offline(this.restarting
-          ? `The server is restarting. Trying again in ${Math.round(delay / 1000) || 1} s…`
-          : `Connection lost. Reconnecting in ${Math.round(delay / 1000) || 1} s…`);
-        this.retryTimer = setTimeout(() => this.connect(), delay);
-      } else if (again) {
-        this.offline("Disconnected: the server cannot be reached.");
-      } else {
-        // A browser tells a page nothing of why a websocket was refused (an origin not in
-        // web.origins, a server down): say both.
-        this.end(this.everLive ? "The connection was lost."
-          : "Could not start the program: the server cannot be reached or refuses this site.",
-                 "ended");
-      }
+    // A browser tells a page nothing of why a websocket was refused (an origin not in
+    // web.origins, a server down): say both.
+    unreachable() {
+      return this.everLive ? "The connection was lost."
+        : "Could not start the program: the server cannot be reached or refuses this site.";
     }
 
     // The screen stays, greyed and taking no input, until the session is back.
     offline(text) {
+      const restarting = this.connection.restarting;
       this.term.options.disableStdin = true;
-      this.setState("offline", "offline");
+      this.showState("offline", "offline");
       this.showNotice(text, {
-        label: this.restarting ? "Try now" : "Reconnect now",
-        run: () => { this.retries = 0; this.connect(); },
+        label: restarting ? "Try now" : "Reconnect now",
+        run: () => this.connection.reconnectNow(),
       });
-      this.parts.noticeRestart.hidden = Boolean(this.restarting);
+      this.parts.noticeRestart.hidden = restarting;  // trying again already runs it anew
     }
 
     // The program ended (or cannot go on): say so, keep its screen, offer to run it again.
     end(text, how) {
-      if (this.finished) return;
-      this.finished = true;
-      this.live = false;
-      this.outbox = [];
-      clearTimeout(this.retryTimer);
       this.term.options.disableStdin = true;
       const line = how === "finished" ? "Program finished" : text;
       this.term.write(`\r\n\x1b[2m── ${line} ──\x1b[0m\r\n\x1b[?25l`);  // and no cursor
-      this.setState(how, how === "finished" ? text || "finished" : "ended");
-      this.showNotice(how === "finished"
-        ? (text ? `Program finished (${text}).` : "Program finished.") : text, null);
+      if (how === "finished") {
+        this.showState("finished", text || "finished");
+        this.showNotice(text ? `Program finished (${text}).` : "Program finished.", null);
+      } else {
+        this.showState("ended", "ended");
+        this.showNotice(text, null);
+      }
     }
 
-    // Forget the current socket: its close is not news any more.
-    abandonSocket() {
-      const ws = this.ws;
-      this.ws = null;
-      this.live = false;
-      if (ws) ws.close(1000);
-    }
-
-    setState(state, text) {
+    showState(state, text) {
       this.parts.frame.dataset.state = state;
       this.parts.status.textContent = text;
       this.dispatchEvent(new CustomEvent("jupybot-state", { detail: { state } }));
@@ -427,11 +300,10 @@ button:hover { filter: brightness(1.1); }
     dispose() {
       this.disposed = true;
       connected.delete(this);
-      clearTimeout(this.retryTimer);
-      clearTimeout(this.flushTimer);
       cancelAnimationFrame(this.fitFrame);
       if (this.resizer) this.resizer.disconnect();
-      this.abandonSocket();
+      if (this.connection) this.connection.dispose();
+      this.connection = null;
       if (this.term) this.term.dispose();
       this.term = null;
     }
@@ -440,10 +312,7 @@ button:hover { filter: brightness(1.1); }
   // A visitor whose network comes back resumes at once rather than at the next try.
   window.addEventListener("online", () => {
     for (const element of connected) {
-      if (element.term && !element.finished && element.state === "offline") {
-        element.retries = 0;
-        element.connect();
-      }
+      if (element.state === "offline") element.connection.reconnectNow();
     }
   });
 
