@@ -129,8 +129,12 @@ async def start_server(mode: str, directory: Path) -> AsyncIterator[Server]:
     session = state.path / "matrix-session.json"
     session.write_text(json.dumps({"user_id": "@bot:example.org", "access_token": ACCESS_TOKEN}))
     session.chmod(0o600)
+    # No warm pool: the attacker's and the victim's are the only kernels (sandboxed_sockets).
     config = replace(
-        GatewayConfig(url=None, token=None), kernel_memory_mb=MEMORY_MB, kernel_processes=PROCESSES
+        GatewayConfig(url=None, token=None),
+        kernel_memory_mb=MEMORY_MB,
+        kernel_processes=PROCESSES,
+        prestart=0,
     )
     part = KernelsPart(config, reactor, state, sandbox)
     with jupybot_umask():
