@@ -19,8 +19,9 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from ..config import Secret
-from ..kernels import KernelError, KernelManager, RenderOptions, render_outputs
+from ..kernels import KernelError, KernelManager
 from ..redaction import Redactor
+from ..rendering import RenderOptions, render_outputs
 from ._redact import MIN_SECRET_CHARS
 from .access import AccessPolicy, RefusalLimiter
 from .conversation import Conversation, IncomingMessage, IncomingReaction, Reply

@@ -12,7 +12,7 @@ from typing import Protocol
 
 from twisted.internet.defer import Deferred
 
-from ..kernels import Attachment, Image
+from ..rendering import Attachment, Image
 
 __all__ = [
     "Block",

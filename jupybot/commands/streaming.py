@@ -32,10 +32,9 @@ from ..kernels import (
     ErrorOutput,
     ExecutionResult,
     OutputEvent,
-    Rendered,
-    RenderOptions,
 )
 from ..redaction import Redactor
+from ..rendering import Rendered, RenderOptions
 from ._redact import MIN_SECRET_CHARS, redact_events
 from .conversation import Block, CodeBlock, Conversation, HtmlBlock, Paragraph, Reply
 from .pacing import EditPacer

@@ -10,7 +10,7 @@ from twisted.internet.defer import Deferred
 
 from ..aio import deferred_from_coroutine
 from ..commands import Conversation, Reply
-from ..kernels import Attachment, Image
+from ..rendering import Attachment, Image
 from .content import reply_text
 
 __all__ = ["DiscordConversation"]

@@ -29,8 +29,9 @@ from ..commands import (
 from ..config import Secret
 from ..config.discord import DiscordConfig
 from ..contact.registry import ChannelRegistry
-from ..kernels import KernelManager, RenderOptions
+from ..kernels import KernelManager
 from ..parts import PartContext
+from ..rendering import RenderOptions
 from ..service import AsyncioPart, JupybotService
 from ..state import StateDirectory
 from .access import DiscordAccess, roles_of

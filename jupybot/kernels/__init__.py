@@ -29,10 +29,8 @@ from .api import (
 from .embedded import EmbeddedGateway
 from .manager import GatewayKernelManager
 from .part import KernelsPart, build_kernels
-from .render import Attachment, Image, Rendered, RenderOptions, render_outputs
 
 __all__ = [
-    "Attachment",
     "ClearOutput",
     "DisplayData",
     "EmbeddedGateway",
@@ -42,7 +40,6 @@ __all__ = [
     "ExecutionResult",
     "GatewayKernelManager",
     "GatewayUnavailable",
-    "Image",
     "KernelDied",
     "KernelError",
     "KernelHandle",
@@ -52,11 +49,8 @@ __all__ = [
     "KernelsPart",
     "NoSuchKernel",
     "OutputEvent",
-    "RenderOptions",
-    "Rendered",
     "Stream",
     "UnknownKernelSpec",
     "UpdateDisplayData",
     "build_kernels",
-    "render_outputs",
 ]

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from ..commands import Reply, reply_to_html, reply_to_text
-from ..kernels import Attachment, Image
+from ..rendering import Attachment, Image
 
 __all__ = [
     "edit_content",

@@ -8,7 +8,7 @@ from twisted.internet.defer import Deferred
 
 from ..aio import deferred_from_coroutine
 from ..commands import Conversation, Reply
-from ..kernels import Attachment, Image
+from ..rendering import Attachment, Image
 from .content import edit_content, file_content, image_content, notice_content, reaction_content
 
 if TYPE_CHECKING:

@@ -19,8 +19,9 @@ from ..commands import (
 from ..config import Secret
 from ..config.matrix import MatrixConfig
 from ..contact.registry import ChannelRegistry
-from ..kernels import KernelManager, RenderOptions, render_outputs
+from ..kernels import KernelManager
 from ..parts import PartContext
+from ..rendering import RenderOptions, render_outputs
 from ..service import AsyncioPart, JupybotService
 from ..state import StateDirectory
 from .api import MatrixApi, MatrixError

@@ -10,21 +10,18 @@ from twisted.internet.defer import Deferred, succeed
 
 from jupybot.commands import Conversation, Reply, reply_to_text
 from jupybot.kernels import (
-    Attachment,
     DisplayData,
     ExecuteResult,
     ExecutionListener,
     ExecutionResult,
-    Image,
     KernelHandle,
     KernelManager,
     KernelSpec,
     NoSuchKernel,
     OutputEvent,
-    Rendered,
-    RenderOptions,
     Stream,
 )
+from jupybot.rendering import Attachment, Image, Rendered, RenderOptions
 
 
 @dataclass

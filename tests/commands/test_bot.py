@@ -21,9 +21,9 @@ from jupybot.kernels import (
     ExecuteResult,
     ExecutionResult,
     GatewayUnavailable,
-    RenderOptions,
     Stream,
 )
+from jupybot.rendering import RenderOptions
 
 from .fakes import FakeConversation, FakeKernels, simple_render
 

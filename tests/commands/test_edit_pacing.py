@@ -14,7 +14,8 @@ from jupybot.commands import Reply, reply_to_text
 from jupybot.commands.pacing import EditPacer
 from jupybot.commands.stdin import InputRouter
 from jupybot.commands.streaming import ExecutionReporter
-from jupybot.kernels import ExecutionResult, RenderOptions, Stream, render_outputs
+from jupybot.kernels import ExecutionResult, Stream
+from jupybot.rendering import RenderOptions, render_outputs
 from tests.commands.fakes import FakeConversation
 
 

@@ -8,8 +8,9 @@ from twisted.internet.testing import MemoryReactorClock
 from jupybot.commands import AccessPolicy, Addressing, ChatCommands, ChatLimits, IncomingMessage
 from jupybot.commands.stdin import InputRouter
 from jupybot.commands.streaming import ExecutionReporter
-from jupybot.kernels import ExecutionResult, RenderOptions, render_outputs
+from jupybot.kernels import ExecutionResult
 from jupybot.kernels.starts import StartWatcher
+from jupybot.rendering import RenderOptions, render_outputs
 from tests.commands.fakes import FakeConversation, simple_render
 from tests.kernels.fake_gateway import FakeGateway
 

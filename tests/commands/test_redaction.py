@@ -23,11 +23,10 @@ from jupybot.kernels import (
     ErrorOutput,
     ExecutionResult,
     KernelHandle,
-    RenderOptions,
     Stream,
     UnknownKernelSpec,
-    render_outputs,
 )
+from jupybot.rendering import RenderOptions, render_outputs
 
 from .fakes import FakeConversation, FakeKernels, simple_render
 

@@ -10,7 +10,7 @@ from twisted.internet.task import Clock
 
 from jupybot.commands import Addressing, ChatCommands, IncomingMessage
 from jupybot.discord import DiscordAccess, roles_of
-from jupybot.kernels import RenderOptions
+from jupybot.rendering import RenderOptions
 from tests.commands.fakes import FakeConversation, FakeKernels, simple_render
 
 CODERS = "111"  # a role allowed to run code

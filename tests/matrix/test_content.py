@@ -7,7 +7,6 @@ import stat
 from pathlib import Path
 
 from jupybot.commands import CodeBlock, Paragraph, Reply
-from jupybot.kernels import Attachment, Image
 from jupybot.matrix.content import (
     edit_content,
     file_content,
@@ -16,6 +15,7 @@ from jupybot.matrix.content import (
     strip_reply_fallback,
 )
 from jupybot.matrix.session import SessionFile, StoredSession, SyncFile, SyncState
+from jupybot.rendering import Attachment, Image
 
 REPLY = Reply((Paragraph("result:"), CodeBlock("42")))
 

@@ -8,7 +8,8 @@ import pytest
 import pytest_twisted
 
 from jupybot.config.kernels import GatewayConfig
-from jupybot.kernels import GatewayKernelManager, KernelManager, render_outputs
+from jupybot.kernels import GatewayKernelManager, KernelManager
+from jupybot.rendering import render_outputs
 from tests.peers.kernel_gateway import KernelGateway
 
 from .conftest import BotRunner

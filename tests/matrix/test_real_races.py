@@ -11,7 +11,8 @@ import pytest_twisted
 
 from jupybot.aio import deferred_from_coroutine
 from jupybot.config.kernels import GatewayConfig
-from jupybot.kernels import GatewayKernelManager, KernelManager, render_outputs
+from jupybot.kernels import GatewayKernelManager, KernelManager
+from jupybot.rendering import render_outputs
 from tests.peers.kernel_gateway import KernelGateway
 from tests.peers.synapse import Synapse
 

@@ -6,8 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ..ansi import strip_ansi
-from ._mime import Piece, bundle_piece, preformatted
-from .api import (
+from ..kernels.api import (
     ClearOutput,
     DisplayData,
     ErrorOutput,
@@ -16,6 +15,7 @@ from .api import (
     Stream,
     UpdateDisplayData,
 )
+from ._mime import Piece, bundle_piece, preformatted
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from jupybot.kernels import RenderOptions, render_outputs
 from jupybot.kernels.api import (
     ClearOutput,
     DisplayData,
@@ -15,8 +14,9 @@ from jupybot.kernels.api import (
     Stream,
     UpdateDisplayData,
 )
+from jupybot.rendering import RenderOptions, render_outputs
 
-RECORDED = Path(__file__).parent / "recorded"
+RECORDED = Path(__file__).parent.parent / "kernels" / "recorded"
 TYPES = {
     cls.__name__: cls
     for cls in (Stream, DisplayData, UpdateDisplayData, ClearOutput, ExecuteResult, ErrorOutput)
