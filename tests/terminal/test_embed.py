@@ -177,6 +177,9 @@ def test_the_owners_site_runs_a_program_and_sends_a_message_and_others_are_refus
     assert listed["styled"] == "absolute"  # the notice floats over the screen
     assert listed["background"] == "rgb(255, 255, 255)"  # theme="light"
     assert "Welcome to the quiz!" in listed["first_screen"]
+    # No cursor is drawn before the terminal was focused: the bar says where to type.
+    assert listed["status_before_click"] == "running · click to type"
+    assert listed["status_after_click"] == "running"
     # A lost connection: greyed, said, then the same session resumed.
     assert listed["offline_notice"].startswith("Connection lost")
     assert listed["same_session_after_outage"]
@@ -361,7 +364,9 @@ def _drive(listed: str, foreign: str, shots: Path) -> dict[str, Any]:
                 page,
                 "getComputedStyle(el.shadowRoot.querySelector('.xterm-viewport')).backgroundColor",
             )
+            ok["status_before_click"] = page.locator("jupybot-terminal .status").inner_text()
             page.click("jupybot-terminal .terminal")
+            ok["status_after_click"] = page.locator("jupybot-terminal .status").inner_text()
             page.keyboard.type("Ada\n")
             wait_screen(page, "^1\\. ")
             token = element(page, "el.resume")

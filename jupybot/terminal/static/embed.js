@@ -46,6 +46,7 @@ function defineJupybotTerminal(bundled, scriptUrl) {
   border: 1px solid var(--border); border-radius: 8px; overflow: hidden;
   background: var(--bg); color: var(--fg);
   font: 14px/1.4 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; }
+.frame:focus-within { border-color: var(--accent); }
 .frame[data-theme="light"] { --bg: #fff; --fg: #1f2328; --bar: #f4f5f7; --border: #d0d7de;
   --muted: #57606a; --accent: #0969da; --live: #1a7f37; --warn: #9a6700; --bad: #cf222e; }
 .bar { display: flex; gap: 0.6em; align-items: center; padding: 0.35em 0.8em;
@@ -114,6 +115,10 @@ button:hover { filter: brightness(1.1); }
         noticeRestart: $("notice-restart"),
       };
       this.parts.noticeRestart.addEventListener("click", () => this.runAgain());
+      // A click anywhere on it but a button (the bar, the padding) types into the terminal.
+      this.parts.frame.addEventListener("click", (event) => {
+        if (this.term && !event.target.closest("button")) this.term.focus();
+      });
       this.term = null;
       this.connection = null;
     }
@@ -172,6 +177,8 @@ button:hover { filter: brightness(1.1); }
       this.term.loadAddon(new Unicode11Addon());
       this.term.unicode.activeVersion = "11";
       this.term.open(this.parts.host);
+      this.term.textarea.addEventListener("focus", () => this.showStatus());
+      this.term.textarea.addEventListener("blur", () => this.showStatus());
       this.fitSize();
       const input = (bytes) => { if (this.connection) this.connection.sendInput(bytes); };
       this.term.onData((data) => input(encoder.encode(data)));
@@ -279,8 +286,18 @@ button:hover { filter: brightness(1.1); }
 
     showState(state, text) {
       this.parts.frame.dataset.state = state;
-      this.parts.status.textContent = text;
+      this.statusText = text;
+      this.showStatus();
       this.dispatchEvent(new CustomEvent("jupybot-state", { detail: { state } }));
+    }
+
+    // xterm.js draws no cursor until the terminal was focused once, and an element on a page
+    // is not focused on load (that would scroll to it): the bar says where to type instead.
+    showStatus() {
+      const waiting = this.state === "live" && this.term
+        && this.parts.host.querySelector("textarea") !== this.shadowRoot.activeElement;
+      this.parts.status.textContent = waiting ? `${this.statusText} · click to type`
+        : this.statusText;
     }
 
     showNotice(text, action) {
