@@ -87,8 +87,12 @@ def test_unsandboxed_programs_run_under_prlimit_with_a_clean_environment() -> No
         limits=ProgramLimits(cpu_seconds=5, memory_mb=100, processes=7, file_size_mb=1),
     )
     launch = launch_program(program, sandbox, "s1")
-    assert launch.argv[0].endswith("prlimit") and not launch.contained
-    assert launch.argv[1:7] == [
+    assert not launch.contained
+    # The parent-death signal first (the program dies with jupybot), then the limits.
+    assert launch.argv[0].endswith("setpriv") and launch.argv[1:3] == ["--pdeathsig=KILL", "--"]
+    argv = launch.argv[3:]
+    assert argv[0].endswith("prlimit")
+    assert argv[1:7] == [
         "--as=104857600",
         "--fsize=1048576",
         "--nofile=1024",
@@ -96,7 +100,7 @@ def test_unsandboxed_programs_run_under_prlimit_with_a_clean_environment() -> No
         "--cpu=5",
         "--nproc=7",
     ]
-    assert launch.argv[7:] == ["--", sys.executable, "-q"]
+    assert argv[7:] == ["--", sys.executable, "-q"]
     assert launch.env["TERM"] == "xterm-256color" and launch.env["GAME"] == "on"
     assert "JUPYBOT_CONFIG" not in launch.env and "SSH_AUTH_SOCK" not in launch.env
     assert set(launch.env) == {
