@@ -7,13 +7,16 @@ channel registry). Parts never look each other up.
 
 from __future__ import annotations
 
+from twisted.internet.interfaces import IReactorTime
+
 from .config import Config
 from .contact import ChannelRegistry, build_contact
 from .discord import build_discord
 from .kernels import GatewayKernelManager, build_kernels
 from .matrix import build_matrix
 from .metrics import MetricSources, build_metrics
-from .parts import PartContext, Reactor
+from .parts import PartContext
+from .reactor import Reactor
 from .sandbox import Sandbox
 from .sandbox.part import SandboxPart
 from .service import JupybotService
@@ -26,7 +29,7 @@ from .web import WebPart
 def build_service(config: Config, reactor: Reactor) -> JupybotService:
     """Build every enabled part in start order; the web site listens once the parts before it
     have started (or failed), and stops first."""
-    top = JupybotService(reactor, stop_timeout=config.shutdown.timeout_seconds)
+    top = JupybotService(IReactorTime(reactor), stop_timeout=config.shutdown.timeout_seconds)
     state = StateDirectory(config.storage.path)
     state.ensure()
     web = WebPart(config.web, reactor, top)

@@ -37,7 +37,8 @@ from . import __version__
 from .commands import ChatCommands
 from .config.metrics import MetricsConfig, Network
 from .kernels import ExecutionResult
-from .parts import PartContext, Reactor
+from .parts import PartContext
+from .reactor import ListeningReactor
 from .service import DISABLED, RUNNING, JupybotService, Part
 
 if TYPE_CHECKING:
@@ -328,7 +329,9 @@ class _NotFound(Resource):
 class MetricsPart(Part):
     """Listens on `metrics.listen` with /metrics and nothing else."""
 
-    def __init__(self, config: MetricsConfig, reactor: Reactor, sources: MetricSources) -> None:
+    def __init__(
+        self, config: MetricsConfig, reactor: ListeningReactor, sources: MetricSources
+    ) -> None:
         super().__init__("metrics")
         self._config = config
         self._reactor = reactor

@@ -10,7 +10,7 @@ from .config import Config
 from .reactor import Reactor
 from .state import StateDirectory
 
-__all__ = ["PartContext", "Reactor"]
+__all__ = ["PartContext"]
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """Installs Twisted's asyncio reactor, once and on purpose, on a fresh asyncio loop; and names
-the type parts receive it as (L{Reactor}).
+the types parts receive it as (L{Clock}, L{ProcessReactor}, L{NetworkReactor}, L{Reactor}...).
 
 jupybot's Twisted protocols and its asyncio libraries (matrix-nio, discord.py, aiohttp) must
 share one event loop; this is the only place that decides which loop that is.
@@ -9,16 +9,89 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, AnyStr, Protocol
+
+if TYPE_CHECKING:
+    from twisted.internet.asyncioreactor import AsyncioSelectorReactor
+    from twisted.internet.interfaces import (
+        IConnector,
+        IDelayedCall,
+        IListeningPort,
+        IProcessProtocol,
+        IProcessTransport,
+    )
+    from twisted.internet.protocol import ClientFactory, ServerFactory
 
 ASYNCIO_REACTOR = "AsyncioSelectorReactor"
 
-# The reactor as a part receives it when it uses several of its interfaces at once (time and
-# TCP for the kernels, time and processes for the terminal...). A class that uses one interface
-# names it instead (IReactorTime for a clock). This stays Any: zope interfaces are nominal for
-# mypy-zope, so no combination of them declared here would accept the installed reactor (typed
-# by Twisted as its own private combination) or the test fakes without a cast at every caller.
-Reactor = Any
+# The reactor as each part uses it, as structural protocols: the installed reactor and Twisted's
+# fakes (task.Clock, MemoryReactorClock) match them without declaring anything. zope interfaces
+# would not do: mypy-zope checks them nominally, so a combination declared here (time and
+# processes, say) would accept neither the installed reactor nor the fakes without a cast.
+# Where Twisted's own helpers want its zope interface (Deferred.addTimeout, deferLater,
+# LoopingCall.clock), adapt: IReactorTime(clock) checks at run time that it provides it.
+
+
+class Clock(Protocol):
+    """Time: what a timer, a deadline or a rate needs."""
+
+    def seconds(self) -> float: ...
+
+    def callLater(
+        self, delay: float, callable: Callable[..., Any], *args: object, **kwargs: object
+    ) -> IDelayedCall: ...
+
+
+class ProcessReactor(Clock, Protocol):
+    """Time and child processes: what a PTY session or a supervised process needs."""
+
+    def spawnProcess(
+        self,
+        processProtocol: IProcessProtocol,
+        executable: bytes | str,
+        args: Sequence[bytes | str],
+        env: Mapping[AnyStr, AnyStr] | None = None,
+        path: bytes | str | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        usePTY: bool = False,
+        childFDs: Mapping[int, int | str] | None = None,
+    ) -> IProcessTransport: ...
+
+
+class NetworkReactor(Clock, Protocol):
+    """Time and outgoing TCP: what an HTTP or websocket client (Agent, endpoints) needs."""
+
+    def connectTCP(
+        self,
+        host: str,
+        port: int,
+        factory: ClientFactory,
+        timeout: float = 30.0,
+        bindAddress: tuple[str, int] | None = None,
+    ) -> IConnector: ...
+
+
+class ListeningReactor(Clock, Protocol):
+    """Time and listening sockets: what a site on an endpoint description (`tcp:8080`) needs."""
+
+    def listenTCP(
+        self, port: int, factory: ServerFactory, backlog: int = 50, interface: str = ""
+    ) -> IListeningPort: ...
+
+
+class ThreadReactor(Protocol):
+    """Getting back onto the reactor's thread from a worker thread."""
+
+    def callFromThread(
+        self, callable: Callable[..., Any], *args: object, **kwargs: object
+    ) -> None: ...
+
+
+class Reactor(ProcessReactor, NetworkReactor, ListeningReactor, ThreadReactor, Protocol):
+    """The whole reactor as the composition root hands it out (L{installed_reactor}, or a test's
+    fake): every part takes the narrower protocol above that it uses."""
 
 
 class WrongReactor(Exception):
@@ -52,3 +125,17 @@ def install_asyncio_reactor() -> asyncio.AbstractEventLoop:
     running: asyncio.AbstractEventLoop = reactor._asyncioEventloop  # type: ignore[attr-defined]
     asyncio.set_event_loop(running)
     return running
+
+
+def installed_reactor() -> AsyncioSelectorReactor:
+    """The installed asyncio reactor with its own type, which matches L{Reactor}: Twisted types
+    C{twisted.internet.reactor} as a combination of interfaces that lacks C{callFromThread}.
+
+    Any other installed reactor raises L{WrongReactor}.
+    """
+    from twisted.internet import reactor
+    from twisted.internet.asyncioreactor import AsyncioSelectorReactor
+
+    if not isinstance(reactor, AsyncioSelectorReactor):
+        raise WrongReactor(type(reactor).__name__)
+    return reactor

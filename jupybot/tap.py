@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import IService
 from twisted.logger import Logger
@@ -15,8 +15,16 @@ from twisted.python import usage
 
 from .config import Config, ConfigError, default_config_path, load_config
 from .logs import make_observer, open_log_file
-from .reactor import ASYNCIO_REACTOR, install_asyncio_reactor, installed_reactor_name
+from .reactor import (
+    ASYNCIO_REACTOR,
+    install_asyncio_reactor,
+    installed_reactor,
+    installed_reactor_name,
+)
 from .state import PRIVATE_UMASK
+
+if TYPE_CHECKING:
+    from twisted.internet.asyncioreactor import AsyncioSelectorReactor
 
 
 class Options(usage.Options):
@@ -72,7 +80,7 @@ def makeService(options: Options) -> IService:
     # daemon; an explicit --umask is applied after this, and postOptions refused a lax one.
     os.umask(PRIVATE_UMASK)
     install_asyncio_reactor()
-    from twisted.internet import reactor
+    reactor = installed_reactor()
 
     from .app import build_service
     from .web.edges import raise_open_file_limit
@@ -104,7 +112,7 @@ def _freeze_what_start_up_made() -> None:
     gc.freeze()
 
 
-def _stop_on_early_signals(reactor: Any) -> None:
+def _stop_on_early_signals(reactor: AsyncioSelectorReactor) -> None:
     """Stop cleanly on SIGINT/SIGTERM from now on, not only once reactor.run() handles them.
 
     twistd starts the services (spawning the embedded gateway, say) before the reactor installs

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from twisted.internet import reactor
-
 from jupybot.app import build_service, summarize
 from jupybot.config import Config, parse_config
 from jupybot.discord import DiscordPart
 from jupybot.kernels import KernelsPart
 from jupybot.matrix import MatrixPart
+from jupybot.reactor import installed_reactor
 
 CHAT = """
 matrix:
@@ -32,7 +31,7 @@ def config_in(tmp_path: Path, text: str = "") -> Config:
 def test_parts_are_built_in_start_order_and_unconfigured_ones_are_disabled(
     tmp_path: Path,
 ) -> None:
-    top = build_service(config_in(tmp_path), reactor)
+    top = build_service(config_in(tmp_path), installed_reactor())
     assert top.statuses() == {
         "sandbox": "starting",
         "kernels": "starting",
@@ -46,7 +45,7 @@ def test_parts_are_built_in_start_order_and_unconfigured_ones_are_disabled(
 
 
 def test_both_chat_bots_run_code_on_the_kernels_part(tmp_path: Path) -> None:
-    top = build_service(config_in(tmp_path, CHAT), reactor)
+    top = build_service(config_in(tmp_path, CHAT), installed_reactor())
     kernels = top.getServiceNamed("kernels")
     matrix = top.getServiceNamed("matrix")
     discord = top.getServiceNamed("discord")

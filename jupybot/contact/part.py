@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Protocol
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
 
 from ..config.contact import ContactConfig
 from ..parts import PartContext
-from ..reactor import Reactor
+from ..reactor import Clock, ThreadReactor
 from ..service import JupybotService, Part
 from ..state import StateDirectory
 from ..web.clients import NO_PROXIES, ProxyTrust
@@ -28,12 +30,16 @@ def database_path(state: StateDirectory) -> Path:
     return state.file(DATABASE)
 
 
+class _ContactReactor(Clock, ThreadReactor, Protocol):
+    """Time for the outbox's retries and the rate limit; the store's writer thread calls back."""
+
+
 class ContactPart(Part):
     def __init__(
         self,
         config: ContactConfig,
         origins: tuple[str, ...],
-        reactor: Reactor,
+        reactor: _ContactReactor,
         state: StateDirectory,
         channels: ChannelRegistry,
         proxies: ProxyTrust = NO_PROXIES,
@@ -43,7 +49,7 @@ class ContactPart(Part):
         self.accepted = 0  # messages stored (answered 202) since start; read by /metrics
         self.store = ContactStore(reactor, database_path(state))
         self.outbox = Outbox(
-            reactor,
+            IReactorTime(reactor),
             self.store,
             channels,
             config.deliver_to,
@@ -51,7 +57,9 @@ class ContactPart(Part):
             on_problem=self._channel_problem,
         )
         self._problems: dict[str, str] = {}
-        self.resource = ContactResource(config, origins, reactor, self.accept, proxies)
+        self.resource = ContactResource(
+            config, origins, IReactorTime(reactor), self.accept, proxies
+        )
         if "file" in config.deliver_to + config.fallback_to:
             path = Path(config.file)
             channels.register(FileChannel(path if path.is_absolute() else state.file(config.file)))

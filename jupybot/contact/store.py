@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred
 
+from ..reactor import ThreadReactor
 from .api import ContactMessage
 
 T = TypeVar("T")
@@ -78,7 +79,7 @@ def open_database(path: Path) -> sqlite3.Connection:
 class ContactStore:
     """The database behind its writer thread; every method returns a Deferred."""
 
-    def __init__(self, reactor: Any, path: Path) -> None:
+    def __init__(self, reactor: ThreadReactor, path: Path) -> None:
         self._reactor = reactor
         self.path = path
         self._requests: queue.Queue[

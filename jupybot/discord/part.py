@@ -319,7 +319,11 @@ def build_discord(
         top.add_disabled("discord", reason)
         return
     part = DiscordPart(
-        config, kernels, context.reactor, secrets=context.config.secrets, state=context.state
+        config,
+        kernels,
+        IReactorTime(context.reactor),
+        secrets=context.config.secrets,
+        state=context.state,
     )
     if config.owner_id:
         channels.register(OwnerDirectMessages(part.client, config.owner_id))

@@ -24,7 +24,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ..reactor import Reactor
+from ..reactor import ProcessReactor
 
 __all__ = ["Command", "ProcessSupervisor"]
 
@@ -75,7 +75,7 @@ class ProcessSupervisor:
 
     def __init__(
         self,
-        reactor: Reactor,
+        reactor: ProcessReactor,
         name: str,
         command: Callable[[], Command],
         on_line: Callable[[bytes], None],

@@ -22,12 +22,12 @@ from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.internet.ssl import CertificateOptions, optionsForClientTLS
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ..reactor import Reactor
+from ..reactor import NetworkReactor
 from .api import GatewayUnavailable
 
 log = Logger()
@@ -94,7 +94,7 @@ class KernelChannels:
 
     def __init__(
         self,
-        reactor: Reactor,
+        reactor: NetworkReactor,
         url: str,
         headers: dict[str, str],
         on_kernel_message: MessageHandler,
@@ -112,7 +112,7 @@ class KernelChannels:
             _endpoint(reactor, full_url, verify_tls),
             factory,
             retryPolicy=backoffPolicy(initialDelay=0.2, maxDelay=10.0),
-            clock=reactor,
+            clock=IReactorTime(reactor),
         )
         self._on_kernel_message = on_kernel_message
         self._on_disconnect = on_disconnect
@@ -143,7 +143,7 @@ class KernelChannels:
                 )
             failure.raiseException()
 
-        d.addTimeout(timeout, self._reactor)
+        d.addTimeout(timeout, IReactorTime(self._reactor))
         d.addErrback(timed_out)
         return d
 
@@ -228,7 +228,7 @@ def _unavailable(message: str) -> Deferred[None]:
     return d
 
 
-def _endpoint(reactor: Reactor, url: str, verify_tls: bool) -> IStreamClientEndpoint:
+def _endpoint(reactor: NetworkReactor, url: str, verify_tls: bool) -> IStreamClientEndpoint:
     parsed = urlparse(url)
     secure = parsed.scheme == "wss"
     host = parsed.hostname or "localhost"

@@ -29,10 +29,11 @@ from pathlib import Path
 
 from twisted.application.internet import backoffPolicy
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from ..parts import Reactor
+from ..reactor import ProcessReactor
 from ..sandbox.kernels import KernelSandboxPlan, remove_kernel_cgroups
 from . import _leftovers
 from ._supervisor import Command, ProcessSupervisor
@@ -62,7 +63,7 @@ class EmbeddedGateway:
 
     def __init__(
         self,
-        reactor: Reactor,
+        reactor: ProcessReactor,
         runtime_dir: Path,
         on_ready: Callable[[str, str], None],
         on_restart: Callable[[], None],
@@ -141,7 +142,7 @@ class EmbeddedGateway:
         plan_file.write_text(self._plan.to_json())
         plan_file.chmod(0o600)
         self.process.start()
-        ready.addTimeout(STARTUP_TIMEOUT, self._reactor)
+        ready.addTimeout(STARTUP_TIMEOUT, IReactorTime(self._reactor))
         return await ready
 
     async def _end_predecessor(self) -> None:
@@ -162,7 +163,7 @@ class EmbeddedGateway:
             )
             deadline = self._reactor.seconds() + STOP_GRACE
             while _leftovers.any_alive(killed) and self._reactor.seconds() < deadline:
-                await deferLater(self._reactor, 0.05, lambda: None)
+                await deferLater(IReactorTime(self._reactor), 0.05, lambda: None)
         self._remove_directory_of(previous)
 
     def _remove_directory_of(self, previous: _leftovers.GatewayRecord) -> None:

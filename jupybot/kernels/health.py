@@ -8,11 +8,12 @@ from collections.abc import Callable
 
 from treq.client import HTTPClient
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web.client import Agent
 
-from ..reactor import Reactor
+from ..reactor import NetworkReactor
 from .rest import quiet_pool
 
 __all__ = ["GatewayProbe"]
@@ -30,7 +31,7 @@ class GatewayProbe:
 
     def __init__(
         self,
-        reactor: Reactor,
+        reactor: NetworkReactor,
         target: Callable[[], tuple[str, dict[bytes | str, list[bytes | str]]] | None],
         http: HTTPClient | None = None,
     ) -> None:
@@ -39,7 +40,7 @@ class GatewayProbe:
         self._http = http or HTTPClient(Agent(reactor, pool=quiet_pool(reactor)))
         self.problem: str | None = None
         self._loop = LoopingCall(self.probe)
-        self._loop.clock = reactor
+        self._loop.clock = IReactorTime(reactor)
 
     def start(self) -> None:
         if not self._loop.running:

@@ -10,12 +10,13 @@ from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.internet.defer import TimeoutError as DeferredTimeout
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ..config.kernels import GatewayConfig
-from ..reactor import Reactor
+from ..reactor import NetworkReactor
 from .api import (
     ExecutionListener,
     ExecutionResult,
@@ -38,7 +39,7 @@ log = Logger()
 T = TypeVar("T")
 
 KernelFactory = Callable[
-    [Reactor, GatewayRest, str, str, GatewayConfig, Callable[[GatewayKernel], None]],
+    [NetworkReactor, GatewayRest, str, str, GatewayConfig, Callable[[GatewayKernel], None]],
     GatewayKernel,
 ]
 
@@ -118,7 +119,7 @@ class GatewayKernelManager(KernelManager):
 
     def __init__(
         self,
-        reactor: Reactor,
+        reactor: NetworkReactor,
         config: GatewayConfig,
         kernel_factory: KernelFactory = GatewayKernel,
     ) -> None:
@@ -145,7 +146,7 @@ class GatewayKernelManager(KernelManager):
         # Per owner: why its current kernel was lost, told with its next run's result.
         self._lost: dict[str, str] = {}
         self._culler = LoopingCall(self._cull)
-        self._culler.clock = reactor
+        self._culler.clock = IReactorTime(reactor)
         # Read by /metrics: each finished execution as (owner, result), and gateway restarts.
         self.execution_observers: list[Callable[[str, ExecutionResult], None]] = []
         self.gateway_restarts = 0
@@ -216,7 +217,7 @@ class GatewayKernelManager(KernelManager):
             return self._rest
         d: Deferred[GatewayRest] = Deferred()
         self._connected.append(d)
-        d.addTimeout(self._config.request_timeout_seconds, self._reactor)
+        d.addTimeout(self._config.request_timeout_seconds, IReactorTime(self._reactor))
         try:
             return await d
         except DeferredTimeout:

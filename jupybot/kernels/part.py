@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from twisted.internet.defer import Deferred
 
 from ..config.kernels import GatewayConfig
-from ..parts import PartContext, Reactor
+from ..parts import PartContext
+from ..reactor import NetworkReactor, ProcessReactor
 from ..sandbox import Limits, Sandbox
 from ..sandbox.kernels import KernelSandboxPlan, kernel_sandbox_plan
 from ..service import JupybotService, Part
@@ -22,11 +25,19 @@ GATEWAY_RECORD = "embedded-gateway.json"
 GATEWAY_RESTARTED = "The kernel gateway restarted and lost its kernels; start a new one."
 
 
+class _GatewayReactor(ProcessReactor, NetworkReactor, Protocol):
+    """The embedded gateway's process, and the HTTP and websockets to a gateway."""
+
+
 class KernelsPart(Part):
     """The kernel manager, and the embedded gateway when no `gateway.url` is configured."""
 
     def __init__(
-        self, config: GatewayConfig, reactor: Reactor, state: StateDirectory, sandbox: Sandbox
+        self,
+        config: GatewayConfig,
+        reactor: _GatewayReactor,
+        state: StateDirectory,
+        sandbox: Sandbox,
     ) -> None:
         super().__init__("kernels")
         self._config = config

@@ -25,7 +25,7 @@ from twisted.web.client import (
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
-from ..reactor import Reactor
+from ..reactor import NetworkReactor
 from .api import (
     GatewayUnavailable,
     KernelError,
@@ -45,7 +45,7 @@ class _QuietClientFactory(_HTTP11ClientFactory):
     noisy = False
 
 
-def quiet_pool(reactor: Reactor) -> HTTPConnectionPool:
+def quiet_pool(reactor: NetworkReactor) -> HTTPConnectionPool:
     """What Agent makes by default (a connection per request), without two log lines each."""
     pool = HTTPConnectionPool(reactor, persistent=False)
     pool._factory = _QuietClientFactory  # the one way to choose it: Twisted's own tests do
@@ -65,7 +65,7 @@ class GatewayRest:
 
     def __init__(
         self,
-        reactor: Reactor,
+        reactor: NetworkReactor,
         base_url: str,
         token: str | None,
         timeout: float,

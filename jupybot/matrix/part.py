@@ -222,7 +222,11 @@ def build_matrix(
         top.add_disabled("matrix", reason)
         return
     part = MatrixPart(
-        config, kernels, context.state, context.reactor, secrets=context.config.secrets
+        config,
+        kernels,
+        context.state,
+        IReactorTime(context.reactor),
+        secrets=context.config.secrets,
     )
     if config.contact_room:
         channels.register(MatrixContactRoom(part, config.contact_room))

@@ -9,7 +9,8 @@ from twisted.web.resource import EncodingResourceWrapper, Resource
 from twisted.web.server import GzipEncoderFactory
 
 from ..config import Config
-from ..parts import PartContext, Reactor
+from ..parts import PartContext
+from ..reactor import ProcessReactor
 from ..sandbox import Sandbox
 from ..service import JupybotService, Part
 from ..web.clients import ProxyTrust
@@ -32,7 +33,7 @@ class TerminalPart(Part):
     # The whole SIGHUP, SIGTERM, SIGKILL sequence, and a second for the kernel to reap.
     stop_needs = 2 * KILL_GRACE + 1.0
 
-    def __init__(self, config: Config, reactor: Reactor, sandbox: Sandbox) -> None:
+    def __init__(self, config: Config, reactor: ProcessReactor, sandbox: Sandbox) -> None:
         super().__init__("terminal")
         self.sessions = TerminalSessions(
             reactor, config.terminal, {p.name: p for p in config.programs}, sandbox
@@ -55,7 +56,7 @@ class TerminalPart(Part):
     def stop_part(self) -> Deferred[None]:
         return self.sessions.close_all().addCallback(lambda _: None)
 
-    def resources(self, config: Config, reactor: Reactor) -> dict[bytes, Resource]:
+    def resources(self, config: Config, reactor: ProcessReactor) -> dict[bytes, Resource]:
         def factory(protocol: type[WebSocketServerProtocol]) -> TerminalFactory:
             made = TerminalFactory(
                 self.sessions,

@@ -30,6 +30,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ..reactor import ProcessReactor
 from ..sandbox import Launch
 from . import _proc
 
@@ -135,7 +136,7 @@ class PtySession:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: ProcessReactor,
         name: str,
         launch: Launch,
         cols: int,
@@ -194,7 +195,8 @@ class PtySession:
                     argv,
                     env=self._launch.env,
                     path=self._cwd,
-                    usePTY=(master, slave, tty_name),
+                    # IReactorProcess says bool; every POSIX reactor also takes an opened PTY.
+                    usePTY=(master, slave, tty_name),  # type: ignore[arg-type]
                 )
         except Exception:
             os.close(master)

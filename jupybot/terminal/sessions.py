@@ -15,6 +15,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 from ..config.terminal import ProgramConfig, TerminalConfig
+from ..reactor import Clock, ProcessReactor
 from ..sandbox import Sandbox
 from .programs import host_cwd, launch_program
 from .pty import ExitStatus, ProgramNotFound, PtySession
@@ -100,7 +101,7 @@ class Session:
 
     # Timers.
 
-    def start_timers(self, reactor: Any) -> None:
+    def start_timers(self, reactor: Clock) -> None:
         limits = self.program.limits
         self._deadline = reactor.callLater(
             limits.session_seconds,
@@ -176,7 +177,7 @@ class TerminalSessions:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: ProcessReactor,
         config: TerminalConfig,
         programs: Mapping[str, ProgramConfig],
         sandbox: Sandbox,

@@ -11,10 +11,11 @@ from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
-from twisted.internet.interfaces import IDelayedCall, ISSLTransport
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, ISSLTransport
 from twisted.logger import Logger
 
 from ..config import Secret
+from ..reactor import Clock
 from ..web.clients import (
     CLIENT_HEADERS,
     NO_PROXIES,
@@ -57,7 +58,7 @@ class TerminalFactory(WebSocketServerFactory):
         sessions: TerminalSessions,
         origins: tuple[str, ...],
         token: Secret | None,
-        reactor: Any,
+        reactor: Clock,
         proxies: ProxyTrust = NO_PROXIES,
     ) -> None:
         super().__init__()
@@ -427,7 +428,7 @@ class LineModeProtocol(_TerminalProtocol):
             )
             self.session = session
             self._answerer = Answerer(
-                self.factory.reactor, session.pty, self._answer, self._part_bytes
+                IReactorTime(self.factory.reactor), session.pty, self._answer, self._part_bytes
             )
             self._pause_while_socket_full(session)
             self._throttle_input(session)

@@ -11,7 +11,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from ..config.core import WebConfig
-from ..reactor import Reactor
+from ..reactor import ListeningReactor
 from ..service import Part
 from .clients import ProxyTrust, access_log_formatter
 from .edges import EdgeFactory
@@ -34,7 +34,7 @@ class WebPart(Part):
     """Listens on C{web.listen} once every part before it has started or failed; other parts
     C{putChild} on L{root} before it starts."""
 
-    def __init__(self, config: WebConfig, reactor: Reactor, health: SiteHealth) -> None:
+    def __init__(self, config: WebConfig, reactor: ListeningReactor, health: SiteHealth) -> None:
         super().__init__("web")
         self.config = config
         self.root = Resource()

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor
 
 from jupybot.contact.cli import main
 from jupybot.contact.part import database_path
 from jupybot.contact.store import ContactStore, NewMessage
+from jupybot.reactor import installed_reactor
 from jupybot.state import StateDirectory
 from tests.harness import jupybot_config
 
@@ -27,7 +27,7 @@ async def test_list_shows_what_waits_and_retry_puts_failures_back(
 
     state = StateDirectory(tmp_path / "var")
     state.ensure()
-    store = ContactStore(reactor, database_path(state))
+    store = ContactStore(installed_reactor(), database_path(state))
     store.start()
     try:
         first = await store.add(

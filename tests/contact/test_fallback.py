@@ -18,6 +18,7 @@ from jupybot.contact.api import ContactMessage, DeliveryRefused, DeliveryUnavail
 from jupybot.contact.outbox import Outbox
 from jupybot.contact.registry import ChannelRegistry
 from jupybot.contact.store import ContactStore, NewMessage
+from jupybot.reactor import installed_reactor
 from tests.harness import JupybotProcess, jupybot_config
 from tests.matrix.user import asyncio_test
 from tests.peers.fake_discord import FakeDiscord
@@ -59,7 +60,7 @@ def new(text: str) -> NewMessage:
 
 class World:
     def __init__(self, tmp_path: Path, *channels: Channel, fallback: tuple[str, ...]) -> None:
-        self.store = ContactStore(reactor, tmp_path / "contact.sqlite3")
+        self.store = ContactStore(installed_reactor(), tmp_path / "contact.sqlite3")
         self.store.start()
         registry = ChannelRegistry()
         for channel in channels:

@@ -19,6 +19,7 @@ from jupybot.contact.file_channel import FileChannel
 from jupybot.contact.outbox import Outbox
 from jupybot.contact.registry import ChannelRegistry
 from jupybot.contact.store import ContactStore, NewMessage
+from jupybot.reactor import installed_reactor
 
 
 class FlakyChannel:
@@ -72,7 +73,7 @@ def outbox_for(store: ContactStore, channel: FlakyChannel, clock: Clock) -> Outb
 
 @pytest_twisted.ensureDeferred
 async def test_down_then_up_delivers_each_message_once_in_order(tmp_path: Path) -> None:
-    store = ContactStore(reactor, tmp_path / "contact.sqlite3")
+    store = ContactStore(installed_reactor(), tmp_path / "contact.sqlite3")
     store.start()
     clock = Clock()
     channel = FlakyChannel()
@@ -106,7 +107,7 @@ async def test_down_then_up_delivers_each_message_once_in_order(tmp_path: Path) 
 
 @pytest_twisted.ensureDeferred
 async def test_refused_is_kept_as_failed_for_the_owner(tmp_path: Path) -> None:
-    store = ContactStore(reactor, tmp_path / "contact.sqlite3")
+    store = ContactStore(installed_reactor(), tmp_path / "contact.sqlite3")
     store.start()
     channel = FlakyChannel()
     channel.refuse = True
@@ -127,12 +128,12 @@ async def test_refused_is_kept_as_failed_for_the_owner(tmp_path: Path) -> None:
 @pytest_twisted.ensureDeferred
 async def test_a_restart_resumes_what_waits(tmp_path: Path) -> None:
     path = tmp_path / "contact.sqlite3"
-    store = ContactStore(reactor, path)
+    store = ContactStore(installed_reactor(), path)
     store.start()
     await store.add(new("kept"), ("discord",))
     await store.stop()
 
-    store = ContactStore(reactor, path)
+    store = ContactStore(installed_reactor(), path)
     store.start()
     channel = FlakyChannel()
     channel.up = True
@@ -164,7 +165,7 @@ async def test_a_store_that_cannot_record_a_delivery_is_logged(tmp_path: Path) -
         def delivered(self, message_id: int, channel: str) -> Deferred[None]:
             return fail(sqlite3.OperationalError("database or disk is full"))
 
-    store = DiskFull(reactor, tmp_path / "contact.sqlite3")
+    store = DiskFull(installed_reactor(), tmp_path / "contact.sqlite3")
     store.start()
     channel = FlakyChannel()
     channel.up = True
@@ -184,7 +185,7 @@ async def test_a_store_that_cannot_record_a_delivery_is_logged(tmp_path: Path) -
 
 @pytest_twisted.ensureDeferred
 async def test_concurrent_submissions_share_commits(tmp_path: Path) -> None:
-    store = ContactStore(reactor, tmp_path / "contact.sqlite3")
+    store = ContactStore(installed_reactor(), tmp_path / "contact.sqlite3")
     store.start()
     try:
         messages = [store.add(new(str(n)), ("file",)) for n in range(200)]

@@ -26,6 +26,7 @@ from jupybot.config.contact import ContactConfig
 from jupybot.contact.api import ContactMessage
 from jupybot.contact.resource import ContactResource
 from jupybot.contact.store import ContactStore, NewMessage, UnstorableMessage
+from jupybot.reactor import installed_reactor
 from tests.harness import JupybotProcess, jupybot_config
 from tests.matrix.user import asyncio_test
 
@@ -154,7 +155,7 @@ async def test_other_methods_get_a_json_405(endpoint: Endpoint) -> None:
 @pytest_twisted.ensureDeferred
 async def test_a_message_sqlite_refuses_fails_alone_in_its_batch(tmp_path: Path) -> None:
     """Even past validation: the store gives each message of a group commit a savepoint."""
-    store = ContactStore(reactor, tmp_path / "contact.sqlite3")
+    store = ContactStore(installed_reactor(), tmp_path / "contact.sqlite3")
     poison = NewMessage("\ud800", "a@example.org", None, "hi", "10.0.0.1")
     messages = [NewMessage(f"n{i}", "a@example.org", None, "hi", "10.0.0.1") for i in range(6)]
     messages[2:2] = [poison]

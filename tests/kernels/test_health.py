@@ -3,7 +3,7 @@ an in-memory gateway (treq's StubTreq)."""
 
 from __future__ import annotations
 
-from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
@@ -26,7 +26,7 @@ class GatewayApi(Resource):
         return b'{"version": "3.0.1"}'
 
 
-def probe_on(api: GatewayApi, clock: Clock) -> GatewayProbe:
+def probe_on(api: GatewayApi, clock: MemoryReactorClock) -> GatewayProbe:
     from treq.testing import StubTreq
 
     headers: dict[bytes | str, list[bytes | str]] = {b"Authorization": [b"token secret"]}
@@ -39,7 +39,7 @@ def problem(probe: GatewayProbe) -> str | None:
 
 
 def test_a_gateway_that_stops_answering_is_a_problem_until_it_answers_again() -> None:
-    clock, api = Clock(), GatewayApi()
+    clock, api = MemoryReactorClock(), GatewayApi()
     probe = probe_on(api, clock)
     probe.start()
     clock.advance(PROBE_INTERVAL)
@@ -54,7 +54,7 @@ def test_a_gateway_that_stops_answering_is_a_problem_until_it_answers_again() ->
 
 
 def test_nothing_is_asked_while_there_is_no_gateway_to_ask() -> None:
-    clock, api = Clock(), GatewayApi()
+    clock, api = MemoryReactorClock(), GatewayApi()
     probe = GatewayProbe(clock, lambda: None)
     probe.start()
     clock.advance(PROBE_INTERVAL * 3)

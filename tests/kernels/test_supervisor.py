@@ -5,33 +5,45 @@ and a stop that waits for the process to be reaped."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import AnyStr, NoReturn
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone, ProcessTerminated
-from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.interfaces import IProcessProtocol, IProcessTransport
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from jupybot.kernels._supervisor import Command, ProcessSupervisor
 
 
+@implementer(IProcessTransport)
 class DummyProcess:
     """A spawned process as the dummy reactor hands it out: records signals, ends on demand."""
 
-    def __init__(self, protocol: ProcessProtocol, pid: int, ignores: set[str]) -> None:
+    def __init__(self, protocol: IProcessProtocol, pid: int, ignores: set[str]) -> None:
         self.proto = protocol
         self.pid = pid
         self.signals: list[str] = []
         self._ignores = ignores
 
-    def signalProcess(self, name: str) -> None:
+    def signalProcess(self, name: str | int) -> None:
+        assert isinstance(name, str)
         self.signals.append(name)
         if name not in self._ignores:
             self.end(ProcessTerminated(signal=15 if name == "TERM" else 9))
 
     def end(self, reason: Exception) -> None:
         self.proto.processExited(Failure(reason))
+
+    # The rest of IProcessTransport: the supervisor never writes to its process or closes one
+    # of its pipes, and asks no address.
+    def _unused(self, *args: object) -> NoReturn:
+        raise AssertionError("the supervisor does not use this")
+
+    getHost = getPeer = write = writeSequence = writeToChild = _unused
+    closeChildFD = closeStdin = closeStdout = closeStderr = _unused
 
     def loseConnection(self) -> None:
         self.signals.append("closed pipes")
@@ -43,10 +55,20 @@ class DummyProcessReactor(Clock):
         self.spawned: list[DummyProcess] = []
         self.ignores: set[str] = set()
 
-    def spawnProcess(self, protocol: ProcessProtocol, executable: str, *args: Any,
-                     **kwargs: Any) -> DummyProcess:  # fmt: skip
-        process = DummyProcess(protocol, 1000 + len(self.spawned), self.ignores)
-        protocol.makeConnection(process)
+    def spawnProcess(
+        self,
+        processProtocol: IProcessProtocol,
+        executable: bytes | str,
+        args: Sequence[bytes | str],
+        env: Mapping[AnyStr, AnyStr] | None = None,
+        path: bytes | str | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        usePTY: bool = False,
+        childFDs: Mapping[int, int | str] | None = None,
+    ) -> DummyProcess:
+        process = DummyProcess(processProtocol, 1000 + len(self.spawned), self.ignores)
+        processProtocol.makeConnection(process)
         self.spawned.append(process)
         return process
 

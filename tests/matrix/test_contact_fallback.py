@@ -13,6 +13,7 @@ from jupybot.contact.outbox import Outbox
 from jupybot.contact.registry import ChannelRegistry
 from jupybot.contact.store import ContactStore, NewMessage
 from jupybot.matrix import MatrixContactRoom
+from jupybot.reactor import installed_reactor
 
 from .conftest import BotRunner
 from .user import UserClient, asyncio_test
@@ -41,7 +42,7 @@ async def test_a_message_discord_refuses_is_posted_in_the_matrix_room(
     registry = ChannelRegistry()
     registry.register(RefusedDirectMessages())
     registry.register(MatrixContactRoom(part, room))
-    store = ContactStore(reactor, tmp_path / "contact.sqlite3")
+    store = ContactStore(installed_reactor(), tmp_path / "contact.sqlite3")
     store.start()
     problems: list[tuple[str, str | None]] = []
     recorded: Deferred[None] = Deferred()

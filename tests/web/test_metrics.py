@@ -16,6 +16,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.interfaces import IProcessTransport
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.web.test.requesthelper import DummyRequest
@@ -49,6 +50,17 @@ metrics:
   listen: 'tcp:0:interface=127.0.0.1'
   allow: ['127.0.0.1/32']
 """
+
+
+class BuildOnlyReactor(MemoryReactorClock):
+    """Twisted's MemoryReactorClock with the rest of what the composition root is handed: these
+    tests build the service tree without starting it, so nothing spawns or calls from a thread."""
+
+    def spawnProcess(self, *args: object, **kwargs: object) -> IProcessTransport:
+        raise AssertionError("the service tree was started")
+
+    def callFromThread(self, *args: object, **kwargs: object) -> None:
+        raise AssertionError("the service tree was started")
 
 
 def samples(text: str) -> Samples:
@@ -195,7 +207,7 @@ def test_metrics_are_off_unless_enabled(tmp_path: Path) -> None:
         ipaddress.ip_network("127.0.0.0/8"),
         ipaddress.ip_network("::1/128"),
     )
-    top = build_service(config, MemoryReactorClock())
+    top = build_service(config, BuildOnlyReactor())
     assert top.statuses()["metrics"] == "disabled"
     assert "metrics" not in {part.name for part in top}
 
@@ -314,7 +326,7 @@ def test_the_composition_root_hands_the_kernel_manager_to_the_metrics(tmp_path: 
         f"storage: {{path: {str(tmp_path / 'var')!r}}}\ngateway: {{url: 'http://127.0.0.1:1'}}\n"
     )
     config = parse_config(storage + "metrics: {enabled: true}\n", environ={})
-    top = build_service(config, MemoryReactorClock())
+    top = build_service(config, BuildOnlyReactor())
     names = [part.name for part in top]
     # Before the site: it stops after it, and counts whatever the site still served.
     assert names.index("metrics") == names.index("web") - 1
