@@ -36,6 +36,31 @@ def test_twistd_lists_the_plugin() -> None:
     assert "jupybot" in result.stdout
 
 
+# Run in a fresh interpreter: this one has pytest-twisted's reactor installed already.
+_LOAD_THE_PLUGIN = """
+import json, sys
+from twisted.application.service import IServiceMaker
+from twisted.plugin import getPlugins
+import twisted.plugins
+names = [maker.tapname for maker in getPlugins(IServiceMaker, twisted.plugins)]
+print(json.dumps({"tapnames": names, "modules": sorted(sys.modules)}))
+"""
+
+
+def test_loading_the_plugin_neither_installs_a_reactor_nor_imports_jupybot() -> None:
+    loaded = subprocess.run(
+        [str(VENV_BIN / "python"), "-c", _LOAD_THE_PLUGIN],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    seen = json.loads(loaded.stdout)
+    assert "jupybot" in seen["tapnames"]
+    assert "twisted.internet.reactor" not in seen["modules"]
+    assert [name for name in seen["modules"] if name.split(".")[0] == "jupybot"] == []
+
+
 def test_ping_names_the_asyncio_reactor(jupybot: JupybotProcess) -> None:
     status, content_type, body = get_json(jupybot.base_url + "/ping")
     assert status == 200
