@@ -187,7 +187,11 @@ class DiscordPart(AsyncioPart):
         if not self._recovered:
             self._recovered = True
             # Replies a crash left "running" say so (once: on_ready comes again on reconnects).
-            self.commands.recover(self._find_conversation)
+            self.commands.recover(self._find_conversation).addErrback(
+                lambda failure: self.log.failure(
+                    "discord: could not tell the replies a restart cut short", failure
+                )
+            )
 
     def _find_conversation(self, key: str) -> Deferred[Conversation | None]:
         return deferred_from_coroutine(self._channel_conversation(key))
