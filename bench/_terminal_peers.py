@@ -122,3 +122,49 @@ async def _line_with(stream: asyncio.StreamReader | None, wanted: bytes) -> None
                 raise RuntimeError(f"the peer ended before saying {wanted!r}")
 
     await asyncio.wait_for(read(), 30)
+
+
+def sandbox_teardown_floor(count: int) -> float:
+    """Seconds to end C{count} idle sandboxed ``cat`` sessions without jupybot: the same
+    bubblewrap launches (cgroups included) on PTYs of their own, all SIGKILLed at once, until
+    every one is reaped, its PTY closed and its cgroups removed. The kernel's share of ending
+    sessions, which no server can go below on this machine."""
+    import os
+    import pty
+    import signal
+
+    from jupybot.config.sandbox import SandboxConfig
+    from jupybot.sandbox import Sandbox, SandboxProfile
+
+    sandbox = Sandbox(SandboxConfig())
+    sandbox.prepare()
+    profile = SandboxProfile(argv=("/usr/bin/setsid", "--ctty", "/usr/bin/cat"))
+    running = []
+    try:
+        for n in range(count):
+            launch = sandbox.launch(profile, name=f"floor-{os.getpid()}-{n}")
+            master, slave = pty.openpty()
+            child = subprocess.Popen(
+                launch.argv, env=launch.env, stdin=slave, stdout=slave, stderr=slave,
+                start_new_session=True,
+            )  # fmt: skip
+            os.close(slave)
+            running.append((child, master, launch))
+        # Every sandbox is up once its cat reads the terminal: one line echoed back.
+        for _, master, _ in running:
+            os.write(master, b"up\n")
+            seen = b""
+            while b"up\r\nup" not in seen:
+                seen += os.read(master, 1024)
+        started = time.perf_counter()
+        for child, _, _ in running:
+            child.send_signal(signal.SIGKILL)
+        for child, master, launch in running:
+            child.wait()
+            os.close(master)
+            if launch.cgroup is not None:
+                while not launch.cgroup.remove():
+                    time.sleep(0.005)
+        return round(time.perf_counter() - started, 2)
+    finally:
+        sandbox.close()

@@ -23,7 +23,9 @@ Everything on loopback, in one run:
   each typing ten keys a second, out of step with each other (1000 keys/s for 100 sessions);
   ``echo_burst_p99_ms``: the same sessions all typing back to back at once (a stress figure).
 - ``rss_kb_per_idle_session``: jupybot's RSS growth per idle session, ``--idle`` of them;
-  ``end_<idle>_sessions_s``: from closing them all until the server has ended every one.
+  ``end_<idle>_sessions_s``: from closing them all until the server has ended every one;
+  ``end_<idle>_sandboxes_floor_s``: the same sandboxes started without jupybot, all SIGKILLed
+  at once, until reaped with their PTYs closed and cgroups removed (the kernel's share).
 - ``flood_rss_growth_mb``: jupybot's RSS growth while `yes` floods a client reading 1 MB/s
   for 10 s; ``ctrl_c_ms``: Ctrl-C during that flood until the shell prompt is back, the worst
   of ``--ctrl-c-rounds`` (10) floods run right after the mass ending (``ctrl_c_ms_p50`` beside).
@@ -55,7 +57,12 @@ from typing import Any
 import aiohttp
 
 from bench._report import percentile, report
-from bench._terminal_peers import ensure_installed, through_forward_floor, through_wetty
+from bench._terminal_peers import (
+    ensure_installed,
+    sandbox_teardown_floor,
+    through_forward_floor,
+    through_wetty,
+)
 from tests.harness import JupybotProcess, jupybot_config, rss_kb
 
 PROMPT = b"READY> "
@@ -278,6 +285,8 @@ async def measure(args: argparse.Namespace, server: JupybotProcess) -> dict[str,
         per_session, ending = await idle_sessions(http, url, args.idle, server)
         figures["rss_kb_per_idle_session"] = per_session
         figures[f"end_{args.idle}_sessions_s"] = ending
+        floor = await asyncio.to_thread(sandbox_teardown_floor, args.idle)
+        figures[f"end_{args.idle}_sandboxes_floor_s"] = floor
         # Right after the mass ending (where one run once took 120 s), then again.
         growths, interrupts = [], []
         for _ in range(args.ctrl_c_rounds):
