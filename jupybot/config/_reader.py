@@ -108,9 +108,6 @@ class Reader:
     def url_like(value: str, schemes: tuple[str, ...] = ("http", "https")) -> bool:
         return _as_url(value, schemes) is not None
 
-    def has(self, key: str) -> bool:
-        return key in self._data
-
     def _raw(self, key: str) -> object:
         self._seen.add(key)
         value = self._data.get(key, _MISSING)

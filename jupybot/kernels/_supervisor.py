@@ -101,7 +101,6 @@ class ProcessSupervisor:
         self.quick_deaths = 0
         self._restart: IDelayedCall | None = None
         self._stopping = False
-        self.restarts = 0
 
     @property
     def pid(self) -> int | None:
@@ -149,7 +148,6 @@ class ProcessSupervisor:
             self.quick_deaths = 1
         delay = self._restart_delay(self.quick_deaths - 1)
         why = "exited" if reason.check(ProcessDone) else reason.getErrorMessage()
-        self.restarts += 1
         self._restart = self._reactor.callLater(delay, self._spawn)
         self._on_death(why, delay)
 

@@ -73,19 +73,6 @@ class SessionCgroup:
                 removed = False
         return removed
 
-    def memory_events(self) -> dict[str, int]:
-        """How often the memory limit was hit (v1 ``failcnt``, v2 ``memory.events``)."""
-        for directory in self.directories:
-            events = directory / "memory.events"
-            failcnt = directory / "memory.failcnt"
-            with suppress(OSError):
-                if events.exists():
-                    pairs = (line.split() for line in events.read_text().splitlines())
-                    return {name: int(value) for name, value in pairs}
-                if failcnt.exists():
-                    return {"max": int(failcnt.read_text())}
-        return {}
-
 
 class Cgroups:
     """Where session groups are made, and how their limits are written."""

@@ -104,10 +104,6 @@ class Answerer:
         self._seen_waiting = False
         self._sent_part = False
 
-    @property
-    def awaiting(self) -> bool:
-        return self._awaiting
-
     def start(self) -> None:
         """The program was just started: its first answer is its greeting and prompt."""
         self._await_answer()
