@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
 import struct
@@ -133,9 +132,11 @@ async def test_a_lost_connection_resumes_with_the_output_it_missed(server: Jupyb
         await first.hello(program="sh", cols=80, rows=24)
         await first.send(b"echo one-$((1+1))\n")
         await first.until_output(b"one-2\r\n")
-        await first.send(b"sleep 0.5; echo two-$((1+1))\n")
+        await first.send(b"read go; echo two-$((1+1))\n")
         await first.until_output(b"two-$((1+1))\r\n")  # the echo of the command line
         token, received = first.ready["resume"], len(first.output)
+        # The answer comes after what this window counted as received, whenever it arrives.
+        await first.send(b"\n")
         await first.ws.close()
 
         second = await raw(http, server)
@@ -156,10 +157,11 @@ async def test_a_resume_replays_more_than_one_frame_of_missed_output(
         await first.hello(program="sh", cols=80, rows=24)
         # 200 000 bytes while nobody watches: more than a frame (64 KB), less than the replay.
         await first.send(
-            b"sleep 0.5; head -c 200000 /dev/zero | tr '\\0' Q; echo; echo end-$((1+1))\n"
+            b"read go; head -c 200000 /dev/zero | tr '\\0' Q; echo; echo end-$((1+1))\n"
         )
         await first.until_output(b"end-$((1+1))\r\n")
         token, received = first.ready["resume"], len(first.output)
+        await first.send(b"\n")  # the flood starts after what this window counted
         await first.ws.close()
 
         second = await raw(http, server)
@@ -179,9 +181,10 @@ async def test_a_flood_paused_for_a_lost_window_flows_again_after_a_resume(
         await first.hello(program="flood", cols=80, rows=24)
         while len(first.output) < 64 * 1024:  # the window (64 KB here), never acknowledged
             await first.frame()
-        with contextlib.suppress(TimeoutError):
-            while True:  # everything sent before the pause: nothing is left to replay
-                await asyncio.wait_for(first.frame(), 0.5)
+        # The window is full: the server stops reading, and the program blocks in its write.
+        # Whatever is still in flight to this window is replayed from what it counted.
+        flood = started_program(server, others, "yes")
+        await _blocked_writing_its_terminal(flood, within=30)
         token, received = first.ready["resume"], len(first.output)
         await first.ws.close()
 
@@ -192,7 +195,6 @@ async def test_a_flood_paused_for_a_lost_window_flows_again_after_a_resume(
             await second.acknowledge()
         await second.ws.close()
     # Nobody watches until the session expires: the program waits rather than burn a CPU.
-    flood = started_program(server, others, "yes")
     await _blocked_writing_its_terminal(flood, within=30)
 
 
