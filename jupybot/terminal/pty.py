@@ -19,11 +19,11 @@ import termios
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.internet.main import CONNECTION_DONE, CONNECTION_LOST
 from twisted.internet.process import PTYProcess, _listOpenFDs
 from twisted.internet.protocol import ProcessProtocol
@@ -150,7 +150,7 @@ class PtySession:
         self._reactor = reactor
         self._sink = sink
         self._size = (cols, rows)
-        self._transport: Any = None
+        self._transport: PTYProcess | None = None
         self._master_fd: int | None = None
         self._tty_name: str | None = None
         self._paused_by: set[str] = set()
@@ -169,6 +169,11 @@ class PtySession:
     @property
     def running(self) -> bool:
         return self.pid is not None and self.status is None
+
+    @property
+    def _live(self) -> PTYProcess | None:
+        """The PTY's transport while the program runs."""
+        return self._transport if self.running else None
 
     def start(self) -> None:
         argv = self._launch.argv
@@ -189,7 +194,7 @@ class PtySession:
                     (master, slave, tty_name),
                 )
             else:
-                self._transport = self._reactor.spawnProcess(
+                spawned = self._reactor.spawnProcess(
                     _PtyProtocol(self),
                     argv[0],
                     argv,
@@ -198,15 +203,19 @@ class PtySession:
                     # IReactorProcess says bool; every POSIX reactor also takes an opened PTY.
                     usePTY=(master, slave, tty_name),  # type: ignore[arg-type]
                 )
+                if not isinstance(spawned, PTYProcess):
+                    raise TypeError(f"a PTY was asked for, {type(spawned).__name__} came")
+                self._transport = spawned
         except Exception:
             os.close(master)
             os.close(slave)
             self._release_cgroup(CGROUP_REMOVE_TRIES)
             raise
-        self._transport.doRead = functools.partial(_read_pty, self._transport)
+        transport = self._transport
+        transport.doRead = functools.partial(_read_pty, transport)  # type: ignore[method-assign]
         self._master_fd = master
         self._tty_name = tty_name  # Twisted closed our copy of the slave side after the fork
-        self.pid = self._transport.pid
+        self.pid = transport.pid
         log.info(
             "terminal: started {program} (pid {pid}, {cols}x{rows})",
             program=self.name,
@@ -216,8 +225,8 @@ class PtySession:
         )
 
     def write(self, data: bytes) -> None:
-        if self.running and data:
-            self._transport.write(data)
+        if (transport := self._live) is not None and data:
+            transport.write(data)
             self.on_activity()
 
     def resize(self, cols: int, rows: int) -> None:
@@ -228,16 +237,16 @@ class PtySession:
 
     def pause_reading(self, reason: str) -> None:
         """Stop reading output (the viewer is behind); the program blocks when the PTY fills."""
-        if not self._paused_by and self.running:
-            self._transport.pauseProducing()
+        if not self._paused_by and (transport := self._live) is not None:
+            transport.pauseProducing()
         self._paused_by.add(reason)
 
     def resume_reading(self, reason: str) -> None:
         if reason not in self._paused_by:
             return
         self._paused_by.discard(reason)
-        if not self._paused_by and self.running:
-            self._transport.resumeProducing()
+        if not self._paused_by and (transport := self._live) is not None:
+            transport.resumeProducing()
 
     def waiting_for_input(self) -> bool:
         """Is the program blocked waiting for terminal input (line mode's end of an answer)?"""
@@ -261,7 +270,7 @@ class PtySession:
         except termios.error:
             return 0
 
-    def throttle_input(self, producer: Any) -> None:
+    def throttle_input(self, producer: IPushProducer | None) -> None:
         """C{producer} (an C{IPushProducer}: the viewer's connection) is paused while more
         input waits to be written to the terminal than Twisted buffers (64 KB), and resumed
         once it is written. None: nobody any more."""
@@ -318,7 +327,7 @@ class PtySession:
         for pid in targets:
             with suppress(ProcessLookupError):
                 os.kill(pid, signum)
-        if self.status is None and signum == signal.SIGKILL:
+        if self.status is None and signum == signal.SIGKILL and self._transport is not None:
             with suppress(ProcessExitedAlready):
                 self._transport.signalProcess("KILL")
 
@@ -342,9 +351,9 @@ class PtySession:
                 os.kill(pid, signum)
 
     def _resume_all(self) -> None:
-        if self._paused_by and self.running:
+        if self._paused_by and (transport := self._live) is not None:
             self._paused_by.clear()
-            self._transport.resumeProducing()
+            transport.resumeProducing()
 
     def _exited(self) -> None:
         """The spawned process was reaped. What it started may still hold the terminal: a
@@ -410,7 +419,7 @@ READ_SIZE = 64 * 1024
 DRAIN_LIMIT = 256 * 1024
 
 
-def _read_pty(transport: Any) -> object:
+def _read_pty(transport: PTYProcess) -> object:
     """PTYProcess.doRead, reading until the PTY is empty: the same results (None, or why the fd
     is done), with what was read delivered first."""
     chunks: list[bytes] = []
@@ -428,7 +437,7 @@ def _read_pty(transport: Any) -> object:
             break
         chunks.append(data)
         size += len(data)
-    if chunks:
+    if chunks and transport.proto is not None:
         transport.proto.childDataReceived(1, b"".join(chunks) if len(chunks) > 1 else chunks[0])
     return outcome
 

@@ -11,8 +11,9 @@ from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
-from twisted.internet.interfaces import IDelayedCall, IReactorTime, ISSLTransport
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime, ISSLTransport
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from ..config import Secret
 from ..reactor import Clock
@@ -365,6 +366,7 @@ class _Backpressure:
         self._session.pty.resume_reading("socket")
 
 
+@implementer(IPushProducer)
 class _InputFlow:
     """The viewer's connection as the producer of the program's input (see
     L{_TerminalProtocol._throttle_input})."""
