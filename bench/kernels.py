@@ -2,8 +2,9 @@
 a new room's first run cold and warm, all in one run.
 
 Run: ``.venv/bin/python -m bench.kernels [--rounds N] [--kernels K] [--sandbox none]``
-(``--gateway-url URL --token T --prefix eg``: the same figures through another gateway, such as
-Jupyter Enterprise Gateway, e.g. ``eg_p50_ms``).
+(``--enterprise-gateway``: the same figures through Jupyter Enterprise Gateway, the test peer
+started by the bench, e.g. ``eg_p50_ms``; ``--gateway-url URL --token T --prefix P``: through
+any other gateway).
 
 - ``zmq``: jupyter_client's blocking client straight to a local ipykernel over ZMQ (no gateway).
 - ``naive_ws``: one plain aiohttp websocket to the gateway's channels endpoint, default socket
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import json
 import statistics
 import sys
@@ -272,7 +274,25 @@ def main() -> None:
     parser.add_argument("--gateway-url", help="measure through this gateway, not the embedded one")
     parser.add_argument("--token", help="that gateway's token")
     parser.add_argument("--prefix", default=None, help="name of the round trip figures")
+    parser.add_argument(
+        "--enterprise-gateway",
+        action="store_true",
+        help="start Enterprise Gateway (the test peer, from .cache/enterprise-gateway-venv) and "
+        "measure through it: eg_p50_ms",
+    )
     arguments = parser.parse_args()
+    if arguments.enterprise_gateway:
+        from tests.peers.enterprise_gateway import EnterpriseGateway, enterprise_gateway_python
+
+        python = enterprise_gateway_python()
+        if python is None:
+            print("bench.kernels failed: run `make test` once to build its venv", file=sys.stderr)
+            raise SystemExit(1)
+        peer = EnterpriseGateway(python, Path(tempfile.mkdtemp(prefix="jupybot-bench-eg-")))
+        peer.start()
+        atexit.register(peer.stop)
+        arguments.gateway_url, arguments.token = peer.url, peer.token
+        arguments.prefix = arguments.prefix or "eg"
     options = Options(
         rounds=arguments.rounds,
         kernels=arguments.kernels,
