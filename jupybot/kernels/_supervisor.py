@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone, ProcessExitedAlready
@@ -105,7 +104,7 @@ class ProcessSupervisor:
     @property
     def pid(self) -> int | None:
         """The running process's pid; None between a death and the next start."""
-        pid: Any = None if self._transport is None else self._transport.pid
+        pid: object = None if self._transport is None else self._transport.pid
         return pid if isinstance(pid, int) else None
 
     @property

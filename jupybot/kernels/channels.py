@@ -63,7 +63,7 @@ class _ChannelsProtocol(WebSocketClientProtocol):
         self.factory.channels.closed(self, reason or f"code {code}")
 
 
-def _ack_at_once(transport: Any) -> None:
+def _ack_at_once(transport: object) -> None:
     """Acknowledge the gateway's frames now rather than after Linux's 40 ms delayed-ACK timer.
 
     A gateway writes each reply as several small frames (busy, result, idle, reply) without
