@@ -118,11 +118,7 @@ def install_asyncio_reactor() -> asyncio.AbstractEventLoop:
         asyncio.set_event_loop(loop)
         asyncioreactor.install(eventloop=loop)
         return loop
-    if name != ASYNCIO_REACTOR:
-        raise WrongReactor(name)
-    from twisted.internet import reactor
-
-    running: asyncio.AbstractEventLoop = reactor._asyncioEventloop  # type: ignore[attr-defined]
+    running = installed_reactor()._asyncioEventloop
     asyncio.set_event_loop(running)
     return running
 
