@@ -176,7 +176,7 @@ class EdgeChannel(HTTPChannel):
         self._cancel_deadline()
         super().allContentReceived()
 
-    def requestDone(self, request: Any) -> None:
+    def requestDone(self, request: Request) -> None:
         # Armed before the parent replays pipelined bytes, which may hold the next whole head.
         if self.persistent:
             self._await_head()
