@@ -18,7 +18,12 @@ from tests.peers.kernel_gateway import KernelGateway
 
 pytestmark = pytest.mark.peers
 
-SLOW_RUN = "run\n```python\nimport time\nprint('started', flush=True)\ntime.sleep(20)\n```"
+# The second print reaches the chat as an edit, which the bot can only make once it knows the
+# reply's id, and so once it has recorded the reply as running: killed then, it must recover it.
+SLOW_RUN = (
+    "run\n```python\nimport time\nprint('started', flush=True)\ntime.sleep(1)\n"
+    "print('edited', flush=True)\ntime.sleep(20)\n```"
+)
 
 
 def _bot_process(
@@ -58,7 +63,7 @@ async def test_a_reply_left_running_by_a_crash_says_so_after_the_restart(
         await asyncio.to_thread(first.wait_for, "discord: connected", 60)
         await fake.user_says(alice, channel, SLOW_RUN)
         [reply] = await fake.wait_for(
-            lambda: [m for m in fake.bot_messages(channel["id"]) if "started" in m["content"]],
+            lambda: [m for m in fake.bot_messages(channel["id"]) if "edited" in m["content"]],
             within=60,
         )
         assert "running" in reply["content"]

@@ -20,7 +20,12 @@ from .user import UserClient, asyncio_test
 
 pytestmark = pytest.mark.peers
 
-SLOW_RUN = "run\n```python\nimport time\nprint('started', flush=True)\ntime.sleep(20)\n```"
+# The second print reaches the room as an edit, which the bot can only make once it knows the
+# reply's id, and so once it has recorded the reply as running: killed then, it must recover it.
+SLOW_RUN = (
+    "run\n```python\nimport time\nprint('started', flush=True)\ntime.sleep(1)\n"
+    "print('edited', flush=True)\ntime.sleep(20)\n```"
+)
 
 
 def _bot_process(
@@ -63,7 +68,7 @@ async def test_a_reply_left_running_by_a_crash_says_so_after_the_restart(
         room = await alice_client.create_room(invite=[account.user_id])
         await alice_client.wait_until(lambda: alice_client.joined(room, account.user_id))
         command = await alice_client.send(room, f"{prefix} {SLOW_RUN}")
-        running = await alice_client.answer(room, command, "started", within=60)
+        running = await alice_client.answer(room, command, "edited", within=60)
         assert "⏳ running…" in running["content"]["body"]
         first.signal(signal.SIGKILL)
         await asyncio.to_thread(first.wait)
