@@ -78,20 +78,20 @@ class WebPart(Part):
 
     def _parts_started(self) -> Deferred[None]:
         """Every part before the site started or failed, or L{PARTS_START_WAIT} passed."""
-        ready: Deferred[None] = Deferred()
-        timer = self._reactor.callLater(PARTS_START_WAIT, ready.callback, None)
+        ready: Deferred[bool] = Deferred()  # True: the wait ran out
+        timer = self._reactor.callLater(PARTS_START_WAIT, ready.callback, True)
 
         def started(_: object) -> None:
             if timer.active():
                 timer.cancel()
-                ready.callback(None)
+                ready.callback(False)
 
         self._health.started_before(self).addCallback(started)
 
-        def waited(_: object) -> None:
+        def waited(ran_out: bool) -> None:
             stuck = [name for name, status in self._health.statuses().items()
                      if status == "starting" and name != self.name]  # fmt: skip
-            if stuck:
+            if ran_out and stuck:
                 self.log.warn(
                     "web: listening although {parts} still starting after {seconds:g}s",
                     parts=", ".join(stuck),

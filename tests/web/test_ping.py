@@ -6,7 +6,9 @@ import json
 
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import ILogObserver, LogEvent, Logger
 from twisted.web.test.requesthelper import DummyRequest
+from zope.interface import implementer
 
 from jupybot.config.core import WebConfig
 from jupybot.service import AsyncioPart, JupybotService, Part
@@ -117,6 +119,12 @@ def test_a_part_stuck_starting_lets_the_site_listen_after_the_wait() -> None:
     assert ping(top)[1]["services"] == {"kernels": "starting", "web": "running"}
 
 
+@implementer(ILogObserver)
+class Collected(list[LogEvent]):
+    def __call__(self, event: LogEvent) -> None:
+        self.append(event)
+
+
 class ChatPart(AsyncioPart):
     """A chat network that cannot be reached: it never becomes ready."""
 
@@ -129,10 +137,14 @@ def test_the_site_does_not_wait_for_a_chat_network() -> None:
     top = JupybotService(reactor, stop_timeout=5)
     top.add_part(ChatPart("discord"))
     web = WebPart(WebConfig(listen="tcp:8080:interface=127.0.0.1", origins=()), reactor, top)
+    logged = Collected()
+    web.log = Logger(observer=logged)
     top.add_part(web)
     top.startService()
     assert len(reactor.tcpServers) == 1
     assert ping(top)[1]["services"] == {"discord": "starting", "web": "running"}
+    # It did not wait, so it has no wait to warn about.
+    assert not [event for event in logged if "still starting" in event["log_format"]]
 
 
 def test_a_site_stopped_while_waiting_never_listens() -> None:
