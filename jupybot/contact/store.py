@@ -198,66 +198,65 @@ class ContactStore:
         fails alone, and the others are committed (one fsync) and acknowledged."""
         with self._adds_lock:
             batch, self._adds = self._adds, []
-        if not batch:
-            return
         received_at = time.time()
-        stored: list[tuple[Deferred[ContactMessage], ContactMessage]] = []
-        refused: list[tuple[Deferred[ContactMessage], Exception]] = []
-        try:
-            connection.execute("BEGIN IMMEDIATE")
-            for new, channels, d in batch:
-                connection.execute("SAVEPOINT message")
-                try:
-                    message = _insert(connection, new, channels, received_at)
-                except (sqlite3.Error, ValueError) as e:  # e.g. a lone surrogate: not UTF-8
-                    connection.execute("ROLLBACK TO message")
-                    refused.append((d, UnstorableMessage(f"{type(e).__name__}: {e}")))
-                else:
-                    stored.append((d, message))
-                connection.execute("RELEASE message")
-            connection.execute("COMMIT")
-        except Exception as e:
-            if connection.in_transaction:
-                connection.execute("ROLLBACK")
-            for _, _, d in batch:
-                self._reactor.callFromThread(d.errback, e)
-            return
-        for d, message in stored:
-            self._reactor.callFromThread(d.callback, message)
-        for d, error in refused:
-            self._reactor.callFromThread(d.errback, error)
+
+        def insert(new: NewMessage, channels: tuple[str, ...]) -> Callable[[], ContactMessage]:
+            return lambda: _insert(connection, new, channels, received_at)
+
+        self._commit_each(
+            connection,
+            [(insert(new, channels), d) for new, channels, d in batch],
+            # e.g. a lone surrogate, which is not UTF-8
+            lambda e: UnstorableMessage(f"{type(e).__name__}: {e}"),
+        )
 
     def _commit_updates(self, connection: sqlite3.Connection) -> None:
-        """One transaction for the waiting updates; each that fails fails alone (savepoints)."""
+        """One transaction for the waiting updates; each that fails fails alone."""
         with self._updates_lock:
             batch, self._updates = self._updates, []
+
+        def update(sql: str, parameters: tuple[Any, ...]) -> Callable[[], None]:
+            return lambda: _execute(connection, sql, parameters)
+
+        self._commit_each(
+            connection, [(update(sql, parameters), d) for sql, parameters, d in batch], None
+        )
+
+    def _commit_each(
+        self,
+        connection: sqlite3.Connection,
+        batch: list[tuple[Callable[[], T], Deferred[T]]],
+        refusal: Callable[[Exception], Exception] | None,
+    ) -> None:
+        """Run each piece of C{batch} in a savepoint of one transaction and fire its Deferred
+        once committed: a piece SQLite refuses fails alone (as C{refusal} says), the rest are
+        committed with one fsync; a transaction that fails fails them all."""
         if not batch:
             return
-        outcomes: list[tuple[Deferred[None], Exception | None]] = []
+        outcomes: list[tuple[Deferred[Any], bool, object]] = []
         try:
             connection.execute("BEGIN IMMEDIATE")
-            for sql, parameters, d in batch:
-                connection.execute("SAVEPOINT update_")
+            for work, d in batch:
+                connection.execute("SAVEPOINT piece")
                 try:
-                    connection.execute(sql, parameters)
-                except sqlite3.Error as e:
-                    connection.execute("ROLLBACK TO update_")
-                    outcomes.append((d, e))
-                else:
-                    outcomes.append((d, None))
-                connection.execute("RELEASE update_")
+                    outcomes.append((d, True, work()))
+                except (sqlite3.Error, ValueError) as e:
+                    connection.execute("ROLLBACK TO piece")
+                    outcomes.append((d, False, refusal(e) if refusal else e))
+                connection.execute("RELEASE piece")
             connection.execute("COMMIT")
         except Exception as e:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
-            for _, _, d in batch:
+            for _, d in batch:
                 self._reactor.callFromThread(d.errback, e)
             return
-        for d, error in outcomes:
-            if error is None:
-                self._reactor.callFromThread(d.callback, None)
-            else:
-                self._reactor.callFromThread(d.errback, error)
+        for d, done, result in outcomes:
+            self._reactor.callFromThread(d.callback if done else d.errback, result)
+
+
+def _execute(db: sqlite3.Connection, sql: str, parameters: tuple[Any, ...]) -> None:
+    db.execute(sql, parameters)
 
 
 def _insert(db: sqlite3.Connection, new: NewMessage, channels: tuple[str, ...], received_at: float) -> ContactMessage:  # fmt: skip
