@@ -19,6 +19,8 @@ from pathlib import Path
 
 import aiohttp
 
+from tests.harness import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 WETTY = ROOT / ".cache" / "bench-peers" / "node_modules" / ".bin" / "wetty"
 # wetty's page commits every 512 KB it has written (wetty/build/client: flowcontrol).
@@ -28,15 +30,6 @@ WETTY_COMMIT_EVERY = 512 * 1024
 def ensure_installed() -> None:
     if not WETTY.exists() or shutil.which("socat") is None:
         subprocess.run([str(ROOT / "scripts" / "install-bench-peers")], check=True)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 async def through_wetty(http: aiohttp.ClientSession, megabytes: int) -> float:

@@ -14,9 +14,9 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.harness import ChildProcess
+from tests.harness import ChildProcess, free_port
 
-from .nginx import DEPLOY_DOC, Certificate, free_port, replace_once
+from .nginx import DEPLOY_DOC, Certificate, replace_once
 
 __all__ = ["Caddy", "documented_caddyfile", "running_caddy"]
 

@@ -12,24 +12,16 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
-from tests.harness import ROOT, ChildProcess
+from tests.harness import ROOT, ChildProcess, free_port
 
-__all__ = ["EnterpriseGateway", "enterprise_gateway", "enterprise_gateway_python", "free_port"]
+__all__ = ["EnterpriseGateway", "enterprise_gateway", "enterprise_gateway_python"]
 
 _DEFAULT_PYTHON = ROOT / ".cache" / "enterprise-gateway-venv" / "bin" / "python"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class EnterpriseGateway:

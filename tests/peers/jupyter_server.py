@@ -19,8 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import ChildProcess
-from tests.peers.enterprise_gateway import free_port
+from tests.harness import ChildProcess, free_port
 
 __all__ = ["JupyterServer", "jupyter_server"]
 

@@ -10,23 +10,15 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.harness import ChildProcess
+from tests.harness import ChildProcess, free_port
 
 __all__ = ["KernelGateway", "kernel_gateway", "own_kernel_gateway"]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class KernelGateway:
@@ -35,7 +27,7 @@ class KernelGateway:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.token = secrets.token_urlsafe(16)
-        self.port = _free_port()
+        self.port = free_port()
         self.process: ChildProcess | None = None
 
     @property

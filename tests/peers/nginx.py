@@ -14,7 +14,6 @@ import ipaddress
 import os
 import re
 import shutil
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,13 +24,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.harness import ROOT, ChildProcess
+from tests.harness import ROOT, ChildProcess, free_port
 
 __all__ = [
     "Certificate",
     "Nginx",
     "documented_nginx_config",
-    "free_port",
     "proxy_certificate",
     "replace_once",
 ]
@@ -108,13 +106,6 @@ def make_certificate(folder: Path) -> Certificate:
     )
     key_path.chmod(0o600)
     return Certificate(cert_path, key_path)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class Nginx:

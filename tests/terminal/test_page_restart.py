@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.harness import JupybotProcess
+from tests.harness import JupybotProcess, free_port
 
 pytestmark = pytest.mark.peers
 
@@ -26,12 +25,6 @@ shutdown:
 programs:
   - {{name: py, title: Python, argv: [python3, -q]}}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_a_restart_is_shown_and_the_program_starts_again(tmp_path: Path) -> None:
