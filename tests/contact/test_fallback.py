@@ -19,9 +19,8 @@ from jupybot.contact.outbox import Outbox
 from jupybot.contact.registry import ChannelRegistry
 from jupybot.contact.store import ContactStore, NewMessage
 from jupybot.reactor import installed_reactor
-from tests.harness import JupybotProcess, jupybot_config
 from tests.matrix.user import asyncio_test
-from tests.peers.fake_discord import FakeDiscord
+from tests.peers.fake_discord import FakeDiscord, contact_server
 
 
 class Channel:
@@ -172,22 +171,7 @@ async def test_discord_refusing_to_dm_the_owner_delivers_to_the_file(tmp_path: P
     await fake.start()
     owner = fake.add_user("owner")
     fake.closed_dms.add(owner["id"])
-    extra = f"""
-discord:
-  token: "${{JUPYBOT_TEST_DISCORD_TOKEN}}"
-  owner_id: {owner["id"]}
-  api_base: {fake.api_base}
-  gateway_url: {fake.gateway_url}
-gateway:
-  url: http://127.0.0.1:9
-terminal:
-  enabled: false
-"""
-    server = JupybotProcess(
-        jupybot_config(tmp_path, extra),
-        tmp_path,
-        extra_env={"JUPYBOT_TEST_DISCORD_TOKEN": fake.bot_token},
-    )
+    server = contact_server(tmp_path, fake, owner)
     try:
         await asyncio.to_thread(server.wait_listening)
         await asyncio.to_thread(server.wait_for, "contact: running")

@@ -9,9 +9,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.harness import JupybotProcess, jupybot_config
 from tests.matrix.user import asyncio_test
-from tests.peers.fake_discord import FakeDiscord
+from tests.peers.fake_discord import FakeDiscord, contact_server
 
 pytestmark = pytest.mark.peers
 
@@ -24,22 +23,7 @@ async def test_a_contact_message_reaches_the_owner_once_after_discord_comes_back
     await fake.start()
     owner = fake.add_user("owner")
     fake.down = True
-    extra = f"""
-discord:
-  token: "${{JUPYBOT_TEST_DISCORD_TOKEN}}"
-  owner_id: {owner["id"]}
-  api_base: {fake.api_base}
-  gateway_url: {fake.gateway_url}
-gateway:
-  url: http://127.0.0.1:9
-terminal:
-  enabled: false
-"""
-    server = JupybotProcess(
-        jupybot_config(tmp_path, extra),
-        tmp_path,
-        extra_env={"JUPYBOT_TEST_DISCORD_TOKEN": fake.bot_token},
-    )
+    server = contact_server(tmp_path, fake, owner)
     try:
         # Blocking waits go to a thread: the fake Discord answers on this loop meanwhile.
         await asyncio.to_thread(server.wait_listening)

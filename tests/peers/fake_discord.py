@@ -15,9 +15,12 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from aiohttp import WSMsgType, web
+
+from tests.harness import JupybotProcess, jupybot_config
 
 Json = dict[str, Any]
 
@@ -492,3 +495,24 @@ class FakeDiscord:
 
 def _public(file: Json) -> Json:
     return {k: v for k, v in file.items() if k != "data"}
+
+
+def contact_server(workdir: Path, fake: FakeDiscord, owner: Json) -> JupybotProcess:
+    """`twistd jupybot` delivering contact messages to C{owner} on C{fake} (no terminal; a
+    gateway nobody answers, as contact needs none)."""
+    extra = f"""
+discord:
+  token: "${{JUPYBOT_TEST_DISCORD_TOKEN}}"
+  owner_id: {owner["id"]}
+  api_base: {fake.api_base}
+  gateway_url: {fake.gateway_url}
+gateway:
+  url: http://127.0.0.1:9
+terminal:
+  enabled: false
+"""
+    return JupybotProcess(
+        jupybot_config(workdir, extra),
+        workdir,
+        extra_env={"JUPYBOT_TEST_DISCORD_TOKEN": fake.bot_token},
+    )
