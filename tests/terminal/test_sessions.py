@@ -8,6 +8,8 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
+from zope.interface import provider
 
 from jupybot.config.sandbox import SandboxConfig
 from jupybot.config.terminal import ProgramConfig, TerminalConfig
@@ -104,3 +106,30 @@ async def test_line_mode_programs_never_switch_bracketed_paste_on(mode: str) -> 
         line_mode = await bc_output(sandbox, line_mode=True)
     assert b"42" in line_mode
     assert BRACKETED_PASTE_ON not in line_mode
+
+
+@pytest_twisted.ensureDeferred
+async def test_ended_sandboxes_never_wait_for_the_grace_of_a_held_terminal(
+    sandbox: Sandbox,
+) -> None:
+    """A sandbox often still holds its terminal when jupybot reaps it: what is left is killed
+    at once, so no session waits out the grace (nor is logged as leaving processes behind)."""
+    warnings: list[str] = []
+
+    @provider(ILogObserver)
+    def observe(event: LogEvent) -> None:
+        if "holding its terminal" in str(event.get("log_format", "")):
+            warnings.append(str(event.get("pid")))
+
+    globalLogPublisher.addObserver(observe)
+    sessions = TerminalSessions(
+        reactor, TerminalConfig(max_sessions=20, max_sessions_per_ip=20), {"cat": CAT}, sandbox
+    )
+    try:
+        viewers = [Recorder() for _ in range(12)]
+        for viewer in viewers:
+            sessions.open("cat", 80, 24, "10.0.0.1", viewer)
+        await sessions.close_all()
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert warnings == []
