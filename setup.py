@@ -32,6 +32,8 @@ setup(
         "CairoSVG>=2.7",
         # End-to-end encryption for the Matrix bot (vodozemac wheels from PyPI).
         "matrix-nio[e2e]>=0.25",
+        # Cross-signing the bot's device (Ed25519 over canonical JSON), as Synapse signs.
+        "signedjson>=1.1",
         # GET /metrics in the Prometheus text format (metrics.enabled).
         "prometheus_client>=0.20",
     ],

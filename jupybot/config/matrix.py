@@ -32,6 +32,9 @@ class MatrixConfig:
     admins: tuple[str, ...] = ()
     admin_commands: tuple[str, ...] = ("restart", "stop")
     encryption: bool = False
+    # With encryption: create the account's cross-signing keys and sign the bot's device
+    # (jupybot/matrix/crosssigning.py), which Element needs before it shares room keys.
+    cross_signing: bool = True
     edit_interval_seconds: float = 1.0
     max_output_chars: int = 4000
     # A room (id) the bot has joined where contact messages are posted (docs/contact.md).
@@ -67,6 +70,7 @@ class MatrixConfig:
                     f"expected one of {', '.join(_COMMANDS)}, got {name!r}",
                 )
         encryption = r.boolean("encryption", False)
+        cross_signing = r.boolean("cross_signing", True)
         interval = r.number("edit_interval_seconds", 1.0, minimum=0.2, maximum=60)
         max_chars = r.integer("max_output_chars", 4000, minimum=200, maximum=30000)
         contact_room = r.optional_string("contact_room")
@@ -91,6 +95,7 @@ class MatrixConfig:
             admins=admins,
             admin_commands=tuple(admin_commands),
             encryption=encryption,
+            cross_signing=cross_signing,
             edit_interval_seconds=interval,
             max_output_chars=max_chars,
             contact_room=contact_room,

@@ -26,6 +26,7 @@ from ..service import AsyncioPart, JupybotService
 from ..state import StateDirectory
 from .api import MatrixApi, MatrixError
 from .bot import MatrixBot
+from .crosssigning import cross_sign_device
 from .delivery import MatrixContactRoom
 from .session import SessionFile, StoredSession, SyncFile
 
@@ -91,6 +92,8 @@ class MatrixPart(AsyncioPart):
                     "matrix.encryption is true but matrix-nio's e2e support is not installed "
                     "(pip install 'matrix-nio[e2e]')"
                 )
+            # Element shares room keys only with devices their owner cross-signed.
+            self.detail = await cross_sign_device(config, client, api, self.state_dir)
             commands = ChatCommands(
                 self.kernels,
                 AccessPolicy.build(config.allowed_users, config.admins, config.admin_commands),
