@@ -50,6 +50,13 @@ from .texts import command_help, help_text, lookup
 
 __all__ = ["ChatCommands", "ConversationFinder"]
 
+# A queued run that a planned stop cancels before its turn came.
+NOT_STARTED_LINE = (
+    "⏹ Cancelled: the bot is stopping, and this run had not started. Send it again when I am back."
+)
+# On a command refused at the sender's rate, once the "slow down" line has been said lately.
+SLOW_DOWN_REACTION = "🐢"
+
 STOPPING_NOTICE = (
     "🔄 I am stopping (a restart or an update), and this room's kernels stop with me: "
     "their variables are gone. When I am back, 'run' starts a fresh kernel."
@@ -227,13 +234,16 @@ class ChatCommands:
         if wait is None:
             return True
         ChatCommands.rate_limited[message.conversation.key.partition(":")[0]] += 1
+        if not self._refusals.should_tell(message.sender):
+            # Said lately: a reaction alone, so that no command goes without an answer.
+            await self._attempt(message.conversation.react(message.message_id, SLOW_DOWN_REACTION))
+            return False
         await self._say(
             message,
             Reply.text(
-                f"🐢 Slow down, {message.sender}: that is more commands than I take from one "
-                f"person in a short while. Try again in {max(1, round(wait))} s."
+                f"{SLOW_DOWN_REACTION} Slow down, {message.sender}: that is more commands than I "
+                f"take from one person in a short while. Try again in {max(1, round(wait))} s."
             ),
-            refused=True,
         )
         return False
 
@@ -372,18 +382,31 @@ class ChatCommands:
             )
             return
         try:
-            queued = self._order.busy(room)
             turn = self._order.turn(room)
-            if queued:
-                # The wait may be long: say it is queued rather than stay silent.
-                try:
-                    await self._attempt(message.conversation.react(message.message_id, "⏳"))
-                except BaseException:
-                    self._give_up_turn(room, turn)
-                    raise
+            if not turn.called:
+                await self._wait_queued(message, room, turn)
             await self._in_turn(room, turn, self._execute(message, code, kernel, rerun))
         finally:
             self._pending.ended(room, person)
+
+    async def _wait_queued(self, message: IncomingMessage, room: str, turn: Deferred[Any]) -> None:
+        """Wait for C{turn} with the command marked ⏳ and recorded (a crash answers it at the
+        next start); a stop before the turn came answers it now."""
+        self._replies.queued(room, message.message_id)
+        # The wait may be long: say it is queued rather than stay silent. Not awaited: a stop
+        # while the reaction is on its way must cancel the wait for the turn, not the reaction.
+        Deferred.fromCoroutine(self._attempt(message.conversation.react(message.message_id, "⏳")))
+        try:
+            await turn
+        except CancelledError:
+            self._give_up_turn(room, turn)
+            await self._say(message, Reply.text(NOT_STARTED_LINE))
+            raise
+        except BaseException:
+            self._give_up_turn(room, turn)
+            raise
+        finally:
+            self._replies.dequeued(room, message.message_id)
 
     def _give_up_turn(self, room: str, turn: Deferred[Any]) -> None:
         if turn.called:

@@ -56,9 +56,6 @@ class RoomOrder:
         if not lock.locked and not lock.waiting:
             del self._locks[room]
 
-    def busy(self, room: str) -> bool:
-        return room in self._locks
-
 
 class PendingRuns:
     """Counts each person's runs per room that arrived and have not ended, up to a cap."""

@@ -15,8 +15,8 @@ from jupybot.commands import (
     Reply,
     RunningReplies,
 )
-from jupybot.commands.bot import STOPPING_NOTICE
-from jupybot.commands.inflight import RESTARTED_LINE, as_recovered
+from jupybot.commands.bot import NOT_STARTED_LINE, STOPPING_NOTICE
+from jupybot.commands.inflight import NOT_RUN_LINE, RESTARTED_LINE, as_recovered
 from jupybot.kernels import ErrorOutput, ExecutionResult, Stream
 
 from .fakes import FakeConversation
@@ -82,6 +82,17 @@ def test_each_person_has_a_command_rate() -> None:
     say(bot, room, "!jupybot kernels")
     assert room.texts()[-1].startswith("No kernels here yet")
     assert len(room.texts()) == 6
+
+
+def test_a_command_over_the_rate_always_gets_an_answer() -> None:
+    bot, _, _ = make_bot(Clock(), ChatLimits(commands_per_minute=6, command_burst=1))
+    room = FakeConversation()
+    for n in range(4):
+        say(bot, room, f"!jupybot kernels {n}")
+    # One "slow down" line a minute at most, and a reaction on every other refused command.
+    slow = [text for text in room.texts() if text.startswith("🐢 Slow down")]
+    assert len(slow) == 1
+    assert [key for _, key in room.reactions] == ["🐢", "🐢"]
 
 
 def test_editing_a_run_runs_it_again_in_the_same_reply() -> None:
@@ -171,6 +182,48 @@ def test_a_reply_left_running_by_a_crash_is_told_at_the_next_start(tmp_path: Pat
     assert found == [room.key]
     assert room.last_text(reply_id) == f"```\nhalf way\n```\n\n{RESTARTED_LINE}"
     assert RunningReplies(path).left_running() == []
+
+
+def test_a_run_left_waiting_by_a_crash_is_answered_at_the_next_start(tmp_path: Path) -> None:
+    path = tmp_path / "running.json"
+    bot, kernels, _ = make_bot(running_replies=RunningReplies(path))
+    room = FakeConversation()
+    say(bot, room, "!jupybot run slow()")
+    waiting = say(bot, room, "!jupybot run print('after')", sender=BOB)
+    assert not waiting.called
+    [(command_id, _)] = room.reactions
+    # SIGKILL here. The next process answers the waiting command; the running one is edited.
+    after, _, _ = make_bot(running_replies=RunningReplies(path))
+    assert [q.command_id for q in RunningReplies(path).left_queued()] == [command_id]
+    assert after.recover(lambda key: succeed(room)).called
+    [reply] = [r for _, r, to in room.sent if to == command_id]
+    assert reply == Reply.text(NOT_RUN_LINE)
+    assert RunningReplies(path).left_queued() == []
+    assert [e.code for e in kernels.executions] == ["slow()"]
+
+
+def test_a_run_whose_turn_came_is_not_answered_as_left_waiting(tmp_path: Path) -> None:
+    path = tmp_path / "running.json"
+    bot, kernels, _ = make_bot(running_replies=RunningReplies(path))
+    room = FakeConversation()
+    say(bot, room, "!jupybot run 1")
+    say(bot, room, "!jupybot run 2", sender=BOB)
+    kernels.executions[0].result.callback(ExecutionResult("ok", 1, 0.1))
+    kernels.executions[1].result.callback(ExecutionResult("ok", 2, 0.1))
+    assert RunningReplies(path).left_queued() == []
+
+
+def test_a_stop_answers_the_runs_waiting_their_turn(tmp_path: Path) -> None:
+    path = tmp_path / "running.json"
+    bot, kernels, _ = make_bot(running_replies=RunningReplies(path))
+    room = FakeConversation()
+    say(bot, room, "!jupybot run slow()")
+    say(bot, room, "!jupybot run 2", sender=BOB)
+    [(command_id, _)] = room.reactions
+    assert bot.stop().called
+    assert (Reply.text(NOT_STARTED_LINE), command_id) in [(r, to) for _, r, to in room.sent]
+    assert [e.code for e in kernels.executions] == ["slow()"]  # it never ran
+    assert RunningReplies(path).left_queued() == []
 
 
 def test_a_run_that_ends_leaves_nothing_to_recover(tmp_path: Path) -> None:
