@@ -34,6 +34,13 @@ $(SYNAPSE_VENV)/.installed:
 	$(SYNAPSE_VENV)/bin/pip install --quiet '$(SYNAPSE_PIN)'
 	touch $@
 
+# The Element test peer (tests/peers/element): matrix-js-sdk and the Node 22 that runs it.
+ELEMENT_PEER := tests/peers/element/node_modules/.installed
+
+$(ELEMENT_PEER): tests/peers/element/package.json tests/peers/element/package-lock.json
+	scripts/install-element-peer
+	touch $@
+
 $(EG_VENV)/.installed:
 	$(PYTHON) -m venv $(EG_VENV)
 	$(EG_VENV)/bin/pip install --quiet --upgrade pip
@@ -50,10 +57,10 @@ lint: $(INSTALLED)
 typecheck: $(INSTALLED)
 	$(BIN)/mypy
 
-test: $(INSTALLED) $(SYNAPSE_VENV)/.installed $(EG_VENV)/.installed lint typecheck
+test: $(INSTALLED) $(SYNAPSE_VENV)/.installed $(EG_VENV)/.installed $(ELEMENT_PEER) lint typecheck
 	JUPYBOT_SYNAPSE_PYTHON=$(abspath $(SYNAPSE_VENV))/bin/python \
 	JUPYBOT_ENTERPRISE_GATEWAY_PYTHON=$(abspath $(EG_VENV))/bin/python \
 	$(BIN)/pytest
 
 clean:
-	rm -rf $(VENV) .cache build *.egg-info node_modules
+	rm -rf $(VENV) .cache build *.egg-info node_modules tests/peers/element/node_modules

@@ -10,9 +10,11 @@ layer too, which decides whether they run anything again.
 from __future__ import annotations
 
 import functools
+import uuid
 from typing import Any
 
 from nio import (
+    Api,
     AsyncClient,
     InviteMemberEvent,
     MegolmEvent,
@@ -21,7 +23,9 @@ from nio import (
     RoomMemberEvent,
     RoomMessagesResponse,
     RoomMessageText,
+    RoomSendResponse,
     SyncResponse,
+    UnknownToDeviceEvent,
 )
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
@@ -39,6 +43,7 @@ from .api import MatrixApi, MatrixError
 from .content import notice_content, strip_reply_fallback
 from .conversation import MatrixConversation
 from .session import SyncFile
+from .undecryptable import UndecryptableNotices, Withheld
 
 __all__ = ["SYNC_FILTER", "MatrixBot"]
 
@@ -79,6 +84,8 @@ class MatrixBot:
         self._direct_rooms: dict[str, str] = {}
         self._declined: set[str] = set()
         self._awaiting_rooms: dict[str, Deferred[None]] = {}
+        self._undecryptable_notices = UndecryptableNotices(api.clock)
+        self._undecryptable: list[tuple[str, MegolmEvent]] = []
 
     @property
     def user_id(self) -> str:
@@ -162,6 +169,7 @@ class MatrixBot:
     async def handle_sync(self, response: SyncResponse, since: str | None) -> None:
         if self.encryption:
             await self.maintain_keys()
+        self._note_withheld_keys(response)
         await self._handle_invites(response)
         for room_id, info in response.rooms.join.items():
             if room_id not in self.state.joined:
@@ -186,6 +194,7 @@ class MatrixBot:
             if room_id in self.state.direct:
                 self.state.direct.remove(room_id)
         await self._tell_encrypted_rooms()
+        await self._tell_undecryptable()
         self.state.next_batch = response.next_batch
         self._save()
 
@@ -239,12 +248,15 @@ class MatrixBot:
                 self._dispatch(room_id, event)
             elif isinstance(event, ReactionEvent):
                 self._dispatch_reaction(room_id, event)
-            elif isinstance(event, MegolmEvent):
+            elif isinstance(event, MegolmEvent) and event.sender != self.user_id:
                 self.log.warn(
                     "matrix: cannot decrypt an event from {sender} in {room}",
                     sender=event.sender,
                     room=room_id,
                 )
+                # Without encryption, the room was told once that the bot cannot read it.
+                if self.encryption:
+                    self._undecryptable.append((room_id, event))
 
     def _own_membership(self, room_id: str, event: RoomMemberEvent) -> None:
         if event.membership == "join":
@@ -356,6 +368,58 @@ class MatrixBot:
                     )
             except MatrixError as e:
                 self.log.warn("matrix: could not answer an invite: {error}", error=str(e))
+
+    def _note_withheld_keys(self, response: SyncResponse) -> None:
+        """Remember why clients withheld room keys from the bot (matrix-nio ignores these)."""
+        for event in response.to_device_events:
+            if isinstance(event, UnknownToDeviceEvent) and event.type == "m.room_key.withheld":
+                withheld = Withheld.from_content(event.source.get("content") or {})
+                if withheld is not None:
+                    self.log.warn(
+                        "matrix: {sender} withheld a room key of {room} from the bot: "
+                        "{code} {reason}",
+                        sender=event.sender,
+                        room=withheld.room_id,
+                        code=withheld.code,
+                        reason=withheld.reason,
+                    )
+                    self._undecryptable_notices.withheld(withheld)
+
+    async def _tell_undecryptable(self) -> None:
+        """Ask for the missing keys, and tell each room why its message got no answer."""
+        failures, self._undecryptable = self._undecryptable, []
+        for room_id, event in failures:
+            if event.session_id not in self.client.outgoing_key_requests:
+                try:
+                    await self.api.retrying(
+                        "requesting a room key",
+                        functools.partial(self.client.request_room_key, event),
+                    )
+                except MatrixError as e:
+                    self.log.warn("matrix: could not request a room key: {error}", error=str(e))
+            text = self._undecryptable_notices.failed(room_id, event.sender, event.session_id)
+            if text is not None:
+                await self._send_in_clear(room_id, notice_content(Reply.text(text), event.event_id))
+
+    async def _send_in_clear(self, room_id: str, content: dict[str, Any]) -> None:
+        """Post unencrypted, even in an encrypted room: a person whose client did not trust
+        the bot enough to share a key will not decrypt what the bot encrypts either."""
+        transaction = str(uuid.uuid4())
+
+        async def attempt() -> Any:
+            method, path, data = Api.room_send(
+                self.client.access_token, room_id, "m.room.message", content, transaction
+            )
+            # matrix-nio's room_send encrypts in an encrypted room: its plain request instead.
+            return await self.client._send(RoomSendResponse, method, path, data, (room_id,))
+
+        try:
+            response = await self.api.retrying(f"telling {room_id}", attempt, paced=True)
+        except MatrixError as e:
+            self.log.warn("matrix: could not post in {room}: {error}", room=room_id, error=str(e))
+            return
+        if not isinstance(response, RoomSendResponse):
+            self.log.warn("matrix: could not post in {room}: {error}", room=room_id, error=response)
 
     async def _tell_encrypted_rooms(self) -> None:
         if self.encryption:

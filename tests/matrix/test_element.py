@@ -1,0 +1,109 @@
+"""The bot as an Element user of 2026 meets it: matrix-js-sdk's Rust crypto, excluding insecure
+devices (OnlySignedDevicesIsolationMode), in an encrypted direct chat (tests/peers/element)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_twisted
+
+from jupybot.aio import deferred_from_coroutine
+from tests.peers.element_client import ElementClient, Event
+from tests.peers.synapse import MatrixUser, Synapse
+
+from .conftest import BotRunner
+from .user import asyncio_test
+
+pytestmark = pytest.mark.peers
+
+
+@pytest_twisted.async_yield_fixture
+async def element(synapse: Synapse, alice: MatrixUser) -> AsyncIterator[ElementClient]:
+    """Alice on Element, cross-signed at her first login, excluding insecure devices."""
+    person = await deferred_from_coroutine(asyncio.to_thread(ElementClient, synapse, alice))
+    yield person
+    await deferred_from_coroutine(asyncio.to_thread(person.stop))
+
+
+async def _direct_chat(element: ElementClient, bot: BotRunner) -> str:
+    """A direct chat Alice opens with the bot as Element does (encrypted), once it joined."""
+    room: str = (await asyncio.to_thread(element.call, "create_dm", user=bot.user_id))["room_id"]
+    await asyncio.to_thread(
+        element.wait_for,
+        lambda e: (
+            e.get("event") == "member"
+            and e["room_id"] == room
+            and e["user_id"] == bot.user_id
+            and e["membership"] == "join"
+        ),
+    )
+    return room
+
+
+async def _answer(element: ElementClient, room: str, sender: str, contains: str) -> Event:
+    def shown() -> Event | None:
+        return next(
+            (m for m in element.messages(room, sender) if contains in m["content"].get("body", "")),
+            None,
+        )
+
+    def wait() -> Event:
+        element.wait_for(lambda e: shown() is not None)
+        found = shown()
+        assert found is not None
+        return found
+
+    return await asyncio.to_thread(wait)
+
+
+@asyncio_test
+async def test_an_encrypted_direct_chat_is_answered_from_a_device_signed_by_its_owner(
+    bot: BotRunner, element: ElementClient
+) -> None:
+    part = await bot.start(encryption=True)
+    assert part.bot is not None
+    room = await _direct_chat(element, bot)
+    await asyncio.to_thread(element.call, "send", room_id=room, body="!bot run print(1)")
+    answer = await _answer(element, room, bot.user_id, "✅ done")
+    assert "echo: print(1)" in answer["content"]["body"]
+    # Decrypted by the Rust crypto, from a device it does not warn about.
+    assert answer["encrypted"] and answer["failure"] is None
+    assert answer["shield"] == {"colour": 0, "reason": None}
+    # What Element's member list shows: the bot's device signed by its owner.
+    seen = await asyncio.to_thread(element.call, "devices", user=bot.user_id)
+    devices = {d["device_id"]: d for d in seen["devices"]}
+    assert devices[part.bot.client.device_id]["signed_by_owner"]
+    assert seen["identity_known"]
+    # An image (the canned kernel's PNG) is sent encrypted and decrypted by the client.
+    await asyncio.to_thread(element.call, "send", room_id=room, body="!bot run image")
+    image = await asyncio.to_thread(
+        element.wait_for,
+        lambda e: (
+            e.get("event") == "message"
+            and e["room_id"] == room
+            and e["sender"] == bot.user_id
+            and e["content"].get("msgtype") == "m.image"
+        ),
+    )
+    assert image["encrypted"] and image["failure"] is None
+    shown = await asyncio.to_thread(element.call, "image", content=image["content"])
+    assert shown["head"] == "89504e470d0a1a0a"  # a PNG
+
+
+@asyncio_test
+async def test_without_cross_signing_the_key_is_withheld_and_the_bot_says_so(
+    bot: BotRunner, element: ElementClient
+) -> None:
+    """The control: the bot's device unsigned, Element withholds the room key (m.unverified);
+    the command is not run, and the bot's notice, sent in clear, tells the person why."""
+    await bot.start(encryption=True, cross_signing=False)
+    room = await _direct_chat(element, bot)
+    await asyncio.to_thread(element.call, "send", room_id=room, body="!bot run print(1)")
+    notice = await _answer(element, room, bot.user_id, "withheld from me (m.unverified")
+    assert not notice["encrypted"]
+    assert element.user_id in notice["content"]["body"]
+    assert "matrix.cross_signing" in notice["content"]["body"]
+    # The notice comes from the sync that carried the command: no answer was started.
+    assert [m["event_id"] for m in element.messages(room, bot.user_id)] == [notice["event_id"]]
