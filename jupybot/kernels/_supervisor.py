@@ -6,8 +6,10 @@
 - stopping sends SIGTERM, then SIGKILL after C{kill_time} seconds, and waits for the process to
   be reaped each time (a SIGKILLed process is only gone once its end was seen).
 
-procmon's own L{ProcessMonitor} is not used as is: its protocol logs the output, where the
-embedded gateway's owner must read it (the "is available at" line says it serves).
+procmon's own L{ProcessMonitor} is not used as is: its protocol logs every line of the output
+as it comes. Here the output reaches the owner through a L{LineBudget}: a child that floods its
+pipes (or anything that writes to them) costs the reactor a read and a count per chunk, never a
+log event per line.
 """
 
 from __future__ import annotations
@@ -23,15 +25,18 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ..reactor import ProcessReactor
+from ..reactor import Clock, ProcessReactor
 
-__all__ = ["Command", "ProcessSupervisor"]
+__all__ = ["Command", "LineBudget", "ProcessSupervisor"]
 
 log = Logger()
 
-# A child's output is read in lines of at most this many bytes: one that never writes a newline
-# (a kernel sharing the gateway's stdout) must not grow jupybot's memory.
-MAX_LINE = 64 * 1024
+# A child's output is read in lines of at most this many bytes (the rest of a longer line is
+# dropped): one that never writes a newline must not grow jupybot's memory.
+MAX_LINE = 4096
+# Lines handed on per second at most, after a burst of LINE_BURST (a gateway's start writes ~20).
+LINE_RATE = 20.0
+LINE_BURST = 200
 
 
 @dataclass(frozen=True)
@@ -43,20 +48,82 @@ class Command:
     path: str | None = None
 
 
+class LineBudget:
+    """A child's output cut into lines, of which at most C{rate} a second (after a burst of
+    C{burst}) are handed to C{deliver}, each at most C{max_line} bytes; the others are counted
+    and dropped. Once the budget is spent a whole chunk is dropped with one C{bytes.count}: a
+    4 MB flood costs the reactor about a millisecond. C{on_drop()} is called when dropping
+    starts, at most once every C{warn_every} seconds."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        deliver: Callable[[bytes], None],
+        on_drop: Callable[[], None] = lambda: None,
+        rate: float = LINE_RATE,
+        burst: int = LINE_BURST,
+        max_line: int = MAX_LINE,
+        warn_every: float = 60.0,
+    ) -> None:
+        self._clock = clock
+        self._deliver = deliver
+        self._on_drop = on_drop
+        self._rate = rate
+        self._burst = float(burst)
+        self._max_line = max_line
+        self._warn_every = warn_every
+        self._tokens = float(burst)
+        self._refilled_at = clock.seconds()
+        self._warned_at: float | None = None
+        # The start of an unfinished line (at most max_line bytes), or, with _skipping, the
+        # rest of a dropped line is still to come and is dropped too.
+        self._partial = b""
+        self._skipping = False
+        self.bytes_read = 0
+        self.lines_dropped = 0
+
+    def feed(self, data: bytes) -> None:
+        self.bytes_read += len(data)
+        now = self._clock.seconds()
+        self._tokens = min(self._burst, self._tokens + (now - self._refilled_at) * self._rate)
+        self._refilled_at = now
+        start = 0
+        while start < len(data):
+            if self._tokens < 1:
+                self._drop(data[start:], now)
+                return
+            end = data.find(b"\n", start)
+            if end < 0:
+                if not self._skipping:
+                    room = self._max_line - len(self._partial)
+                    self._partial += data[start : start + max(room, 0)]
+                return
+            if self._skipping:
+                self._skipping = False
+                self.lines_dropped += 1
+            else:
+                line = (self._partial + data[start:end])[: self._max_line]
+                self._tokens -= 1
+                self._deliver(line)
+            self._partial = b""
+            start = end + 1
+
+    def _drop(self, rest: bytes, now: float) -> None:
+        self.lines_dropped += rest.count(b"\n")
+        self._partial = b""
+        self._skipping = not rest.endswith(b"\n")
+        if self._warned_at is None or now - self._warned_at >= self._warn_every:
+            self._warned_at = now
+            self._on_drop()
+
+
 class _Child(ProcessProtocol):
     def __init__(self, supervisor: ProcessSupervisor) -> None:
         self.supervisor = supervisor
         self.ended: Deferred[None] = Deferred()
-        self._buffer = b""
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
-        self._buffer += data
-        *lines, self._buffer = self._buffer.split(b"\n")
-        if len(self._buffer) > MAX_LINE:
-            lines.append(self._buffer[:MAX_LINE])
-            self._buffer = b""
-        for line in lines:
-            self.supervisor.on_line(line)
+        self.supervisor.output.feed(data)
 
     def processExited(self, reason: Failure) -> None:
         # Reaped: that is its end. (processEnded waits for its pipes to close too, which a
@@ -69,8 +136,8 @@ class _Child(ProcessProtocol):
 
 class ProcessSupervisor:
     """Runs C{command()} until L{stop}. C{on_spawn(pid)} is told each new process,
-    C{on_line(line)} each line it prints (stdout and stderr), C{on_death(why, delay)} each
-    unexpected end, with the delay before the next start."""
+    C{on_line(line)} the lines it prints (stdout and stderr) within a L{LineBudget},
+    C{on_death(why, delay)} each unexpected end, with the delay before the next start."""
 
     def __init__(
         self,
@@ -100,6 +167,12 @@ class ProcessSupervisor:
         self.quick_deaths = 0
         self._restart: IDelayedCall | None = None
         self._stopping = False
+        # One budget across restarts: a child that floods and dies does not get a new burst.
+        self.output = LineBudget(reactor, lambda line: self.on_line(line), self._dropping)
+
+    def _dropping(self) -> None:
+        log.warn("{name}: writes more than {rate:g} lines a second; dropping its output",
+                 name=self.name, rate=LINE_RATE)  # fmt: skip
 
     @property
     def pid(self) -> int | None:

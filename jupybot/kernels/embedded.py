@@ -1,9 +1,13 @@
 """The embedded Kernel Gateway: a child process jupybot starts when no `gateway.url` is set.
 
-It listens on loopback on a free port with a random token, is watched for its "is available
-at" line (readiness), supervised (L{ProcessSupervisor}: restarted with backoff if it dies,
-SIGTERM then SIGKILL on shutdown). The gateway shuts its kernels down when it stops; kernels
-also die with it (bubblewrap's --die-with-parent).
+It listens on loopback on a port jupybot chooses, with a random token, and is supervised
+(L{ProcessSupervisor}: restarted with backoff if it dies, SIGTERM then SIGKILL on shutdown).
+jupybot never learns anything from what the gateway prints, which its kernels could write too
+(docs/kernels.md): the address is jupybot's own choice, and the gateway is ready once the port
+is listened on by the gateway's own process (read in /proc, before the token is sent there)
+and `GET /api` with the token answers 200. What it prints is only logged, within a budget. The
+gateway shuts its kernels down when it stops; kernels also die with it (bubblewrap's
+--die-with-parent).
 
 Its pid, start time and directory are recorded under `storage.path`, so that a jupybot that was
 SIGKILLed (and could not stop it) has it and its kernels killed by the next start.
@@ -17,32 +21,41 @@ L{KernelSandboxPlan} jupybot hands it says.
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import shutil
 import socket
 import sys
 import tempfile
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import replace
 from pathlib import Path
+from typing import Protocol
 
+from treq.client import HTTPClient
 from twisted.application.internet import backoffPolicy
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
+from twisted.web.client import Agent
 
-from ..reactor import ProcessReactor
+from ..reactor import NetworkReactor, ProcessReactor
 from ..sandbox.kernels import KernelSandboxPlan, remove_kernel_cgroups
 from . import _leftovers
 from ._supervisor import Command, ProcessSupervisor
+from .rest import quiet_pool
 
 log = Logger()
 
-_READY = re.compile(rb"Kernel Gateway \S+ is available at (http://[\w.:\[\]]+)")
-
+HOST = "127.0.0.1"
 STARTUP_TIMEOUT = 90.0
+# How often a starting gateway is asked whether it serves: every 50 ms for its first 10 s (it
+# serves after about a second), then every second.
+READY_POLL = 0.05
+READY_POLL_SLOW = 1.0
+READY_POLL_FAST_FOR = 10.0
+READY_REQUEST_TIMEOUT = 2.0
 # Seconds between SIGTERM and SIGKILL when it stops (procmon's killTime).
 STOP_GRACE = 10.0
 # A gateway that stayed up this long is healthy: the next crash starts the backoff anew
@@ -56,6 +69,10 @@ MANAGER_CLASS = "jupybot.kernels.gateway_kernels.SandboxedKernelManager"
 WORK_PREFIX = "jupybot-gateway-"
 
 
+class GatewayReactor(ProcessReactor, NetworkReactor, Protocol):
+    """The gateway's process, and the HTTP requests that ask whether it serves."""
+
+
 class EmbeddedGateway:
     """Runs `python -m kernel_gateway`; C{on_ready(url, token)} is called after every (re)start,
     C{on_restart()} after every death. With a C{record} file, what a SIGKILLed predecessor left
@@ -63,7 +80,7 @@ class EmbeddedGateway:
 
     def __init__(
         self,
-        reactor: ProcessReactor,
+        reactor: GatewayReactor,
         runtime_dir: Path,
         on_ready: Callable[[str, str], None],
         on_restart: Callable[[], None],
@@ -79,8 +96,9 @@ class EmbeddedGateway:
         self._python = python
         self.token = secrets.token_urlsafe(32)
         self.url: str | None = None
-        # True from the "is available at" line until the process ends.
+        # True from the first `GET /api` answered until the process ends.
         self.serving = False
+        self._http = HTTPClient(Agent(reactor, pool=quiet_pool(reactor)))
         self._ready_waiters: list[Deferred[str]] = []
         self._port = 0
         self._plan: KernelSandboxPlan | None = None
@@ -90,7 +108,7 @@ class EmbeddedGateway:
             reactor,
             "kernels: the embedded Kernel Gateway",
             self._command,
-            on_line=self.line_received,
+            on_line=self._output_line,
             restart_delay=restart_delay,
             on_spawn=self._spawned,
             on_death=self._died,
@@ -103,7 +121,7 @@ class EmbeddedGateway:
         return self.process.pid
 
     def next_ready(self) -> Deferred[str]:
-        """Fires with the URL the next time the gateway says it serves (after a restart too)."""
+        """Fires with the URL the next time the gateway serves (after a restart too)."""
         d: Deferred[str] = Deferred()
         self._ready_waiters.append(d)
         return d
@@ -201,9 +219,10 @@ class EmbeddedGateway:
             self._python,
             "-m",
             "kernel_gateway",
-            "--KernelGatewayApp.ip=127.0.0.1",
+            f"--KernelGatewayApp.ip={HOST}",
             f"--KernelGatewayApp.port={self._port}",
-            "--KernelGatewayApp.port_retries=50",
+            # This port or none: jupybot probes the port it chose, never one the gateway says.
+            "--KernelGatewayApp.port_retries=0",
             f"--SeedingMappingKernelManager.kernel_manager_class={MANAGER_CLASS}",
             f"--SandboxedKernelManager.kernel_sandbox_plan={self._work / 'kernel-sandbox.json'}",
         ]
@@ -214,6 +233,45 @@ class EmbeddedGateway:
         assert self._work is not None
         if self._record is not None:
             _leftovers.write_record(self._record, pid, self._work)
+        Deferred.fromCoroutine(self._wait_until_serving(pid, self._port)).addErrback(
+            lambda f: log.failure("kernels: waiting for the embedded Kernel Gateway failed", f)
+        )
+
+    async def _wait_until_serving(self, pid: int, port: int) -> None:
+        """Ready once process C{pid} itself listens on C{port} and answers `GET /api` with the
+        token; given up when that process is no longer the gateway."""
+        started = self._reactor.seconds()
+        while self.process.pid == pid:
+            if listens_on(pid, HOST, port) and await self._answers(port):
+                if self.process.pid == pid:
+                    self._serving(port)
+                return
+            fast = self._reactor.seconds() - started < READY_POLL_FAST_FOR
+            delay = READY_POLL if fast else READY_POLL_SLOW
+            await deferLater(IReactorTime(self._reactor), delay, lambda: None)
+
+    async def _answers(self, port: int) -> bool:
+        headers: dict[bytes | str, list[bytes | str]] = {
+            b"Authorization": [f"token {self.token}".encode()]
+        }
+        try:
+            response = await self._http.get(
+                f"http://{HOST}:{port}/api", headers=headers, timeout=READY_REQUEST_TIMEOUT
+            )
+            await response.content()
+        except Exception:
+            return False
+        return bool(response.code == 200)
+
+    def _serving(self, port: int) -> None:
+        self.url = f"http://{HOST}:{port}"
+        self.serving = True
+        log.info("kernels: embedded Kernel Gateway ready at {url}", url=self.url)
+        self._on_ready(self.url, self.token)
+        waiting, self._ready_waiters = self._ready_waiters, []
+        for d in waiting:
+            if not d.called:
+                d.callback(self.url)
 
     def _remove_kernel_leftovers(self) -> None:
         """What a gateway that died left: its kernels' directories and cgroups, its temporary
@@ -224,22 +282,14 @@ class EmbeddedGateway:
                 shutil.rmtree(path, ignore_errors=True)
         remove_kernel_cgroups(self._plan)
 
-    def line_received(self, line: bytes) -> None:
-        match = _READY.search(line)
-        if match is None:
-            log.debug("kernel gateway: {line}", line=line.decode("utf-8", "replace"))
-            return
-        self.url = match.group(1).decode()
-        self._port = int(self.url.rsplit(":", 1)[1])
-        self.serving = True
-        log.info("kernels: embedded Kernel Gateway ready at {url}", url=self.url)
-        self._on_ready(self.url, self.token)
-        waiting, self._ready_waiters = self._ready_waiters, []
-        for d in waiting:
-            if not d.called:
-                d.callback(self.url)
+    def _output_line(self, line: bytes) -> None:
+        """A line the gateway printed: logged, never interpreted."""
+        log.debug("kernel gateway: {line}", line=line.decode("utf-8", "replace"))
 
     def _died(self, why: str, delay: float) -> None:
+        if not self.serving:
+            # It never served on that port (taken meanwhile?): the next start tries another.
+            self._port = 0
         self.serving = False
         self._forget_record()
         log.error(
@@ -265,6 +315,28 @@ class EmbeddedGateway:
 
 def _free_port() -> int:
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
+        probe.bind((HOST, 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+def listens_on(pid: int, host: str, port: int) -> bool:
+    """Does process C{pid} itself hold the socket listening on C{host}:C{port} (IPv4)? Read
+    in /proc: the listening socket's inode in /proc/net/tcp among the process's open files."""
+    address = socket.inet_aton(host)[::-1].hex().upper() + f":{port:04X}"
+    inodes = set()
+    try:
+        with open(f"/proc/{pid}/net/tcp") as table:
+            for row in table.readlines()[1:]:
+                fields = row.split()
+                if fields[1] == address and fields[3] == "0A":  # TCP_LISTEN
+                    inodes.add(f"socket:[{fields[9]}]")
+        if not inodes:
+            return False
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with suppress(OSError):
+                if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                    return True
+    except OSError:
+        return False
+    return False

@@ -6,7 +6,10 @@ The embedded gateway is started with
 and ``--SandboxedKernelManager.kernel_sandbox_plan=<file>``, the plan jupybot wrote
 (L{jupybot.sandbox.kernels}). Per kernel this class:
   - talks ZMQ over the ``ipc`` transport, in the kernel's own directory (the kernel has no
-    network namespace in common with the gateway);
+    network namespace in common with the gateway), connecting only to the sockets it checked
+    once the kernel made them (L{KernelDirectory.pin}), never by a path the kernel can replace;
+  - sends the kernel's stdout and stderr to /dev/null: they would otherwise be the gateway's,
+    which jupybot reads (a kernel printing a flood, or lines meant to pass for the gateway's);
   - replaces the kernel's environment (the gateway's, with its token) by the sandbox's own;
   - interrupts by message: a signal to the launch chain's process group would reach
     bubblewrap, which dies of SIGINT and takes the kernel with it;
@@ -17,6 +20,7 @@ and ``--SandboxedKernelManager.kernel_sandbox_plan=<file>``, the plan jupybot wr
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -26,13 +30,24 @@ from kernel_gateway.services.kernels.manager import (  # type: ignore[import-unt
 from traitlets import Unicode
 
 from ..sandbox.cgroups import SessionCgroup
-from ..sandbox.kernels import KernelDirectory, KernelLaunches, KernelSandboxPlan, discard_group
+from ..sandbox.kernels import (
+    KernelDirectory,
+    KernelLaunches,
+    KernelSandboxPlan,
+    UnsafeKernelSocket,
+    discard_group,
+)
 
 __all__ = ["SandboxedKernelManager"]
 
 # How long a kernel's group may take to empty after its kernel was killed (seen: < 50 ms).
 GROUP_REMOVAL_TRIES = 50
 GROUP_REMOVAL_INTERVAL = 0.1
+# How long a kernel may take to make its sockets (an idle one: about a second; fifty starting
+# at once on two cores: tens of seconds), and how often the gateway looks.
+SOCKETS_TIMEOUT = 300.0
+SOCKETS_POLL = 0.02
+CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
 
 
 class SandboxedKernelManager(KernelGatewayIOLoopKernelManager):
@@ -80,7 +95,41 @@ class SandboxedKernelManager(KernelGatewayIOLoopKernelManager):
         # for a dead parent. bubblewrap's --die-with-parent (unsandboxed: setpriv's
         # --pdeathsig) does that job.
         kw.update(env=dict(launch.env), cwd=launches.host_cwd(self._directory), independent=True)
+        if launches.sandboxed:
+            null = subprocess.DEVNULL
+            kw.update(stdin=null, stdout=null, stderr=null)
         await super()._async_launch_kernel(launch.argv, **kw)
+        if launches.sandboxed:
+            await self._pin_sockets(self._directory, launches.kernel_uid)
+
+    async def _pin_sockets(self, directory: KernelDirectory, uid: int) -> None:
+        """Wait until the kernel made its sockets, then check and pin them (before anything of
+        the gateway connects: that comes after the launch). A kernel whose socket is not its
+        own is killed."""
+        ports = [int(getattr(self, f"{channel}_port")) for channel in CHANNELS]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SOCKETS_TIMEOUT
+        while not directory.bound(ports):
+            assert self.provisioner is not None
+            if await self.provisioner.poll() is not None:
+                return  # it died: the restarter sees to it; nothing connects unpinned
+            if loop.time() > deadline:
+                raise RuntimeError(f"the kernel made no sockets in {SOCKETS_TIMEOUT:.0f}s")
+            await asyncio.sleep(SOCKETS_POLL)
+        try:
+            directory.pin(ports, uid)
+        except (OSError, UnsafeKernelSocket) as e:
+            self.log.error("jupybot: refusing kernel %s: %s", self.kernel_id, e)
+            assert self.provisioner is not None
+            await self.provisioner.kill()
+            raise RuntimeError(f"the kernel's sockets are not its own: {e}") from e
+
+    def _make_url(self, channel: str) -> str:
+        """Where the gateway's ZMQ sockets connect: a sandboxed kernel's pinned socket."""
+        if self._directory is None or not self.launches.sandboxed:
+            url: str = super()._make_url(channel)
+            return url
+        return self._directory.socket_url(int(getattr(self, f"{channel}_port")))
 
     async def _async_cleanup_resources(self, restart: bool = False) -> None:
         await super()._async_cleanup_resources(restart=restart)

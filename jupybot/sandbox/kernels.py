@@ -11,6 +11,11 @@ file (read-only) and its ZMQ sockets.
 The sockets: a kernel has no network, not even loopback, so ZMQ uses its ``ipc`` transport,
 Unix sockets named by path, which reach across network namespaces. Only the kernel whose
 sandbox shows its directory can bind or reach them: no kernel sees another's key or sockets.
+The gateway never connects by those paths, which the kernel can replace (by a symlink to any
+socket of the host): once the kernel bound its sockets, L{KernelDirectory.pin} opens each one
+as a file without following a symlink, checks that it is a socket owned by the kernel's user,
+and the gateway connects through that open file (``/proc/self/fd/<n>``), which names the very
+socket it checked whatever the kernel does to the path afterwards.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ __all__ = [
     "KernelDirectory",
     "KernelLaunches",
     "KernelSandboxPlan",
+    "UnsafeKernelSocket",
     "discard_group",
     "interpreter_paths",
     "kernel_sandbox_plan",
@@ -196,6 +202,10 @@ def remove_kernel_cgroups(plan: KernelSandboxPlan) -> None:
     group.remove()
 
 
+class UnsafeKernelSocket(Exception):
+    """A kernel's socket path is not a socket of the kernel's own (a symlink, say)."""
+
+
 class KernelDirectory:
     """One kernel's own directory, kept across its restarts:
       - ``connection.json``: its ports and key, readable by the sandbox user alone, shown to
@@ -212,6 +222,61 @@ class KernelDirectory:
         self.sockets.mkdir(mode=0o700)
         if ids is not None:
             os.chown(self.sockets, *ids)
+        # The sockets directory as the gateway made it: the kernel cannot replace it (it is a
+        # mount point in its sandbox, in a directory it cannot write), only what is inside.
+        self._sockets_fd: int | None = os.open(
+            self.sockets, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW
+        )
+        # port -> an O_PATH descriptor of the socket checked for it; the same number for the
+        # kernel's whole life (a restart's socket is put in its place), so that a ZMQ socket
+        # reconnecting after a restart reaches the new kernel.
+        self._pinned: dict[int, int] = {}
+
+    def socket_name(self, port: int) -> str:
+        return f"{Path(self.ip).name}-{port}"
+
+    def bound(self, ports: list[int]) -> bool:
+        """Has the kernel made all of its sockets (whatever they are)?"""
+        assert self._sockets_fd is not None
+        for port in ports:
+            try:
+                os.stat(self.socket_name(port), dir_fd=self._sockets_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                return False
+        return True
+
+    def pin(self, ports: list[int], uid: int) -> None:
+        """Open each of the kernel's sockets without following a symlink and check that it is
+        a socket owned by C{uid}, the kernel's user; L{UnsafeKernelSocket} if one is not."""
+        assert self._sockets_fd is not None
+        opened: dict[int, int] = {}
+        try:
+            for port in ports:
+                name = self.socket_name(port)
+                fd = os.open(name, os.O_PATH | os.O_NOFOLLOW, dir_fd=self._sockets_fd)
+                opened[port] = fd
+                info = os.fstat(fd)
+                if not stat.S_ISSOCK(info.st_mode) or info.st_uid != uid:
+                    raise UnsafeKernelSocket(
+                        f"{self.sockets / name} is {stat.filemode(info.st_mode)} owned by uid "
+                        f"{info.st_uid}, not a socket of the kernel's (uid {uid})"
+                    )
+        except (OSError, UnsafeKernelSocket):
+            for fd in opened.values():
+                os.close(fd)
+            raise
+        for port, fd in opened.items():
+            if port in self._pinned:
+                os.dup2(fd, self._pinned[port], inheritable=False)
+                os.close(fd)
+            else:
+                self._pinned[port] = fd
+
+    def socket_url(self, port: int) -> str:
+        """Where the gateway connects to the kernel's socket for C{port}: the pinned socket."""
+        if port not in self._pinned:
+            raise UnsafeKernelSocket(f"the kernel's socket {self.socket_name(port)} is not checked")
+        return f"ipc:///proc/self/fd/{self._pinned[port]}"
 
     @property
     def connection_file(self) -> Path:
@@ -243,6 +308,11 @@ class KernelDirectory:
                     entry.unlink()
 
     def remove(self) -> None:
+        for fd in [*self._pinned.values(), *([self._sockets_fd] if self._sockets_fd else [])]:
+            with suppress(OSError):
+                os.close(fd)
+        self._pinned = {}
+        self._sockets_fd = None
         shutil.rmtree(self.path, ignore_errors=True)
 
 
@@ -259,6 +329,11 @@ class KernelLaunches:
         self.sandbox.cgroups = plan.cgroups()
         self._ids = sandbox_user_ids(plan.user) if plan.sandboxed and os.geteuid() == 0 else None
         self._launched = 0
+
+    @property
+    def kernel_uid(self) -> int:
+        """Who a kernel is on the host, and so who owns the sockets it makes."""
+        return self._ids[0] if self._ids is not None else os.geteuid()
 
     @property
     def sandboxed(self) -> bool:

@@ -15,7 +15,7 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from jupybot.kernels._supervisor import Command, ProcessSupervisor
+from jupybot.kernels._supervisor import Command, LineBudget, ProcessSupervisor
 
 
 @implementer(IProcessTransport)
@@ -162,3 +162,35 @@ def test_stop_during_the_restart_delay_cancels_the_restart() -> None:
     assert stopped.called
     reactor.advance(3600)
     assert len(reactor.spawned) == 1
+
+
+def test_output_beyond_the_line_budget_is_counted_and_dropped_not_logged() -> None:
+    """A child (or a kernel sharing its pipes) that floods: a burst of lines, then a few a
+    second; a 4 MB flood costs a count, and lines are cut at their maximum length."""
+    clock = Clock()
+    lines: list[bytes] = []
+    drops: list[float] = []
+    budget = LineBudget(
+        clock, lines.append, lambda: drops.append(clock.seconds()), rate=10, burst=5, max_line=8
+    )
+    budget.feed(b"a very long first line\nb\nc\nd\ne\nf\ng\n")
+    assert lines == [b"a very l", b"b", b"c", b"d", b"e"]
+    flood = b"x" * 1023 + b"\n"
+    for _ in range(4 * 1024):
+        budget.feed(flood)
+    assert lines[-1] == b"e" and budget.bytes_read > 4 * 1024 * 1024
+    assert budget.lines_dropped == 2 + 4 * 1024 and drops == [0.0]
+    clock.advance(0.5)  # five lines' worth of budget again
+    budget.feed(b"half a li")
+    budget.feed(b"ne\nnext\n")
+    assert lines[-2:] == [b"half a l", b"next"]
+
+
+def test_a_line_cut_by_the_budget_is_dropped_whole() -> None:
+    clock = Clock()
+    lines: list[bytes] = []
+    budget = LineBudget(clock, lines.append, rate=1, burst=1)
+    budget.feed(b"one\ntw")
+    clock.advance(1)
+    budget.feed(b"o\nthree\n")  # "two" began while the budget was spent: none of it is read
+    assert lines == [b"one", b"three"]
