@@ -6,11 +6,29 @@ import os
 from collections.abc import Iterator
 
 # x86-64 and arm64 system call numbers of the calls a program blocks in while it waits for the
-# terminal: read (of the terminal itself), and the readiness calls readline and curses use.
+# terminal: read (of the terminal itself), and the readiness calls readline, curses and event
+# loops use, each with where its timeout is: (argument index, kind). A call whose timeout is
+# set will return by itself (a Node timer, Python's select with a timeout): the program is not
+# waiting for input, but for time to pass.
 _READ = {"x86_64": 0, "aarch64": 63}
-_WAITING_SYSCALLS = {
-    "x86_64": {7, 23, 232, 270, 271, 281},  # poll select epoll_wait pselect6 ppoll epoll_pwait
-    "aarch64": {72, 73, 22},  # pselect6 ppoll epoll_pwait
+_MILLISECONDS = "ms"  # an int: negative waits for ever
+_POINTER = "ptr"  # a pointer to a timeval or timespec: NULL waits for ever
+_WAITING_SYSCALLS: dict[str, dict[int, tuple[int, str]]] = {
+    "x86_64": {
+        7: (2, _MILLISECONDS),  # poll(fds, nfds, timeout)
+        23: (4, _POINTER),  # select(nfds, r, w, e, timeout)
+        232: (3, _MILLISECONDS),  # epoll_wait(epfd, events, max, timeout)
+        270: (4, _POINTER),  # pselect6(nfds, r, w, e, timeout, sigmask)
+        271: (2, _POINTER),  # ppoll(fds, nfds, timeout, sigmask)
+        281: (3, _MILLISECONDS),  # epoll_pwait(epfd, events, max, timeout, sigmask)
+        441: (3, _POINTER),  # epoll_pwait2(epfd, events, max, timeout, sigmask)
+    },
+    "aarch64": {
+        72: (4, _POINTER),  # pselect6
+        73: (2, _POINTER),  # ppoll
+        22: (3, _MILLISECONDS),  # epoll_pwait
+        441: (3, _POINTER),  # epoll_pwait2
+    },
 }
 _MACHINE = os.uname().machine
 # /dev/tty: a program that opens it (getpass, ssh, less) reads its controlling terminal through it.
@@ -145,9 +163,22 @@ def _blocked_on_input(pid: int, terminal: int) -> bool:
             except (OSError, IndexError, ValueError):
                 return False
             return device in (terminal, _CONTROLLING_TTY)
-        return number in _WAITING_SYSCALLS.get(_MACHINE, set())
+        timeout = _WAITING_SYSCALLS.get(_MACHINE, {}).get(number)
+        return timeout is not None and _waits_for_ever(call[1:], *timeout)
     try:
         with open(f"/proc/{pid}/wchan", encoding="ascii") as f:
             return f.read().strip() == "n_tty_read"
     except OSError:
         return False
+
+
+def _waits_for_ever(arguments: list[str], index: int, kind: str) -> bool:
+    """Does a readiness call with these arguments (hex, as /proc/PID/syscall shows them) wait
+    without a timeout?"""
+    try:
+        value = int(arguments[index], 16)
+    except (IndexError, ValueError):
+        return False
+    if kind == _POINTER:
+        return value == 0
+    return value & 0x8000_0000 != 0  # a negative int, whatever the register's upper half

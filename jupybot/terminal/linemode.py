@@ -30,6 +30,14 @@ _MODE_SWITCHES = re.compile(
 )
 # What may still grow into one of them when output is cut in the middle.
 _UNFINISHED = re.compile(rb"\x1b(?:\[[?0-9;]*)?|\x1b\[\?2004l")
+# How an echoed line ends: the terminal's CR LF, or CR CR LF from a line editor that writes its
+# own CR LF through the terminal's output processing (Node's readline).
+_ECHO_END = rb"\r+\n"
+# A line editor's redraw of a fresh line (Node's readline: column 1, erase below, the prompt,
+# then the cursor put after it): on a line with nothing on it yet, the first two draw nothing.
+_FRESH_LINE_REDRAW = re.compile(rb"(?:^|(?<=\n))\x1b\[1?G\x1b\[0?J")
+_TO_COLUMN = re.compile(rb"\x1b\[([0-9]*)G")
+_CSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 class TerminalProbe(Protocol):
@@ -96,7 +104,7 @@ class Answerer:
         self._pending = bytearray()
         # The echoes of the command's lines still to be found in the output, and where in
         # the pending output to look for the next one (not in what came before the command).
-        self._echoes: deque[bytes] = deque()
+        self._echoes: deque[bytes] = deque()  # each line, without its end
         self._search_from = 0
         self._awaiting = False
         self._check: IDelayedCall | None = None
@@ -116,7 +124,7 @@ class Answerer:
         data = text if text.endswith("\n") else text + "\n"
         self._echoes.clear()
         if echoes_input(self._probe.local_modes()):
-            self._echoes.extend(line.encode() + b"\r\n" for line in data[:-1].split("\n"))
+            self._echoes.extend(line.encode() for line in data[:-1].split("\n"))
         self._search_from = len(self._pending)
         self._await_answer()
         return data.encode()
@@ -186,24 +194,24 @@ class Answerer:
         after = bytes(self._pending[self._search_from :])
         if not after:
             return False
-        return not (self._echoes and self._echoes[0].startswith(after))
+        return not (self._echoes and _may_start_echo(after, self._echoes[0]))
 
     def _remove_echoes(self) -> None:
         """The terminal's (or readline's) echo of each line of the command is not part of the
         answer, wherever it lands: after output printed before it, or between prompts."""
         while self._echoes:
-            echo = self._echoes[0]
-            at = self._pending.find(echo, self._search_from)
-            if at < 0:
+            echo = re.compile(re.escape(self._echoes[0]) + _ECHO_END)
+            found = echo.search(self._pending, self._search_from)
+            if found is None:
                 return
-            del self._pending[at : at + len(echo)]
-            self._search_from = at
+            del self._pending[found.start() : found.end()]
+            self._search_from = found.start()
             self._echoes.popleft()
 
     def _send_full_parts(self) -> None:
         """Send the output that fills whole parts now, each with C{more}; keep back what may
         be the start of an echo still expected."""
-        held = len(self._echoes[0]) - 1 if self._echoes else 0
+        held = len(self._echoes[0]) + 2 if self._echoes else 0
         while len(self._pending) - held >= self._part_bytes:
             self._send(self._take(limit=self._part_bytes), True)
             self._sent_part = True
@@ -215,4 +223,26 @@ class Answerer:
             data = data[:-1]  # its \n may be the first byte of the next part
         del self._pending[: len(data)]
         self._search_from = max(0, self._search_from - len(data))
-        return self._decoder.decode(data, final=final).replace("\r\n", "\n")
+        text = self._decoder.decode(_without_moves_in_place(data), final=final)
+        return text.replace("\r\n", "\n")
+
+
+def _may_start_echo(data: bytes, line: bytes) -> bool:
+    """Could C{data} be the beginning of C{line}'s echo (the line, then its end)?"""
+    if len(data) <= len(line):
+        return line.startswith(data)
+    return data.startswith(line) and re.fullmatch(rb"\r*", data[len(line) :]) is not None
+
+
+def _without_moves_in_place(data: bytes) -> bytes:
+    """C{data} without the cursor moves of a line editor's redraw that change nothing on the
+    screen: a fresh line's "column 1, erase below", and a move to the column the cursor is in."""
+    data = _FRESH_LINE_REDRAW.sub(b"", data)
+
+    def unless_in_place(move: re.Match[bytes]) -> bytes:
+        line_start = max(data.rfind(b"\n", 0, move.start()), data.rfind(b"\r", 0, move.start()))
+        shown = _CSI.sub(b"", data[line_start + 1 : move.start()]).decode("utf-8", "replace")
+        column = int(move.group(1) or 1)
+        return b"" if column == len(shown) + 1 else move.group(0)
+
+    return _TO_COLUMN.sub(unless_in_place, data)

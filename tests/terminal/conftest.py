@@ -58,6 +58,29 @@ programs:
                 word = ""
 
         curses.wrapper(main)
+  # Programs that pause between prints (a Node timer, Python's select with a timeout), and
+  # Node's readline, which echoes a line ending in CR CR LF.
+  - name: ticker
+    argv:
+      - node
+      - -e
+      - |
+        const rl = require("readline").createInterface({input: process.stdin, output: process.stdout});
+        const tick = (n, then) => n === 0 ? then() : setTimeout(() => { console.log("tick " + n); tick(n - 1, then); }, 300);
+        const ask = () => rl.question("> ", (line) => { console.log("you said " + line); tick(3, ask); });
+        tick(3, ask);
+    limits: {memory_mb: 4096}
+  - name: pauser
+    argv:
+      - python3
+      - -c
+      - |
+        import select
+        while True:
+            line = input("> ")
+            print("before", line, flush=True)
+            select.select([], [], [], 1.2)
+            print("after select", flush=True)
   # Input flow control: cat without the terminal's echo, and a program that never reads.
   - {name: quietcat, argv: [sh, -c, "stty -echo; echo ready; exec cat"]}
   # (A terminal in canonical mode would drop a line over 4096 bytes: in raw mode it fills.)

@@ -172,3 +172,29 @@ def test_the_end_sends_what_is_left() -> None:
     assert client.answerer.ended() == "bye\n"
     client.settle()
     assert client.sent == []
+
+
+def test_a_line_editors_echo_and_redraw_are_not_in_the_answer() -> None:
+    # Recorded from Node 20's readline on a PTY: the line echoed with CR CR LF, and each prompt
+    # drawn as "column 1, erase below, prompt, cursor after the prompt".
+    client = Client()
+    client.answerer.start()
+    client.answerer.output(b"\x1b[1G\x1b[0J> \x1b[3G")
+    client.terminal.waiting = True
+    client.settle()
+    client.terminal.waiting = False
+    client.answerer.command("a\nb")
+    client.answerer.output(b"a\r\r\nyou said a\r\n\x1b[1G\x1b[0J> \x1b[3Gb\r\r\n")
+    client.answerer.output(b"you said b\r\n\x1b[1G\x1b[0J> \x1b[3G")
+    client.terminal.waiting = True
+    client.settle()
+    assert client.answers() == ["> ", "you said a\n> you said b\n> "]
+
+
+def test_a_cursor_move_that_changes_the_screen_stays() -> None:
+    client = Client()
+    client.answerer.start()
+    client.answerer.output(b"ab\x1b[1Gc\x1b[5G")
+    client.terminal.waiting = True
+    client.settle()
+    assert client.answers() == ["ab\x1b[1Gc\x1b[5G"]

@@ -90,6 +90,30 @@ async def test_the_echo_is_removed_after_output_printed_before_it(server: Jupybo
 
 
 @asyncio_test
+async def test_a_node_program_printing_on_timers_is_answered_once_it_waits(
+    server: JupybotProcess,
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        node = await start(http, server, "ticker")
+        assert await node.answer() == "tick 3\ntick 2\ntick 1\n> "
+        # Node's readline echoes "hello\r\r\n": none of it is left in the answer.
+        assert await node.ask("hello") == "you said hello\ntick 3\ntick 2\ntick 1\n> "
+        await node.ws.close()
+
+
+@asyncio_test
+async def test_a_program_pausing_in_select_is_answered_after_the_pause(
+    server: JupybotProcess,
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        pauser = await start(http, server, "pauser")
+        assert await pauser.answer() == "> "
+        assert await pauser.ask("one") == "before one\nafter select\n> "
+        assert await pauser.ask("two") == "before two\nafter select\n> "
+        await pauser.ws.close()
+
+
+@asyncio_test
 async def test_bc_answers_without_bracketed_paste(server: JupybotProcess) -> None:
     async with aiohttp.ClientSession() as http:
         bc = await start(http, server, "bc")
