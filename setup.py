@@ -34,6 +34,9 @@ setup(
         "matrix-nio[e2e]>=0.25",
         # Cross-signing the bot's device (Ed25519 over canonical JSON), as Synapse signs.
         "signedjson>=1.1",
+        # matrix.recovery_key: the recovery key (base58) opens secret storage (AES-CTR, HMAC, HKDF).
+        "base58>=2.1",
+        "cryptography>=42",
         # GET /metrics in the Prometheus text format (metrics.enabled).
         "prometheus_client>=0.20",
     ],

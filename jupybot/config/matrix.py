@@ -35,6 +35,8 @@ class MatrixConfig:
     # With encryption: create the account's cross-signing keys and sign the bot's device
     # (jupybot/matrix/crosssigning.py), which Element needs before it shares room keys.
     cross_signing: bool = True
+    # The recovery key of an identity made in Element: opens its keys in secret storage.
+    recovery_key: Secret | None = None
     edit_interval_seconds: float = 1.0
     max_output_chars: int = 4000
     # A room (id) the bot has joined where contact messages are posted (docs/contact.md).
@@ -71,6 +73,7 @@ class MatrixConfig:
                 )
         encryption = r.boolean("encryption", False)
         cross_signing = r.boolean("cross_signing", True)
+        recovery_key = r.secret("recovery_key")
         interval = r.number("edit_interval_seconds", 1.0, minimum=0.2, maximum=60)
         max_chars = r.integer("max_output_chars", 4000, minimum=200, maximum=30000)
         contact_room = r.optional_string("contact_room")
@@ -96,6 +99,7 @@ class MatrixConfig:
             admin_commands=tuple(admin_commands),
             encryption=encryption,
             cross_signing=cross_signing,
+            recovery_key=recovery_key,
             edit_interval_seconds=interval,
             max_output_chars=max_chars,
             contact_room=contact_room,

@@ -10,7 +10,9 @@ each later start signs the device it logged in with, if that one is not signed y
 
 The private keys are kept in C{storage.path/matrix-cross-signing.json} (0600). An account that
 already has a cross-signing identity jupybot did not make (its owner made it in Element) is never
-replaced: the bot says so in its log and on /ping, and runs with an unsigned device.
+replaced: with C{matrix.recovery_key} the bot reads that identity's keys from the account's secret
+storage (MSC1946) and signs with them; without, it says so in its log and on /ping, and runs with
+an unsigned device.
 
 Signing and canonical JSON are Synapse's own libraries (C{signedjson}, C{canonicaljson}, on
 PyNaCl's Ed25519).
@@ -19,6 +21,7 @@ PyNaCl's Ed25519).
 from __future__ import annotations
 
 import json
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,7 @@ from twisted.logger import Logger
 
 from ..config.matrix import MatrixConfig
 from ..state import StateDirectory, write_atomically
+from ._secret_storage import SecretStorageError, read_secrets
 from .api import MatrixApi, MatrixError
 
 __all__ = ["CrossSigningError", "CrossSigningKeys", "CrossSigningStore", "cross_sign_device"]
@@ -39,6 +43,8 @@ log = Logger()
 
 _KEYS_FILE = "matrix-cross-signing.json"
 _ROLES = ("master", "self_signing", "user_signing")
+# Where Element keeps each private key in secret storage.
+_SECRET_NAMES = {role: f"m.cross_signing.{role}" for role in _ROLES}
 
 
 class CrossSigningError(Exception):
@@ -158,12 +164,14 @@ class _Homeserver:
         self.client = client
         self.api = api
 
-    async def post(self, what: str, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+    async def post(self, what: str, path: str, body: dict[str, Any] | None) -> tuple[int, Any]:
+        """POST C{body} (GET when None); the status and the JSON answer."""
+
         async def attempt() -> tuple[int, Any]:
             response = await self.client.send(
-                "POST",
+                "GET" if body is None else "POST",
                 path,
-                json.dumps(body),
+                None if body is None else json.dumps(body),
                 headers={
                     "Authorization": f"Bearer {self.client.access_token}",
                     "Content-Type": "application/json",
@@ -176,6 +184,19 @@ class _Homeserver:
             return response.status, answer
 
         return await self.api.retrying(what, attempt)
+
+    async def account_data(self, user_id: str, kind: str) -> dict[str, Any] | None:
+        quoted = urllib.parse.quote(user_id)
+        status, answer = await self.post(
+            "reading the account's secret storage",
+            f"/_matrix/client/v3/user/{quoted}/account_data/{urllib.parse.quote(kind)}",
+            None,
+        )
+        if status == 404:
+            return None
+        if status != 200 or not isinstance(answer, dict):
+            raise MatrixError(f"reading account data {kind} refused: {status} {answer}")
+        return answer
 
     async def query(self, user_id: str) -> dict[str, Any]:
         status, answer = await self.post(
@@ -226,6 +247,21 @@ def _public_key_of(described: Any) -> str | None:
     return next(iter(keys.values()), None) if isinstance(keys, dict) else None
 
 
+async def _unlock(server: _Homeserver, user_id: str, recovery_key: str) -> CrossSigningKeys:
+    """The identity's private keys, read from secret storage with the recovery key."""
+
+    async def account_data(kind: str) -> dict[str, Any] | None:
+        return await server.account_data(user_id, kind)
+
+    secrets = await read_secrets(account_data, recovery_key, tuple(_SECRET_NAMES.values()))
+    try:
+        return CrossSigningKeys.from_json(
+            {"user_id": user_id, **{role: secrets[name] for role, name in _SECRET_NAMES.items()}}
+        )
+    except (ValueError, KeyError) as e:
+        raise SecretStorageError(f"a cross-signing key in secret storage is malformed: {e}") from e
+
+
 async def cross_sign_device(
     config: MatrixConfig, client: AsyncClient, api: MatrixApi, state: StateDirectory
 ) -> str | None:
@@ -239,7 +275,7 @@ async def cross_sign_device(
         return None
     try:
         await _cross_sign(config, client, api, state)
-    except (CrossSigningError, MatrixError) as e:
+    except (CrossSigningError, SecretStorageError, MatrixError) as e:
         problem = f"device {client.device_id} is not cross-signed: {e}"
         log.warn("matrix: {problem}", problem=problem)
         return problem
@@ -272,15 +308,26 @@ async def _cross_sign(
             user=user_id,
             key=keys.master_public,
         )
-    elif keys is None or keys.master_public != on_server:
-        raise CrossSigningError(
-            f"{user_id} already has a cross-signing identity (master key {on_server}) that "
-            "jupybot did not make and has no private key of; Element users who exclude "
-            "insecure devices will not share room keys with the bot. Reset the account's "
-            "cross-signing keys (Element: Settings > Encryption > Reset) and restart, or run "
-            "the bot on an account of its own"
-        )
     else:
+        if keys is None or keys.master_public != on_server:
+            if config.recovery_key is None:
+                raise CrossSigningError(
+                    f"{user_id} already has a cross-signing identity (master key {on_server}) "
+                    "that jupybot did not make and has no private key of, so Element users who "
+                    "exclude insecure devices will not share room keys with the bot. Set "
+                    "matrix.recovery_key to the identity's recovery key (Element: Settings > "
+                    "Encryption), or run the bot on an account of its own"
+                )
+            keys = await _unlock(server, user_id, config.recovery_key.reveal())
+            if keys.master_public != on_server:
+                raise CrossSigningError(
+                    "the master key in secret storage is not the account's published one"
+                )
+            store.save(keys)
+            log.info(
+                "matrix: unlocked the cross-signing identity of {user} with matrix.recovery_key",
+                user=user_id,
+            )
         ssk_on_server = _public_key_of((known.get("self_signing_keys") or {}).get(user_id))
         if ssk_on_server != keys.self_signing_id.partition(":")[2]:
             raise CrossSigningError(

@@ -10,6 +10,7 @@ import pytest
 import pytest_twisted
 
 from jupybot.aio import deferred_from_coroutine
+from jupybot.config import Secret
 from tests.peers.element_client import ElementClient, Event
 from tests.peers.synapse import MatrixUser, Synapse
 
@@ -107,3 +108,33 @@ async def test_without_cross_signing_the_key_is_withheld_and_the_bot_says_so(
     assert "matrix.cross_signing" in notice["content"]["body"]
     # The notice comes from the sync that carried the command: no answer was started.
     assert [m["event_id"] for m in element.messages(room, bot.user_id)] == [notice["event_id"]]
+
+
+@asyncio_test
+async def test_an_identity_made_in_element_is_used_through_its_recovery_key(
+    bot: BotRunner, synapse: Synapse, element: ElementClient
+) -> None:
+    """The owner logged in to the bot's account with Element first, which made the identity and
+    set up recovery: jupybot signs its device with that identity, read from secret storage."""
+    owner = await asyncio.to_thread(ElementClient, synapse, bot.account)
+    try:
+        made = await asyncio.to_thread(owner.call, "secret_storage")
+        seen_by_owner = await asyncio.to_thread(owner.call, "devices", user=bot.user_id)
+    finally:
+        await asyncio.to_thread(owner.stop)
+    assert seen_by_owner["identity_known"]
+    wrong = await bot.start(encryption=True)
+    assert wrong.detail is not None and "matrix.recovery_key" in wrong.detail
+    await bot.stop()
+    part = await bot.start(recovery_key=Secret(made["recovery_key"]))
+    assert part.detail is None and part.bot is not None
+    room = await _direct_chat(element, bot)
+    await asyncio.to_thread(element.call, "send", room_id=room, body="!bot run 6*7")
+    answer = await _answer(element, room, bot.user_id, "✅ done")
+    assert answer["encrypted"] and answer["failure"] is None
+    # The bot's device is signed by the identity Element made, which signs the owner's
+    # Element session too: nothing was replaced.
+    seen = await asyncio.to_thread(element.call, "devices", user=bot.user_id)
+    devices = {d["device_id"]: d for d in seen["devices"]}
+    assert devices[part.bot.client.device_id]["signed_by_owner"]
+    assert devices[owner.device_id]["signed_by_owner"]

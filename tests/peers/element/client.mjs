@@ -31,6 +31,18 @@ const passwordAuth = {
   password,
 };
 
+// The secret storage key once made (the "secret_storage" operation), for the SDK to use again.
+let secretStorageKey = null;
+const cryptoCallbacks = {
+  getSecretStorageKey: async ({ keys }) => {
+    const keyId = Object.keys(keys).find((id) => secretStorageKey?.keyId === id);
+    return keyId ? [keyId, secretStorageKey.privateKey] : null;
+  },
+  cacheSecretStorageKey: (keyId, keyInfo, privateKey) => {
+    secretStorageKey = { keyId, privateKey };
+  },
+};
+
 async function logIn() {
   const anonymous = sdk.createClient({ baseUrl });
   const login = await anonymous.loginRequest({
@@ -42,6 +54,7 @@ async function logIn() {
     userId: login.user_id,
     accessToken: login.access_token,
     deviceId: login.device_id,
+    cryptoCallbacks,
   });
 }
 
@@ -159,6 +172,16 @@ const operations = {
     }
     const identity = await crypto.getUserVerificationStatus(user);
     return { devices, identity_known: identity.known };
+  },
+  async secret_storage() {
+    // What Element's "Set up recovery" does: a new secret storage key, the cross-signing keys
+    // stored under it; the recovery key is what Element shows the person once.
+    const generated = await crypto.createRecoveryKeyFromPassphrase();
+    await crypto.bootstrapSecretStorage({
+      createSecretStorageKey: async () => generated,
+      setupNewSecretStorage: true,
+    });
+    return { recovery_key: generated.encodedPrivateKey };
   },
   async image({ content }) {
     const data = content.file ? await decryptAttachment(content.file) : null;
