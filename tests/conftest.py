@@ -17,6 +17,7 @@ pytest_plugins = [
     "tests.peers.enterprise_gateway",
     "tests.peers.jupyter_server",
     "tests.peers.synapse",
+    "tests.peers.element_client",
 ]
 
 

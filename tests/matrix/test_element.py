@@ -4,15 +4,12 @@ devices (OnlySignedDevicesIsolationMode), in an encrypted direct chat (tests/pee
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_twisted
 
-from jupybot.aio import deferred_from_coroutine
 from jupybot.config import Secret
 from tests.peers.element_client import ElementClient, Event
-from tests.peers.synapse import MatrixUser, Synapse
+from tests.peers.synapse import Synapse
 
 from .conftest import BotRunner
 from .user import asyncio_test
@@ -20,43 +17,15 @@ from .user import asyncio_test
 pytestmark = pytest.mark.peers
 
 
-@pytest_twisted.async_yield_fixture
-async def element(synapse: Synapse, alice: MatrixUser) -> AsyncIterator[ElementClient]:
-    """Alice on Element, cross-signed at her first login, excluding insecure devices."""
-    person = await deferred_from_coroutine(asyncio.to_thread(ElementClient, synapse, alice))
-    yield person
-    await deferred_from_coroutine(asyncio.to_thread(person.stop))
-
-
 async def _direct_chat(element: ElementClient, bot: BotRunner) -> str:
     """A direct chat Alice opens with the bot as Element does (encrypted), once it joined."""
     room: str = (await asyncio.to_thread(element.call, "create_dm", user=bot.user_id))["room_id"]
-    await asyncio.to_thread(
-        element.wait_for,
-        lambda e: (
-            e.get("event") == "member"
-            and e["room_id"] == room
-            and e["user_id"] == bot.user_id
-            and e["membership"] == "join"
-        ),
-    )
+    await asyncio.to_thread(element.wait_joined, room, bot.user_id)
     return room
 
 
 async def _answer(element: ElementClient, room: str, sender: str, contains: str) -> Event:
-    def shown() -> Event | None:
-        return next(
-            (m for m in element.messages(room, sender) if contains in m["content"].get("body", "")),
-            None,
-        )
-
-    def wait() -> Event:
-        element.wait_for(lambda e: shown() is not None)
-        found = shown()
-        assert found is not None
-        return found
-
-    return await asyncio.to_thread(wait)
+    return await asyncio.to_thread(element.answer, room, sender, contains)
 
 
 @asyncio_test

@@ -13,6 +13,7 @@ answer; every event the person sees is kept, and L{ElementClient.wait_for} waits
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import json
@@ -21,16 +22,18 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_twisted
 
+from jupybot.aio import deferred_from_coroutine
 from tests.harness import ROOT
 from tests.peers.synapse import MatrixUser, Synapse
 
-__all__ = ["ElementClient", "element_node"]
+__all__ = ["ElementClient", "element", "element_node"]
 
 PEER = ROOT / "tests" / "peers" / "element"
 
@@ -156,6 +159,7 @@ class ElementClient:
             relation = event["content"].get("m.relates_to") or {}
             if relation.get("rel_type") == "m.replace":
                 continue
+            event = {**event, "in_reply_to": (relation.get("m.in_reply_to") or {}).get("event_id")}
             edits = [
                 e
                 for e in latest.values()
@@ -166,6 +170,38 @@ class ElementClient:
                 event = {**event, "content": edits[-1]["content"].get("m.new_content", {})}
             shown.append(event)
         return shown
+
+    def wait_joined(self, room_id: str, user_id: str) -> None:
+        self.wait_for(
+            lambda e: (
+                e.get("event") == "member"
+                and e["room_id"] == room_id
+                and e["user_id"] == user_id
+                and e["membership"] == "join"
+            )
+        )
+
+    def answer(
+        self, room_id: str, sender: str, contains: str, reply_to: str | None = None
+    ) -> Event:
+        """The message of C{sender} (edits applied) whose body contains C{contains}, once
+        shown; only a reply to C{reply_to} if given."""
+
+        def shown() -> Event | None:
+            return next(
+                (
+                    m
+                    for m in self.messages(room_id, sender)
+                    if contains in m["content"].get("body", "")
+                    and (reply_to is None or m["in_reply_to"] == reply_to)
+                ),
+                None,
+            )
+
+        self.wait_for(lambda e: shown() is not None)
+        found = shown()
+        assert found is not None
+        return found
 
     def stop(self) -> None:
         if self.process.stdin is not None:
@@ -178,3 +214,12 @@ class ElementClient:
                 os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
         self._reader.join(10)
+
+
+@pytest_twisted.async_yield_fixture
+async def element(synapse: Synapse, alice: MatrixUser) -> AsyncIterator[ElementClient]:
+    """Alice (tests/matrix) on Element: cross-signed at her first login, excluding insecure
+    devices."""
+    person = await deferred_from_coroutine(asyncio.to_thread(ElementClient, synapse, alice))
+    yield person
+    await deferred_from_coroutine(asyncio.to_thread(person.stop))

@@ -154,6 +154,31 @@ const operations = {
     });
     return { room_id };
   },
+  async create_room({ invite }) {
+    // As Element makes a private room: invite only, encrypted.
+    const { room_id } = await client.createRoom({
+      preset: sdk.Preset.PrivateChat,
+      invite,
+      initial_state: [
+        {
+          type: "m.room.encryption",
+          state_key: "",
+          content: { algorithm: "m.megolm.v1.aes-sha2" },
+        },
+      ],
+    });
+    return { room_id };
+  },
+  async edit({ room_id, event_id, body }) {
+    // As Element edits a message: the new text in m.new_content, "* " before the fallback.
+    const { event_id: edit_id } = await client.sendMessage(room_id, {
+      msgtype: "m.text",
+      body: `* ${body}`,
+      "m.new_content": { msgtype: "m.text", body },
+      "m.relates_to": { rel_type: "m.replace", event_id },
+    });
+    return { event_id: edit_id };
+  },
   async send({ room_id, body }) {
     const { event_id } = await client.sendTextMessage(room_id, body);
     return { event_id };
