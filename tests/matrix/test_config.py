@@ -69,3 +69,18 @@ def test_admin_commands_are_exactly_the_commands_of_the_command_layer() -> None:
     assert raised.value.errors == [
         f"matrix.admin_commands[{len(names)}]: expected one of {', '.join(names)}, got 'reboot'"
     ]
+
+
+def test_cross_signing_is_on_by_default_and_the_recovery_key_is_a_secret() -> None:
+    config = parse_config(GOOD, environ={"BOT_PASSWORD": "hunter2"})
+    assert config.matrix.cross_signing is True and config.matrix.recovery_key is None
+    text = GOOD + '  cross_signing: false\n  recovery_key: "${RECOVERY}"\n'
+    config = parse_config(text, environ={"BOT_PASSWORD": "p", "RECOVERY": "EsTc 5rr1"})
+    assert config.matrix.cross_signing is False
+    assert config.matrix.recovery_key is not None
+    assert config.matrix.recovery_key.reveal() == "EsTc 5rr1"
+    assert "EsTc" not in repr(config.matrix)
+    assert config.matrix.recovery_key in config.secrets
+    with pytest.raises(ConfigError) as raised:
+        parse_config(GOOD + "  cross_signing: sometimes\n", environ={})
+    assert any(e.startswith("matrix.cross_signing: expected") for e in raised.value.errors)
