@@ -7,6 +7,8 @@ channel registry). Parts never look each other up.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 from twisted.internet.interfaces import IReactorTime
 
 from .config import Config
@@ -17,7 +19,7 @@ from .matrix import build_matrix
 from .metrics import MetricSources, build_metrics
 from .parts import PartContext
 from .reactor import Reactor
-from .sandbox import Sandbox
+from .sandbox import Sandbox, SandboxUnavailable
 from .sandbox.part import SandboxPart
 from .service import JupybotService
 from .state import StateDirectory
@@ -66,21 +68,28 @@ def deliver_to(config: Config) -> tuple[str, ...]:
     return tuple(channels) or ("file",)
 
 
-def summarize(config: Config) -> list[str]:
-    """One line per part saying what would start: printed by C{--check-config}."""
+@dataclass(frozen=True)
+class Summary:
+    """What C{--check-config} prints: a line per part, and what would not start."""
+
+    lines: list[str]
+    problems: list[str]
+
+
+def summarize(config: Config) -> Summary:
+    """One line per part saying what would start, each program tried once in its sandbox as
+    the server would: printed by C{--check-config}, which fails when anything would not start."""
     lines = [
         f"web: listening on {config.web.listen}",
         f"storage: {config.storage.path}",
         f"sandbox: {describe_sandbox(config)}",
         f"kernels: {describe_kernels(config)}",
     ]
+    problems: list[str] = []
     if config.terminal.enabled:
         names = ", ".join(p.name for p in config.programs) or "none"
         lines.append(f"terminal: {len(config.programs)} program(s): {names}")
-        sandbox = Sandbox(config.sandbox)
-        for index, program in enumerate(config.programs):
-            for problem in program_problems(program, sandbox, f"programs[{index}]"):
-                lines.append(f"terminal: will not start: {problem}")
+        problems += [f"terminal: will not start: {p}" for p in catalogue_problems(config)]
     else:
         lines.append("terminal: disabled (terminal.enabled is false)")
     if config.contact.enabled:
@@ -97,7 +106,25 @@ def summarize(config: Config) -> list[str]:
         ("discord", config.discord.disabled_reason()),
     ):
         lines.append(f"{name}: disabled ({reason})" if reason else f"{name}: enabled")
-    return lines
+    return Summary(lines + problems, problems)
+
+
+def catalogue_problems(config: Config) -> list[str]:
+    """Why each program of the catalogue would not run, found as the terminal part finds it
+    at start: in a sandbox prepared as the server's (without cgroups: a check makes none)."""
+    sandbox = Sandbox(replace(config.sandbox, cgroups="off"))
+    try:
+        sandbox.prepare()
+    except SandboxUnavailable as e:
+        return [f"sandbox: {e}"]
+    try:
+        return [
+            problem
+            for index, program in enumerate(config.programs)
+            for problem in program_problems(program, sandbox, f"programs[{index}]")
+        ]
+    finally:
+        sandbox.close()
 
 
 def describe_kernels(config: Config) -> str:

@@ -64,10 +64,11 @@ class Options(usage.Options):
         if self["check-config"]:
             from .app import summarize
 
-            print(f"{path}: valid")
-            for line in summarize(self.config):
+            summary = summarize(self.config)
+            print(f"{path}: valid" if not summary.problems else f"{path}: valid, but:")
+            for line in summary.lines:
                 print(f"  {line}")
-            raise SystemExit(0)
+            raise SystemExit(1 if summary.problems else 0)
 
 
 def _exit(status: int, message: str) -> None:

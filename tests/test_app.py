@@ -56,9 +56,12 @@ def test_both_chat_bots_run_code_on_the_kernels_part(tmp_path: Path) -> None:
 
 
 def test_contact_messages_go_to_every_configured_chat_else_to_the_file(tmp_path: Path) -> None:
-    assert "contact: POST /contact, delivered to file" in summarize(config_in(tmp_path))
-    assert "contact: POST /contact, delivered to discord, matrix" in summarize(
-        config_in(tmp_path, CHAT)
+    assert "contact: POST /contact, delivered to file" in summarize(config_in(tmp_path)).lines
+    assert "contact: POST /contact, delivered to discord, matrix" in (
+        summarize(config_in(tmp_path, CHAT)).lines
     )
     chosen = CHAT + "contact: {deliver_to: [matrix]}\n"
-    assert "contact: POST /contact, delivered to matrix" in summarize(config_in(tmp_path, chosen))
+    assert (
+        "contact: POST /contact, delivered to matrix"
+        in summarize(config_in(tmp_path, chosen)).lines
+    )

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -127,6 +130,36 @@ def test_check_config_summarises_a_good_config(tmp_path: Path) -> None:
     assert "  web: listening on tcp:9999" in lines
     assert "  matrix: disabled (no matrix.homeserver and matrix.user_id)" in lines
     assert not (tmp_path / "var").exists(), "checking must not create state"
+
+
+def test_check_config_tries_each_program_and_names_the_fix(tmp_path: Path) -> None:
+    private = Path(tempfile.mkdtemp())  # 0700: the sandbox user may not enter when we are root
+    game = private / "game"
+    game.write_text("#!/bin/sh\necho hi\n")
+    game.chmod(0o755)
+    catalogue = (
+        "programs:\n"
+        "  - {name: fine, argv: [sh]}\n"
+        "  - {name: typo, argv: [pythn3]}\n"
+        f"  - {{name: hidden, argv: ['{game}'], files: ['{private}']}}\n"
+        "  - {name: lost, argv: [sh], cwd: /srv/nowhere}\n"
+    )
+    try:
+        result = run_check_config(tmp_path, catalogue)
+    finally:
+        shutil.rmtree(private)
+    assert result.returncode == 1, result.stdout
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"{tmp_path / 'config.yml'}: valid, but:"
+    problems = [line for line in lines if line.startswith("  terminal: will not start: ")]
+    assert [p.split(": ", 2)[2].split(":")[0].split(" ")[0] for p in problems] == (
+        ["programs[1].argv", "programs[2]", "programs[3].cwd"]
+        if os.geteuid() == 0
+        else ["programs[1].argv", "programs[3].cwd"]
+    )
+    assert "'pythn3' is not installed inside the sandbox" in problems[0]
+    if os.geteuid() == 0:
+        assert "cannot reach" in problems[1] and "chmod o+rx" in problems[1]
 
 
 def test_check_config_reports_every_error_and_fails(tmp_path: Path) -> None:

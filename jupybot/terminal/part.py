@@ -42,16 +42,24 @@ class TerminalPart(Part):
         self._sandbox = sandbox
 
     def start_part(self) -> None:
-        """Refuse to serve unless every program can run in its sandbox: a mistake in the
-        catalogue is the owner's to fix, not a visitor's to find."""
+        """Serve every program that can run in its sandbox; one that cannot is the owner's to
+        fix (the log and /ping name the mistake), not a visitor's to find, and the others
+        still serve. Fails only when no program can run."""
         self._sandbox.require()
-        problems = [
-            problem
-            for index, program in enumerate(self._programs)
-            for problem in program_problems(program, self._sandbox, f"programs[{index}]")
-        ]
-        if problems:
-            raise ProgramsUnavailable("; ".join(problems))
+        broken: dict[str, list[str]] = {}
+        for index, program in enumerate(self._programs):
+            problems = program_problems(program, self._sandbox, f"programs[{index}]")
+            if problems:
+                broken[program.name] = problems
+                self.sessions.withdraw(program.name)
+        if broken and len(broken) == len(self._programs):
+            raise ProgramsUnavailable("; ".join(p for found in broken.values() for p in found))
+        for problem in (p for found in broken.values() for p in found):
+            self.log.error("terminal: a program will not start: {problem}", problem=problem)
+        if broken:
+            self.detail = "not available: " + "; ".join(
+                f"{name} ({'; '.join(found)})" for name, found in broken.items()
+            )
 
     def stop_part(self) -> Deferred[None]:
         return self.sessions.close_all().addCallback(lambda _: None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -40,8 +41,7 @@ def program_profile(
         read_only += sorted({sys.prefix, sys.base_prefix})
     executable = sandbox.resolve(argv[0], (*read_only, *program.writable))
     if executable is None:
-        where = "inside the sandbox" if sandbox.enabled else "on this server"
-        raise ProgramNotFound(f"{argv[0]!r} is not installed {where}")
+        raise ProgramNotFound(_not_found(argv[0], sandbox.enabled))
     argv[0] = executable
     if sandbox.enabled:
         # The program leads its terminal's session inside the sandbox (see pty.py).
@@ -89,13 +89,6 @@ def program_problems(program: ProgramConfig, sandbox: Sandbox, where: str) -> li
     except ProgramNotFound as e:
         problems.append(f"{where}.argv: {e}")
         profile = None
-    if profile is not None and sandbox.prepared and sandbox.enabled and not problems:
-        # What the sandbox user cannot read, bubblewrap cannot show: try it once.
-        executable = profile.argv[2] if profile.argv[0] == SETSID else profile.argv[0]
-        check = replace(profile, argv=("/bin/sh", "-c", 'test -x "$0"', executable))
-        error = sandbox.try_run(check)
-        if error is not None:
-            problems.append(f"{where}: cannot run in its sandbox ({error})")
     if program.cwd is not None and sandbox.enabled and program.cwd != INSIDE_HOME:
         shown = (*program.files, *program.writable, "/usr")
         inside = any(program.cwd == p or program.cwd.startswith(p + "/") for p in shown)
@@ -104,4 +97,52 @@ def program_problems(program: ProgramConfig, sandbox: Sandbox, where: str) -> li
                 f"{where}.cwd: {program.cwd} is not a directory the sandbox shows "
                 "(list it, or a directory above it, in files: or writable:)"
             )
+    if profile is not None and sandbox.prepared and sandbox.enabled and not problems:
+        # What the sandbox user cannot read, bubblewrap cannot show: try it once.
+        executable = profile.argv[2] if profile.argv[0] == SETSID else profile.argv[0]
+        check = replace(profile, argv=("/bin/sh", "-c", _CHECK_SCRIPT, executable))
+        error = sandbox.try_run(check)
+        if error is not None:
+            problems.append(f"{where}: cannot run in its sandbox ({_with_fix(error, sandbox)})")
     return problems
+
+
+def _not_found(executable: str, sandboxed: bool) -> str:
+    if not sandboxed:
+        return f"{executable!r} is not installed on this server"
+    if "/" not in executable:
+        return (
+            f"{executable!r} is not installed inside the sandbox (it sees /usr, /bin and what "
+            "files: lists: install it there, or give its full path and list its folder in files:)"
+        )
+    if not os.path.exists(executable):
+        return f"{executable!r} does not exist (check argv[0])"
+    if not os.access(executable, os.X_OK):
+        return f"{executable!r} is not executable (chmod +x it)"
+    return (
+        f"{executable!r} is not installed inside the sandbox "
+        "(list its folder, or a folder above it, in files:)"
+    )
+
+
+# Run in the program's sandbox at start: can the sandbox user run the program?
+_CHECK_SCRIPT = 'test -x "$0" || { echo "Can\'t execute $0: Permission denied" >&2; exit 1; }'
+# bubblewrap's words (and the check's) for a path the sandbox user cannot reach, and for one
+# that is not there.
+_UNREACHABLE = re.compile(r"Can't (?:find source path|execute) (?P<path>.+): Permission denied")
+_MISSING = re.compile(
+    r"Can't (?:find source path|chdir to) (?P<path>.+): No such file or directory"
+)
+
+
+def _with_fix(error: str, sandbox: Sandbox) -> str:
+    """bubblewrap's last word, and what the owner can do about it."""
+    if found := _UNREACHABLE.search(error):
+        who = sandbox.config.user if os.geteuid() == 0 else "jupybot's user"
+        return (
+            f"{error}: the sandbox user ({who}) cannot reach {found['path']}; let others enter "
+            "every folder above it and read it (chmod o+rx), or move it where they can"
+        )
+    if found := _MISSING.search(error):
+        return f"{error}: {found['path']} does not exist; check files:, writable: and cwd"
+    return error

@@ -186,6 +186,8 @@ class TerminalSessions:
         self.config = config
         self.sandbox = sandbox
         self.programs = dict(programs)
+        # Programs that cannot run here (the owner was told why at start): refused to visitors.
+        self.withdrawn: set[str] = set()
         # Every session whose program runs, ending ones included; the caps count those not
         # released yet.
         self._sessions: dict[str, Session] = {}
@@ -201,6 +203,10 @@ class TerminalSessions:
     def programs_running(self) -> Counter[str]:
         """How many sessions run each program, ending ones included (read by /metrics)."""
         return Counter(session.program.name for session in self._sessions.values())
+
+    def withdraw(self, program_name: str) -> None:
+        """C{program_name} cannot run here: visitors are told it is not available."""
+        self.withdrawn.add(program_name)
 
     def open(
         self,
@@ -220,6 +226,8 @@ class TerminalSessions:
             raise SessionRefused(
                 "unknown-program", f"There is no program {program_name!r}; available: {known}."
             )
+        if program.name in self.withdrawn:
+            raise SessionRefused("unavailable", f"{program.title} is not available right now.")
         # A visitor who is here comes before one who left (a reload, a closed tab, another
         # program picked): the oldest abandoned session makes room.
         if self._per_ip[client_ip] >= self.config.max_sessions_per_ip and not self._evict(
@@ -247,7 +255,11 @@ class TerminalSessions:
             session.pty.on_activity = session.touch
             session.pty.start()
         except ProgramNotFound as e:
-            raise SessionRefused("unavailable", f"{program.title} cannot start: {e}.") from None
+            # Where the program should be is the owner's business, not the visitor's.
+            log.error("terminal: cannot start {program}: {error}", program=program.name, error=e)
+            raise SessionRefused(
+                "unavailable", f"{program.title} is not available right now."
+            ) from None
         except OSError as e:
             log.error("terminal: cannot start {program}: {error}", program=program.name, error=e)
             raise SessionRefused("unavailable", f"{program.title} cannot start here.") from None

@@ -25,6 +25,8 @@ programs:
   - {name: flood, argv: ["yes"]}
   # Installed when the server starts, uninstalled before a visitor picks it.
   - {name: missing, argv: ["{bin}/game"], files: ["{bin}"]}
+  # Misspelt in the catalogue: the others serve, /ping names it, visitors hear it is not there.
+  - {name: broken, argv: ["{bin}/gmae"], files: ["{bin}"]}
   - name: sleepy
     argv: [cat]
     limits: {idle_seconds: 1}

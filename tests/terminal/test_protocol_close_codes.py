@@ -41,6 +41,7 @@ async def refused(client_ws: aiohttp.ClientWebSocketResponse) -> tuple[dict[str,
         ({"program": "sh", "cols": 0, "rows": 0}, "bad-size", 4400),
         ({"program": "sh", "cols": "wide", "rows": 24}, "bad-size", 4400),
         ({"program": "missing", "cols": 80, "rows": 24}, "unavailable", 4503),
+        ({"program": "broken", "cols": 80, "rows": 24}, "unavailable", 4503),
         ({"resume": "no-such-token"}, "expired", 4404),
     ],
 )
@@ -54,6 +55,20 @@ async def test_a_refused_hello_closes_with_the_short_reason(
         error, closed_with, close_reason = await refused(client.ws)
         assert (error["reason"], closed_with, close_reason) == (reason, code, reason)
         assert len(error["message"]) > 20  # a sentence for people, not a code
+        assert "/" not in error["message"]  # no host path: where programs are is the owner's
+
+
+@asyncio_test
+async def test_a_broken_program_is_its_own_problem_not_the_terminals(
+    server: JupybotProcess,
+) -> None:
+    async with aiohttp.ClientSession() as http, http.get(f"{server.base_url}/ping") as response:
+        status = await response.json()
+    assert response.status == 200, status
+    assert status["services"]["terminal"] == "running"
+    detail = status["details"]["terminal"]
+    assert detail.startswith("not available: broken (programs[")
+    assert "/gmae' does not exist (check argv[0])" in detail
 
 
 @asyncio_test

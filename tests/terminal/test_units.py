@@ -151,7 +151,7 @@ def test_catalogue_mistakes_are_named_with_their_key_path(tmp_path: Path) -> Non
     problems = program_problems(program, Sandbox(SandboxConfig()), "programs[3]")
     assert problems == [
         "programs[3].files[0]: /opt/nowhere does not exist",
-        "programs[3].argv: '/opt/nowhere/bin/game' is not installed inside the sandbox",
+        "programs[3].argv: '/opt/nowhere/bin/game' does not exist (check argv[0])",
         "programs[3].cwd: /srv/game is not a directory the sandbox shows "
         "(list it, or a directory above it, in files: or writable:)",
     ]
