@@ -185,9 +185,30 @@ class PartsCollector(Collector):
             "Terminal sessions whose program runs (detached ones included), by program.",
             labels=["program"],
         )
-        for program in sorted(set(sessions.programs) | set(running)):
+        programs = sorted(set(sessions.programs) | set(running))
+        for program in programs:
             gauge.add_metric([program], running[program])
         yield gauge
+        available = GaugeMetricFamily(
+            "jupybot_terminal_program_available",
+            "1 for a program visitors can start, 0 for one that cannot run here (see /ping).",
+            labels=["program"],
+        )
+        started = CounterMetricFamily(
+            "jupybot_terminal_sessions_started",
+            "Terminal sessions started, by program.",
+            labels=["program"],
+        )
+        failed = CounterMetricFamily(
+            "jupybot_terminal_failed_starts",
+            "Programs that ended badly within 2 s of their start, by program.",
+            labels=["program"],
+        )
+        for program in programs:
+            available.add_metric([program], 0 if program in sessions.withdrawn else 1)
+            started.add_metric([program], sessions.started[program])
+            failed.add_metric([program], sessions.failed_at_start[program])
+        yield from (available, started, failed)
         refusals.add_metric(["terminal_sessions_per_address"], sessions.refused["too-many"])
         refusals.add_metric(["terminal_sessions"], sessions.refused["busy"])
 

@@ -155,6 +155,8 @@ class PtySession:
         self._tty_name: str | None = None
         self._paused_by: set[str] = set()
         self._killing: IDelayedCall | None = None
+        # True once jupybot asked the program to end (it did not end by itself).
+        self.terminated = False
         self.pid: int | None = None
         self._reaped = False
         self._orphan_check: IDelayedCall | None = None
@@ -302,6 +304,7 @@ class PtySession:
         # Whatever the program prints while it ends is read (for nobody, maybe): a paused
         # program could not see its signals through, and its end would never be noticed.
         self._resume_all()
+        self.terminated = True
         if self.running and self._killing is None:
             self._signal_session(signal.SIGHUP)
             self._killing = self._reactor.callLater(KILL_GRACE, self._escalate, signal.SIGTERM)
@@ -377,6 +380,7 @@ class PtySession:
     def _release_cgroup(self, tries: int) -> None:
         cgroup = self._launch.cgroup
         if cgroup is None or cgroup.remove():
+            self._launch.release()  # its host uid, once nothing of the sandbox runs
             return
         if tries == 2:
             cgroup.kill_all()

@@ -22,6 +22,10 @@ from .pty import ExitStatus, ProgramNotFound, PtySession
 
 log = Logger()
 
+# A program that ends badly this soon after it started crashed at start (a runtime that cannot
+# live within its limits, a missing library): counted, and logged for the owner.
+FAILED_START_SECONDS = 2.0
+
 
 class SessionRefused(Exception):
     """A session cannot be opened or resumed; C{reason} is a short code, C{str()} for people."""
@@ -85,6 +89,7 @@ class Session:
         self._detached: IDelayedCall | None = None
         # True once the session no longer counts against the caps (it is ending).
         self.released = False
+        self.started_at = sessions.reactor.seconds()
 
     # OutputSink, for the PtySession.
 
@@ -96,6 +101,7 @@ class Session:
     def ended(self, status: ExitStatus) -> None:
         self._cancel_timers()
         self._sessions._forget(self)
+        self._sessions.count_end(self, status)
         if self.viewer is not None:
             self.viewer.ended(status)
 
@@ -196,6 +202,9 @@ class TerminalSessions:
         self._per_ip: Counter[str] = Counter()
         # Visitors refused at a cap, by refusal ("too-many", "busy"); read by /metrics.
         self.refused: Counter[str] = Counter()
+        # Sessions started, and programs that ended badly at start, by program; for /metrics.
+        self.started: Counter[str] = Counter()
+        self.failed_at_start: Counter[str] = Counter()
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -263,6 +272,7 @@ class TerminalSessions:
         except OSError as e:
             log.error("terminal: cannot start {program}: {error}", program=program.name, error=e)
             raise SessionRefused("unavailable", f"{program.title} cannot start here.") from None
+        self.started[program.name] += 1
         self._sessions[session.id] = session
         self._by_token[session.resume_token] = session
         self._held += 1
@@ -301,6 +311,19 @@ class TerminalSessions:
         self._per_ip[session.client_ip] -= 1
         if self._per_ip[session.client_ip] <= 0:
             del self._per_ip[session.client_ip]
+
+    def count_end(self, session: Session, status: ExitStatus) -> None:
+        """Count (and log) a program that ended badly right after it started."""
+        if session.pty.terminated:
+            return  # ended by jupybot (a visitor who left, a limit), not by itself
+        if status.code == 0 or self.reactor.seconds() - session.started_at > FAILED_START_SECONDS:
+            return
+        self.failed_at_start[session.program.name] += 1
+        log.warn(
+            "terminal: {program} {status} at start; see its limits and files in config.yml",
+            program=session.program.name,
+            status=status.describe(),
+        )
 
     def _forget(self, session: Session) -> None:
         if self._sessions.pop(session.id, None) is not None:

@@ -41,6 +41,8 @@ gateway:
 programs:
   - {name: cat, argv: [cat]}
   - {name: sh, argv: [sh]}
+  - {name: crash, argv: [sh, -c, "exit 3"]}
+  - {name: broken, argv: [/opt/nowhere/game]}
 terminal:
   max_sessions_per_ip: 1
 contact:
@@ -124,6 +126,27 @@ async def test_sessions_by_program_and_the_refusal_at_the_per_address_cap(
         assert value(scrape_2, refused, limit="terminal_sessions_per_address") == 1
         assert value(scrape_2, refused, limit="terminal_sessions") == 0
         await client.ws.close()
+
+
+@pytest.mark.peers
+@asyncio_test
+async def test_sessions_started_programs_that_crash_at_start_and_those_left_out(
+    server: tuple[JupybotProcess, str],
+) -> None:
+    process, metrics_url = server
+    # From an address of its own: one session per address, and other tests hold 127.0.0.1's.
+    connector = aiohttp.TCPConnector(local_addr=("127.0.0.4", 0))
+    async with aiohttp.ClientSession(connector=connector) as http:
+        client = await raw(http, process)
+        await client.hello(program="crash", cols=80, rows=24)
+        await client.until_closed()
+    process.wait_for(r"terminal: crash exited with status 3 at start")
+    scrape_ = samples((await scrape(metrics_url))[2])
+    assert value(scrape_, "jupybot_terminal_sessions_started_total", program="crash") == 1
+    assert value(scrape_, "jupybot_terminal_failed_starts_total", program="crash") == 1
+    assert value(scrape_, "jupybot_terminal_failed_starts_total", program="cat") == 0
+    assert value(scrape_, "jupybot_terminal_program_available", program="broken") == 0
+    assert value(scrape_, "jupybot_terminal_program_available", program="cat") == 1
 
 
 @pytest.mark.peers
