@@ -24,9 +24,9 @@ _REMEMBERED_SESSIONS = 1000
 
 _WHAT_TO_DO = {
     "m.unverified": (
-        "their client shares keys only with devices it trusts, and it does not trust mine. "
-        "My operator can fix this by letting me cross-sign my device "
-        "('matrix.cross_signing: true', see jupybot's docs/matrix.md)"
+        "their client shares keys only with devices their owner has cross-signed, and mine is "
+        "not. My operator can fix this: see 'Cross-signing' in jupybot's docs/matrix.md "
+        "(matrix.cross_signing, matrix.recovery_key)"
     ),
     "m.blacklisted": "they blocked my device: unblock it in their client's settings",
     "m.unauthorised": "their client does not allow me to read this room's messages",
