@@ -20,12 +20,13 @@ import io
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 from nio import (
     AsyncClient,
     ErrorResponse,
+    LocalProtocolError,
     RoomPreset,
     SyncResponse,
     UploadError,
@@ -37,8 +38,16 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from ..aio import await_deferred
+from .tokens import is_unknown_token
 
-__all__ = ["MatrixApi", "MatrixError", "is_rate_limited", "is_transient", "replaced_event"]
+__all__ = [
+    "MatrixApi",
+    "MatrixError",
+    "TokenRenewal",
+    "is_rate_limited",
+    "is_transient",
+    "replaced_event",
+]
 
 R = TypeVar("R")
 
@@ -49,6 +58,17 @@ _NETWORK_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueErro
 
 class MatrixError(Exception):
     """The homeserver refused a request for good (not worth retrying)."""
+
+
+class TokenRenewal(Protocol):
+    """Who gets the client a working access token again when the homeserver refuses one
+    (C{M_UNKNOWN_TOKEN}): L{jupybot.matrix.login.MatrixLogin}."""
+
+    # Bumped by each new access token: a call refused with an older one is simply tried again.
+    generation: int
+
+    async def renew(self, seen: int) -> None:
+        """Fires once the client holds a token newer than generation C{seen}."""
 
 
 def is_rate_limited(response: object) -> bool:
@@ -117,6 +137,8 @@ class MatrixApi:
         self._held_until = 0.0
         self._edit_lanes: dict[tuple[str, str], _EditLane] = {}
         self._drivers: set[asyncio.Future[None]] = set()
+        # Set by the login keeper: a refused token is renewed and the call tried again.
+        self.renewal: TokenRenewal | None = None
 
     async def sleep(self, seconds: float) -> None:
         await await_deferred(deferLater(self.clock, seconds, lambda: None))
@@ -131,27 +153,42 @@ class MatrixApi:
         call: Callable[[], Awaitable[R]],
         forever: bool = False,
         paced: bool = False,
+        renew: bool = True,
+        accept: Callable[[R], bool] | None = None,
     ) -> R:
         """C{call()}'s response once it is not a transient failure.
 
         Gives up after C{max_attempts} failures (raising L{MatrixError}) unless C{forever}; a
         429 is no failure and is waited out however often it comes. A C{paced} call (a send)
-        also waits while an earlier 429 of any send holds the account back.
+        also waits while an earlier 429 of any send holds the account back. A refused access
+        token (expired or revoked) is renewed, then the call is made again, unless not C{renew}
+        (the renewal's own calls). A response C{accept} refuses is retried like a 5xx.
         """
         attempt = 0
         limited = 0
+        renewal = self.renewal if renew else None
         while True:
             if paced:
                 await self._wait_for_the_limit()
+            seen = renewal.generation if renewal is not None else 0
             try:
                 response = await call()
+            except LocalProtocolError as e:
+                # nio refuses the call itself, e.g. a key query retried after a refused token
+                # whose users nio had already taken off its list: nothing left to do.
+                raise MatrixError(f"{what}: {e}") from e
             except _NETWORK_ERRORS as e:
                 delay = self._policy(attempt)
                 problem = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
             else:
+                if renewal is not None and is_unknown_token(response):
+                    await renewal.renew(seen)
+                    continue
                 asked = is_transient(response)
-                if asked is None:
+                if asked is None and (accept is None or accept(response)):
                     return response
+                if asked is None:
+                    asked = 0.0
                 if is_rate_limited(response):
                     await self._limited(what, asked or self._policy(limited), paced)
                     limited += 1

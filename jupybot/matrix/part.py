@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from nio import AsyncClient, AsyncClientConfig, LoginError, LoginResponse, WhoamiResponse
+from nio import AsyncClient, AsyncClientConfig
 from twisted.internet.interfaces import IReactorTime
 
 from ..aio import await_deferred
@@ -22,13 +22,15 @@ from ..contact.registry import ChannelRegistry
 from ..kernels import KernelManager
 from ..parts import PartContext
 from ..rendering import RenderOptions, render_outputs
-from ..service import AsyncioPart, JupybotService
+from ..service import DOWN, STARTING, AsyncioPart, JupybotService
 from ..state import StateDirectory
 from .api import MatrixApi, MatrixError
 from .bot import MatrixBot
 from .crosssigning import cross_sign_device
 from .delivery import MatrixContactRoom
-from .session import SessionFile, StoredSession, SyncFile
+from .login import Login, MatrixLogin, RenewalPolicy
+from .session import SessionFile, SyncFile
+from .tokens import RenewingClient
 
 __all__ = ["MatrixPart", "build_matrix"]
 
@@ -51,6 +53,7 @@ class MatrixPart(AsyncioPart):
         backoff: Callable[[int], float] | None = None,
         render: RenderFunction | None = None,
         secrets: Sequence[Secret] = (),
+        renewal: RenewalPolicy | None = None,
     ) -> None:
         super().__init__("matrix")
         # Never shown in a reply, even when a kernel prints one.
@@ -62,8 +65,13 @@ class MatrixPart(AsyncioPart):
         self.clock = clock
         self.backoff = backoff
         self.render = render
+        # How refused tokens come back (RenewalPolicy(): every way there is).
+        self.renewal = renewal or RenewalPolicy()
         self.bot: MatrixBot | None = None
+        self.login: MatrixLogin | None = None
         self._last_sync: float | None = None
+        # A new device knows nothing of the rooms' members' devices: the next sync is a full one.
+        self._full_sync = False
 
     async def run(self) -> None:
         config = self.config
@@ -71,7 +79,7 @@ class MatrixPart(AsyncioPart):
         store_path = self.state_dir.file("matrix-store")
         if config.encryption:
             store_path.mkdir(mode=0o700, exist_ok=True)
-        client = AsyncClient(
+        client = RenewingClient(
             config.homeserver,
             config.user_id,
             store_path=str(store_path) if config.encryption else "",
@@ -87,6 +95,7 @@ class MatrixPart(AsyncioPart):
         commands = None
         try:
             await self._log_in(client, api)
+            assert self.login is not None
             if config.encryption and not client.olm:
                 raise MatrixError(
                     "matrix.encryption is true but matrix-nio's e2e support is not installed "
@@ -135,9 +144,12 @@ class MatrixPart(AsyncioPart):
             self._last_sync = self.clock.seconds()
             self.ready()
             while True:
-                await bot.sync_once(SYNC_TIMEOUT_MS)
+                full, self._full_sync = self._full_sync, False
+                await bot.sync_once(0 if full else SYNC_TIMEOUT_MS, full_state=full)
                 self._last_sync = self.clock.seconds()
         finally:
+            if self.login is not None:
+                self.login.stop()
             if commands is not None:
                 # Also tells the rooms with kernels that their variables go.
                 stopping = commands.stop()
@@ -148,8 +160,19 @@ class MatrixPart(AsyncioPart):
                     self.log.warn("matrix: executions did not stop in time")
             await client.close()
 
+    @property
+    def status(self) -> str:
+        """Also C{down} while still starting when the homeserver refuses every credential."""
+        status = super().status
+        if status == STARTING and self.login is not None and self.login.problem is not None:
+            return f"{DOWN}: {self.login.problem}"
+        return status
+
     def problem(self) -> str | None:
-        """Down while no sync came back from the homeserver for longer than a sync takes."""
+        """Down while the homeserver refuses every credential the bot has (with what to do), or
+        while no sync came back from the homeserver for longer than a sync takes."""
+        if self.login is not None and self.login.problem is not None:
+            return self.login.problem
         if self._last_sync is None:
             return None
         since = self.clock.seconds() - self._last_sync
@@ -158,43 +181,31 @@ class MatrixPart(AsyncioPart):
         return f"no sync from the homeserver for {since:.0f} s"
 
     async def _log_in(self, client: AsyncClient, api: MatrixApi) -> None:
-        """Reuse the saved device; else log in with the access token or the password."""
-        config = self.config
-        assert config.homeserver is not None and config.user_id is not None
-        sessions = SessionFile(self.state_dir.file("matrix-session.json"))
-        saved = sessions.load(config.homeserver, config.user_id)
-        if saved is not None:
-            client.restore_login(saved.user_id, saved.device_id, saved.access_token)
-            if await self._whoami(client, api) is not None:
-                return
-            self.log.warn("matrix: the saved session was refused; logging in again")
-            sessions.forget()
-        if config.access_token is not None:
-            client.access_token = config.access_token.reveal()
-            whoami = await self._whoami(client, api)
-            if whoami is None:
-                raise MatrixError("matrix.access_token was refused by the homeserver")
-            if whoami.user_id != config.user_id:
-                raise MatrixError(
-                    f"matrix.access_token belongs to {whoami.user_id}, not {config.user_id}"
-                )
-            client.restore_login(config.user_id, whoami.device_id or "", client.access_token)
-        else:
-            assert config.password is not None
-            password = config.password.reveal()
-            response = await api.retrying(
-                "logging in",
-                lambda: client.login(password=password, device_name=config.device_name),
-            )
-            if isinstance(response, LoginError) or not isinstance(response, LoginResponse):
-                raise MatrixError(f"login refused: {getattr(response, 'message', response)}")
-        sessions.save(
-            StoredSession(config.homeserver, config.user_id, client.device_id, client.access_token)
+        """Reuse the saved device; else log in with the access token or the password. From
+        then on the login keeper renews refused tokens (docs/matrix.md, "Staying logged in")."""
+        self.login = MatrixLogin(
+            client,
+            api,
+            self.config,
+            SessionFile(self.state_dir.file("matrix-session.json")),
+            self.clock,
+            after_login=[self._after_login],
+            policy=self.renewal,
         )
+        await self.login.log_in()
 
-    async def _whoami(self, client: AsyncClient, api: MatrixApi) -> WhoamiResponse | None:
-        response = await api.retrying("checking the access token", client.whoami)
-        return response if isinstance(response, WhoamiResponse) else None
+    async def _after_login(self, login: Login) -> None:
+        """Called after every login: at start, after a renewal that logged in again, and for a
+        new device (its keys just uploaded). What must hold for each device goes here."""
+        if not login.new_device:
+            return
+        self._full_sync = True
+        if self.bot is not None:
+            # A device replaced while running (the start signs its own in run()): Element
+            # shares room keys only with a cross-signed device.
+            self.detail = await cross_sign_device(
+                self.config, self.bot.client, self.bot.api, self.state_dir
+            )
 
     async def _addressing(self, client: AsyncClient) -> Addressing:
         user_id = self.config.user_id

@@ -1,10 +1,11 @@
 """What the Matrix bot keeps across restarts, in the state directory.
 
 ``matrix-session.json`` (0600): the device id and access token, so a restart reuses the device
-(and its encryption keys) instead of logging in again. ``matrix-sync.json``: the sync token,
-saved only after the events before it were handled, with the rooms the bot has joined and when,
-so that a restart neither re-runs a command nor misses one, and a command sent before the bot
-joined a room is never run.
+(and its encryption keys) instead of logging in again; the refresh token and when the access
+token expires; and the devices this jupybot made by logging in, the only ones it ever deletes.
+``matrix-sync.json``: the sync token, saved only after the events before it were handled, with
+the rooms the bot has joined and when, so that a restart neither re-runs a command nor misses
+one, and a command sent before the bot joined a room is never run.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ class StoredSession:
     user_id: str
     device_id: str
     access_token: str
+    refresh_token: str | None = None
+    # Clock seconds (wall time) when the access token expires; None if it does not.
+    expires_at: float | None = None
+    # Devices this jupybot made by logging in with the password (never one a person made).
+    created_devices: tuple[str, ...] = ()
 
 
 @dataclass
@@ -72,6 +78,8 @@ class SessionFile:
         data = _read(self.path)
         if data is None:
             return None
+        if isinstance(data.get("created_devices"), list):
+            data["created_devices"] = tuple(str(d) for d in data["created_devices"])
         try:
             session = StoredSession(**data)
         except TypeError:

@@ -9,6 +9,10 @@ Rate limits as homeservers have them in the wild are two more peers (`limited_sy
 with Synapse's default C{rc_message} (0.2 events a second after a burst of 10, per account;
 matrix.org's are similar), one stricter (0.1 a second after 5). Only C{rc_message} is left
 limited there: that is the limit a bot's replies and edits meet.
+
+Tokens that expire (`short_token_synapse`) are one more: refreshable access tokens good for a
+few seconds (Synapse's C{refreshable_access_token_lifetime}), as next-generation auth hands out
+for a few hours, and refresh tokens good for a few more (C{refresh_token_lifetime}).
 """
 
 from __future__ import annotations
@@ -31,7 +35,16 @@ import pytest
 
 from tests.harness import ROOT, ChildProcess
 
-__all__ = ["MESSAGE_LIMITS", "MatrixUser", "Synapse", "limited_synapse", "synapse"]
+__all__ = [
+    "MESSAGE_LIMITS",
+    "SHORT_REFRESH_TOKEN_SECONDS",
+    "SHORT_TOKEN_SECONDS",
+    "MatrixUser",
+    "Synapse",
+    "limited_synapse",
+    "short_token_synapse",
+    "synapse",
+]
 
 SERVER_NAME = "jupybot.test"
 _DEFAULT_PYTHON = ROOT / ".cache" / "synapse-venv" / "bin" / "python"
@@ -42,6 +55,9 @@ MESSAGE_LIMITS: dict[str, dict[str, float] | None] = {
     "default": None,
     "strict": {"per_second": 0.1, "burst_count": 5},
 }
+# How long the refreshable access tokens of `short_token_synapse` live, and its refresh tokens.
+SHORT_TOKEN_SECONDS = 2
+SHORT_REFRESH_TOKEN_SECONDS = 4
 
 
 @dataclass(frozen=True)
@@ -64,11 +80,16 @@ class Synapse:
         python: str,
         workdir: Path,
         message_limit: dict[str, float] | None = _UNLIMITED,
+        token_lifetimes: dict[str, str | None] | None = None,
     ) -> None:
-        """C{message_limit} is C{rc_message}; None leaves Synapse's default."""
+        """C{message_limit} is C{rc_message}; None leaves Synapse's default. C{token_lifetimes}
+        sets C{refreshable_access_token_lifetime}, C{nonrefreshable_access_token_lifetime} and
+        C{refresh_token_lifetime} ("5s"; None: refreshing off, or no limit); Synapse's defaults
+        (5 minutes, refreshed; forever) when left out."""
         self.python = python
         self.workdir = workdir
         self.message_limit = message_limit
+        self.token_lifetimes = dict(token_lifetimes or {})
         self.server_name = SERVER_NAME
         self.shared_secret = secrets.token_hex(16)
         self.port = 0
@@ -155,6 +176,9 @@ class Synapse:
         }
         if self.message_limit is not None:
             config["rc_message"] = self.message_limit
+        for key, lifetime in self.token_lifetimes.items():
+            assert key.endswith("token_lifetime"), key
+            config[key] = lifetime
         # JSON is YAML; no YAML writer needed in Synapse's config.
         self.config_path.write_text(json.dumps(config, indent=1))
 
@@ -223,12 +247,31 @@ class Synapse:
             device_id=result["device_id"],
         )
 
+    # -- administration ----------------------------------------------------------------------
 
-def _request(method: str, url: str, body: dict[str, Any] | None = None) -> Any:
+    def devices(self, admin: MatrixUser, user_id: str) -> list[str]:
+        """The ids of C{user_id}'s devices, as the admin API lists them."""
+        url = f"{self.base_url}/_synapse/admin/v2/users/{user_id}/devices"
+        return [d["device_id"] for d in _request("GET", url, token=admin.access_token)["devices"]]
+
+    def log_out(self, user: MatrixUser) -> None:
+        """Revoke C{user}'s access token (and delete its device), as C{POST /logout} does."""
+        _request("POST", f"{self.base_url}/_matrix/client/v3/logout", {}, token=user.access_token)
+
+    def delete_device(self, admin: MatrixUser, user_id: str, device_id: str) -> None:
+        """What a server admin does to a device: gone, with its tokens and its keys."""
+        url = f"{self.base_url}/_synapse/admin/v2/users/{user_id}/devices/{device_id}"
+        _request("DELETE", url, token=admin.access_token)
+
+
+def _request(
+    method: str, url: str, body: dict[str, Any] | None = None, token: str | None = None
+) -> Any:
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        url, data=data, method=method, headers={"Content-Type": "application/json"}
-    )
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.load(response)
 
@@ -271,6 +314,23 @@ def limited_synapse(
     """A real Synapse with C{rc_message} as in the wild: Synapse's default, then stricter."""
     limit = MESSAGE_LIMITS[request.param]
     yield from _running(tmp_path_factory, f"synapse-{request.param}", message_limit=limit)
+
+
+@pytest.fixture(scope="session")
+def short_token_synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synapse]:
+    """A real Synapse whose refreshable access tokens live L{SHORT_TOKEN_SECONDS}, and refresh
+    tokens L{SHORT_REFRESH_TOKEN_SECONDS} (each refresh gives a new one).
+
+    Tokens given without a refresh token (the people's, made by registration) do not expire.
+    """
+    yield from _running(
+        tmp_path_factory,
+        "synapse-short-tokens",
+        token_lifetimes={
+            "refreshable_access_token_lifetime": f"{SHORT_TOKEN_SECONDS}s",
+            "refresh_token_lifetime": f"{SHORT_REFRESH_TOKEN_SECONDS}s",
+        },
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover - a manual check: python -m tests.peers.synapse
