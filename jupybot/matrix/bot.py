@@ -16,6 +16,7 @@ from typing import Any
 from nio import (
     Api,
     AsyncClient,
+    EncryptionError,
     InviteMemberEvent,
     MegolmEvent,
     MessageDirection,
@@ -43,7 +44,7 @@ from .api import MatrixApi, MatrixError
 from .content import notice_content, strip_reply_fallback
 from .conversation import MatrixConversation
 from .session import SyncFile
-from .undecryptable import UndecryptableNotices, Withheld
+from .undecryptable import KEY_WAIT_SECONDS, UndecryptableNotices, Withheld
 
 __all__ = ["SYNC_FILTER", "MatrixBot"]
 
@@ -84,8 +85,13 @@ class MatrixBot:
         self._direct_rooms: dict[str, str] = {}
         self._declined: set[str] = set()
         self._awaiting_rooms: dict[str, Deferred[None]] = {}
-        self._undecryptable_notices = UndecryptableNotices(api.clock)
+        # Messages that could not be decrypted in this sync; those whose key may still come.
         self._undecryptable: list[tuple[str, MegolmEvent]] = []
+        self._waiting_for_keys: list[tuple[str, MegolmEvent, float]] = []
+
+    @functools.cached_property
+    def _undecryptable_notices(self) -> UndecryptableNotices:
+        return UndecryptableNotices(self.api.clock)
 
     @property
     def user_id(self) -> str:
@@ -170,6 +176,7 @@ class MatrixBot:
         if self.encryption:
             await self.maintain_keys()
         self._note_withheld_keys(response)
+        self._run_late_decrypted()
         await self._handle_invites(response)
         for room_id, info in response.rooms.join.items():
             if room_id not in self.state.joined:
@@ -372,7 +379,7 @@ class MatrixBot:
     def _note_withheld_keys(self, response: SyncResponse) -> None:
         """Remember why clients withheld room keys from the bot (matrix-nio ignores these)."""
         for event in response.to_device_events:
-            if isinstance(event, UnknownToDeviceEvent) and event.type == "m.room_key.withheld":
+            if isinstance(event, UnknownToDeviceEvent) and event.type in _WITHHELD_TYPES:
                 withheld = Withheld.from_content(event.source.get("content") or {})
                 if withheld is not None:
                     self.log.warn(
@@ -397,9 +404,36 @@ class MatrixBot:
                     )
                 except MatrixError as e:
                     self.log.warn("matrix: could not request a room key: {error}", error=str(e))
+            if not self._undecryptable_notices.is_withheld(event.session_id):
+                self._wait_for_key(room_id, event)
             text = self._undecryptable_notices.failed(room_id, event.sender, event.session_id)
             if text is not None:
                 await self._send_in_clear(room_id, notice_content(Reply.text(text), event.event_id))
+
+    def _wait_for_key(self, room_id: str, event: MegolmEvent) -> None:
+        self._waiting_for_keys.append((room_id, event, self.api.clock.seconds()))
+        del self._waiting_for_keys[:-_WAITING_FOR_KEYS]
+
+    def _run_late_decrypted(self) -> None:
+        """Hand on the messages whose keys came since (matrix-nio took them in with this
+        sync's to-device events); forget those that waited too long."""
+        if not self._waiting_for_keys:
+            return
+        now = self.api.clock.seconds()
+        waiting, self._waiting_for_keys = self._waiting_for_keys, []
+        for room_id, event, since in waiting:
+            try:
+                decrypted = self.client.decrypt_event(event)
+            except EncryptionError:
+                if now - since < KEY_WAIT_SECONDS:
+                    self._waiting_for_keys.append((room_id, event, since))
+                continue
+            self.log.info(
+                "matrix: decrypted a message from {sender} in {room} once its key came",
+                sender=event.sender,
+                room=room_id,
+            )
+            self._handle_room(room_id, [decrypted])
 
     async def _send_in_clear(self, room_id: str, content: dict[str, Any]) -> None:
         """Post unencrypted, even in an encrypted room: a person whose client did not trust
@@ -436,6 +470,12 @@ class MatrixBot:
                     "matrix: could not post in {room}: {error}", room=room_id, error=str(e)
                 )
 
+
+# Undecryptable messages kept waiting for their keys, at most (the oldest are dropped).
+_WAITING_FOR_KEYS = 100
+
+# The spec's name, and the one of MSC2399 that older clients send.
+_WITHHELD_TYPES = ("m.room_key.withheld", "org.matrix.room_key.withheld")
 
 _CANNOT_DECRYPT = Reply.text(
     "🔒 This room is end-to-end encrypted, and I was started without encryption support, so I "

@@ -179,7 +179,8 @@ class _Homeserver:
             )
             async with response:
                 answer = await response.json(content_type=None)
-            if response.status >= 500:
+            # Worth retrying, on the bot's backoff: a homeserver restarting, or rate-limiting.
+            if response.status >= 500 or response.status == 429:
                 raise OSError(f"HTTP {response.status}")
             return response.status, answer
 

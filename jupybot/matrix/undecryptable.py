@@ -16,9 +16,12 @@ from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 
-__all__ = ["NOTICE_INTERVAL_SECONDS", "UndecryptableNotices", "Withheld"]
+__all__ = ["KEY_WAIT_SECONDS", "NOTICE_INTERVAL_SECONDS", "UndecryptableNotices", "Withheld"]
 
 NOTICE_INTERVAL_SECONDS = 60.0
+# How long a message whose key has not come (and was not withheld) waits for it: a to-device
+# message overtaken by the event it unlocks, or the answer to the bot's key request.
+KEY_WAIT_SECONDS = 600.0
 # Sessions whose key was withheld, remembered until this many newer ones came.
 _REMEMBERED_SESSIONS = 1000
 
@@ -80,6 +83,10 @@ class UndecryptableNotices:
         while len(self._withheld) > _REMEMBERED_SESSIONS:
             self._withheld.popitem(last=False)
 
+    def is_withheld(self, session_id: str | None) -> bool:
+        """Whether the sender said that this session's key will not come."""
+        return session_id is not None and session_id in self._withheld
+
     def failed(self, room_id: str, sender: str, session_id: str | None) -> str | None:
         """The notice to post in C{room_id} for a message of C{sender} the bot could not
         decrypt, or None when the room was told less than a minute ago."""
@@ -90,9 +97,11 @@ class UndecryptableNotices:
         self._told_at[room_id] = now
         withheld = self._withheld.get(session_id) if session_id else None
         if withheld is None:
+            minutes = round(KEY_WAIT_SECONDS / 60)
             return (
-                f"🔒 I could not decrypt a message from {sender}: its key has not reached my "
-                "device (I asked for it). Please send it again; if this keeps happening, my "
+                f"🔒 I could not decrypt a message from {sender} yet: its key has not reached "
+                f"my device. I asked for it, and will run the message if it comes within "
+                f"{minutes} minutes; otherwise please send it again. If this keeps happening, my "
                 "device may not be trusted by your client (see jupybot's docs/matrix.md)."
             )
         what_to_do = _WHAT_TO_DO.get(
