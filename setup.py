@@ -39,6 +39,9 @@ setup(
         "cryptography>=42",
         # GET /metrics in the Prometheus text format (metrics.enabled).
         "prometheus_client>=0.20",
+        # The sandboxes' syscall filter, compiled by the system's libseccomp2 (ctypes binding,
+        # API-compatible with libseccomp's own).
+        "pyseccomp>=0.1.2",
     ],
     extras_require={
         # What the embedded gateway's python3 kernel offers chat users out of the box: plots

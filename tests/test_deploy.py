@@ -137,9 +137,11 @@ def test_the_sandbox_runs_with_no_new_privileges_and_no_capabilities(tmp_path: P
             argv=("/bin/sh", "-c", "grep -E '^(NoNewPrivs|CapBnd|CapEff)' /proc/self/status; id -u")
         )
         launch = sandbox.launch(probe, name=None)
-        setpriv, *rest = launch.argv
-        assert setpriv.endswith("setpriv") and "--no-new-privs" in rest
-        argv = [setpriv, "--bounding-set=-all", "--inh-caps=-all", *rest]
+        # setpriv follows the sh that opens the syscall filter.
+        at = next(i for i, arg in enumerate(launch.argv) if arg.endswith("setpriv"))
+        head, setpriv, rest = launch.argv[:at], launch.argv[at], launch.argv[at + 1 :]
+        assert "--no-new-privs" in rest
+        argv = [*head, setpriv, "--bounding-set=-all", "--inh-caps=-all", *rest]
         result = subprocess.run(
             argv, env=launch.env, capture_output=True, text=True, timeout=60, check=False
         )

@@ -68,6 +68,8 @@ class KernelSandboxPlan:
     cgroup_parents: tuple[tuple[str, str], ...] = ()
     # Where the gateway makes each kernel's directory: set by whoever starts the gateway.
     root: str = ""
+    # sandbox.seccomp: the syscall filter of every kernel's sandbox (jupybot/sandbox/seccomp.py).
+    seccomp: str = "default"
 
     @property
     def sandboxed(self) -> bool:
@@ -100,6 +102,7 @@ class KernelSandboxPlan:
             cgroup_version=data["cgroup_version"],
             cgroup_parents=tuple((c, p) for c, p in data["cgroup_parents"]),
             root=data["root"],
+            seccomp=data.get("seccomp", "default"),
         )
 
     def cgroups(self) -> Cgroups | None:
@@ -140,6 +143,7 @@ def kernel_sandbox_plan(
         read_only=read_only,
         cgroup_version=cgroups.version if cgroups is not None else None,
         cgroup_parents=tuple((c, str(p)) for c, p in cgroups.parents.items()) if cgroups else (),
+        seccomp=sandbox.config.seccomp,
     )
 
 
@@ -324,7 +328,13 @@ class KernelLaunches:
     def __init__(self, plan: KernelSandboxPlan) -> None:
         self.plan = plan
         # jupybot made the cgroup parents: the gateway only makes and removes kernels' groups.
-        self.sandbox = Sandbox(SandboxConfig(mode=plan.mode, user=plan.user, cgroups="off"))
+        self.sandbox = Sandbox(
+            # Kernels run as plan.user: the gateway leases no uids of sandbox.uids (jupybot's
+            # terminal does), and it is to run unprivileged, where it could not use them.
+            SandboxConfig(
+                mode=plan.mode, user=plan.user, cgroups="off", seccomp=plan.seccomp, uids="none"
+            )
+        )
         self.sandbox.prepare()
         self.sandbox.cgroups = plan.cgroups()
         self._ids = sandbox_user_ids(plan.user) if plan.sandboxed and os.geteuid() == 0 else None

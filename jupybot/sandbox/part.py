@@ -24,6 +24,11 @@ class SandboxPart(Part):
         self.detail = self.sandbox.describe()
         if self.sandbox.enabled:
             self.log.info("sandbox: {how}", how=self.sandbox.describe())
+            if not self.sandbox.config.filtered:
+                self.log.warn(
+                    "sandbox: seccomp is none: sandboxed programs and kernels may use every "
+                    "syscall, keyrings, io_uring, perf and vsock sockets included"
+                )
         else:
             self.log.warn(
                 "sandbox: mode is none: visitor programs and kernels run UNSANDBOXED, "

@@ -40,6 +40,8 @@ ETC_NETWORK = (
     "/etc/ca-certificates",
 )
 SYSTEM_DIRECTORIES = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64")
+# Files of the sandbox's /proc that show the host's, covered by an empty file.
+PROC_MASKED = ("/proc/keys", "/proc/key-users")
 
 
 @dataclass(frozen=True)
@@ -65,11 +67,15 @@ class SandboxProfile:
     limits: Limits = field(default_factory=Limits)
 
 
-def bubblewrap_args(profile: SandboxProfile, identity_dir: Path) -> list[str]:
+def bubblewrap_args(
+    profile: SandboxProfile, identity_dir: Path, devpts: str | None = None
+) -> list[str]:
     """bwrap's options for C{profile} (its argv follows them): new user, PID, IPC, UTS, cgroup
     and network namespaces; the system read-only; a private /tmp, /dev/shm and home in memory
     that vanish with the sandbox; the profile's own paths; no capabilities, no new privileges,
-    no nested user namespaces, and nothing left alive when jupybot dies."""
+    no nested user namespaces, and nothing left alive when jupybot dies. C{devpts}: a devpts
+    instance of the session's own, mounted there by the launch with a bound, for /dev/pts
+    (bubblewrap's own has none: every sandbox could take every PTY of the host)."""
     memory = str(profile.limits.memory_mb * 1024 * 1024)
     args = [
         "--unshare-user",
@@ -100,6 +106,13 @@ def bubblewrap_args(profile: SandboxProfile, identity_dir: Path) -> list[str]:
     args += ["--ro-bind", str(identity_dir / "passwd"), "/etc/passwd"]
     args += ["--ro-bind", str(identity_dir / "group"), "/etc/group"]
     args += ["--proc", "/proc", "--dev", "/dev"]
+    if devpts is not None:
+        args += ["--dev-bind", devpts, "/dev/pts"]
+    # The kernel's keys are not namespaced: /proc/keys lists every key the reader may view
+    # (those of the session keyring it inherits included: names and descriptions), and
+    # /proc/key-users every host user's key counts. Neither is anything a program needs.
+    for masked in PROC_MASKED:
+        args += ["--ro-bind", str(identity_dir / "empty"), masked]
     # Files in memory count against the cgroup, but where there is none the three tmpfs must not
     # hold more than the session's memory between them.
     for tmpfs in ("/tmp", "/dev/shm", "/home"):
@@ -115,11 +128,13 @@ def bubblewrap_args(profile: SandboxProfile, identity_dir: Path) -> list[str]:
 
 
 def identity_files() -> dict[str, str]:
-    """/etc/passwd and /etc/group inside: the visitor, and nobody else."""
+    """/etc/passwd and /etc/group inside: the visitor, and nobody else; and an empty file to
+    cover what the sandbox must not read (L{PROC_MASKED})."""
     return {
         "passwd": f"{INSIDE_USER}:x:{INSIDE_UID}:{INSIDE_UID}::{INSIDE_HOME}:/bin/sh\n"
         "nobody:x:65534:65534::/nonexistent:/usr/sbin/nologin\n",
         "group": f"{INSIDE_USER}:x:{INSIDE_UID}:\nnogroup:x:65534:\n",
+        "empty": "",
     }
 
 

@@ -2,17 +2,23 @@
 
 A launch is a chain of small programs, each of which execs the next, so the process jupybot
 spawns is, in turn:
-  1. ``sh -c`` joining the session's cgroups (only where jupybot made them),
-  2. ``setpriv`` dropping to ``sandbox.user`` with no groups and no new privileges (only when
-     jupybot runs as root: nothing sandboxed ever runs as root, outside or inside),
+  1. ``sh -c`` joining the session's cgroups (where jupybot made them) and opening the syscall
+     filter for bubblewrap (L{jupybot.sandbox.seccomp}, unless ``sandbox.seccomp: none``),
+  2. ``setpriv`` dropping to a uid of ``sandbox.uids`` leased to the session (L{UidPool}), or
+     ``sandbox.user``, with no groups and no new privileges (only when jupybot runs as root:
+     nothing sandboxed ever runs as root, outside or inside),
   3. ``prlimit`` with the session's rlimits,
-  4. ``bwrap``, which builds the namespaces of L{bubblewrap_args} and runs the program.
+  3b. ``unshare`` into a user and mount namespace of the sandbox's own, where ``sh`` mounts a
+     devpts instance with at most ``sandbox.max_ptys`` PTYs for bubblewrap's /dev/pts,
+  4. ``bwrap``, which builds the namespaces of L{bubblewrap_args}, loads the filter and runs the
+     program.
 With ``--die-with-parent`` and a PID namespace, killing that one process kills everything the
 program started, wherever it went.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import pwd
 import resource
@@ -20,12 +26,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from twisted.logger import Logger
 
-from ..config.sandbox import SandboxConfig
+from ..config.sandbox import NONE, SandboxConfig, parse_uid_range
 from .cgroups import CgroupLimits, Cgroups, SessionCgroup, find_cgroups
 from .profile import (
     INSIDE_PATH,
@@ -34,15 +41,23 @@ from .profile import (
     identity_files,
     sandbox_env,
 )
+from .seccomp import export_filters, filter_file
+from .uids import UidPool, uid_range_problem, uids_in_use
 
 log = Logger()
 
-# Joins every cgroup.procs file given before "--", then execs the rest: dash starts in about a
-# millisecond, and the program can fork nothing before it is inside.
+# Joins every cgroup.procs file given after the filter's path and before "--", then execs the
+# rest with the filter (if any) open as FILTER_FD: dash starts in about a millisecond, the
+# program can fork nothing before it is inside, and the filter is opened as jupybot's user,
+# before the chain drops to the sandbox's.
 _JOIN_SCRIPT = (
-    'n=0; for f do n=$((n+1)); [ "$f" = -- ] && break; echo $$ > "$f" || exit 126; done; '
-    'shift $n; exec "$@"'
+    'b=$1; shift; n=0; for f do n=$((n+1)); [ "$f" = -- ] && break; echo $$ > "$f" || exit 126; '
+    'done; shift $n; [ -z "$b" ] && exec "$@"; exec "$@" 9< "$b"'
 )
+FILTER_FD = 9
+# Mounts a devpts instance (mount's path, options, where) in the namespace unshare made, then
+# execs bubblewrap, which shows it as /dev/pts.
+_DEVPTS_SCRIPT = 'm=$1; o=$2; d=$3; shift 3; "$m" -t devpts -o "$o" devpts "$d" && exec "$@"'
 MEGABYTE = 1024 * 1024
 
 
@@ -59,6 +74,16 @@ class Launch:
     cgroup: SessionCgroup | None
     # True: everything the program starts dies with the spawned process (PID namespace).
     contained: bool
+    # The host uid leased to this sandbox (sandbox.uids), given back by L{release}.
+    uid: int | None = None
+    releaser: Callable[[], None] | None = field(default=None, repr=False)
+
+    def release(self) -> None:
+        """Nothing of this sandbox runs any more (its cgroup is removed, or, without one, its
+        process was reaped): give back what it was lent. Idempotent."""
+        releaser, self.releaser = self.releaser, None
+        if releaser is not None:
+            releaser()
 
 
 class Sandbox:
@@ -74,8 +99,13 @@ class Sandbox:
         self._bwrap: str | None = None
         self._setpriv: str | None = None
         self._prlimit: str | None = None
+        # unshare and mount, where PTYs are bounded (L{_bound_ptys}).
+        self._pty_tools: tuple[str, str] | None = None
+        self.ptys_note = "none"
         self._ids: tuple[int, int] | None = None
         self._identity_dir: Path | None = None
+        # A uid per session (sandbox.uids), when jupybot runs as root.
+        self.uids: UidPool | None = None
 
     @property
     def enabled(self) -> bool:
@@ -113,12 +143,16 @@ class Sandbox:
             )
         if os.geteuid() == 0:
             self._ids = sandbox_user_ids(self.config.user)
+            self._lease_uids()
         self._identity_dir = Path(tempfile.mkdtemp(prefix="jupybot-sandbox-"))
         self._identity_dir.chmod(0o755)
         for name, text in identity_files().items():
             path = self._identity_dir / name
             path.write_text(text)
             path.chmod(0o644)
+        if self.config.filtered:
+            export_filters(self._identity_dir)
+        self._bound_ptys()
         self._probe()
         if self.config.cgroups == "auto":
             found = find_cgroups()
@@ -127,6 +161,58 @@ class Sandbox:
                 self.limits_note = f"{found.describe()} and rlimits"
             else:
                 self.limits_note = f"rlimits only: {found}"
+
+    def _lease_uids(self) -> None:
+        """Check that C{sandbox.uids} belong to no one, and lease from them."""
+        ids = parse_uid_range(self.config.uids) if self.config.uids != NONE else None
+        if ids is None:
+            return
+        problem = uid_range_problem(ids)
+        if problem is not None:
+            raise SandboxUnavailable(
+                f"sandbox.uids {self.config.uids} are not free: {problem}; choose a range no "
+                "user, group or subordinate range has, or set sandbox.uids: none"
+            )
+        pool = UidPool(ids)
+        taken = uids_in_use(ids, pool.leased_elsewhere)
+        if len(taken) > len(ids) // 2:
+            uid, who = next(iter(taken.items()))
+            raise SandboxUnavailable(
+                f"sandbox.uids {self.config.uids} are not free: {len(taken)} of them are used by "
+                f"running processes ({who} has {uid}); choose a range no one uses, or set "
+                "sandbox.uids: none"
+            )
+        if taken:
+            log.warn(
+                "sandbox: {count} uids of sandbox.uids are left out: running processes have "
+                "them ({who} has {uid})",
+                count=len(taken),
+                who=next(iter(taken.values())),
+                uid=next(iter(taken)),
+            )
+        pool.leave_out(taken)
+        self.uids = pool
+
+    def _bound_ptys(self) -> None:
+        """Give every sandbox a devpts instance of its own with a bound: bubblewrap's --dev
+        mounts one without, from which a session took about 1,000 PTYs. bubblewrap has no
+        option for it and drops its capabilities before the program runs, so the launch mounts
+        the instance itself in a user namespace of its own, just before bubblewrap. Where that
+        namespace cannot be made (a setuid bubblewrap on a host without unprivileged user
+        namespaces) sandboxes keep bubblewrap's unbounded one, and L{describe} says so."""
+        unshare, mount = shutil.which("unshare"), shutil.which("mount")
+        if unshare is None or mount is None:
+            self.ptys_note = "unbounded (no unshare or mount: Debian package util-linux)"
+            return
+        assert self._identity_dir is not None
+        (self._identity_dir / "pts").mkdir(mode=0o755)
+        self._pty_tools = (unshare, mount)
+        error = self.try_run(SandboxProfile(argv=("/bin/true",)))
+        if error is not None:
+            self._pty_tools = None
+            self.ptys_note = f"unbounded (a devpts of its own could not be mounted: {error})"
+            return
+        self.ptys_note = f"{self.config.max_ptys} per sandbox beyond its terminal"
 
     def _probe(self) -> None:
         """Run `true` in a sandbox like a program's: the kernel may forbid user namespaces."""
@@ -159,7 +245,13 @@ class Sandbox:
         if not self.enabled:
             return "none (programs and kernels are NOT sandboxed)"
         who = f"as {self.config.user}" if self._ids is not None else f"as uid {os.geteuid()}"
-        return f"bubblewrap {who}; limits: {self.limits_note}"
+        if self.uids is not None:
+            who = f"as a uid of {self.uids.describe()} per session"
+        filtered = "default" if self.config.filtered else "NONE"
+        return (
+            f"bubblewrap {who}; limits: {self.limits_note}; syscall filter: {filtered}; "
+            f"PTYs: {self.ptys_note}"
+        )
 
     def close(self) -> None:
         if self._identity_dir is not None:
@@ -167,6 +259,8 @@ class Sandbox:
             self._identity_dir = None
         if self.cgroups is not None:
             self.cgroups.close()
+        if self.uids is not None:
+            self.uids.close()
 
     def launch(self, profile: SandboxProfile, name: str | None) -> Launch:
         """The argv and environment that run C{profile}; C{name} names its cgroup."""
@@ -195,18 +289,38 @@ class Sandbox:
             argv = [self._setpriv, "--pdeathsig=KILL", "--", *prlimit, "--", *profile.argv]
             return Launch(argv, env, None, contained=False)
         assert self._bwrap is not None and self._identity_dir is not None
+        ids, releaser = self._ids, None
+        if ids is not None and self.uids is not None and name is not None:
+            uid = self.uids.lease()
+            ids, releaser = (uid, uid), functools.partial(self.uids.release, uid)
         cgroup = None
         if self.cgroups is not None and name is not None:
-            cgroup = self.cgroups.create(
-                name, CgroupLimits(limits.memory_mb, limits.processes, limits.cpu_percent)
-            )
+            try:
+                cgroup = self.cgroups.create(
+                    name, CgroupLimits(limits.memory_mb, limits.processes, limits.cpu_percent)
+                )
+            except BaseException:
+                if releaser is not None:
+                    releaser()
+                raise
         else:
             # A backstop only: without cgroups the count is shared by every sandbox.
             prlimit.append(f"--nproc={max(limits.processes, 1024)}")
-        argv = [*prlimit, "--", self._bwrap, *bubblewrap_args(profile, self._identity_dir)]
-        argv += ["--", *profile.argv]
-        if self._ids is not None:
-            uid, gid = self._ids
+        seccomp = ["--seccomp", str(FILTER_FD)] if self.config.filtered else []
+        devpts = str(self._identity_dir / "pts") if self._pty_tools is not None else None
+        argv = [self._bwrap, *bubblewrap_args(profile, self._identity_dir, devpts)]
+        argv += [*seccomp, "--", *profile.argv]
+        if self._pty_tools is not None and devpts is not None:
+            unshare, mount = self._pty_tools
+            options = f"newinstance,max={self.config.max_ptys},ptmxmode=0666,mode=0620"
+            argv = [
+                *(unshare, "--user", "--map-root-user", "--mount", "--"),
+                *("/bin/sh", "-c", _DEVPTS_SCRIPT, "jupybot-devpts", mount, options, devpts),
+                *argv,
+            ]
+        argv = [*prlimit, "--", *argv]
+        if ids is not None:
+            uid, gid = ids
             assert self._setpriv is not None
             argv = [
                 self._setpriv,
@@ -217,9 +331,12 @@ class Sandbox:
                 "--",
                 *argv,
             ]
-        if cgroup is not None:
-            argv = ["/bin/sh", "-c", _JOIN_SCRIPT, "jupybot-join", *cgroup.procs_files, "--", *argv]
-        return Launch(argv, sandbox_env(profile.env), cgroup, contained=True)
+        if cgroup is not None or self.config.filtered:
+            rules = str(filter_file(self._identity_dir, profile.network)) if seccomp else ""
+            procs = cgroup.procs_files if cgroup is not None else []
+            argv = ["/bin/sh", "-c", _JOIN_SCRIPT, "jupybot-join", rules, *procs, "--", *argv]
+        leased = ids[0] if releaser is not None and ids is not None else None
+        return Launch(argv, sandbox_env(profile.env), cgroup, True, leased, releaser)
 
     def resolve(self, executable: str, extra_paths: tuple[str, ...] = ()) -> str | None:
         """Where C{executable} is as the sandbox sees it (its PATH, the system and the profile's
