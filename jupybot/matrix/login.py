@@ -24,26 +24,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from nio import (
-    AsyncClient,
-    DeleteDevicesAuthResponse,
-    DevicesResponse,
-    ErrorResponse,
-    WhoamiResponse,
-)
+from nio import AsyncClient, ErrorResponse, WhoamiResponse
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from ..config.matrix import MatrixConfig
+from ._devices import delete_devices, keys_lost, prepare_new_device, reset_key_sharing
 from .api import MatrixApi, MatrixError, is_transient
 from .session import SessionFile, StoredSession
-from .tokens import (
-    Grant,
-    RefreshTimer,
-    password_login,
-    published_device_key,
-    refresh_access_token,
-)
+from .tokens import Grant, RefreshTimer, password_login, refresh_access_token
 
 __all__ = ["AfterLogin", "Login", "MatrixLogin", "RenewalPolicy"]
 
@@ -137,7 +126,7 @@ class MatrixLogin:
             self._schedule(saved.expires_at)
             # A refused token is renewed in there, down the whole ladder if need be.
             await self._api.retrying("checking the access token", client.whoami)
-            if await self._keys_lost():
+            if await keys_lost(self._client, self._api, self._user_id):
                 await self._replace_device("its encryption keys are gone from the homeserver")
                 new_device = True
         elif config.access_token is not None:
@@ -197,7 +186,7 @@ class MatrixLogin:
             self.generation += 1
             if self._refused:
                 self._refused = False
-                _reset_key_sharing(self._client)
+                reset_key_sharing(self._client)
         finally:
             self._renewing = None
         if login is not None:
@@ -240,7 +229,7 @@ class MatrixLogin:
         self._adopt(grant, created=session.device_id in session.created_devices)
         self.relogins += 1
         self.log.info("matrix: logged in again as device {device}", device=grant.device_id)
-        if await self._keys_lost():
+        if await keys_lost(self._client, self._api, self._user_id):
             await self._replace_device("it was deleted from the account")
             return Login(self._device_id, new_device=True)
         return Login(grant.device_id, new_device=False)
@@ -344,7 +333,7 @@ class MatrixLogin:
         client = self._client
 
         async def attempt() -> Any:
-            client.access_token = token  # nio forgets a token the server called expired
+            client.access_token = token
             return await client.whoami()
 
         whoami = await self._api.retrying(
@@ -357,25 +346,6 @@ class MatrixLogin:
         self.problem = None
         assert isinstance(whoami, WhoamiResponse)
         return whoami
-
-    async def _keys_lost(self) -> bool:
-        """Whether the homeserver no longer has this device's identity keys (the device was
-        deleted). False without encryption, or while the keys were never uploaded."""
-        client = self._client
-        if client.olm is None or client.should_upload_keys or not client.device_id:
-            return False
-        device_id = client.device_id
-        published = await self._api.retrying(
-            "checking the device's published keys",
-            lambda: published_device_key(client, self._user_id, device_id),
-            forever=True,
-            renew=False,
-        )
-        if isinstance(published, ErrorResponse):
-            self.log.warn("matrix: could not check the device's keys: {error}", error=published)
-            return False
-        own: str = client.olm.account.identity_keys["ed25519"]
-        return published != own
 
     async def _replace_device(self, reason: str) -> None:
         """Log in as a new device, upload its keys, delete the stale devices jupybot made."""
@@ -402,26 +372,7 @@ class MatrixLogin:
         grant = await self._password_login(None, for_good=True)
         self._adopt(grant, created=True)
         self.replaced_devices += 1
-        if lost_olm is not None and client.olm is not None:
-            carried = _carry_room_keys(lost_olm, client.olm)
-            self.log.info("matrix: {count} room key(s) kept from the lost device", count=carried)
-        if client.should_upload_keys:
-            response = await self._api.retrying(
-                "uploading the new device's keys", client.keys_upload, forever=True, renew=False
-            )
-            if isinstance(response, ErrorResponse):
-                self.log.warn("matrix: uploading the new device's keys failed: {e}", e=response)
-        olm = client.olm
-        if olm is not None:
-            # The new device knows none of its rooms' members' devices yet, which its next
-            # encrypted send shares a room key with.
-            for room in client.rooms.values():
-                if room.encrypted:
-                    olm.update_tracked_users(room)
-            if client.should_query_keys:
-                await self._api.retrying(
-                    "querying encryption keys", client.keys_query, forever=True, renew=False
-                )
+        await prepare_new_device(client, self._api, lost_olm)
         self.log.info(
             "matrix: now device {device} (replacing {old}), its keys uploaded",
             device=grant.device_id,
@@ -432,46 +383,19 @@ class MatrixLogin:
     async def _delete_stale_devices(self) -> None:
         """Delete the devices this jupybot made, but the current one, still on the account."""
         session = self._session
-        client = self._client
         assert session is not None and self._config.password is not None
         stale = [d for d in session.created_devices if d != session.device_id]
         if not stale:
             return
-        listed = await self._api.retrying(
-            "listing the account's devices", client.devices, renew=False
-        )
-        if not isinstance(listed, DevicesResponse):
-            self.log.warn("matrix: could not list the account's devices: {e}", e=listed)
-            return
-        present = {device.id for device in listed.devices}
-        doomed = [d for d in stale if d in present]
-        if doomed:
-            response = await self._api.retrying(
-                "deleting stale devices", lambda: client.delete_devices(doomed), renew=False
+        try:
+            gone = await delete_devices(
+                self._client, self._api, self._user_id, self._config.password.reveal(), stale
             )
-            if isinstance(response, DeleteDevicesAuthResponse):
-                auth: dict[str, Any] = {
-                    "type": "m.login.password",
-                    "identifier": {"type": "m.id.user", "user": self._user_id},
-                    "password": self._config.password.reveal(),
-                    "session": response.session,
-                }
-                response = await self._api.retrying(
-                    "deleting stale devices",
-                    lambda: client.delete_devices(doomed, auth),
-                    renew=False,
-                )
-            if isinstance(response, ErrorResponse):
-                self.log.warn(
-                    "matrix: could not delete the stale devices {devices}: {error}",
-                    devices=doomed,
-                    error=str(response),
-                )
-                return
-            self.log.info("matrix: deleted stale devices {devices}", devices=doomed)
+        except MatrixError as e:
+            self.log.warn("matrix: stale devices are left: {error}", error=str(e))
+            return
         self._session = current = replace(
-            session,
-            created_devices=tuple(d for d in session.created_devices if d not in stale),
+            session, created_devices=tuple(d for d in session.created_devices if d not in gone)
         )
         self._sessions.save(current)
 
@@ -488,33 +412,6 @@ def _replaced_token(saved: StoredSession, config: MatrixConfig) -> bool:
         and saved.refresh_token is None
         and saved.access_token != configured.reveal()
     )
-
-
-def _reset_key_sharing(client: AsyncClient) -> None:
-    """After refused calls, make every encrypted room share its room key again at its next send.
-
-    matrix-nio shares a room key inside a send (claiming one-time keys, then to-device
-    messages) and marks it shared even when those calls were refused: the room's members would
-    never get it and could not read a word from the bot. (A sharing still under way with the
-    refused token may mark its key shared once more: a refusal comes back at once, before the
-    renewal's own round trips end, so this is not seen in practice.)"""
-    if client.olm is None:
-        return
-    for session in client.olm.outbound_group_sessions.values():
-        session.shared = False
-
-
-def _carry_room_keys(lost: Any, new: Any) -> int:
-    """Give the new device the room keys (Megolm inbound sessions) the lost one had, as a key
-    backup would: it still reads messages encrypted for the lost device, and later ones in the
-    same sessions (a sender's client shares a session with a new device only when it
-    notices it, Element at its next message, matrix-nio not until it rotates)."""
-    carried = 0
-    for session in lost.inbound_group_store:
-        if new.inbound_group_store.add(session):
-            new.save_inbound_group_session(session)
-            carried += 1
-    return carried
 
 
 def _lifetime(seconds: float | None) -> str:

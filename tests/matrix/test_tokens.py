@@ -246,7 +246,8 @@ async def test_a_deleted_device_is_replaced_with_keys_and_one_device_is_left(
         # a person's device: never deleted); the empty one its login made of the old id, gone.
         assert sorted(synapse.devices(admin, bot.user_id)) == sorted([new, bot.device_id])
         assert part.keeper.session.created_devices == (new,)
-        # The new device's keys are what the homeserver publishes for it.
+        # Cross-signed like the first one, so that Element shares room keys with it.
+        assert new in cross_signed_devices(synapse, admin, bot.user_id)
         await person.wait_until(lambda: new in bot_devices(person, bot.user_id))
         third = await person.send(room, "!bot run three")
         answer = await person.answer(room, third, "echo: three")
@@ -254,8 +255,54 @@ async def test_a_deleted_device_is_replaced_with_keys_and_one_device_is_left(
         assert part.status == "running"
 
 
+@asyncio_test
+async def test_a_device_deleted_while_the_bot_was_stopped_is_replaced_at_start(
+    synapse: Synapse, tmp_path: Path
+) -> None:
+    """What jupybot did before: it logged in again as the deleted device's id, without keys,
+    and encrypted rooms stayed dead across restarts."""
+    from twisted.internet import reactor
+
+    admin = synapse.register(synapse.unique_localpart("admin"), admin=True)
+    async with bot_and_person(synapse, tmp_path, encryption=True) as (part, person, room, bot):
+        first = await person.send(room, "!bot run one")
+        await person.answer(room, first, "echo: one")
+        session = part.keeper.session
+        assert session is not None
+        lost = session.device_id
+        await await_deferred(part.stopService())
+        synapse.delete_device(admin, bot.user_id, lost)
+        again = WatchedMatrixPart(
+            part.config, part.kernels, part.state_dir, reactor, backoff=lambda attempt: 0.2
+        )
+        again.startService()
+        try:
+            await await_deferred(again.serving)
+            assert again.keeper.replaced_devices == 1
+            assert again.keeper.session is not None
+            new = again.keeper.session.device_id
+            assert new != lost
+            second = await person.send(room, "!bot run two")
+            answer = await person.answer(room, second, "echo: two")
+            assert answer["event_id"] in person.decrypted
+            assert sorted(synapse.devices(admin, bot.user_id)) == sorted([new, bot.device_id])
+        finally:
+            await await_deferred(again.stopService())
+
+
 def bot_devices(person: UserClient, user_id: str) -> set[str]:
     return {d.id for d in person.client.device_store.active_user_devices(user_id)}
+
+
+def cross_signed_devices(synapse: Synapse, reader: MatrixUser, user_id: str) -> set[str]:
+    """The devices of C{user_id} that carry a signature of its self-signing key."""
+    answer = synapse.query_keys(reader, user_id)
+    self_signing = set(answer["self_signing_keys"][user_id]["keys"])
+    return {
+        device_id
+        for device_id, keys in answer["device_keys"][user_id].items()
+        if self_signing & set(keys.get("signatures", {}).get(user_id, {}))
+    }
 
 
 @asyncio_test

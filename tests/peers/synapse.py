@@ -254,6 +254,14 @@ class Synapse:
         url = f"{self.base_url}/_synapse/admin/v2/users/{user_id}/devices"
         return [d["device_id"] for d in _request("GET", url, token=admin.access_token)["devices"]]
 
+    def query_keys(self, reader: MatrixUser, user_id: str) -> dict[str, Any]:
+        """C{user_id}'s published keys (devices, cross-signing) as C{reader}'s client sees them."""
+        url = f"{self.base_url}/_matrix/client/v3/keys/query"
+        answer: dict[str, Any] = _request(
+            "POST", url, {"device_keys": {user_id: []}}, token=reader.access_token
+        )
+        return answer
+
     def log_out(self, user: MatrixUser) -> None:
         """Revoke C{user}'s access token (and delete its device), as C{POST /logout} does."""
         _request("POST", f"{self.base_url}/_matrix/client/v3/logout", {}, token=user.access_token)
