@@ -34,10 +34,11 @@ $(SYNAPSE_VENV)/.installed:
 	$(SYNAPSE_VENV)/bin/pip install --quiet '$(SYNAPSE_PIN)'
 	touch $@
 
-# The Element test peer (tests/peers/element): matrix-js-sdk and the Node 22 that runs it.
+# The Element test peer (tests/peers/element): matrix-js-sdk and the Node 22 that runs it (npm
+# comes with the system packages, hence after $(INSTALLED)).
 ELEMENT_PEER := tests/peers/element/node_modules/.installed
 
-$(ELEMENT_PEER): tests/peers/element/package.json tests/peers/element/package-lock.json
+$(ELEMENT_PEER): tests/peers/element/package.json tests/peers/element/package-lock.json | $(INSTALLED)
 	scripts/install-element-peer
 	touch $@
 
