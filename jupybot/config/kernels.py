@@ -33,6 +33,9 @@ class GatewayConfig:
     kernel_processes: int = 128
     # Share of one core (cgroups only; BLAS thread pools are sized to it).
     kernel_cpu_percent: int = 100
+    # Who the embedded gateway, and so its kernels, run as when jupybot runs as root (never
+    # root): a user name or a numeric uid; empty: sandbox.user.
+    user: str = ""
 
     @classmethod
     def read(cls, r: Reader) -> GatewayConfig:
@@ -55,6 +58,7 @@ class GatewayConfig:
             kernel_memory_mb=r.integer("kernel_memory_mb", 1024, minimum=256),
             kernel_processes=r.integer("kernel_processes", 128, minimum=16, maximum=4096),
             kernel_cpu_percent=r.integer("kernel_cpu_percent", 100, minimum=10, maximum=6400),
+            user=r.string("user", ""),
         )
         r.finish()
         return config

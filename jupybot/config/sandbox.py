@@ -32,6 +32,10 @@ class SandboxConfig:
     # what the kernel counts per user is counted per session; none: every sandbox runs as
     # `user`. Checked at start.
     uids: str = "70000-71023"
+    # The budget of all sessions and kernels together (cgroups only: the group above them
+    # all): memory in MB (0: three quarters of the host's) and processes (0: 4096).
+    total_memory_mb: int = 0
+    total_processes: int = 0
 
     @classmethod
     def read(cls, r: Reader) -> SandboxConfig:
@@ -43,6 +47,8 @@ class SandboxConfig:
             seccomp=r.choice("seccomp", default.seccomp, ("default", NONE)),
             max_ptys=r.integer("max_ptys", default.max_ptys, minimum=0, maximum=1024),
             uids=r.string("uids", default.uids),
+            total_memory_mb=r.integer("total_memory_mb", 0, minimum=0),
+            total_processes=r.integer("total_processes", 0, minimum=0),
         )
         if not config.user:
             r.error("user", "expected a user name or a numeric uid")

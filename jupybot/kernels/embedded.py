@@ -67,6 +67,8 @@ RESTART_DELAY = backoffPolicy(initialDelay=1.0, maxDelay=60.0, factor=2.0)
 PASSED_THROUGH = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
 MANAGER_CLASS = "jupybot.kernels.gateway_kernels.SandboxedKernelManager"
 WORK_PREFIX = "jupybot-gateway-"
+# Joins the cgroup.procs file given first, then execs the rest.
+_JOIN = 'echo $$ > "$1" || exit 126; shift; exec "$@"'
 
 
 class GatewayReactor(ProcessReactor, NetworkReactor, Protocol):
@@ -90,6 +92,7 @@ class EmbeddedGateway:
     ) -> None:
         self._reactor = reactor
         self._runtime_dir = runtime_dir
+        self._gateway_runtime = runtime_dir
         self._on_ready = on_ready
         self._on_restart = on_restart
         self._record = record
@@ -159,6 +162,13 @@ class EmbeddedGateway:
         plan_file = self._work / "kernel-sandbox.json"
         plan_file.write_text(self._plan.to_json())
         plan_file.chmod(0o600)
+        if plan.gateway_ids is not None:
+            # Its own user's: everything in its directory (jupybot's runtime directory, in
+            # the state directory, is not for it to reach).
+            self._gateway_runtime = self._work / "runtime"
+            self._gateway_runtime.mkdir(mode=0o700)
+            for path in [self._work, *self._work.iterdir()]:
+                os.chown(path, *plan.gateway_ids, follow_symlinks=False)
         self.process.start()
         ready.addTimeout(STARTUP_TIMEOUT, IReactorTime(self._reactor))
         return await ready
@@ -203,7 +213,7 @@ class EmbeddedGateway:
             HOME=str(self._work / "home"),
             JUPYTER_CONFIG_DIR=str(self._work / "config"),
             JUPYTER_DATA_DIR=str(self._work / "data"),
-            JUPYTER_RUNTIME_DIR=str(self._runtime_dir),
+            JUPYTER_RUNTIME_DIR=str(self._gateway_runtime),
             TMPDIR=str(self._work / "tmp"),
             PYTHONUNBUFFERED="1",
         )
@@ -213,9 +223,9 @@ class EmbeddedGateway:
         """The gateway's command line, on the port it had (clients keep finding it)."""
         assert self._work is not None and self._plan is not None
         self._port = self._port or _free_port()
-        self._runtime_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._gateway_runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._remove_kernel_leftovers()
-        argv = [
+        argv: list[str] = [
             self._python,
             "-m",
             "kernel_gateway",
@@ -226,7 +236,20 @@ class EmbeddedGateway:
             f"--SeedingMappingKernelManager.kernel_manager_class={MANAGER_CLASS}",
             f"--SandboxedKernelManager.kernel_sandbox_plan={self._work / 'kernel-sandbox.json'}",
         ]
-        log.info("kernels: starting the embedded Kernel Gateway")
+        ids = self._plan.gateway_ids
+        if ids is not None:
+            setpriv = shutil.which("setpriv") or "setpriv"
+            argv = [setpriv, f"--reuid={ids[0]}", f"--regid={ids[1]}", "--clear-groups",
+                    "--no-new-privs", "--inh-caps=-all", "--", *argv]  # fmt: skip
+        if self._plan.cgroup_version == 2:
+            # v2 moves a process between groups only for whoever may write the procs of both
+            # groups' common ancestor: the gateway puts its kernels in their groups only from
+            # a leaf of the group it owns.
+            leaf = Path(dict(self._plan.cgroup_parents)["unified"]) / "gateway"
+            leaf.mkdir(mode=0o755, exist_ok=True)
+            argv = ["/bin/sh", "-c", _JOIN, "jupybot-gateway", str(leaf / "cgroup.procs"), *argv]
+        who = self._plan.gateway_user or "jupybot's user"
+        log.info("kernels: starting the embedded Kernel Gateway as {who}", who=who)
         return Command(argv, self._environment(), str(self._work))
 
     def _spawned(self, pid: int) -> None:
@@ -308,6 +331,9 @@ class EmbeddedGateway:
             self._forget_record()
             if self._plan is not None:
                 remove_kernel_cgroups(self._plan)
+                delegated = self._plan.cgroups()
+                if delegated is not None:
+                    delegated.remove_all()
             if self._work is not None:
                 shutil.rmtree(self._work, ignore_errors=True)
                 self._work = None

@@ -121,8 +121,10 @@ class KernelsPart(Part):
 
 def embedded_kernel_plan(sandbox: Sandbox, config: GatewayConfig) -> KernelSandboxPlan:
     """How the embedded gateway contains its kernels: in C{sandbox} (prepared), with the
-    limits and network of `gateway:`."""
-    return kernel_sandbox_plan(sandbox, kernel_limits(config), config.kernel_network)
+    limits, network and user of `gateway:`."""
+    return kernel_sandbox_plan(
+        sandbox, kernel_limits(config), config.kernel_network, gateway_user=config.user
+    )
 
 
 def kernel_limits(config: GatewayConfig) -> Limits:

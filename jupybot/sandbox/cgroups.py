@@ -7,9 +7,16 @@ under whatever limits its service manager gives it:
   ``<own>/jupybot-<pid>/<session>`` in each of the three hierarchies;
 - cgroup v2 delegated to the service (a systemd unit with ``Delegate=yes``): jupybot moves its
   own process to ``<own>/supervisor`` (v2 allows processes only in leaves), enables the three
-  controllers on ``<own>`` and puts each session in ``<own>/session-<id>``.
+  controllers on ``<own>`` and ``<own>/sandboxes`` and puts each session in
+  ``<own>/sandboxes/session-<id>``.
 A process joins its group before it starts the program (see L{SessionCgroup.procs_files}), so
 nothing it forks can be outside.
+
+The parent of all sessions (``jupybot-<pid>``, ``sandboxes``) holds the total budget
+(L{Cgroups.limit_total}): whatever the sessions and kernels ask for each, together they cannot
+take more memory or processes than that. The embedded gateway, which runs as a user of its
+own, gets a group below it of its own (L{Cgroups.delegate}: ``kernels``) where it makes its
+kernels' groups; it cannot change the limits of the groups above.
 """
 
 from __future__ import annotations
@@ -29,6 +36,47 @@ log = Logger()
 MEGABYTE = 1024 * 1024
 CPU_PERIOD_US = 100_000
 V1_CONTROLLERS = ("memory", "pids", "cpu")
+# v2: the group below jupybot's own that holds every session (and the budget of them all).
+V2_SANDBOXES = "sandboxes"
+# What a delegated group's owner must own to make groups in it and move its processes there.
+V1_DELEGATED = ("cgroup.procs", "tasks")
+V2_DELEGATED = ("cgroup.procs", "cgroup.subtree_control", "cgroup.threads")
+
+
+# The default total budget: this share of the host's memory, and this many processes.
+TOTAL_MEMORY_SHARE = 0.75
+TOTAL_PROCESSES = 4096
+# What a host without cgroups (rlimits only) does not stop, for the start-up log and /ping.
+RLIMITS_ONLY_GAPS = (
+    "NOT stopped without cgroups: all sandboxes together taking the host's memory (no total "
+    "budget), one sandbox holding more than its memory limit in several processes (the "
+    "limit is per process), a fork bomb in one sandbox keeping the others from starting (the "
+    "process count is shared by every sandbox of the user); see docs/deploy.md, Delegate=yes"
+)
+
+
+@dataclass(frozen=True)
+class TotalLimits:
+    """The budget of all sandboxes together."""
+
+    memory_mb: int
+    processes: int
+
+    @classmethod
+    def configured(cls, memory_mb: int, processes: int) -> TotalLimits:
+        """The configured budget; 0 for the default (L{TOTAL_MEMORY_SHARE} of the host's
+        memory, L{TOTAL_PROCESSES})."""
+        return cls(memory_mb or _host_memory_mb(TOTAL_MEMORY_SHARE), processes or TOTAL_PROCESSES)
+
+
+def _host_memory_mb(share: float) -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(int(line.split()[1]) * share) // 1024
+    except (OSError, ValueError):
+        pass
+    return 4096
 
 
 @dataclass(frozen=True)
@@ -92,7 +140,13 @@ class Cgroups:
 
     def describe(self) -> str:
         where = ", ".join(str(p) for p in self._parents.values())
-        return f"cgroup v{self.version} ({where})"
+        total = self.total()
+        budget = (
+            f"; all sandboxes within {total.memory_mb} MB and {total.processes} processes"
+            if total is not None
+            else "; NO total budget for all sandboxes"
+        )
+        return f"cgroup v{self.version} ({where}){budget}"
 
     def create(self, name: str, limits: CgroupLimits) -> SessionCgroup:
         directories = []
@@ -124,6 +178,58 @@ class Cgroups:
             _write(directory / "pids.max", str(limits.processes))
             _write(directory / "cpu.max", f"{quota} {CPU_PERIOD_US}")
 
+    def limit_total(self, limits: TotalLimits) -> None:
+        """Cap the parents: every session and kernel below shares this memory and this count
+        of processes (v1 counts children in their parent's usage: memory.use_hierarchy)."""
+        for path, value in self._total_files(limits).items():
+            _write(path, value)
+
+    def total(self) -> TotalLimits | None:
+        """The total budget as the parents' files say (None: unreadable or not limited)."""
+        try:
+            memory, processes = (int(p.read_text()) for p in self._total_files(None))
+        except (OSError, ValueError):
+            return None
+        return TotalLimits(memory // MEGABYTE, processes)
+
+    def _total_files(self, limits: TotalLimits | None) -> dict[Path, str]:
+        memory = str(limits.memory_mb * MEGABYTE) if limits else ""
+        processes = str(limits.processes) if limits else ""
+        if self.version == 2:
+            parent = self._parents["unified"]
+            return {parent / "memory.max": memory, parent / "pids.max": processes}
+        return {
+            self._parents["memory"] / "memory.limit_in_bytes": memory,
+            self._parents["pids"] / "pids.max": processes,
+        }
+
+    def delegate(self, name: str, uid: int, gid: int) -> Cgroups:
+        """A group C{name} below each parent that C{uid} owns, to make groups of its own in and
+        move its processes to (a unit with Delegate=yes is what systemd gives a service the
+        same way); its limits files stay ours. The groups it makes are below the total budget."""
+        files = V1_DELEGATED if self.version == 1 else V2_DELEGATED
+        parents = {}
+        for controller, parent in self._parents.items():
+            # Whatever the umask (jupybot's is 077): its owner must pass through the parent.
+            parent.chmod(0o711)
+            directory = parent / name
+            directory.mkdir(mode=0o755, exist_ok=True)
+            if self.version == 2:
+                _enable_controllers(directory)
+            for path in (directory, *(directory / f for f in files)):
+                with suppress(FileNotFoundError):
+                    os.chown(path, uid, gid)
+            parents[controller] = directory
+        return Cgroups(self.version, parents)
+
+    def remove_all(self) -> None:
+        """Kill what runs in the parents and every group below them, and remove them all (a
+        delegated group, once its owner is gone)."""
+        groups = [g for parent in self._parents.values() for g in _below(parent)]
+        for directory in groups:
+            SessionCgroup([directory]).kill_all()
+        SessionCgroup(groups).remove()
+
     def close(self) -> None:
         """Remove the session parents jupybot made (v1), once every session is gone."""
         if self.version == 1:
@@ -133,9 +239,23 @@ class Cgroups:
 
 
 def find_cgroups(
-    pid: int | None = None, root: Path = Path("/sys/fs/cgroup"), proc: Path = Path("/proc")
+    pid: int | None = None,
+    root: Path = Path("/sys/fs/cgroup"),
+    proc: Path = Path("/proc"),
+    total: TotalLimits | None = None,
 ) -> Cgroups | str:
-    """The cgroups jupybot may use, or why none (a sentence for the start-up log)."""
+    """The cgroups jupybot may use, with C{total} the budget of all sessions together, or why
+    none (a sentence for the start-up log)."""
+    found = _find_cgroups(pid, root, proc)
+    if isinstance(found, Cgroups) and total is not None:
+        try:
+            found.limit_total(total)
+        except OSError as e:
+            log.warn("sandbox: cannot set the total budget of all sandboxes ({error})", error=e)
+    return found
+
+
+def _find_cgroups(pid: int | None, root: Path, proc: Path) -> Cgroups | str:
     pid = os.getpid() if pid is None else pid
     try:
         lines = (proc / "self" / "cgroup").read_text().splitlines()
@@ -177,14 +297,12 @@ def _sweep_v1(root: Path, own: Mapping[str, str]) -> None:
             if owner.isdigit() and Path(f"/proc/{owner}").exists():
                 continue
             try:
-                sessions = [d for d in parent.iterdir() if d.is_dir()]
+                groups = _below(parent)
             except OSError:
                 continue  # another user's jupybot left it: not ours to sweep
-            group = SessionCgroup(sessions)
-            group.kill_all()
-            group.remove()
-            with suppress(OSError):
-                parent.rmdir()
+            for directory in groups:
+                SessionCgroup([directory]).kill_all()
+            SessionCgroup(groups).remove()
 
 
 def _v2(own: Path) -> Cgroups | str:
@@ -204,16 +322,37 @@ def _v2(own: Path) -> Cgroups | str:
             for pid in pids:
                 with suppress(ProcessLookupError):
                     _write(supervisor / "cgroup.procs", str(pid))
-        enabled = set((own / "cgroup.subtree_control").read_text().split())
-        if not wanted <= enabled:
-            _write(own / "cgroup.subtree_control", " ".join(f"+{c}" for c in sorted(wanted)))
+        _enable_controllers(own)
+        sandboxes = own / V2_SANDBOXES
+        sandboxes.mkdir(mode=0o755, exist_ok=True)
+        _enable_controllers(sandboxes)
     except OSError as e:
         return f"cgroup v2 at {own} is not delegated to jupybot ({e.strerror})"
-    for stale in own.glob("session-*"):
-        group = SessionCgroup([stale])
-        group.kill_all()
-        group.remove()
-    return Cgroups(2, {"unified": own})
+    # What a jupybot killed with SIGKILL left (and the sessions of one before 'sandboxes').
+    stale = [g for g in own.glob("session-*")] + [
+        g for child in sandboxes.iterdir() if child.is_dir() for g in _below(child)
+    ]
+    for directory in stale:
+        SessionCgroup([directory]).kill_all()
+    SessionCgroup(stale).remove()
+    return Cgroups(2, {"unified": sandboxes})
+
+
+def _enable_controllers(group: Path) -> None:
+    wanted = {"memory", "pids", "cpu"}
+    enabled = set((group / "cgroup.subtree_control").read_text().split())
+    if not wanted <= enabled:
+        _write(group / "cgroup.subtree_control", " ".join(f"+{c}" for c in sorted(wanted)))
+
+
+def _below(group: Path) -> list[Path]:
+    """C{group} and every group below it, deepest first (the order they can be removed in)."""
+    if not group.is_dir():
+        return []
+    found = [group]
+    for directory in found:  # grows while walking: breadth first
+        found.extend(d for d in directory.iterdir() if d.is_dir())
+    return found[::-1]
 
 
 def _read_pids(path: Path) -> list[int]:

@@ -30,6 +30,8 @@ from contextlib import suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import jupybot
+
 from ..config.sandbox import SandboxConfig
 from .cgroups import Cgroups, SessionCgroup
 from .profile import INSIDE_HOME, SYSTEM_DIRECTORIES, Limits, SandboxProfile
@@ -49,6 +51,9 @@ __all__ = [
 
 # Kernel groups sit beside the terminal sessions' groups; v2 names them session-kernel-*.
 GROUP_PREFIX = "kernel-"
+# The group below jupybot's session parent that the gateway makes its kernels' groups in
+# (kernels-<random>).
+KERNELS_GROUP = "kernels"
 # A Unix socket path holds at most 107 bytes; ZMQ adds "-<port>" to the kernel's ip.
 MAX_SOCKET_PATH = 100
 
@@ -68,6 +73,10 @@ class KernelSandboxPlan:
     cgroup_parents: tuple[tuple[str, str], ...] = ()
     # Where the gateway makes each kernel's directory: set by whoever starts the gateway.
     root: str = ""
+    # Who the gateway, and so every kernel, runs as when jupybot is root (never root itself):
+    # the name, uid and gid; empty: jupybot's own user.
+    gateway_user: str = ""
+    gateway_ids: tuple[int, int] | None = None
     # sandbox.seccomp: the syscall filter of every kernel's sandbox (jupybot/sandbox/seccomp.py).
     seccomp: str = "default"
 
@@ -80,7 +89,7 @@ class KernelSandboxPlan:
         if not self.sandboxed:
             return "kernels are NOT sandboxed (sandbox.mode: none)"
         network = "the host's network" if self.network else "no network"
-        who = self.user if os.geteuid() == 0 else f"uid {os.geteuid()}"
+        who = self.gateway_user or f"uid {os.geteuid()}"
         return (
             f"each kernel in a sandbox as {who}: {network}, {self.limits.memory_mb} MB, "
             f"{self.limits.processes} processes, {self.limits.cpu_percent}% of a core"
@@ -102,6 +111,8 @@ class KernelSandboxPlan:
             cgroup_version=data["cgroup_version"],
             cgroup_parents=tuple((c, p) for c, p in data["cgroup_parents"]),
             root=data["root"],
+            gateway_user=data["gateway_user"],
+            gateway_ids=tuple(data["gateway_ids"]) if data["gateway_ids"] else None,
             seccomp=data.get("seccomp", "default"),
         )
 
@@ -116,25 +127,35 @@ def kernel_sandbox_plan(
     limits: Limits,
     network: bool,
     prefixes: tuple[str, ...] | None = None,
+    gateway_user: str = "",
 ) -> KernelSandboxPlan:
     """The plan for the embedded gateway's kernels, run by the Python at C{prefixes} (default:
-    jupybot's own, which runs the gateway); L{SandboxUnavailable} if the sandbox is not ready
-    or its user cannot read that Python."""
+    jupybot's own, which runs the gateway). When jupybot is root the gateway runs as
+    C{gateway_user} (default: C{sandbox.user}), and so do its kernels; it gets a cgroup of its
+    own to make theirs in. L{SandboxUnavailable} if the sandbox is not ready or that user
+    cannot read that Python or jupybot."""
     sandbox.require()
     read_only = interpreter_paths(prefixes or (sys.prefix, sys.base_prefix))
-    if sandbox.enabled:
-        uid, gid = sandbox_user_ids(sandbox.config.user)
-        for path in read_only:
-            blocked = unreachable(path, uid, gid)
+    switch = sandbox.enabled and os.geteuid() == 0
+    user = (gateway_user or sandbox.config.user) if switch else ""
+    ids = sandbox_user_ids(user) if switch else None
+    if ids is not None:
+        package = os.path.dirname(os.path.dirname(os.path.realpath(jupybot.__file__)))
+        for path, what in [(p, "the kernels' Python") for p in read_only] + [(package, "jupybot")]:
+            blocked = unreachable(path, *ids)
             if blocked is not None:
                 raise SandboxUnavailable(
-                    f"the kernels' Python at {path} (jupybot's interpreter) cannot be read by "
-                    f"the sandbox user {sandbox.config.user} ({blocked}); install jupybot in a "
+                    f"{what} at {path} cannot be read by the sandbox user {user}, who runs "
+                    f"the embedded gateway and its kernels ({blocked}); install jupybot in a "
                     "virtualenv made from a Python that user can read, such as Debian's "
-                    "/usr/bin/python3 (make setup does), or set gateway.url to a gateway of "
-                    "your own"
+                    "/usr/bin/python3 (make setup does), in a directory that user can read, "
+                    "or set gateway.url to a gateway of your own"
                 )
     cgroups = sandbox.cgroups
+    if cgroups is not None:
+        owner = ids or (os.geteuid(), os.getegid())
+        # Named for this gateway: stopping one never touches another's kernels.
+        cgroups = cgroups.delegate(f"{KERNELS_GROUP}-{secrets.token_hex(4)}", *owner)
     return KernelSandboxPlan(
         mode=sandbox.config.mode,
         user=sandbox.config.user,
@@ -144,6 +165,8 @@ def kernel_sandbox_plan(
         cgroup_version=cgroups.version if cgroups is not None else None,
         cgroup_parents=tuple((c, str(p)) for c, p in cgroups.parents.items()) if cgroups else (),
         seccomp=sandbox.config.seccomp,
+        gateway_user=user,
+        gateway_ids=ids,
     )
 
 

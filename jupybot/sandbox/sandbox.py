@@ -33,7 +33,14 @@ from pathlib import Path
 from twisted.logger import Logger
 
 from ..config.sandbox import NONE, SandboxConfig, parse_uid_range
-from .cgroups import CgroupLimits, Cgroups, SessionCgroup, find_cgroups
+from .cgroups import (
+    RLIMITS_ONLY_GAPS,
+    CgroupLimits,
+    Cgroups,
+    SessionCgroup,
+    TotalLimits,
+    find_cgroups,
+)
 from .profile import (
     INSIDE_PATH,
     SandboxProfile,
@@ -155,12 +162,13 @@ class Sandbox:
         self._bound_ptys()
         self._probe()
         if self.config.cgroups == "auto":
-            found = find_cgroups()
+            total = TotalLimits.configured(self.config.total_memory_mb, self.config.total_processes)
+            found = find_cgroups(total=total)
             if isinstance(found, Cgroups):
                 self.cgroups = found
                 self.limits_note = f"{found.describe()} and rlimits"
             else:
-                self.limits_note = f"rlimits only: {found}"
+                self.limits_note = f"rlimits only: {found}; {RLIMITS_ONLY_GAPS}"
 
     def _lease_uids(self) -> None:
         """Check that C{sandbox.uids} belong to no one, and lease from them."""

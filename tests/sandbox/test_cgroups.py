@@ -3,9 +3,11 @@ temporary folder as v1 and v2 lay theirs out (the real v1 tree is used by the at
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from jupybot.sandbox import CgroupLimits, Cgroups, find_cgroups
+from jupybot.sandbox.cgroups import TotalLimits
 
 LIMITS = CgroupLimits(memory_mb=64, processes=32, cpu_percent=50)
 
@@ -39,6 +41,7 @@ def test_v1_groups_left_by_a_killed_jupybot_are_swept(tmp_path: Path) -> None:
     root = tmp_path / "cgroup"
     for controller in ("memory", "pids", "cpu"):
         (root / controller / "jupybot-999999999" / "old-session").mkdir(parents=True)
+        (root / controller / "jupybot-999999999" / "kernels" / "kernel-1").mkdir(parents=True)
         (root / controller / "tasks").write_text("")
     proc = proc_self_cgroup(tmp_path / "proc", "4:memory:/\n8:pids:/\n1:cpu:/\n")
     find_cgroups(pid=77, root=root, proc=proc)
@@ -53,16 +56,47 @@ def test_v2_delegated_moves_jupybot_to_a_leaf_and_enables_the_controllers(tmp_pa
     (own / "cgroup.controllers").write_text("cpu memory pids\n")
     (own / "cgroup.subtree_control").write_text("")
     (own / "cgroup.procs").write_text("1234\n")
+    # (A real cgroupfs makes a new group's files; here, those read before any write.)
+    (own / "sandboxes").mkdir()
+    (own / "sandboxes" / "cgroup.subtree_control").write_text("")
     proc = proc_self_cgroup(tmp_path / "proc", "0::/system.slice/jupybot.service\n")
     cgroups = find_cgroups(pid=1234, root=root, proc=proc)
     assert isinstance(cgroups, Cgroups) and cgroups.version == 2
     assert (own / "supervisor" / "cgroup.procs").read_text() == "1234"
     assert (own / "cgroup.subtree_control").read_text() == "+cpu +memory +pids"
+    # Every session below one group, which holds the budget of them all.
+    assert (own / "sandboxes" / "cgroup.subtree_control").read_text() == "+cpu +memory +pids"
     cgroups.create("s1", LIMITS)
-    session = own / "session-s1"
+    session = own / "sandboxes" / "session-s1"
     assert (session / "memory.max").read_text() == str(64 * 1024 * 1024)
     assert (session / "pids.max").read_text() == "32"
     assert (session / "cpu.max").read_text() == "50000 100000"
+    cgroups.limit_total(TotalLimits(memory_mb=2048, processes=1000))
+    assert (own / "sandboxes" / "memory.max").read_text() == str(2048 * 1024 * 1024)
+    assert (own / "sandboxes" / "pids.max").read_text() == "1000"
+    assert cgroups.total() == TotalLimits(2048, 1000)
+
+
+def test_a_delegated_group_is_its_owners_but_not_its_limits(tmp_path: Path) -> None:
+    root = tmp_path / "cgroup"
+    for controller in ("memory", "pids", "cpu"):
+        (root / controller / "jupybot-77" / "kernels").mkdir(parents=True)
+        (root / controller / "tasks").write_text("")
+        for name in ("cgroup.procs", "tasks", "pids.max"):
+            (root / controller / "jupybot-77" / "kernels" / name).write_text("")
+    proc = proc_self_cgroup(tmp_path / "proc", "4:memory:/\n8:pids:/\n1:cpu:/\n")
+    cgroups = find_cgroups(pid=77, root=root, proc=proc)
+    assert isinstance(cgroups, Cgroups)
+    uid, gid = os.getuid() + 1, os.getgid() + 1  # someone else (the chown needs root)
+    if os.geteuid() != 0:
+        uid, gid = os.getuid(), os.getgid()
+    delegated = cgroups.delegate("kernels", uid, gid)
+    group = root / "pids" / "jupybot-77" / "kernels"
+    assert delegated.parents["pids"] == group
+    assert group.stat().st_uid == uid and (group / "cgroup.procs").stat().st_uid == uid
+    assert (group / "pids.max").stat().st_uid == os.getuid()
+    delegated.create("kernel-1", LIMITS)
+    assert (group / "kernel-1" / "pids.max").read_text() == "32"
 
 
 def test_v2_without_delegation_says_what_to_do(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import tempfile
 import uuid
@@ -27,6 +28,8 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import LoopingCall, deferLater
 
 from jupybot.aio import deferred_from_coroutine
+from jupybot.sandbox.cgroups import TotalLimits
+from tests.harness import descendants
 from tests.kernels.kernel_python import requires_kernel_python
 from tests.kernels.test_gateway import timeboxed
 
@@ -238,3 +241,59 @@ async def redirect_sockets_of_a_kernel(server: Server, reaches: bool, directory:
         await port.stopListening()
         target.unlink(missing_ok=True)
         await server.part.manager.stop(owner)
+
+
+def process_ids(pid: int) -> tuple[int, int]:
+    status = Path(f"/proc/{pid}/status").read_text()
+    fields = dict(line.split(":", 1) for line in status.splitlines())
+    return int(fields["Uid"].split()[0]), int(fields["Gid"].split()[0])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="jupybot runs the gateway as itself when not root")
+@pytest_twisted.ensureDeferred
+async def test_the_gateway_and_its_kernels_never_run_as_root(
+    sandboxed: Server, unsandboxed: Server
+) -> None:
+    """jupybot as root runs the sandboxed gateway as a user of its own, which owns the
+    kernels' cgroup parent and nothing above it. (Without the sandbox, the control: it runs as
+    jupybot, root.)"""
+    for server, expected_root in ((sandboxed, False), (unsandboxed, True)):
+        embedded = server.part.embedded
+        assert embedded is not None and embedded.pid is not None
+        uid = process_ids(embedded.pid)[0]
+        assert (uid == 0) is expected_root, (server.mode, uid)
+        kernels = descendants(embedded.pid)
+        assert kernels and all(process_ids(pid)[0] == uid for pid in kernels), server.mode
+    embedded = sandboxed.part.embedded
+    assert embedded is not None and embedded.pid is not None
+    gateway_uid = process_ids(embedded.pid)[0]
+    cgroups = sandboxed.sandbox.cgroups
+    for parent in cgroups.parents.values() if cgroups is not None else ():
+        [delegated] = [d for d in parent.glob("kernels-*") if any(d.glob("*kernel-*"))]
+        assert delegated.stat().st_uid == gateway_uid != parent.stat().st_uid
+        assert (delegated / "cgroup.procs").stat().st_uid == gateway_uid
+        assert all(f.stat().st_uid == 0 for f in delegated.glob("*.max"))
+
+
+@pytest_twisted.ensureDeferred
+async def test_all_sandboxes_together_have_a_budget(sandboxed: Server) -> None:
+    """The group above every session and kernel caps their memory and processes together
+    (default: three quarters of the host's memory, 4096 processes), and /ping says so; the
+    gateway cannot raise it (test_the_gateway_and_its_kernels_never_run_as_root). Without
+    cgroups, /ping and the log say what that mode does not stop."""
+    cgroups = sandboxed.sandbox.cgroups
+    if cgroups is None:
+        assert "NOT stopped without cgroups" in sandboxed.sandbox.describe()
+        pytest.skip("no cgroups here")
+    expected = TotalLimits.configured(0, 0)
+    assert expected.processes == 4096 and expected.memory_mb > 0
+    assert cgroups.total() == expected
+    parents = cgroups.parents
+    if cgroups.version == 1:
+        memory = (parents["memory"] / "memory.limit_in_bytes").read_text()
+        processes = (parents["pids"] / "pids.max").read_text()
+    else:
+        memory = (parents["unified"] / "memory.max").read_text()
+        processes = (parents["unified"] / "pids.max").read_text()
+    assert (int(memory), int(processes)) == (expected.memory_mb * 1024 * 1024, 4096)
+    assert f"all sandboxes within {expected.memory_mb} MB" in sandboxed.sandbox.describe()
