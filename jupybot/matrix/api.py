@@ -11,6 +11,7 @@ waited out however often it comes, and every send of the account waits with it i
 collecting 429s of its own. Edits of one event go out one at a time, in order, and an edit
 still waiting when a newer edit of the same event arrives is replaced by it: the newer one
 carries everything, so a reply's last edit costs one slot of the limit, not a queue of them.
+While the account is held back, rooms share the sends it has in turn (L{SendTurns}).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from ..aio import await_deferred
+from .fairness import Pace, SendTurns
 from .tokens import is_unknown_token
 
 __all__ = [
@@ -134,7 +136,7 @@ class MatrixApi:
         self._max_attempts = max_attempts
         # 429s seen: how often the homeserver said "slower" (for the logs and bench/matrix.py).
         self.rate_limited = 0
-        self._held_until = 0.0
+        self._turns = SendTurns(clock, self.sleep)
         self._edit_lanes: dict[tuple[str, str], _EditLane] = {}
         self._drivers: set[asyncio.Future[None]] = set()
         # Set by the login keeper: a refused token is renewed and the call tried again.
@@ -143,16 +145,25 @@ class MatrixApi:
     async def sleep(self, seconds: float) -> None:
         await await_deferred(deferLater(self.clock, seconds, lambda: None))
 
-    async def _wait_for_the_limit(self) -> None:
-        while (wait := self._held_until - self.clock.seconds()) > 0:
-            await self.sleep(wait)
+    async def _call_in_turn(
+        self, call: Callable[[], Awaitable[R]], pace: Pace | None, again: bool
+    ) -> R:
+        """C{call()}, in its turn among the sends while the account is held back."""
+        if pace is None:
+            return await call()
+        async with self._turns.turn(pace, again):
+            response = await call()
+            if is_rate_limited(response):
+                # Held before the turn passes on: the next send waits out this 429.
+                self._turns.hold(is_transient(response) or self._policy(0))
+            return response
 
     async def retrying(
         self,
         what: str,
         call: Callable[[], Awaitable[R]],
         forever: bool = False,
-        paced: bool = False,
+        paced: Pace | None = None,
         renew: bool = True,
         accept: Callable[[R], bool] | None = None,
     ) -> R:
@@ -160,7 +171,8 @@ class MatrixApi:
 
         Gives up after C{max_attempts} failures (raising L{MatrixError}) unless C{forever}; a
         429 is no failure and is waited out however often it comes. A C{paced} call (a send)
-        also waits while an earlier 429 of any send holds the account back. A refused access
+        also waits while an earlier 429 of any send holds the account back, then takes its turn
+        among the rooms' sends. A refused access
         token (expired or revoked) is renewed, then the call is made again, unless not C{renew}
         (the renewal's own calls). A response C{accept} refuses is retried like a 5xx.
         """
@@ -168,11 +180,9 @@ class MatrixApi:
         limited = 0
         renewal = self.renewal if renew else None
         while True:
-            if paced:
-                await self._wait_for_the_limit()
             seen = renewal.generation if renewal is not None else 0
             try:
-                response = await call()
+                response = await self._call_in_turn(call, paced, again=limited > 0)
             except LocalProtocolError as e:
                 # nio refuses the call itself, e.g. a key query retried after a refused token
                 # whose users nio had already taken off its list: nothing left to do.
@@ -190,7 +200,7 @@ class MatrixApi:
                 if asked is None:
                     asked = 0.0
                 if is_rate_limited(response):
-                    await self._limited(what, asked or self._policy(limited), paced)
+                    await self._limited(what, asked or self._policy(limited), paced is not None)
                     limited += 1
                     continue
                 delay = asked if asked > 0 else self._policy(attempt)
@@ -214,7 +224,7 @@ class MatrixApi:
             delay=delay,
         )
         if paced:
-            self._held_until = max(self._held_until, self.clock.seconds() + delay)
+            self._turns.hold(delay)
         else:
             await self.sleep(delay)
 
@@ -258,7 +268,9 @@ class MatrixApi:
             return await self._post(room_id, event_type, lambda: version)
         return await self._edit(room_id, target, version)
 
-    async def _post(self, room_id: str, event_type: str, newest: Callable[[], Version]) -> str:
+    async def _post(
+        self, room_id: str, event_type: str, newest: Callable[[], Version], edit: bool = False
+    ) -> str:
         """Send C{newest()}, asked again before each attempt (an edit's may have changed)."""
 
         async def attempt() -> Any:
@@ -267,7 +279,9 @@ class MatrixApi:
                 room_id, event_type, content, tx_id=transaction, ignore_unverified_devices=True
             )
 
-        response = await self.retrying(f"sending {event_type} to {room_id}", attempt, paced=True)
+        response = await self.retrying(
+            f"sending {event_type} to {room_id}", attempt, paced=Pace(room_id, edit)
+        )
         if isinstance(response, ErrorResponse):
             raise MatrixError(f"sending to {room_id} refused: {response}")
         event_id: str = response.event_id
@@ -316,7 +330,7 @@ class MatrixApi:
             return current
 
         try:
-            event_id = await self._post(room_id, "m.room.message", newest)
+            event_id = await self._post(room_id, "m.room.message", newest, edit=True)
         except (Exception, asyncio.CancelledError) as e:
             for caller in answered:  # the callers of newer edits wait for their own attempt
                 if caller.done():

@@ -43,8 +43,11 @@ from ..commands import (
 from .api import MatrixApi, MatrixError
 from .content import notice_content, strip_reply_fallback
 from .conversation import MatrixConversation
+from .crosssigning import published_master_key
+from .fairness import Pace
 from .session import SyncFile
 from .undecryptable import KEY_WAIT_SECONDS, UndecryptableNotices, Withheld
+from .verification import InRoomVerifier, verification_kind
 
 __all__ = ["SYNC_FILTER", "MatrixBot"]
 
@@ -88,6 +91,12 @@ class MatrixBot:
         # Messages that could not be decrypted in this sync; those whose key may still come.
         self._undecryptable: list[tuple[str, MegolmEvent]] = []
         self._waiting_for_keys: list[tuple[str, MegolmEvent, float]] = []
+        # In-room verification events of this sync, answered after it (verification.py).
+        self._verification_events: list[tuple[str, dict[str, Any]]] = []
+
+    @functools.cached_property
+    def _verifier(self) -> InRoomVerifier:
+        return InRoomVerifier(_VerifyingBot(self))
 
     @functools.cached_property
     def _undecryptable_notices(self) -> UndecryptableNotices:
@@ -202,6 +211,7 @@ class MatrixBot:
                 self.state.direct.remove(room_id)
         await self._tell_encrypted_rooms()
         await self._tell_undecryptable()
+        await self._answer_verifications()
         self.state.next_batch = response.next_batch
         self._save()
 
@@ -264,6 +274,8 @@ class MatrixBot:
                 # Without encryption, the room was told once that the bot cannot read it.
                 if self.encryption:
                     self._undecryptable.append((room_id, event))
+            elif self.encryption and verification_kind(event.source) is not None:
+                self._verification_events.append((room_id, event.source))
 
     def _own_membership(self, room_id: str, event: RoomMemberEvent) -> None:
         if event.membership == "join":
@@ -410,6 +422,14 @@ class MatrixBot:
             if text is not None:
                 await self._send_in_clear(room_id, notice_content(Reply.text(text), event.event_id))
 
+    async def _answer_verifications(self) -> None:
+        events, self._verification_events = self._verification_events, []
+        for room_id, source in events:
+            try:
+                await self._verifier.handle(room_id, source)
+            except MatrixError as e:
+                self.log.warn("matrix: could not answer a verification: {error}", error=str(e))
+
     def _wait_for_key(self, room_id: str, event: MegolmEvent) -> None:
         self._waiting_for_keys.append((room_id, event, self.api.clock.seconds()))
         del self._waiting_for_keys[:-_WAITING_FOR_KEYS]
@@ -448,7 +468,7 @@ class MatrixBot:
             return await self.client._send(RoomSendResponse, method, path, data, (room_id,))
 
         try:
-            response = await self.api.retrying(f"telling {room_id}", attempt, paced=True)
+            response = await self.api.retrying(f"telling {room_id}", attempt, paced=Pace(room_id))
         except MatrixError as e:
             self.log.warn("matrix: could not post in {room}: {error}", room=room_id, error=str(e))
             return
@@ -469,6 +489,25 @@ class MatrixBot:
                 self.log.warn(
                     "matrix: could not post in {room}: {error}", room=room_id, error=str(e)
                 )
+
+
+class _VerifyingBot:
+    """The bot as the verifier sees it (verification.VerificationSender)."""
+
+    def __init__(self, bot: MatrixBot) -> None:
+        self._bot = bot
+        self.user_id = bot.user_id
+        self.device_id: str = bot.client.device_id
+        self.device_key: str = bot.client.olm.account.identity_keys["ed25519"]
+
+    async def master_key(self) -> str | None:
+        return await published_master_key(self._bot.client, self._bot.api)
+
+    async def send(self, room_id: str, event_type: str, content: dict[str, Any]) -> None:
+        await self._bot.api.send(room_id, event_type, content)
+
+    def allowed(self, user_id: str) -> bool:
+        return self._bot.access.is_allowed(user_id)
 
 
 # Undecryptable messages kept waiting for their keys, at most (the oldest are dropped).

@@ -3,6 +3,7 @@ and edits of one event coalesced while the rate limit holds them."""
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 from typing import Any
 
@@ -130,13 +131,33 @@ async def test_a_429_holds_back_every_send_of_the_account() -> None:
     assert await until_scheduled(clock) == pytest.approx(5.0)
     clock.advance(2.0)
     second = deferred_from_coroutine(api.send("!other", "m.room.message", {"n": 2}))
+    await asyncio.sleep(0)  # one turn of the loop: the second send starts, and waits its turn
     # The second send waits for the rest of the hold instead of asking (and being refused).
-    assert await until_scheduled(clock) == pytest.approx(3.0)
-    assert client.contents == [{"n": 1}]
-    clock.advance(3.0)
+    clock.advance(2.9)
+    assert client.contents == [{"n": 1}] and not second.called
+    clock.advance(0.1)
     assert await await_deferred(first) == "$a"
     assert await await_deferred(second) == "$b"
     assert client.contents == [{"n": 1}, {"n": 1}, {"n": 2}]
+
+
+@asyncio_test
+async def test_while_the_account_is_held_rooms_take_turns() -> None:
+    clock = SchedulingClock()
+    client = FlakyClient([limited(5000)] + [RoomSendResponse(f"${n}", "!r") for n in range(7)])
+    api = MatrixApi(client, clock)
+    flood = [
+        deferred_from_coroutine(api.send("!flood", "m.room.message", {"n": f"f{n}"}))
+        for n in range(5)
+    ]
+    assert await until_scheduled(clock) == pytest.approx(5.0)
+    quiet = deferred_from_coroutine(api.send("!quiet", "m.room.message", {"n": "q"}))
+    await asyncio.sleep(0)  # one turn of the loop: the quiet room's send waits its turn
+    clock.advance(5.0)
+    for sent in [*flood, quiet]:
+        await await_deferred(sent)
+    # The flooded room's 429 goes again first, then the quiet room: not after the backlog.
+    assert [c["n"] for c in client.contents] == ["f0", "f0", "q", "f1", "f2", "f3", "f4"]
 
 
 def edit(target: str, text: str) -> dict[str, Any]:
