@@ -37,7 +37,13 @@ from ..state import StateDirectory, write_atomically
 from ._secret_storage import SecretStorageError, read_secrets
 from .api import MatrixApi, MatrixError
 
-__all__ = ["CrossSigningError", "CrossSigningKeys", "CrossSigningStore", "cross_sign_device"]
+__all__ = [
+    "CrossSigningError",
+    "CrossSigningKeys",
+    "CrossSigningStore",
+    "cross_sign_device",
+    "published_master_key",
+]
 
 log = Logger()
 
@@ -261,6 +267,12 @@ async def _unlock(server: _Homeserver, user_id: str, recovery_key: str) -> Cross
         )
     except (ValueError, KeyError) as e:
         raise SecretStorageError(f"a cross-signing key in secret storage is malformed: {e}") from e
+
+
+async def published_master_key(client: AsyncClient, api: MatrixApi) -> str | None:
+    """The account's master key as others read it (None when it has none)."""
+    known = await _Homeserver(client, api).query(client.user_id)
+    return _public_key_of((known.get("master_keys") or {}).get(client.user_id))
 
 
 async def cross_sign_device(

@@ -107,3 +107,15 @@ async def test_an_identity_made_in_element_is_used_through_its_recovery_key(
     devices = {d["device_id"]: d for d in seen["devices"]}
     assert devices[part.bot.client.device_id]["signed_by_owner"]
     assert devices[owner.device_id]["signed_by_owner"]
+
+
+@asyncio_test
+async def test_a_person_verifies_the_bot_with_emoji(bot: BotRunner, element: ElementClient) -> None:
+    """Element's "Verify" then "Verify by emoji" in the direct chat: the bot shows the same
+    emojis in the room, and Element then trusts the bot's identity (not only its device)."""
+    await bot.start(encryption=True)
+    room = await _direct_chat(element, bot)
+    verified = await asyncio.to_thread(element.call, "verify", user=bot.user_id, room_id=room)
+    assert verified["verified"]
+    shown = await _answer(element, room, bot.user_id, "To verify me, check that your screen shows")
+    assert "  ".join(verified["emoji"]) in shown["content"]["body"]
