@@ -1,7 +1,10 @@
 """What the sandbox costs a terminal session, against the same sessions without it, same run.
 
 - ``sandbox_open_ms``: from opening a session of ``bc -q`` to its first output (bc prints its
-  banner-less prompt state at once; we send ``1+1`` and wait for ``2``), p50 and p99;
+  banner-less prompt state at once; we send ``1+1`` and wait for ``2``), p50 and p99; beside
+  it ``layer1_open_ms``, the same sandbox without its second layer (no syscall filter, no uid
+  of its own, bubblewrap's unbounded devpts: what the sandbox was before issue 24), and
+  ``second_layer_extra_ms_p50``, what the filter, the uid and the PTY bound add;
 - ``throughput``: ``head -c N /dev/zero`` through jupybot's PTY layer, sandboxed / unsandboxed;
 - ``idle_kb_per_session``: the whole machine's memory (MemAvailable) per idle sandboxed ``cat``
   session, the sandbox's processes included.
@@ -113,25 +116,35 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     config = TerminalConfig(max_sessions=args.idle + 10, max_sessions_per_ip=args.idle + 10)
     figures: dict[str, Any] = {}
     sessions: dict[str, Any] = {}
-    for mode in ("none", "bubblewrap"):
-        sandbox = Sandbox(SandboxConfig(mode=mode))
+    modes = {
+        "none": SandboxConfig(mode="none"),
+        "layer1": SandboxConfig(seccomp="none", uids="none"),
+        "bubblewrap": SandboxConfig(),
+    }
+    for mode, sandbox_config in modes.items():
+        sandbox = Sandbox(sandbox_config)
         sandbox.prepare()
+        if mode == "layer1":
+            sandbox._pty_tools = None  # bubblewrap's own devpts, as before the bound
         sessions[mode] = TerminalSessions(reactor, config, programs, sandbox)
         figures[f"limits_{mode}"] = sandbox.describe()
-    # Interleaved rounds, so both see the same machine.
-    opened: dict[str, list[float]] = {"none": [], "bubblewrap": []}
-    rates: dict[str, list[float]] = {"none": [], "bubblewrap": []}
+    # Interleaved rounds, so all see the same machine.
+    opened: dict[str, list[float]] = {mode: [] for mode in modes}
+    rates: dict[str, list[float]] = {mode: [] for mode in modes}
     rounds = 5
     for _ in range(rounds):
-        for mode in ("none", "bubblewrap"):
+        for mode in modes:
             opened[mode] += await open_times(sessions[mode], args.sessions // rounds)
             rates[mode].append(await throughput(sessions[mode], args.megabytes))
-    for mode, name in (("none", "unsandboxed"), ("bubblewrap", "sandbox")):
+    for mode, name in (("none", "unsandboxed"), ("layer1", "layer1"), ("bubblewrap", "sandbox")):
         figures[f"{name}_open_ms_p50"] = round(statistics.median(opened[mode]), 2)
         figures[f"{name}_open_ms_p99"] = round(percentile(opened[mode], 0.99), 2)
         figures[f"{name}_mb_s"] = round(statistics.median(rates[mode]), 1)
     figures["sandbox_open_extra_ms_p50"] = round(
         figures["sandbox_open_ms_p50"] - figures["unsandboxed_open_ms_p50"], 2
+    )
+    figures["second_layer_extra_ms_p50"] = round(
+        figures["sandbox_open_ms_p50"] - figures["layer1_open_ms_p50"], 2
     )
     figures["sandbox_throughput_ratio"] = round(
         figures["sandbox_mb_s"] / figures["unsandboxed_mb_s"], 3

@@ -49,7 +49,7 @@ from .profile import (
     sandbox_env,
 )
 from .seccomp import export_filters, filter_file
-from .uids import UidPool, uid_range_problem, uids_in_use
+from .uids import LOCKS, UidPool, uid_range_problem, uids_in_use
 
 log = Logger()
 
@@ -181,7 +181,12 @@ class Sandbox:
                 f"sandbox.uids {self.config.uids} are not free: {problem}; choose a range no "
                 "user, group or subordinate range has, or set sandbox.uids: none"
             )
-        pool = UidPool(ids)
+        try:
+            pool = UidPool(ids)
+        except OSError as e:
+            raise SandboxUnavailable(
+                f"sandbox.uids: cannot lock uids in {LOCKS} ({e.strerror}); set sandbox.uids: none"
+            ) from None
         taken = uids_in_use(ids, pool.leased_elsewhere)
         if len(taken) > len(ids) // 2:
             uid, who = next(iter(taken.items()))

@@ -28,9 +28,19 @@ __all__ = ["LOCKS", "UidPool", "uid_range_problem", "uids_in_use"]
 LOCKS = Path("/run/jupybot-sandbox-uids")
 
 
-def uid_range_problem(ids: range, etc: Path = Path("/etc")) -> str | None:
+def uid_range_problem(
+    ids: range, etc: Path = Path("/etc"), maps: Path = Path("/proc/self")
+) -> str | None:
     """Why C{ids} are not free for sandboxes, or None: a user or group of C{etc} with one of
-    them, or a subordinate range (rootless containers) overlapping them."""
+    them, a subordinate range (rootless containers) overlapping them, or ids this user
+    namespace does not map (jupybot in a container with a range of its own) and so cannot
+    switch to."""
+    for name in ("uid_map", "gid_map"):
+        mapped = [line.split() for line in _lines(maps / name)]
+        inside = [range(int(r[0]), int(r[0]) + int(r[2])) for r in mapped if len(r) == 3]
+        for end in (ids.start, ids.stop - 1):
+            if inside and not any(end in r for r in inside):
+                return f"id {end} is not mapped in this user namespace ({name}: {mapped})"
     for name in ("passwd", "group"):
         for line in _lines(etc / name):
             fields = line.split(":")

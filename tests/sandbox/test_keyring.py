@@ -7,7 +7,8 @@ that keyring by name, is covered inside.
 A child Python stands for jupybot: it joins a fresh session keyring, adds a key of its own,
 then runs one visitor's program that plants a key and, after it ended, the next visitor's
 program that looks for both. With ``sandbox.seccomp: none`` the next visitor reads both: the
-test fails with the protection switched off. As root, and as a normal user (``nobody``).
+test fails with the protection switched off. As root, and as a normal user (``nobody``), where
+the rest of the filter's probes (test_syscall_filter.py) are made too.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pytest
 
 from tests.harness import ROOT
 from tests.sandbox.test_as_normal_user import NOBODY, readable_by_nobody
+from tests.sandbox.test_syscall_filter import FILTERED, UNFILTERED
 
 SURFACE = Path(__file__).with_name("surface.py")
 
@@ -57,6 +59,7 @@ verdicts = {
     "planted": visitor(1, "plant_key", "visitor-secret", "the-first-visitors-payload"),
     "next_visitor": visitor(2, "find_key", "visitor-secret", "the-first-visitors-payload"),
     "jupybots_key": visitor(3, "find_key", "jupybot-own-key", "jupybot-own-payload"),
+    "surface": visitor(4, "kernel_surface"),
 }
 sandbox.close()
 print(json.dumps(verdicts))
@@ -106,3 +109,7 @@ def test_no_visitor_reads_a_key_of_another_or_of_jupybot(as_nobody: bool) -> Non
     assert exposed["planted"]["succeeded"] is True, exposed
     assert exposed["next_visitor"]["read"] is True, exposed
     assert exposed["jupybots_key"]["read"] is True, exposed
+    # The filter's other refusals, whoever jupybot runs as (the terminal probes make a
+    # terminal of their own: this sandbox has none).
+    assert contained["surface"] == {"seccomp": "2", "calls": FILTERED}, contained
+    assert exposed["surface"] == {"seccomp": "0", "calls": UNFILTERED}, exposed

@@ -101,6 +101,13 @@ def test_a_range_someone_has_is_refused_at_start_and_ids_in_use_left_out(tmp_pat
     (etc / "subuid").unlink()
     (etc / "passwd").write_text("bob:x:70999:70999::/home/bob:/bin/sh\n")
     assert uid_range_problem(ids, etc) == "user bob has id 70999"
+    (etc / "passwd").unlink()
+    # In a container that maps 65536 ids: 70000 and above do not exist there.
+    (etc / "uid_map").write_text("         0     100000      65536\n")
+    (etc / "gid_map").write_text("         0     100000      65536\n")
+    assert uid_range_problem(ids, etc, maps=etc) == (
+        "id 70000 is not mapped in this user namespace (uid_map: [['0', '100000', '65536']])"
+    )
 
     def in_use() -> dict[int, str]:
         return uids_in_use(ids, lambda uid: uid == 70500, proc)
