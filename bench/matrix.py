@@ -15,6 +15,13 @@ overhead measured (runs measured one after the other gave overheads from 2 to 26
 
 Target: jupybot p50 <= floor p50 + kernel p50 + 15 ms.
 
+- ``element``: the same round trip from an Element-grade client (tests/peers/element:
+  matrix-js-sdk with its Rust crypto, excluding insecure devices), in a plain room and in an
+  encrypted one, in the same rounds. ``e2ee_overhead_p50_ms`` is the encrypted p50 minus the
+  plain one: what end-to-end encryption costs a person, client and bot together (target
+  <= +20 ms). The bot runs with ``matrix.encryption`` on (and so cross-signed) for every figure.
+  Left out, with a line saying so, when the Element peer is not installed (``make test`` does).
+
 Then a streaming run on a second Synapse with its default rate limit (``rc_message`` 0.2 events
 a second after a burst of 10, per account, as on matrix.org): the kernel prints a line every half
 second for ``--stream-seconds`` (30), then the time it ended. Reported: ``edits_rejected``, the
@@ -71,6 +78,7 @@ async def measure(rounds: int, workdir: Path, stream_seconds: float) -> dict[str
     from jupybot.state import StateDirectory
     from tests.matrix.conftest import ObservedMatrixPart
     from tests.matrix.user import UserClient
+    from tests.peers.element_client import PEER, ElementClient
     from tests.peers.synapse import Synapse, synapse_python
 
     python = synapse_python()
@@ -87,6 +95,10 @@ async def measure(rounds: int, workdir: Path, stream_seconds: float) -> dict[str
         bot_account = synapse.register("bot")
         await person.start()
         await peer.start()
+        element_account = synapse.register("element")
+        with_element = (PEER / "node_modules" / "matrix-js-sdk").exists()
+        if not with_element:
+            print("bench.matrix: the Element peer is not installed: no e2ee figures")
 
         # -- floor: plain clients ping-pong ----------------------------------------------------
         room = await person.create_room(invite=[peer.user_id, bot_account.user_id])
@@ -125,17 +137,32 @@ async def measure(rounds: int, workdir: Path, stream_seconds: float) -> dict[str
             access_token=None,
             password=Secret(bot_account.password),
             prefix="!bot",
-            allowed_users=(person.user_id,),
+            allowed_users=(person.user_id, element_account.user_id),
             commands_per_minute=0,  # a person's command rate is not what is measured here
+            encryption=True,
         )
         part = ObservedMatrixPart(config, kernels, StateDirectory(workdir / "state"), reactor)
         part.startService()
         await await_deferred(part.serving)
         await person.wait_until(lambda: person.joined(room, bot_account.user_id))
+        element: ElementClient | None = None
+        element_rooms: dict[str, str] = {}
+        if with_element:
+            element = await asyncio.to_thread(ElementClient, synapse, element_account)
+            for kind in ("plain", "encrypted"):
+                made = await asyncio.to_thread(
+                    element.call,
+                    "create_room",
+                    invite=[bot_account.user_id],
+                    encrypted=kind == "encrypted",
+                )
+                element_rooms[kind] = made["room_id"]
+                await asyncio.to_thread(element.wait_joined, made["room_id"], bot_account.user_id)
 
         # Rounds interleave the three measurements, so that each sees the homeserver in the
         # same state (its latency drifts over a run by more than the overhead measured).
         floor, kernel, bot = Timer(), Timer(), Timer()
+        element_timers = {kind: Timer() for kind in element_rooms}
         for i in range(rounds + 3):
             started = time.perf_counter()
             await person.send(room, f"ping {i}")
@@ -156,7 +183,21 @@ async def measure(rounds: int, workdir: Path, stream_seconds: float) -> dict[str
             await person.answer(room, command, "✅ done")
             if i >= 3:
                 bot.add(started)
+
+            for kind, element_room in element_rooms.items():
+                assert element is not None
+                started = time.perf_counter()
+                sent = await asyncio.to_thread(
+                    element.call, "send", room_id=element_room, body="!bot run 1+1"
+                )
+                await asyncio.to_thread(
+                    element.answer, element_room, bot_account.user_id, "✅ done", sent["event_id"]
+                )
+                if i >= 3:
+                    element_timers[kind].add(started)
         answering.cancel()
+        if element is not None:
+            await asyncio.to_thread(element.stop)
         await await_deferred(part.stopService())
         await person.stop()
         await peer.stop()
@@ -180,6 +221,18 @@ async def measure(rounds: int, workdir: Path, stream_seconds: float) -> dict[str
     }
     figures["overhead_p50_ms"] = overhead
     figures["target_met"] = overhead <= 15
+    if element_timers:
+        plain, encrypted = element_timers["plain"], element_timers["encrypted"]
+        e2ee = round(encrypted.p50() - plain.p50(), 2)
+        figures.update(
+            {
+                "element_plain_p50_ms": plain.p50(),
+                "element_e2ee_p50_ms": encrypted.p50(),
+                "element_e2ee_p90_ms": encrypted.p90(),
+                "e2ee_overhead_p50_ms": e2ee,
+                "e2ee_target_met": e2ee <= 20,
+            }
+        )
     figures.update(streaming)
     figures["stream_target_met"] = (
         streaming["final_edit_ms"] <= 2000 and streaming["lost_output_bytes"] == 0

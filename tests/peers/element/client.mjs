@@ -158,18 +158,17 @@ const operations = {
     });
     return { room_id };
   },
-  async create_room({ invite }) {
-    // As Element makes a private room: invite only, encrypted.
+  async create_room({ invite, encrypted = true }) {
+    // As Element makes a private room: invite only, encrypted (unless asked not to be).
+    const encryption = {
+      type: "m.room.encryption",
+      state_key: "",
+      content: { algorithm: "m.megolm.v1.aes-sha2" },
+    };
     const { room_id } = await client.createRoom({
       preset: sdk.Preset.PrivateChat,
       invite,
-      initial_state: [
-        {
-          type: "m.room.encryption",
-          state_key: "",
-          content: { algorithm: "m.megolm.v1.aes-sha2" },
-        },
-      ],
+      initial_state: encrypted ? [encryption] : [],
     });
     return { room_id };
   },
