@@ -271,8 +271,9 @@ class MatrixBot:
                     sender=event.sender,
                     room=room_id,
                 )
-                # Without encryption, the room was told once that the bot cannot read it.
-                if self.encryption:
+                # Without encryption, the room was told once that the bot cannot read it; and
+                # only the bot's users hear about it (anyone else's message would not run).
+                if self.encryption and self.access.is_allowed(event.sender):
                     self._undecryptable.append((room_id, event))
             elif self.encryption and verification_kind(event.source) is not None:
                 self._verification_events.append((room_id, event.source))

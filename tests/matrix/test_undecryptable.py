@@ -158,3 +158,20 @@ async def test_a_message_whose_key_comes_late_runs_then(tmp_path: Path) -> None:
     client.keys.add("lost")
     bot._run_late_decrypted()
     assert commands.texts == ["!bot run late"]
+
+
+@asyncio_test
+async def test_only_the_bots_users_hear_of_a_message_it_could_not_decrypt(tmp_path: Path) -> None:
+    api = _Api()
+    bot = MatrixBot(
+        cast(AsyncClient, _Client()),
+        cast(MatrixApi, api),
+        cast(ChatCommands, _Commands()),
+        AccessPolicy.build(["@bob:example.org"], [], []),
+        SyncFile(tmp_path / "sync.json"),
+        encryption=True,
+    )
+    bot.state.joined[ROOM] = 1_000
+    bot._handle_room(ROOM, [_encrypted("chatter", 2_000)])  # from @alice, not allowed
+    await bot._tell_undecryptable()
+    assert api.calls == []
