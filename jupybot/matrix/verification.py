@@ -30,6 +30,7 @@ VERIFICATION_TYPES = tuple(
 _SAS = "m.sas.v1"
 _KEY_AGREEMENT = "curve25519-hkdf-sha256"
 _MACS = ("hkdf-hmac-sha256.v2", "hkdf-hmac-sha256")
+_SESSIONS = 20
 
 
 class VerificationSender(Protocol):
@@ -100,6 +101,9 @@ class InRoomVerifier:
             elif kind == "key":
                 await self._keys(request_id, session, content)
             elif kind == "mac":
+                if session.established is None:
+                    raise ValueError("a MAC before the keys")
+                self._sessions.pop(request_id, None)
                 await self._send(session, request_id, "done", {})
                 self.log.info("matrix: {user} verified the bot", user=sender)
             elif kind in ("done", "cancel"):
@@ -127,6 +131,8 @@ class InRoomVerifier:
             await self._send(session, request_id, "cancel", {"code": "m.user", "reason": reason})
             return
         self._sessions[request_id] = session
+        while len(self._sessions) > _SESSIONS:  # requests never finished: the oldest go
+            del self._sessions[next(iter(self._sessions))]
         await self._send(
             session, request_id, "ready", {"from_device": self.bot.device_id, "methods": [_SAS]}
         )
