@@ -4,8 +4,8 @@ to the kernel's ZMQ sockets, whose paths the kernel can replace.
 
 Each attack runs on the real embedded gateway with the sandbox and without it (`sandbox.mode:
 none`, the control): with the sandbox nothing outside is fooled; without it the same attack
-reaches what it aimed at, so each test fails with the protection switched off. (The servers
-are those of test_kernel_attacks.py: one each, for this module.)
+reaches what it aimed at, so each test fails with the protection switched off. Run as root,
+the first two run again as a normal user (`nobody`), as the docs advise running jupybot.
 """
 
 from __future__ import annotations
@@ -14,9 +14,12 @@ import asyncio
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
@@ -28,20 +31,19 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import LoopingCall, deferLater
 
 from jupybot.aio import deferred_from_coroutine
+from jupybot.config.kernels import GatewayConfig
+from jupybot.config.sandbox import SandboxConfig
+from jupybot.kernels import KernelsPart
+from jupybot.sandbox import Sandbox
 from jupybot.sandbox.cgroups import TotalLimits
-from tests.harness import descendants
-from tests.kernels.kernel_python import requires_kernel_python
+from jupybot.state import StateDirectory
+from tests.harness import ROOT, descendants
+from tests.kernels.kernel_python import jupybot_umask, requires_kernel_python
 from tests.kernels.test_gateway import timeboxed
 
-from . import test_kernel_attacks
 from .test_kernel_attacks import Server, run
 
 pytestmark = requires_kernel_python
-
-# The servers of test_kernel_attacks.py (module-scoped: started once for this module too).
-bot_password = test_kernel_attacks.bot_password
-sandboxed = test_kernel_attacks.sandboxed
-unsandboxed = test_kernel_attacks.unsandboxed
 
 ATTACKS = Path(__file__).with_name("gateway_attacks.py").read_text()
 FORGED = "[KernelGatewayApp] Jupyter Kernel Gateway 3.0.1 is available at http://attacker:1"
@@ -50,6 +52,39 @@ FLOOD_MB = 4
 # visitor's keystroke would wait on top of its usual round trip. (Issue 24 saw a terminal's
 # echo go from 43 to 296 ms p99 while jupybot read a kernel's flood line by line.)
 LATENESS_ALLOWED = 0.1
+
+
+async def start_server(mode: str, directory: Path) -> AsyncIterator[Server]:
+    """A kernels part with its embedded gateway, as jupybot runs it (the default limits: as a
+    normal user without cgroups the process count is the whole user's), serving."""
+    # No uids of sandbox.uids: kernels take none, and this runs beside other tests' sessions.
+    sandbox = Sandbox(SandboxConfig(mode=mode, uids="none"))
+    sandbox.prepare()
+    state = StateDirectory(directory / "var")
+    state.ensure()
+    config = replace(GatewayConfig(url=None, token=None), prestart=0)
+    part = KernelsPart(config, reactor, state, sandbox)
+    with jupybot_umask():
+        part.startService()
+    server = Server(mode, part, state.path, sandbox)
+    try:
+        assert "ready" in await run(server, "matrix:!attacker:example.org", "print('ready')")
+        yield server
+    finally:
+        await part.stopService()
+        sandbox.close()
+
+
+@pytest_twisted.async_yield_fixture(scope="module")
+async def sandboxed(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Server]:
+    async for server in start_server("bubblewrap", tmp_path_factory.mktemp("sandboxed")):
+        yield server
+
+
+@pytest_twisted.async_yield_fixture(scope="module")
+async def unsandboxed(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Server]:
+    async for server in start_server("none", tmp_path_factory.mktemp("unsandboxed")):
+        yield server
 
 
 async def attack(server: Server, owner: str, name: str, *args: object) -> dict[str, object]:
@@ -297,3 +332,26 @@ async def test_all_sandboxes_together_have_a_budget(sandboxed: Server) -> None:
         processes = (parents["unified"] / "pids.max").read_text()
     assert (int(memory), int(processes)) == (expected.memory_mb * 1024 * 1024, 4096)
     assert f"all sandboxes within {expected.memory_mb} MB" in sandboxed.sandbox.describe()
+
+
+NOBODY = 65534
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="run as root, it becomes nobody for this one")
+def test_the_same_as_a_normal_user() -> None:
+    """The flood and the redirected sockets again, with jupybot (this test run) as `nobody`:
+    the gateway is then jupybot's own user, and nothing above changes."""
+    home = Path(tempfile.mkdtemp(prefix="jb-nobody-"))  # pytest's are root's alone
+    os.chown(home, NOBODY, NOBODY)
+    selected = "test_a_kernels_output_never_reaches_jupybot or test_the_gateway_connects_only"
+    result = subprocess.run(
+        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--",
+         sys.executable, "-m", "pytest", __file__, "-q", "-s", "-p", "no:cacheprovider",
+         "-k", selected, f"--basetemp={home / 'pytest'}"],
+        env={"PATH": os.environ["PATH"], "HOME": str(home), "LANG": "C.UTF-8"},
+        cwd=ROOT, capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    print(result.stdout[-3000:])
+    shutil.rmtree(home, ignore_errors=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "2 passed" in result.stdout
