@@ -6,15 +6,19 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 import pytest_twisted
 from twisted.internet import reactor, task
 
 from jupybot.config.kernels import GatewayConfig
-from jupybot.kernels import KernelsPart
+from jupybot.kernels import KernelsPart, embedded
+from jupybot.kernels.embedded import EmbeddedGateway
+from jupybot.kernels.part import embedded_kernel_plan
 from jupybot.sandbox import Sandbox
 from jupybot.state import StateDirectory
 from tests.harness import descendants
@@ -115,3 +119,52 @@ async def test_kernel_network_gives_kernels_the_hosts_network(
             assert result.status == "ok" and listener.text() == "in\n", listener.events
         finally:
             await part.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_token_goes_to_no_one_else_on_the_port_jupybot_chose(
+    tmp_path: Path, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Someone listening on the port jupybot chose for the gateway (taken between the choice
+    and the gateway's bind, by a kernel with the host's network, say) gets no request, so never
+    the token: jupybot asks only a port the gateway's own process listens on. The gateway,
+    refused that port, is started again on another."""
+    with socket.socket() as impostor:
+        impostor.bind(("127.0.0.1", 0))
+        impostor.listen()
+        impostor.setblocking(False)
+        taken = impostor.getsockname()[1]
+        choices = iter([taken])
+        free_port = embedded._free_port
+        monkeypatch.setattr(embedded, "_free_port", lambda: next(choices, 0) or free_port())
+        plan = embedded_kernel_plan(sandbox, GatewayConfig(url=None, token=None))
+        gateway = EmbeddedGateway(
+            reactor,
+            tmp_path / "runtime",
+            on_ready=lambda *_: None,
+            on_restart=lambda: None,
+            restart_delay=lambda attempt: 0.1,
+        )
+        try:
+            with jupybot_umask():
+                url = await timeboxed(gateway.start(plan), 60)
+            assert url.startswith("http://127.0.0.1:") and not url.endswith(f":{taken}")
+            assert gateway.process.quick_deaths == 1  # the start refused the taken port
+            with pytest.raises(BlockingIOError):
+                impostor.accept()  # no connection ever came
+        finally:
+            await gateway.stop()
+
+
+def test_a_port_counts_as_the_gateways_only_if_its_process_listens_there() -> None:
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        assert embedded.listens_on(os.getpid(), "127.0.0.1", port)
+        with subprocess.Popen(["sleep", "30"]) as other:
+            try:
+                assert not embedded.listens_on(other.pid, "127.0.0.1", port)
+            finally:
+                other.kill()
+    assert not embedded.listens_on(os.getpid(), "127.0.0.1", port)
