@@ -303,7 +303,9 @@ class Sandbox:
             return Launch(argv, env, None, contained=False)
         assert self._bwrap is not None and self._identity_dir is not None
         ids, releaser = self._ids, None
-        if ids is not None and self.uids is not None and name is not None:
+        # A program with writable: paths keeps sandbox.user, to whom the owner gave them: its
+        # sessions share those files anyway.
+        if ids is not None and self.uids is not None and name is not None and not profile.writable:
             uid = self.uids.lease()
             ids, releaser = (uid, uid), functools.partial(self.uids.release, uid)
         cgroup = None

@@ -20,7 +20,7 @@ from twisted.internet import reactor
 
 from jupybot.config.sandbox import SandboxConfig, parse_uid_range
 from jupybot.config.terminal import TerminalConfig
-from jupybot.sandbox import Sandbox
+from jupybot.sandbox import Sandbox, SandboxProfile
 from jupybot.sandbox.uids import UidPool, uid_range_problem, uids_in_use
 from jupybot.terminal import TerminalSessions
 from tests.kernels.test_gateway import timeboxed
@@ -120,3 +120,21 @@ def test_a_range_someone_has_is_refused_at_start_and_ids_in_use_left_out(tmp_pat
     pool = UidPool(range(70000, 70003), tmp_path / "locks")
     pool.leave_out(in_use())
     assert [pool.lease(), pool.lease()] == [70000, 70002]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="sandboxes run as jupybot's own user unless root")
+def test_a_program_with_writable_paths_keeps_the_sandbox_user(tmp_path: Path) -> None:
+    """The owner gave its writable: paths to sandbox.user; a leased uid could not write them."""
+    for sandbox in prepared(SandboxConfig().uids):
+        launches = [
+            sandbox.launch(SandboxProfile(argv=("/bin/true",)), name="own-uid"),
+            sandbox.launch(
+                SandboxProfile(argv=("/bin/true",), writable=(str(tmp_path),)), name="scores"
+            ),
+        ]
+        assert launches[0].uid is not None and launches[1].uid is None
+        assert "--reuid=65534" in launches[1].argv  # nobody
+        for launch in launches:
+            if launch.cgroup is not None:
+                launch.cgroup.remove()
+            launch.release()
