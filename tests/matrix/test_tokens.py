@@ -342,3 +342,24 @@ async def test_a_revoked_access_token_alone_is_down_with_what_to_do_and_retried(
         assert not part.failed.called and not part.serving.called
     finally:
         await await_deferred(part.stopService())
+
+
+@asyncio_test
+async def test_an_encrypted_room_is_answered_readably_across_expiries(
+    short_token_synapse: Synapse, tmp_path: Path
+) -> None:
+    """An encrypted room, the token expired before each command (refreshing only once
+    refused): the first refused call (the key upkeep after the sync) renews it, and the room
+    key the bot shares inside its reply reaches the person, who reads every answer."""
+    renewal = RenewalPolicy(ahead=False)
+    async with bot_and_person(short_token_synapse, tmp_path, encryption=True, renewal=renewal) as (
+        part,
+        person,
+        room,
+        _,
+    ):
+        for n in range(2):
+            await past_expiry(part)
+            command = await person.send(room, f"!bot run hidden {n}")
+            answer = await person.answer(room, command, f"echo: hidden {n}")
+            assert answer["event_id"] in person.decrypted
