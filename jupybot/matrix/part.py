@@ -95,7 +95,6 @@ class MatrixPart(AsyncioPart):
         commands = None
         try:
             await self._log_in(client, api)
-            assert self.login is not None
             if config.encryption and not client.olm:
                 raise MatrixError(
                     "matrix.encryption is true but matrix-nio's e2e support is not installed "
