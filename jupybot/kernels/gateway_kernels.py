@@ -20,7 +20,9 @@ and ``--SandboxedKernelManager.kernel_sandbox_plan=<file>``, the plan jupybot wr
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
+from contextlib import suppress
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -48,6 +50,9 @@ GROUP_REMOVAL_INTERVAL = 0.1
 SOCKETS_TIMEOUT = 300.0
 SOCKETS_POLL = 0.02
 CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
+# How long a shut-down kernel's socket descriptors stay taken (KernelDirectory.remove): longer
+# than the gateway takes to close the ZMQ sockets of a kernel it removed.
+RESERVED_FOR = 60.0
 
 
 class SandboxedKernelManager(KernelGatewayIOLoopKernelManager):
@@ -142,8 +147,16 @@ class SandboxedKernelManager(KernelGatewayIOLoopKernelManager):
             if restart:
                 self._directory.clear_sockets()
             else:
-                self._directory.remove()
+                reserved = self._directory.remove()
                 self._directory = None
+                loop = asyncio.get_running_loop()
+                loop.call_later(RESERVED_FOR, _close, reserved)
+
+
+def _close(descriptors: list[int]) -> None:
+    for fd in descriptors:
+        with suppress(OSError):
+            os.close(fd)
 
 
 async def _remove_group(group: SessionCgroup) -> None:

@@ -334,13 +334,23 @@ class KernelDirectory:
                 with suppress(OSError):
                     entry.unlink()
 
-    def remove(self) -> None:
-        for fd in [*self._pinned.values(), *([self._sockets_fd] if self._sockets_fd else [])]:
-            with suppress(OSError):
-                os.close(fd)
+    def remove(self) -> list[int]:
+        """Remove the directory; the descriptor numbers its sockets were pinned on, which the
+        caller closes a while later. Until then each names the root directory, where a ZMQ
+        socket of the gateway still reconnecting finds no socket: were the number free at
+        once, the next kernel's socket pinned on it would get that connection."""
+        if self._sockets_fd is not None:
+            os.close(self._sockets_fd)
+            self._sockets_fd = None
+        reserved = list(self._pinned.values())
+        if reserved:
+            nothing = os.open("/", os.O_PATH | os.O_DIRECTORY)
+            for fd in reserved:
+                os.dup2(nothing, fd, inheritable=False)
+            os.close(nothing)
         self._pinned = {}
-        self._sockets_fd = None
         shutil.rmtree(self.path, ignore_errors=True)
+        return reserved
 
 
 class KernelLaunches:
