@@ -138,7 +138,12 @@ def kernel_sandbox_plan(
     read_only = interpreter_paths(prefixes or (sys.prefix, sys.base_prefix))
     switch = sandbox.enabled and os.geteuid() == 0
     user = (gateway_user or sandbox.config.user) if switch else ""
-    ids = sandbox_user_ids(user) if switch else None
+    try:
+        ids = sandbox_user_ids(user) if switch else None
+    except SandboxUnavailable as e:
+        if not gateway_user:
+            raise
+        raise SandboxUnavailable(str(e).replace("sandbox.user:", "gateway.user:", 1)) from None
     if ids is not None:
         package = os.path.dirname(os.path.dirname(os.path.realpath(jupybot.__file__)))
         for path, what in [(p, "the kernels' Python") for p in read_only] + [(package, "jupybot")]:

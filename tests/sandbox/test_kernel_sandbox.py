@@ -146,3 +146,16 @@ async def test_the_kernels_part_fails_without_a_sandbox(tmp_path: Path) -> None:
         assert part.status == "failed: bubblewrap is not installed"
     finally:
         await part.stopService()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the gateway runs as jupybot's own user")
+def test_the_gateway_never_runs_as_root(sandbox: Sandbox) -> None:
+    """As root, the embedded gateway (and so its kernels) runs as gateway.user, by default
+    sandbox.user; root itself is refused."""
+    limits = kernel_limits(GatewayConfig(url=None, token=None))
+    plan = kernel_sandbox_plan(sandbox, limits, False)
+    assert plan.gateway_user == "nobody" and plan.gateway_ids == (65534, 65534)
+    assert "each kernel in a sandbox as nobody" in plan.describe()
+    for root in ("root", "0"):
+        with pytest.raises(SandboxUnavailable, match=r"^gateway.user: programs must not run as"):
+            kernel_sandbox_plan(sandbox, limits, False, gateway_user=root)
