@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 # Who a program is inside its sandbox, whoever runs it outside.
 INSIDE_UID = 1000
@@ -42,6 +41,10 @@ ETC_NETWORK = (
 SYSTEM_DIRECTORIES = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64")
 # Files of the sandbox's /proc that show the host's, covered by an empty file.
 PROC_MASKED = ("/proc/keys", "/proc/key-users")
+# What the sandbox gets as data, not as a host path (bwrap --ro-bind-data FD DEST: a copy in
+# bubblewrap's own memory, so no host path shows in the sandbox's mountinfo): the launch opens
+# identity_files()' passwd and group, and /dev/null for each of PROC_MASKED, as these fds.
+DATA_FDS = {"/etc/passwd": 8, "/etc/group": 7, "/proc/keys": 6, "/proc/key-users": 5}
 
 
 @dataclass(frozen=True)
@@ -67,9 +70,7 @@ class SandboxProfile:
     limits: Limits = field(default_factory=Limits)
 
 
-def bubblewrap_args(
-    profile: SandboxProfile, identity_dir: Path, devpts: str | None = None
-) -> list[str]:
+def bubblewrap_args(profile: SandboxProfile, devpts: str | None = None) -> list[str]:
     """bwrap's options for C{profile} (its argv follows them): new user, PID, IPC, UTS, cgroup
     and network namespaces; the system read-only; a private /tmp, /dev/shm and home in memory
     that vanish with the sandbox; the profile's own paths; no capabilities, no new privileges,
@@ -103,8 +104,8 @@ def bubblewrap_args(
     etc = ETC_ALWAYS + (ETC_NETWORK if profile.network else ())
     for path in etc:
         args += ["--ro-bind-try", path, path]
-    args += ["--ro-bind", str(identity_dir / "passwd"), "/etc/passwd"]
-    args += ["--ro-bind", str(identity_dir / "group"), "/etc/group"]
+    for data in ("/etc/passwd", "/etc/group"):
+        args += ["--ro-bind-data", str(DATA_FDS[data]), data]
     args += ["--proc", "/proc", "--dev", "/dev"]
     if devpts is not None:
         args += ["--dev-bind", devpts, "/dev/pts"]
@@ -112,7 +113,7 @@ def bubblewrap_args(
     # (those of the session keyring it inherits included: names and descriptions), and
     # /proc/key-users every host user's key counts. Neither is anything a program needs.
     for masked in PROC_MASKED:
-        args += ["--ro-bind", str(identity_dir / "empty"), masked]
+        args += ["--ro-bind-data", str(DATA_FDS[masked]), masked]
     # Files in memory count against the cgroup, but where there is none the three tmpfs must not
     # hold more than the session's memory between them.
     for tmpfs in ("/tmp", "/dev/shm", "/home"):
@@ -128,13 +129,11 @@ def bubblewrap_args(
 
 
 def identity_files() -> dict[str, str]:
-    """/etc/passwd and /etc/group inside: the visitor, and nobody else; and an empty file to
-    cover what the sandbox must not read (L{PROC_MASKED})."""
+    """/etc/passwd and /etc/group inside: the visitor, and nobody else."""
     return {
         "passwd": f"{INSIDE_USER}:x:{INSIDE_UID}:{INSIDE_UID}::{INSIDE_HOME}:/bin/sh\n"
         "nobody:x:65534:65534::/nonexistent:/usr/sbin/nologin\n",
         "group": f"{INSIDE_USER}:x:{INSIDE_UID}:\nnogroup:x:65534:\n",
-        "empty": "",
     }
 
 

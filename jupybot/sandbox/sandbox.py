@@ -53,13 +53,15 @@ from .uids import LOCKS, UidPool, uid_range_problem, uids_in_use
 
 log = Logger()
 
-# Joins every cgroup.procs file given after the filter's path and before "--", then execs the
-# rest with the filter (if any) open as FILTER_FD: dash starts in about a millisecond, the
-# program can fork nothing before it is inside, and the filter is opened as jupybot's user,
-# before the chain drops to the sandbox's.
+# Given the filter's path (or ""), passwd's and group's, joins every cgroup.procs file that
+# follows before "--", then execs the rest with the filter open as FILTER_FD and the files of
+# DATA_FDS open as theirs: dash starts in about a millisecond, the program can fork nothing
+# before it is inside, and the files are opened as jupybot's user, before the chain drops to
+# the sandbox's.
 _JOIN_SCRIPT = (
-    'b=$1; shift; n=0; for f do n=$((n+1)); [ "$f" = -- ] && break; echo $$ > "$f" || exit 126; '
-    'done; shift $n; [ -z "$b" ] && exec "$@"; exec "$@" 9< "$b"'
+    'b=$1; p=$2; g=$3; shift 3; n=0; for f do n=$((n+1)); [ "$f" = -- ] && break; '
+    'echo $$ > "$f" || exit 126; done; shift $n; exec 8< "$p" 7< "$g" 6< /dev/null 5< /dev/null; '
+    '[ -z "$b" ] && exec "$@"; exec "$@" 9< "$b"'
 )
 FILTER_FD = 9
 # Mounts a devpts instance (mount's path, options, where) in the namespace unshare made, then
@@ -151,12 +153,14 @@ class Sandbox:
         if os.geteuid() == 0:
             self._ids = sandbox_user_ids(self.config.user)
             self._lease_uids()
+        # Searchable by the sandbox's user, who mounts its devpts on pts/; the files in it are
+        # read by the launch's first sh, as jupybot's user.
         self._identity_dir = Path(tempfile.mkdtemp(prefix="jupybot-sandbox-"))
-        self._identity_dir.chmod(0o755)
+        self._identity_dir.chmod(0o711)
         for name, text in identity_files().items():
             path = self._identity_dir / name
             path.write_text(text)
-            path.chmod(0o644)
+            path.chmod(0o600)
         if self.config.filtered:
             export_filters(self._identity_dir)
         self._bound_ptys()
@@ -323,7 +327,7 @@ class Sandbox:
             prlimit.append(f"--nproc={max(limits.processes, 1024)}")
         seccomp = ["--seccomp", str(FILTER_FD)] if self.config.filtered else []
         devpts = str(self._identity_dir / "pts") if self._pty_tools is not None else None
-        argv = [self._bwrap, *bubblewrap_args(profile, self._identity_dir, devpts)]
+        argv = [self._bwrap, *bubblewrap_args(profile, devpts)]
         argv += [*seccomp, "--", *profile.argv]
         if self._pty_tools is not None and devpts is not None:
             unshare, mount = self._pty_tools
@@ -346,10 +350,20 @@ class Sandbox:
                 "--",
                 *argv,
             ]
-        if cgroup is not None or self.config.filtered:
-            rules = str(filter_file(self._identity_dir, profile.network)) if seccomp else ""
-            procs = cgroup.procs_files if cgroup is not None else []
-            argv = ["/bin/sh", "-c", _JOIN_SCRIPT, "jupybot-join", rules, *procs, "--", *argv]
+        rules = str(filter_file(self._identity_dir, profile.network)) if seccomp else ""
+        identity = [str(self._identity_dir / name) for name in ("passwd", "group")]
+        procs = cgroup.procs_files if cgroup is not None else []
+        argv = [
+            "/bin/sh",
+            "-c",
+            _JOIN_SCRIPT,
+            "jupybot-join",
+            rules,
+            *identity,
+            *procs,
+            "--",
+            *argv,
+        ]
         leased = ids[0] if releaser is not None and ids is not None else None
         return Launch(argv, sandbox_env(profile.env), cgroup, True, leased, releaser)
 

@@ -108,6 +108,17 @@ async def test_a_terminal_session_meets_the_filter_and_reaches_the_kernel_withou
     assert exposed == {"seccomp": "0", "calls": UNFILTERED}, exposed
 
 
+@pytest_twisted.ensureDeferred
+async def test_the_sandboxs_own_files_come_with_no_host_path(filtered: Sandbox) -> None:
+    """passwd, group and the covers of /proc/keys are data, not binds of jupybot's temporary
+    directory, whose path would show in the sandbox's mountinfo."""
+    verdict = await in_session(filtered, "mounts")
+    mounts = dict((target, source) for source, target in verdict["mounts"])
+    for target in ("/etc/passwd", "/etc/group", "/proc/keys", "/proc/key-users"):
+        assert mounts[target].startswith("/bindfile"), mounts
+    assert not [m for m in verdict["mounts"] if "jupybot-sandbox" in " ".join(m)], verdict
+
+
 async def kernels_part(seccomp: str, directory: Path) -> AsyncIterator[KernelsPart]:
     sandbox = Sandbox(SandboxConfig(seccomp=seccomp))
     sandbox.prepare()
