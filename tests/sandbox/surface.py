@@ -232,6 +232,14 @@ def watch_files() -> dict[str, Any]:
     return {"succeeded": True}
 
 
+def ip_sockets() -> dict[str, Any]:
+    """An IPv4 and an IPv6 socket (refused unless the profile has the network)."""
+    return {
+        "AF_INET": _socket(socket.AF_INET, socket.SOCK_STREAM),
+        "AF_INET6": _socket(socket.AF_INET6, socket.SOCK_DGRAM),
+    }
+
+
 def mounts() -> dict[str, Any]:
     """What the sandbox's mountinfo says of the host: each mount's source path and target."""
     with open("/proc/self/mountinfo") as f:

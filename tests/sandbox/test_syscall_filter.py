@@ -9,6 +9,7 @@ gateway through the kernel core; each with the filter (every probe refused by it
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -23,7 +24,7 @@ from jupybot.config.kernels import GatewayConfig
 from jupybot.config.sandbox import SandboxConfig
 from jupybot.config.terminal import ProgramConfig, TerminalConfig
 from jupybot.kernels import KernelsPart
-from jupybot.sandbox import Sandbox
+from jupybot.sandbox import Sandbox, SandboxProfile
 from jupybot.sandbox.seccomp import REFUSED, REFUSED_UNKNOWN
 from jupybot.state import StateDirectory
 from jupybot.terminal import TerminalSessions
@@ -117,6 +118,24 @@ async def test_the_sandboxs_own_files_come_with_no_host_path(filtered: Sandbox) 
     for target in ("/etc/passwd", "/etc/group", "/proc/keys", "/proc/key-users"):
         assert mounts[target].startswith("/bindfile"), mounts
     assert not [m for m in verdict["mounts"] if "jupybot-sandbox" in " ".join(m)], verdict
+
+
+def test_ip_sockets_only_with_the_network(filtered: Sandbox, unfiltered: Sandbox) -> None:
+    """Without the network a sandbox has only loopback in a namespace of its own, but the
+    filter refuses the socket itself; with network: true it may make one."""
+
+    def verdict(sandbox: Sandbox, network: bool) -> dict[str, Any]:
+        profile = SandboxProfile(argv=("python3", "-c", SURFACE, "ip_sockets"), network=network)
+        launch = sandbox.launch(profile, name=None)
+        result = subprocess.run(launch.argv, env=launch.env, capture_output=True, text=True)
+        lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+        assert lines, result.stderr
+        found: dict[str, Any] = json.loads(lines[-1])
+        return found
+
+    assert verdict(filtered, False) == {"AF_INET": "EPERM", "AF_INET6": "EPERM"}
+    assert verdict(filtered, True) == {"AF_INET": "ok", "AF_INET6": "ok"}
+    assert verdict(unfiltered, False) == {"AF_INET": "ok", "AF_INET6": "ok"}
 
 
 async def kernels_part(seccomp: str, directory: Path) -> AsyncIterator[KernelsPart]:
