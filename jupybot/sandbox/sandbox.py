@@ -65,8 +65,10 @@ _JOIN_SCRIPT = (
 )
 FILTER_FD = 9
 # Mounts a devpts instance (mount's path, options, where) in the namespace unshare made, then
-# execs bubblewrap, which shows it as /dev/pts.
-_DEVPTS_SCRIPT = 'm=$1; o=$2; d=$3; shift 3; "$m" -t devpts -o "$o" devpts "$d" && exec "$@"'
+# execs bubblewrap, which shows it as /dev/pts. -n -i: no mtab, no mount.<type> helper to look
+# for. unshare, sh and mount cost about 4.5 ms of a launch (/bin/true: 14.6 ms without them,
+# 19.2 with, medians of 40 here).
+_DEVPTS_SCRIPT = 'm=$1; o=$2; d=$3; shift 3; "$m" -n -i -t devpts -o "$o" devpts "$d" && exec "$@"'
 MEGABYTE = 1024 * 1024
 
 
