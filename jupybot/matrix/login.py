@@ -1,7 +1,7 @@
 """Staying logged in: the saved device reused, tokens renewed, a lost device replaced.
 
 Homeservers on next-generation auth (matrix.org since 2025) hand out access tokens that expire
-after a few hours; a person's admin may delete the bot's device. When the homeserver refuses
+after a few hours; an admin may delete the bot's device. When the homeserver refuses
 the token (401 C{M_UNKNOWN_TOKEN}) any call the bot makes waits here (L{MatrixLogin.renew}, one
 renewal however many calls were refused) while it climbs down this ladder:
 
@@ -9,8 +9,9 @@ renewal however many calls were refused) while it climbs down this ladder:
 2. the configured password, logging in again as the same device, whose encryption keys and
    crypto store stay valid;
 3. if that device's keys are gone from the homeserver (it was deleted, and the login made an
-   empty device of the same id), a new device: its keys uploaded, and the stale devices this
-   jupybot made deleted (user-interactive auth with the password), the new one kept;
+   empty device of the same id), a new device: its keys uploaded, the lost device's room keys
+   given to it, and the stale devices this jupybot made deleted (user-interactive auth with the
+   password), the new one kept; the L{AfterLogin} hooks then cross-sign it (part.py);
 4. with an access token alone and nothing else, the part is down with what to do, and the
    token is tried again on Twisted's backoff until it works.
 
