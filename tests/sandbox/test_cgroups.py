@@ -3,11 +3,17 @@ temporary folder as v1 and v2 lay theirs out (the real v1 tree is used by the at
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from jupybot.sandbox import CgroupLimits, Cgroups, find_cgroups
 from jupybot.sandbox.cgroups import TotalLimits
+from tests.harness import ROOT
 
 LIMITS = CgroupLimits(memory_mb=64, processes=32, cpu_percent=50)
 
@@ -108,3 +114,65 @@ def test_v2_without_delegation_says_what_to_do(tmp_path: Path) -> None:
     proc = proc_self_cgroup(tmp_path / "proc", "0::/user.slice\n")
     reason = find_cgroups(pid=1, root=root, proc=proc)
     assert reason == (f"cgroup v2 at {own} does not offer cpu, pids (delegate them: Delegate=yes)")
+
+
+HOLD = """
+import sys, time
+held = bytearray(400 * 1024 * 1024)  # zero-filled: every page touched, charged to the group
+print("held", flush=True)
+time.sleep(30)
+"""
+
+TWO_SESSIONS = """
+import json, subprocess, sys, time
+from jupybot.config.sandbox import SandboxConfig
+from jupybot.sandbox import Limits, Sandbox, SandboxProfile
+
+sandbox = Sandbox(SandboxConfig(uids="none", total_memory_mb=int(sys.argv[1])))
+sandbox.prepare()
+if sandbox.cgroups is None:
+    print(json.dumps({"cgroups": False}))
+    sys.exit()
+held, processes, launches = 0, [], []
+for name in ("first", "second"):
+    profile = SandboxProfile(argv=("/usr/bin/python3", "-c", sys.argv[2]),
+                             limits=Limits(memory_mb=512))
+    launch = sandbox.launch(profile, name=name)
+    launches.append(launch)
+    process = subprocess.Popen(launch.argv, env=launch.env, stdout=subprocess.PIPE, text=True)
+    processes.append(process)
+    if process.stdout.readline().strip() == "held":
+        held += 1
+time.sleep(0.5)
+alive = sum(process.poll() is None for process in processes)
+for process in processes:
+    process.kill()
+    process.wait()
+for launch in launches:
+    launch.cgroup.kill_all()
+    while not launch.cgroup.remove():
+        time.sleep(0.05)
+sandbox.close()
+print(json.dumps({"cgroups": True, "held": held, "alive": alive}))
+"""
+
+
+def sessions_holding_400_mb_each(total_memory_mb: int) -> dict[str, object]:
+    """Two sandboxes (512 MB each) that each hold 400 MB, under a total budget; run by a child
+    Python, whose cgroup parent is its own (jupybot-<its pid>)."""
+    result = subprocess.run(
+        [sys.executable, "-c", TWO_SESSIONS, str(total_memory_mb), HOLD],
+        capture_output=True, text=True, timeout=120, check=True, cwd=ROOT,
+    )  # fmt: skip
+    verdict: dict[str, object] = json.loads(result.stdout.strip().splitlines()[-1])
+    return verdict
+
+
+def test_the_total_budget_holds_sessions_within_their_own_limits() -> None:
+    """Each session within its 512 MB, two together past a 600 MB budget: one is stopped (the
+    kernel's OOM killer, in the budget's group); with the default budget both hold theirs."""
+    verdict = sessions_holding_400_mb_each(600)
+    if not verdict["cgroups"]:
+        pytest.skip("no cgroups here: rlimits only, and no total budget (docs/deploy.md)")
+    assert verdict["alive"] == 1, verdict
+    assert sessions_holding_400_mb_each(0) == {"cgroups": True, "held": 2, "alive": 2}
