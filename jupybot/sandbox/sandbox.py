@@ -175,6 +175,8 @@ class Sandbox:
                 self.limits_note = f"{found.describe()} and rlimits"
             else:
                 self.limits_note = f"rlimits only: {found}; {RLIMITS_ONLY_GAPS}"
+        else:
+            self.limits_note = f"rlimits only (sandbox.cgroups: off); {RLIMITS_ONLY_GAPS}"
 
     def _lease_uids(self) -> None:
         """Check that C{sandbox.uids} belong to no one, and lease from them."""
