@@ -5,17 +5,25 @@ and a stop that waits for the process to be reaped."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import AnyStr, NoReturn
 
+import pytest
+import pytest_twisted
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone, ProcessTerminated
-from twisted.internet.interfaces import IProcessProtocol, IProcessTransport
+from twisted.internet.interfaces import IConnector, IProcessProtocol, IProcessTransport
+from twisted.internet.protocol import ClientFactory
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from jupybot.kernels._supervisor import Command, LineBudget, ProcessSupervisor
+from jupybot.kernels.embedded import EmbeddedGateway
+from jupybot.sandbox import Limits
+from jupybot.sandbox.kernels import KernelSandboxPlan
 
 
 @implementer(IProcessTransport)
@@ -25,6 +33,7 @@ class DummyProcess:
     def __init__(self, protocol: IProcessProtocol, pid: int, ignores: set[str]) -> None:
         self.proto = protocol
         self.pid = pid
+        self.args: list[str] = []
         self.signals: list[str] = []
         self._ignores = ignores
 
@@ -68,6 +77,7 @@ class DummyProcessReactor(Clock):
         childFDs: Mapping[int, int | str] | None = None,
     ) -> DummyProcess:
         process = DummyProcess(processProtocol, 1000 + len(self.spawned), self.ignores)
+        process.args = [a if isinstance(a, str) else a.decode() for a in args]
         processProtocol.makeConnection(process)
         self.spawned.append(process)
         return process
@@ -194,3 +204,59 @@ def test_a_line_cut_by_the_budget_is_dropped_whole() -> None:
     clock.advance(1)
     budget.feed(b"o\nthree\n")  # "two" began while the budget was spent: none of it is read
     assert lines == [b"one", b"three"]
+
+
+class DummyGatewayReactor(DummyProcessReactor):
+    """Processes and time as above; no connection is ever made (nothing listens)."""
+
+    def connectTCP(
+        self,
+        host: str,
+        port: int,
+        factory: ClientFactory,
+        timeout: float = 30.0,
+        bindAddress: tuple[str, int] | None = None,
+    ) -> IConnector:
+        raise AssertionError("nothing connects: the gateway process does not listen")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the gateway switches users only for root")
+@pytest_twisted.ensureDeferred
+async def test_on_cgroup_v2_the_gateway_starts_in_a_leaf_of_its_group_as_its_user(
+    tmp_path: Path,
+) -> None:
+    """v2 moves a process between groups only for whoever may write the procs of their common
+    ancestor: the gateway (as its own user) must itself run inside the group it was given."""
+    delegated = tmp_path / "cgroup" / "jupybot.service" / "sandboxes" / "kernels-1"
+    delegated.mkdir(parents=True)
+    plan = KernelSandboxPlan(
+        mode="bubblewrap",
+        user="nobody",
+        limits=Limits(),
+        network=False,
+        read_only=(),
+        cgroup_version=2,
+        cgroup_parents=(("unified", str(delegated)),),
+        gateway_user="nobody",
+        gateway_ids=(65534, 65534),
+    )
+    reactor = DummyGatewayReactor()
+    gateway = EmbeddedGateway(
+        reactor, tmp_path / "runtime", on_ready=lambda *_: None, on_restart=lambda: None
+    )
+    gateway.start(plan)
+    [process] = reactor.spawned
+    join, leaf, setpriv, python = (
+        process.args[:3],
+        process.args[4],
+        process.args[5:12],
+        process.args[12:15],
+    )
+    assert join[:2] == ["/bin/sh", "-c"] and leaf == str(delegated / "gateway" / "cgroup.procs")
+    assert setpriv[1:] == ["--reuid=65534", "--regid=65534", "--clear-groups", "--no-new-privs",
+                           "--inh-caps=-all", "--"]  # fmt: skip
+    assert python[1:] == ["-m", "kernel_gateway"]
+    work = Path(process.args[-1].split("=", 1)[1]).parent
+    assert work.stat().st_uid == 65534 and (work / "kernel-sandbox.json").stat().st_uid == 65534
+    await gateway.stop()
+    assert not delegated.exists() and not work.exists()  # its group and directory are gone
