@@ -6,11 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from nio import ErrorResponse, RoomSendResponse
+from nio import AsyncClient, ErrorResponse, RoomSendResponse
 from twisted.internet.defer import Deferred
 
 from jupybot.aio import await_deferred, deferred_from_coroutine
 from jupybot.matrix.api import MatrixApi, MatrixError
+from jupybot.matrix.tokens import RenewingClient
 from tests.clocks import SchedulingClock
 
 from .user import asyncio_test
@@ -111,3 +112,19 @@ def _next_turn() -> Deferred[None]:
     d: Deferred[None] = Deferred()
     reactor.callLater(0, d.callback, None)
     return d
+
+
+@asyncio_test
+async def test_the_client_keeps_a_token_the_server_called_expired_until_it_is_renewed() -> None:
+    """nio's own client forgets it (the control), and every call made during the renewal would
+    fail as "not logged in", including the key claims nio makes inside an encrypted send."""
+    refusal = unknown_token(soft_logout=True)
+    ours = RenewingClient("http://127.0.0.1:9", "@bot:example.org")
+    nios = AsyncClient("http://127.0.0.1:9", "@bot:example.org")
+    for client in (ours, nios):
+        client.access_token = "expired-token"
+        await client.receive_response(refusal)
+    assert ours.logged_in and ours.access_token == "expired-token"
+    assert not nios.logged_in
+    await ours.close()
+    await nios.close()
