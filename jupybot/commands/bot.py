@@ -109,6 +109,8 @@ class ChatCommands:
         self._refusals = RefusalLimiter(clock, refusal_interval)
         self._redact = Redactor(secrets, MIN_SECRET_CHARS)
         self._running: set[Deferred[None]] = set()
+        # Set by stop(): a run whose turn comes now does not start.
+        self._stopping = False
         limits = limits or ChatLimits()
         self._order = RoomOrder()
         self._pending = PendingRuns(limits.waiting_runs_per_person)
@@ -148,6 +150,7 @@ class ChatCommands:
     def stop(self) -> Deferred[Any]:
         """Cancel every command still running (executions say so in their reply), then tell
         each conversation with a kernel that its variables are about to go."""
+        self._stopping = True
         running = list(self._running)
         for d in running:
             d.cancel()
@@ -398,8 +401,10 @@ class ChatCommands:
         Deferred.fromCoroutine(self._attempt(message.conversation.react(message.message_id, "⏳")))
         try:
             await turn
+            if self._stopping:  # the turn came as the run before was cancelled
+                self._order.done(room)
+                raise CancelledError()
         except CancelledError:
-            self._give_up_turn(room, turn)
             await self._say(message, Reply.text(NOT_STARTED_LINE))
             raise
         except BaseException:

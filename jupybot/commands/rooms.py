@@ -53,7 +53,9 @@ class RoomOrder:
     def done(self, room: str) -> None:
         lock = self._locks[room]
         lock.release()
-        if not lock.locked and not lock.waiting:
+        # The release may run the next in line, which may be done at once too (a stop): only
+        # the last one out forgets the room.
+        if not lock.locked and not lock.waiting and self._locks.get(room) is lock:
             del self._locks[room]
 
 

@@ -219,9 +219,11 @@ def test_a_stop_answers_the_runs_waiting_their_turn(tmp_path: Path) -> None:
     room = FakeConversation()
     say(bot, room, "!jupybot run slow()")
     say(bot, room, "!jupybot run 2", sender=BOB)
-    [(command_id, _)] = room.reactions
+    say(bot, room, "!jupybot run 3", sender=BOB)
+    waiting = [command_id for command_id, _ in room.reactions]
     assert bot.stop().called
-    assert (Reply.text(NOT_STARTED_LINE), command_id) in [(r, to) for _, r, to in room.sent]
+    told = [to for _, reply, to in room.sent if reply == Reply.text(NOT_STARTED_LINE)]
+    assert sorted(told) == sorted(waiting)
     assert [e.code for e in kernels.executions] == ["slow()"]  # it never ran
     assert RunningReplies(path).left_queued() == []
 

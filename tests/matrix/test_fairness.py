@@ -16,8 +16,11 @@ def test_a_flooding_room_delays_another_by_one_turn_not_its_backlog() -> None:
     share: FairShare[str] = FairShare()
     for n in range(5):
         share.add("!flood", f"flood{n}", edit=False)
+    assert share.take() == "flood0"
+    # The quiet room had nothing waiting: it goes before the flooded room's backlog.
     share.add("!quiet", "answer", edit=False)
-    assert _drain(share)[:3] == ["flood0", "answer", "flood1"]
+    share.add("!quiet", "more", edit=False)
+    assert _drain(share)[:4] == ["answer", "flood1", "more", "flood2"]
     assert len(share) == 0
 
 
@@ -30,12 +33,15 @@ def test_in_a_room_new_events_go_before_edits_each_in_order() -> None:
     assert _drain(share) == ["answer1", "answer2", "edit1", "edit2"]
 
 
-def test_a_send_limited_again_keeps_its_place_and_a_given_up_one_leaves() -> None:
+def test_a_send_refused_in_its_turn_goes_first_and_a_given_up_one_leaves() -> None:
     share: FairShare[str] = FairShare()
     share.add("!a", "a1", edit=False)
     share.add("!a", "a2", edit=False)
     share.add("!b", "b1", edit=False)
+    share.add("!c", "c1", edit=False)
     assert share.take() == "a1"
-    share.add("!a", "a1", edit=False, again=True)
-    share.remove("!b", "b1")
-    assert _drain(share) == ["a1", "a2"]
+    assert share.take() == "b1"
+    # b1 met a 429: the slot it was refused is its own, before c's turn and a's.
+    share.add("!b", "b1", edit=False, again=True)
+    share.remove("!c", "c1")
+    assert _drain(share) == ["b1", "a2"]
