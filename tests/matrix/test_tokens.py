@@ -10,7 +10,7 @@ uploaded, and answers in an encrypted room.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,7 @@ async def bot_and_person(
     tmp_path: Path,
     encryption: bool = False,
     renewal: RenewalPolicy | None = None,
+    backoff: Callable[[int], float] = lambda attempt: 0.2,
 ) -> AsyncIterator[tuple[WatchedMatrixPart, UserClient, str, MatrixUser]]:
     """A bot (password login) and a person in a room together, both stopped after."""
     from twisted.internet import reactor
@@ -89,7 +90,7 @@ async def bot_and_person(
         CannedKernels(),
         StateDirectory(tmp_path / "state"),
         reactor,
-        backoff=lambda attempt: 0.2,
+        backoff=backoff,
         renewal=renewal,
     )
     part.startService()
@@ -363,3 +364,36 @@ async def test_an_encrypted_room_is_answered_readably_across_expiries(
             command = await person.send(room, f"!bot run hidden {n}")
             answer = await person.answer(room, command, f"echo: hidden {n}")
             assert answer["event_id"] in person.decrypted
+
+
+@asyncio_test
+async def test_a_refused_password_is_down_with_what_to_do_then_running_once_it_works(
+    synapse: Synapse, tmp_path: Path
+) -> None:
+    """An admin changes the bot's password (every device logged out): no way back but a
+    person's, so the part is down saying what to do, and keeps trying; once the password works
+    again the bot is back on its own, running, and answers the command sent meanwhile."""
+    admin = synapse.register(synapse.unique_localpart("admin"), admin=True)
+    tries: list[Deferred[None]] = []
+
+    def backoff(attempt: int) -> float:
+        waiting, tries[:] = list(tries), []
+        for d in waiting:
+            d.callback(None)
+        return 0.2
+
+    def next_try() -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        tries.append(d)
+        return d.addTimeout(60, reactor_clock())
+
+    async with bot_and_person(synapse, tmp_path, backoff=backoff) as (part, person, room, bot):
+        synapse.reset_password(admin, bot.user_id, "not-the-configured-one")
+        command = await person.send(room, "!bot run meanwhile")
+        await await_deferred(next_try())
+        await await_deferred(next_try())  # refused again: still down, still trying
+        assert part.status.startswith("down: the homeserver refuses matrix.password"), part.status
+        assert "set the right password in config.yml" in part.status
+        synapse.reset_password(admin, bot.user_id, bot.password)
+        await person.answer(room, command, "echo: meanwhile", within=60)
+        assert part.status == "running"

@@ -266,6 +266,12 @@ class Synapse:
         """Revoke C{user}'s access token (and delete its device), as C{POST /logout} does."""
         _request("POST", f"{self.base_url}/_matrix/client/v3/logout", {}, token=user.access_token)
 
+    def reset_password(self, admin: MatrixUser, user_id: str, password: str) -> None:
+        """A new password, every device logged out (Synapse deletes them: tokens, keys and all)."""
+        url = f"{self.base_url}/_synapse/admin/v1/reset_password/{user_id}"
+        body = {"new_password": password, "logout_devices": True}
+        _request("POST", url, body, token=admin.access_token)
+
     def delete_device(self, admin: MatrixUser, user_id: str, device_id: str) -> None:
         """What a server admin does to a device: gone, with its tokens and its keys."""
         url = f"{self.base_url}/_synapse/admin/v2/users/{user_id}/devices/{device_id}"
