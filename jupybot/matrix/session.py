@@ -91,9 +91,6 @@ class SessionFile:
     def save(self, session: StoredSession) -> None:
         _write_atomically(self.path, asdict(session), 0o600)
 
-    def forget(self) -> None:
-        self.path.unlink(missing_ok=True)
-
 
 class SyncFile:
     def __init__(self, path: Path) -> None:
