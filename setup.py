@@ -26,6 +26,8 @@ setup(
         "jupyter_kernel_gateway>=3.0",
         "ipykernel>=6.29",
         "nh3>=0.2.17",
+        # A room's runs as a notebook, and notebooks sent to a room read and validated.
+        "nbformat>=5.9",
         # Rendering kernel outputs: Markdown, image sizes, SVG -> PNG.
         "markdown-it-py>=3.0",
         "Pillow>=10.0",

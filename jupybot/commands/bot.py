@@ -12,28 +12,43 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import replace
-from typing import Any, ClassVar, assert_never
+from typing import Any, ClassVar, Protocol, assert_never
 
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from ..config import Secret
-from ..kernels import KernelError, KernelManager
+from ..kernels import KernelError, KernelHandle, KernelManager
 from ..redaction import Redactor
-from ..rendering import RenderOptions, render_outputs
+from ..rendering import Attachment, RenderOptions, render_outputs
+from ._notebook_run import NotebookRun
 from ._redact import MIN_SECRET_CHARS
 from .access import AccessPolicy, RefusalLimiter
 from .conversation import Conversation, IncomingMessage, IncomingReaction, Reply
 from .inflight import ConversationFinder, RunningReplies, in_progress
+from .notebook import (
+    NOTEBOOK_MIMETYPE,
+    CellRecorder,
+    NotebookLimits,
+    NotebookRefused,
+    RecordedCell,
+    RunHistory,
+    build_notebook,
+    notebook_filename,
+    now_utc,
+    read_notebook,
+)
 from .parse import (
     Addressing,
     Command,
     Help,
     Interrupt,
     Kernels,
+    Notebook,
     Restart,
     Run,
+    RunNotebook,
     Specs,
     Start,
     Stop,
@@ -61,6 +76,10 @@ STOPPING_NOTICE = (
     "🔄 I am stopping (a restart or an update), and this room's kernels stop with me: "
     "their variables are gone. When I am back, 'run' starts a fresh kernel."
 )
+
+
+class _Interruptible(Protocol):
+    def interrupted(self) -> None: ...
 
 
 class ChatCommands:
@@ -97,6 +116,7 @@ class ChatCommands:
         secrets: Iterable[Secret] = (),
         limits: ChatLimits | None = None,
         running_replies: RunningReplies | None = None,
+        notebooks: NotebookLimits | None = None,
     ) -> None:
         self.kernels = kernels
         self.access = access
@@ -117,7 +137,8 @@ class ChatCommands:
         self._rate = CommandRate(clock, limits.commands_per_minute, limits.command_burst)
         self._runs = RunRecords(clock, limits.rerun_window_seconds)
         self._replies = running_replies or RunningReplies(None)
-        self._reporters: dict[str, set[ExecutionReporter]] = {}
+        self._reporters: dict[str, set[_Interruptible]] = {}
+        self._history = RunHistory(notebooks or NotebookLimits())
         self._conversations: dict[str, Conversation] = {}
 
     # -- entry points -----------------------------------------------------------------------------
@@ -199,7 +220,9 @@ class ChatCommands:
             self.inputs.deliver(conversation.key, message.sender, message.text)
             return
         try:
-            command = parse_message(message.text, self.addressing, conversation.is_direct)
+            command = parse_message(
+                message.text, self.addressing, conversation.is_direct, bool(message.attachments)
+            )
         except UsageError as e:
             refusal = self.access.refusal(
                 message.sender, None, conversation.is_direct, message.sender_roles
@@ -273,16 +296,24 @@ class ChatCommands:
                 await self._in_turn(owner, self._order.turn(owner), self._use(message, kernel))
             case Run(code, kernel):
                 await self._run(message, code, kernel)
+            case RunNotebook(keep_going):
+                await self._run_notebook(message, keep_going)
+            case Notebook(last):
+                await self._export_notebook(message, last)
             case Interrupt(kernel):
                 for reporter in self._reporters.get(owner, ()):
                     reporter.interrupted()
                 await self.kernels.interrupt(owner, kernel)
                 await self._say(message, Reply.text("⏹ Interrupt sent."))
             case Restart(kernel):
+                handle = self._kernel_handle(owner, kernel)
                 await self.kernels.restart(owner, kernel)
+                self._forget_notebook(owner, handle)
                 await self._say(message, Reply.text("🔄 Kernel restarted; its variables are gone."))
             case Stop(kernel):
+                handle = self._kernel_handle(owner, kernel)
                 await self.kernels.stop(owner, kernel)
+                self._forget_notebook(owner, handle)
                 await self._say(message, Reply.text("⏹ Kernel stopped."))
             case _:
                 assert_never(command)
@@ -424,6 +455,7 @@ class ChatCommands:
     ) -> None:
         room = message.conversation.key
         record = self._runs.ran(room, message.message_id, message.sender, code, kernel)
+        cell = CellRecorder(self._history.limits.output_bytes_per_cell)
         reporter = ExecutionReporter(
             conversation=message.conversation,
             command_id=message.message_id,
@@ -436,6 +468,7 @@ class ChatCommands:
             redact=self._redact,
             reply_id=record.reply_id if rerun else None,
             on_shown=lambda reply_id, reply: self._shown(room, message.message_id, reply_id, reply),
+            record=cell.on_output,
         )
         reporters = self._reporters.setdefault(room, set())
         reporters.add(reporter)
@@ -450,6 +483,7 @@ class ChatCommands:
             except CancelledError:
                 await reporter.failed("Cancelled: the bot is stopping.")
                 raise
+            self._record_cell(room, message.message_id, code, kernel, result.execution_count, cell)
             await reporter.finish(result)
         finally:
             reporters.discard(reporter)
@@ -463,6 +497,109 @@ class ChatCommands:
             self._replies.shown(room, reply_id, reply)
         else:
             self._replies.ended(room, reply_id)
+
+    # -- notebooks --------------------------------------------------------------------------------
+
+    def _kernel_handle(self, room: str, kernel: str | None) -> KernelHandle | None:
+        if kernel is None:
+            return self.kernels.current(room)
+        return next((h for h in self.kernels.kernels(room) if h.name == kernel), None)
+
+    def _forget_notebook(self, room: str, handle: KernelHandle | None) -> None:
+        """A restarted or stopped kernel's runs leave the room's notebook with its variables."""
+        if handle is not None:
+            self._history.forget_kernel(room, handle.kernel_id)
+
+    def _record_cell(
+        self,
+        room: str,
+        command_id: str,
+        code: str,
+        kernel: str | None,
+        count: int | None,
+        cell: CellRecorder,
+    ) -> None:
+        handle = self._kernel_handle(room, kernel)
+        if handle is None:
+            return
+        recorded = RecordedCell(
+            command_id, handle.kernel_id, code, count, cell.finished_outputs(), cell.size
+        )
+        self._history.record(room, recorded)
+
+    async def _export_notebook(self, message: IncomingMessage, last: int | None) -> None:
+        room = message.conversation.key
+        handle = self.kernels.current(room)
+        if handle is None:
+            await self._say(message, Reply.text("There is no kernel here yet: nothing to export."))
+            return
+        cells = self._history.cells(room, handle.kernel_id)
+        if not cells:
+            await self._say(
+                message,
+                Reply.text(
+                    f"Nothing has run in kernel '{handle.name}' since it started: "
+                    "nothing to export."
+                ),
+            )
+            return
+        dropped = self._history.dropped(room, handle.kernel_id)
+        if last is not None and last < len(cells):
+            dropped, cells = dropped + len(cells) - last, cells[-last:]
+        try:
+            specs = await self.kernels.kernelspecs()
+        except KernelError:
+            specs = []
+        when = now_utc()
+        data = build_notebook(
+            cells,
+            spec=next((s for s in specs if s.name == handle.spec), None),
+            spec_name=handle.spec,
+            title=(
+                f"Runs in kernel '{handle.name}' ({handle.spec}) of {room}, "
+                f"exported by jupybot on {when:%Y-%m-%d %H:%M} UTC."
+            ),
+            dropped=dropped,
+            redact=self._redact,
+        )
+        attachment = Attachment(notebook_filename(room, when), NOTEBOOK_MIMETYPE, data)
+        await message.conversation.send_file(attachment, message.message_id)
+
+    async def _run_notebook(self, message: IncomingMessage, keep_going: bool) -> None:
+        room = message.conversation.key
+        attachment = next(
+            (a for a in message.attachments if a.filename.lower().endswith(".ipynb")),
+            message.attachments[0],
+        )
+        try:
+            notebook = read_notebook(attachment.data, self._history.limits)
+        except NotebookRefused as e:
+            await self._say(message, Reply.text(f"❌ {e}"))
+            return
+        run = NotebookRun(
+            kernels=self.kernels,
+            conversation=message.conversation,
+            command_id=message.message_id,
+            notebook=notebook,
+            filename=_safe_name(attachment.filename),
+            keep_going=keep_going,
+            clock=self._clock,
+            interval=self._edit_interval,
+            limits=self._history.limits,
+            redact=self._redact,
+            cell_ran=lambda _, cell: self._history.record(room, cell),
+        )
+        await self._in_turn(room, self._order.turn(room), self._interruptibly(room, run))
+
+    async def _interruptibly(self, room: str, run: NotebookRun) -> None:
+        running = self._reporters.setdefault(room, set())
+        running.add(run)
+        try:
+            await run.run()
+        finally:
+            running.discard(run)
+            if not running:
+                del self._reporters[room]
 
     # -- re-runs ----------------------------------------------------------------------------------
 
@@ -521,3 +658,10 @@ class ChatCommands:
             await d
         except Exception:
             self.log.failure("could not react in a conversation")
+
+
+def _safe_name(filename: str) -> str:
+    """A sent notebook's name for the executed one: letters, digits, dots, dashes, underscores."""
+    stem = filename[:-6] if filename.lower().endswith(".ipynb") else filename
+    safe = "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "_" for c in stem)
+    return (safe.strip(".")[-80:] or "notebook") + ".ipynb"

@@ -19,6 +19,7 @@ __all__ = [
     "CodeBlock",
     "Conversation",
     "HtmlBlock",
+    "IncomingAttachment",
     "IncomingMessage",
     "IncomingReaction",
     "Paragraph",
@@ -101,6 +102,15 @@ class Conversation(Protocol):
 
 
 @dataclass(frozen=True)
+class IncomingAttachment:
+    """A file that came with a message (already downloaded, within the adapter's size cap)."""
+
+    filename: str
+    mimetype: str
+    data: bytes
+
+
+@dataclass(frozen=True)
 class IncomingMessage:
     """A text message someone sent where the bot can read it."""
 
@@ -114,6 +124,9 @@ class IncomingMessage:
     sender_roles: frozenset[str] = frozenset()
     # Set when this is an edit: the id of the message edited, whose new text is C{text}.
     edit_of: str | None = None
+    # Files sent with the message (a Discord message's attachments; on Matrix the file a
+    # command replies to), for commands that take one (run a notebook).
+    attachments: tuple[IncomingAttachment, ...] = ()
 
 
 @dataclass(frozen=True)

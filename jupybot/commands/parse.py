@@ -14,8 +14,10 @@ __all__ = [
     "Help",
     "Interrupt",
     "Kernels",
+    "Notebook",
     "Restart",
     "Run",
+    "RunNotebook",
     "Specs",
     "Start",
     "Stop",
@@ -96,6 +98,23 @@ class Run:
 
 
 @dataclass(frozen=True)
+class RunNotebook:
+    """Run the code cells of the notebook attached to the message, in the current kernel;
+    stop at the first error unless C{keep_going} (``run --all``)."""
+
+    name: ClassVar[str] = "run"
+    keep_going: bool = False
+
+
+@dataclass(frozen=True)
+class Notebook:
+    """Send the current kernel's runs (the last C{last} of them, or all) as a notebook file."""
+
+    name: ClassVar[str] = "notebook"
+    last: int | None = None
+
+
+@dataclass(frozen=True)
 class _KernelAction:
     """Act on C{kernel}, or on the current kernel when None."""
 
@@ -124,7 +143,9 @@ _KERNEL_ACTIONS: dict[str, type[Interrupt] | type[Restart] | type[Stop]] = {
 
 # Every command is its own type; C{name} (the command's name in L{COMMANDS}) is what access
 # rules and logs use.
-Command = Help | Specs | Start | Kernels | Use | Run | Interrupt | Restart | Stop
+Command = (
+    Help | Specs | Start | Kernels | Use | Run | RunNotebook | Notebook | Interrupt | Restart | Stop
+)
 
 
 class UsageError(Exception):
@@ -162,11 +183,15 @@ def extract_code(text: str) -> str:
     return stripped.strip("\n")
 
 
-def parse_message(text: str, addressing: Addressing, direct: bool) -> Command | None:
+def parse_message(
+    text: str, addressing: Addressing, direct: bool, with_file: bool = False
+) -> Command | None:
     """The command in C{text}, or None when the message is not for the bot.
 
     In a direct chat every message is for the bot, with or without a prefix. Raises
-    L{UsageError} for a message addressed to the bot that is not a valid command.
+    L{UsageError} for a message addressed to the bot that is not a valid command. With
+    C{with_file} (the message carries a file), C{run} or C{run --all} without code runs the
+    notebook attached.
     """
     rest = strip_address(text, addressing)
     explicit = rest is not None
@@ -186,6 +211,8 @@ def parse_message(text: str, addressing: Addressing, direct: bool) -> Command | 
         )
     prefix = "" if direct and not explicit else addressing.shown
     if spec.takes_code:
+        if with_file and after.strip() in ("", "--all"):
+            return RunNotebook(keep_going=after.strip() == "--all")
         return _parse_code_command(spec, word, after, prefix)
     first_line, _, more = after.partition("\n")
     if more.strip():
@@ -248,7 +275,15 @@ def _with_arguments(spec: CommandSpec, args: list[str], usage: str) -> Command:
             return _KERNEL_ACTIONS[spec.name](_check_name(args[0]) if args else None)
         case "start":
             return _parse_start(args, usage)
+        case "notebook" if len(args) > 1 or (args and not _is_count(args[0])):
+            raise UsageError(usage)
+        case "notebook":
+            return Notebook(int(args[0]) if args else None)
     raise AssertionError(f"no argument rules for {spec.name}")
+
+
+def _is_count(word: str) -> bool:
+    return word.isascii() and word.isdigit() and 0 < int(word) <= 100_000
 
 
 def _check_name(name: str) -> str:

@@ -59,6 +59,8 @@ FAILED_REACTION = "❌"
 _INTERRUPTED = "KeyboardInterrupt"
 
 ShownCallback = Callable[[str, Reply], None]
+# Hears of every output event of the run as it arrives (the room's notebook records them).
+OutputRecorder = Callable[[OutputEvent], None]
 
 
 def error_blocks(error: ErrorOutput) -> list[Block]:
@@ -104,7 +106,8 @@ class ExecutionReporter:
 
     Call L{started} when the execution is submitted, then L{finish} or L{failed} once.
     With C{reply_id} (a re-run) the output goes into that existing reply instead of a new one.
-    C{on_shown} hears of every version of the reply the chat accepted (its id and content).
+    C{on_shown} hears of every version of the reply the chat accepted (its id and content);
+    C{record} of every output event, as it arrives.
     """
 
     log = Logger()
@@ -123,6 +126,7 @@ class ExecutionReporter:
         redact: Redactor | None = None,
         reply_id: str | None = None,
         on_shown: ShownCallback | None = None,
+        record: OutputRecorder | None = None,
     ) -> None:
         self._conversation = conversation
         self._command_id = command_id
@@ -140,6 +144,7 @@ class ExecutionReporter:
         self._message_id: str | None = reply_id
         self._reused = reply_id is not None
         self._on_shown = on_shown
+        self._record = record
         self._interrupted = False
         self._shown: Reply | None = None
         self._busy: Deferred[None] | None = None
@@ -159,6 +164,11 @@ class ExecutionReporter:
         if self._done:
             return
         self._events.append(event)
+        if self._record is not None:
+            try:
+                self._record(event)
+            except Exception:
+                self.log.failure("could not record an output for the room's notebook")
         self._schedule()
 
     def on_input_request(self, prompt: str, password: bool) -> Deferred[str]:

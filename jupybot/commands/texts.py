@@ -40,6 +40,13 @@ COMMANDS: tuple[CommandSpec, ...] = (
         aliases=("exec", "executekernel"),
         takes_code=True,
     ),
+    CommandSpec(
+        "notebook",
+        "[N]",
+        "send the current kernel's runs since it started (or the last N) as a Jupyter notebook "
+        "file; send a .ipynb file with 'run' (or 'run --all', not stopping at errors) to run it",
+        "notebook 10",
+    ),
     CommandSpec("interrupt", "[NAME]", "interrupt what the kernel is running", "interrupt"),
     CommandSpec("restart", "[NAME]", "restart a kernel, losing its variables", "restart"),
     CommandSpec("stop", "[NAME]", "stop a kernel", "stop calc"),

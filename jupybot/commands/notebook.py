@@ -1,0 +1,406 @@
+"""A room's runs as a Jupyter notebook, and a notebook sent to a room read back into cells.
+
+L{CellRecorder} turns one run's output events into nbformat outputs as they arrive (it is fed
+from the L{ExecutionReporter}'s output path: nothing runs twice); L{RunHistory} keeps each
+room's recorded cells, bounded, per kernel life; L{build_notebook} makes them one validated
+nbformat 4 notebook, and L{read_notebook} checks a notebook someone sent before its code runs.
+Everything here is built with the C{nbformat} package, never by hand.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import nbformat
+from nbformat import NotebookNode
+from nbformat.reader import NotJSONError
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+
+from ..kernels import (
+    ClearOutput,
+    DisplayData,
+    ErrorOutput,
+    ExecuteResult,
+    KernelSpec,
+    OutputEvent,
+    Stream,
+    UpdateDisplayData,
+)
+from ..redaction import Redactor
+from ._redact import _redact_value
+
+__all__ = [
+    "CUT_NOTE",
+    "CellRecorder",
+    "NotebookLimits",
+    "NotebookRefused",
+    "RecordedCell",
+    "RunHistory",
+    "build_notebook",
+    "executed_notebook",
+    "notebook_filename",
+    "read_notebook",
+]
+
+NOTEBOOK_MIMETYPE = "application/x-ipynb+json"
+# What a cell whose output was cut ends with (a stderr stream, so every viewer shows it).
+CUT_NOTE = "[jupybot: output cut here: {more} more bytes were not kept]\n"
+
+
+@dataclass(frozen=True)
+class NotebookLimits:
+    """How much of a room's work is kept for C{notebook}, and how big a notebook may be run.
+
+    At the defaults a room keeps at most 200 cells and 16 MiB of output (the oldest cells go
+    first), a cell at most 256 KiB of output.
+    """
+
+    cells_per_room: int = 200
+    output_bytes_per_cell: int = 256 * 1024
+    output_bytes_per_room: int = 16 * 1024 * 1024
+    # A notebook sent to the room: the file's size and its code cells.
+    file_bytes: int = 5 * 1024 * 1024
+    code_cells: int = 200
+
+
+class NotebookRefused(Exception):
+    """A notebook sent to the room cannot be run; C{str()} says why, for people."""
+
+
+def _size(value: Any) -> int:
+    """About how many bytes C{value} (an output's JSON) takes, without serialising it."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(len(str(k)) + _size(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return sum(_size(v) for v in value)
+    return 8
+
+
+class CellRecorder:
+    """One cell's outputs, built from the kernel's output events as they arrive.
+
+    Consecutive text of one stream becomes one output; C{update_display_data} replaces the
+    display it names; C{clear_output} clears (at the next output, with C{wait}). Past
+    C{max_bytes} further output is counted, not kept, and the cell says so at its end.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max_bytes = max_bytes
+        self.outputs: list[NotebookNode] = []
+        self._bytes = 0
+        self.cut_bytes = 0
+        self._clear_at_next = False
+
+    def on_output(self, event: OutputEvent) -> None:
+        if isinstance(event, ClearOutput):
+            if event.wait:
+                self._clear_at_next = True
+            else:
+                self._clear()
+            return
+        if self._clear_at_next:
+            self._clear()
+        if isinstance(event, UpdateDisplayData):
+            self._update(event)
+            return
+        if isinstance(event, Stream):
+            self._stream(event)
+            return
+        try:
+            output = _as_output(event)
+        except nbformat.ValidationError:
+            output = new_output("stream", name="stderr", text=_UNFIT_NOTE)
+        size = _size(output)
+        if self.cut_bytes or self._bytes + size > self._max_bytes:
+            self.cut_bytes += size
+            return
+        self.outputs.append(output)
+        self._bytes += size
+
+    def _stream(self, event: Stream) -> None:
+        """Text joins the stream output before it when it is the same stream; past the cap the
+        cell keeps what fits."""
+        room = 0 if self.cut_bytes else self._max_bytes - self._bytes
+        kept = event.text[: max(0, room)]
+        self.cut_bytes += len(event.text) - len(kept)
+        if not kept:
+            return
+        last = self.outputs[-1] if self.outputs else None
+        if last is not None and last.output_type == "stream" and last.name == event.name:
+            last.text += kept
+        else:
+            self.outputs.append(new_output("stream", name=event.name, text=kept))
+        self._bytes += len(kept)
+
+    def _clear(self) -> None:
+        self._clear_at_next = False
+        self.outputs = []
+        self._bytes = 0
+
+    def _update(self, event: UpdateDisplayData) -> None:
+        if event.display_id is None:
+            return
+        for output in self.outputs:
+            if output.get("transient", {}).get("display_id") == event.display_id:
+                old = _size(output.data) + _size(output.metadata)
+                new = _size(event.data) + _size(event.metadata)
+                if self._bytes - old + new > self._max_bytes:
+                    self.cut_bytes += new
+                    continue
+                self._bytes += new - old
+                output.data = nbformat.from_dict(_bundle(event.data))
+                output.metadata = nbformat.from_dict(dict(event.metadata))
+
+    def finished_outputs(self) -> list[NotebookNode]:
+        """The outputs as a notebook keeps them: display ids dropped, a cut said."""
+        outputs = []
+        for output in self.outputs:
+            kept = nbformat.from_dict({k: v for k, v in output.items() if k != "transient"})
+            outputs.append(kept)
+        if self.cut_bytes:
+            outputs.append(
+                new_output("stream", name="stderr", text=CUT_NOTE.format(more=self.cut_bytes))
+            )
+        return outputs
+
+    @property
+    def size(self) -> int:
+        return self._bytes
+
+
+_UNFIT_NOTE = "[jupybot: an output the notebook format cannot hold was left out]\n"
+
+
+def _bundle(data: dict[str, Any]) -> dict[str, Any]:
+    """A MIME bundle as nbformat holds it: JSON types as they are, the rest text (binary data
+    base64, as Jupyter sends it)."""
+    bundle: dict[str, Any] = {}
+    for mimetype, value in data.items():
+        if mimetype.endswith("json"):
+            bundle[mimetype] = value
+        elif isinstance(value, bytes):
+            bundle[mimetype] = base64.b64encode(value).decode("ascii")
+        elif isinstance(value, str) or (
+            isinstance(value, list) and all(isinstance(v, str) for v in value)
+        ):
+            bundle[mimetype] = value
+        else:
+            bundle[mimetype] = str(value)
+    return bundle
+
+
+def _as_output(event: OutputEvent) -> NotebookNode:
+    """The nbformat output of C{event}; raises L{nbformat.ValidationError} if it cannot be one."""
+    output: NotebookNode
+    match event:
+        case Stream(name, text):
+            output = new_output("stream", name=name, text=text)
+        case DisplayData(data, metadata, display_id):
+            output = new_output("display_data", data=_bundle(data), metadata=dict(metadata))
+            if display_id is not None:
+                output["transient"] = {"display_id": display_id}
+        case ExecuteResult(data, metadata, count):
+            output = new_output(
+                "execute_result", data=_bundle(data), metadata=dict(metadata), execution_count=count
+            )
+        case ErrorOutput(ename, evalue, traceback):
+            output = new_output("error", ename=ename, evalue=evalue, traceback=list(traceback))
+        case _:
+            raise AssertionError(f"not an output: {event!r}")
+    return output
+
+
+@dataclass
+class RecordedCell:
+    """One run as a notebook cell: its code, execution count and outputs, in a kernel's life."""
+
+    command_id: str
+    kernel_id: str
+    source: str
+    execution_count: int | None
+    outputs: list[NotebookNode] = field(default_factory=list)
+    size: int = 0
+
+
+class RunHistory:
+    """Each room's recorded cells in the order they first ran, bounded by L{NotebookLimits}.
+
+    A re-run of a command (an edit, 🔁) replaces that command's cell where it was. A kernel's
+    cells are forgotten when it restarts or stops (L{forget_kernel}): a notebook is of one
+    kernel's life.
+    """
+
+    def __init__(self, limits: NotebookLimits) -> None:
+        self.limits = limits
+        self._rooms: dict[str, list[RecordedCell]] = {}
+        # Cells a room's kernel ran that are no longer kept, by kernel id.
+        self._dropped: dict[str, dict[str, int]] = {}
+
+    def record(self, room: str, cell: RecordedCell) -> None:
+        cells = self._rooms.setdefault(room, [])
+        for i, old in enumerate(cells):
+            if old.command_id == cell.command_id:
+                cells[i] = cell
+                break
+        else:
+            cells.append(cell)
+        total = sum(c.size for c in cells)
+        while len(cells) > 1 and (
+            len(cells) > self.limits.cells_per_room or total > self.limits.output_bytes_per_room
+        ):
+            gone = cells.pop(0)
+            total -= gone.size
+            dropped = self._dropped.setdefault(room, {})
+            dropped[gone.kernel_id] = dropped.get(gone.kernel_id, 0) + 1
+
+    def cells(self, room: str, kernel_id: str) -> list[RecordedCell]:
+        return [c for c in self._rooms.get(room, ()) if c.kernel_id == kernel_id]
+
+    def dropped(self, room: str, kernel_id: str) -> int:
+        """How many of that kernel's cells were let go to stay within the limits."""
+        return self._dropped.get(room, {}).get(kernel_id, 0)
+
+    def forget_kernel(self, room: str, kernel_id: str) -> None:
+        cells = [c for c in self._rooms.get(room, ()) if c.kernel_id != kernel_id]
+        if cells:
+            self._rooms[room] = cells
+        else:
+            self._rooms.pop(room, None)
+        dropped = self._dropped.get(room, {})
+        dropped.pop(kernel_id, None)
+        if not dropped:
+            self._dropped.pop(room, None)
+
+
+def _metadata(spec: KernelSpec | None, spec_name: str) -> dict[str, Any]:
+    if spec is None:
+        return {"kernelspec": {"name": spec_name, "display_name": spec_name}}
+    return {
+        "kernelspec": {
+            "name": spec.name,
+            "display_name": spec.display_name,
+            "language": spec.language,
+        },
+        "language_info": {"name": spec.language},
+    }
+
+
+def build_notebook(
+    cells: Sequence[RecordedCell],
+    *,
+    spec: KernelSpec | None,
+    spec_name: str,
+    title: str,
+    dropped: int = 0,
+    redact: Redactor | None = None,
+) -> bytes:
+    """One validated nbformat 4 notebook of C{cells}, as the bytes of an .ipynb file.
+
+    C{title} heads it in a Markdown cell; C{dropped} earlier runs not kept are said there.
+    Secrets are redacted from the outputs here, once their streams are whole.
+    """
+    notes = [title]
+    if dropped:
+        notes.append(
+            f"The first {dropped} runs of this kernel are not here: "
+            "jupybot keeps only the latest ones."
+        )
+    if any(_is_cut(c.outputs) for c in cells):
+        notes.append("Some output was cut: those cells say where.")
+    notebook = new_notebook(metadata=_metadata(spec, spec_name))
+    notebook.cells.append(new_markdown_cell("\n\n".join(notes)))
+    for cell in cells:
+        outputs = cell.outputs
+        if redact:
+            outputs = [nbformat.from_dict(_redact_value(dict(o), redact)) for o in outputs]
+        notebook.cells.append(
+            new_code_cell(source=cell.source, execution_count=cell.execution_count, outputs=outputs)
+        )
+    return _written(notebook)
+
+
+def _is_cut(outputs: Iterable[NotebookNode]) -> bool:
+    return any(
+        o.output_type == "stream" and o.text.startswith("[jupybot: output cut here")
+        for o in outputs
+    )
+
+
+def _written(notebook: NotebookNode) -> bytes:
+    nbformat.validate(notebook)
+    text: str = nbformat.writes(notebook, version=4)
+    return text.encode("utf-8")
+
+
+def notebook_filename(room: str, when: datetime) -> str:
+    """C{<room-ish>-<date>.ipynb}: the room key's letters and digits, safe on every system."""
+    words = re.findall(r"[A-Za-z0-9]+", room)
+    stem = "-".join(words)[:48].strip("-") or "room"
+    return f"{stem}-{when.astimezone(UTC):%Y-%m-%d-%H%M}.ipynb"
+
+
+def read_notebook(data: bytes, limits: NotebookLimits) -> NotebookNode:
+    """A notebook sent to the room, checked: size, nbformat 4 validity, code cell count."""
+    if len(data) > limits.file_bytes:
+        raise NotebookRefused(
+            f"That notebook is {_mib(len(data))}: I run notebooks of up to "
+            f"{_mib(limits.file_bytes)}."
+        )
+    notebook: NotebookNode
+    try:
+        notebook = nbformat.reads(data.decode("utf-8"), as_version=4)
+        nbformat.validate(notebook)
+    except (UnicodeDecodeError, json.JSONDecodeError, NotJSONError) as e:
+        raise NotebookRefused("That file is not a Jupyter notebook: it is not JSON.") from e
+    except nbformat.ValidationError as e:
+        raise NotebookRefused(
+            f"That file is not a valid Jupyter notebook: {str(e.message)[:200]}."
+        ) from e
+    except Exception as e:  # nbformat raises several kinds for a file that is not a notebook
+        raise NotebookRefused(f"That file is not a Jupyter notebook ({str(e)[:200]}).") from e
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    if not code:
+        raise NotebookRefused("That notebook has no code cells: there is nothing to run.")
+    if len(code) > limits.code_cells:
+        raise NotebookRefused(
+            f"That notebook has {len(code)} code cells: I run notebooks of up to "
+            f"{limits.code_cells}."
+        )
+    return notebook
+
+
+def executed_notebook(
+    notebook: NotebookNode,
+    results: Sequence[tuple[int | None, list[NotebookNode]]],
+    redact: Redactor | None = None,
+) -> bytes:
+    """C{notebook} with its first code cells' execution counts and outputs from C{results};
+    code cells that did not run are left without outputs."""
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    for i, cell in enumerate(code):
+        if i < len(results):
+            count, outputs = results[i]
+            if redact:
+                outputs = [nbformat.from_dict(_redact_value(dict(o), redact)) for o in outputs]
+            cell.execution_count, cell.outputs = count, outputs
+        else:
+            cell.execution_count, cell.outputs = None, []
+    return _written(notebook)
+
+
+def _mib(size: int) -> str:
+    if size < 1024 * 1024:
+        return f"{size / 1024:.1f} KiB"
+    return f"{size / (1024 * 1024):.1f} MiB"
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
