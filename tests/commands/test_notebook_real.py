@@ -41,7 +41,7 @@ def _execute_again(data: bytes) -> nbformat.NotebookNode:
     """The notebook executed by nbclient in a fresh local kernel (in a thread: it blocks)."""
     from nbclient import NotebookClient
 
-    notebook = nbformat.reads(data.decode(), as_version=4)
+    notebook: nbformat.NotebookNode = nbformat.reads(data.decode(), as_version=4)
     NotebookClient(notebook, timeout=30, allow_errors=True).execute()
     return notebook
 
