@@ -22,6 +22,11 @@ class ProgramLimits:
     # Share of one core the session may use at most (cgroups only).
     cpu_percent: int = 100
     file_size_mb: int = 16
+    # An address-space limit besides memory_mb (0: none where cgroups hold the memory; where
+    # rlimits are all there is, memory_mb is the address space unless this is larger).
+    address_space_mb: int = 0
+    # Each in-memory folder's size (/tmp, /dev/shm, home); 0: a third of memory_mb.
+    tmpfs_mb: int = 0
 
     @classmethod
     def read(cls, r: Reader) -> ProgramLimits:
@@ -36,6 +41,8 @@ class ProgramLimits:
             processes=r.integer("processes", default.processes, minimum=1, maximum=4096),
             cpu_percent=r.integer("cpu_percent", default.cpu_percent, minimum=1, maximum=6400),
             file_size_mb=r.integer("file_size_mb", default.file_size_mb, minimum=0),
+            address_space_mb=r.integer("address_space_mb", default.address_space_mb, minimum=0),
+            tmpfs_mb=r.integer("tmpfs_mb", default.tmpfs_mb, minimum=0),
         )
         r.finish()
         return limits

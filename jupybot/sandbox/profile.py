@@ -49,7 +49,15 @@ DATA_FDS = {"/etc/passwd": 8, "/etc/group": 7, "/proc/keys": 6, "/proc/key-users
 
 @dataclass(frozen=True)
 class Limits:
+    # The session's memory: its cgroup's limit where it has one, else an address-space rlimit.
     memory_mb: int = 512
+    # An address-space rlimit where cgroups hold the memory (0: none there; runtimes such as
+    # V8, the JVM and Go reserve far more address space than they use: Node needs 768 MB of it
+    # to start). Where rlimits are all there is, memory_mb is the address space unless this is
+    # larger.
+    address_space_mb: int = 0
+    # The size of each in-memory folder (/tmp, /dev/shm, home); 0: a third of memory_mb.
+    tmpfs_mb: int = 0
     processes: int = 64
     cpu_percent: int = 100
     cpu_seconds: int = 0  # 0: no CPU-time limit (a kernel lives for hours)
@@ -77,7 +85,8 @@ def bubblewrap_args(profile: SandboxProfile, devpts: str | None = None) -> list[
     no nested user namespaces, and nothing left alive when jupybot dies. C{devpts}: a devpts
     instance of the session's own, mounted there by the launch with a bound, for /dev/pts
     (bubblewrap's own has none: every sandbox could take every PTY of the host)."""
-    memory = str(profile.limits.memory_mb * 1024 * 1024)
+    limits = profile.limits
+    folder_mb = limits.tmpfs_mb or limits.memory_mb // 3
     args = [
         "--unshare-user",
         "--unshare-pid",
@@ -117,7 +126,7 @@ def bubblewrap_args(profile: SandboxProfile, devpts: str | None = None) -> list[
     # Files in memory count against the cgroup, but where there is none the three tmpfs must not
     # hold more than the session's memory between them.
     for tmpfs in ("/tmp", "/dev/shm", "/home"):
-        args += ["--size", str(int(memory) // 3), "--tmpfs", tmpfs]
+        args += ["--size", str(folder_mb * 1024 * 1024), "--tmpfs", tmpfs]
     args += ["--perms", "0700", "--dir", INSIDE_HOME]
     for path in profile.read_only:
         args += ["--ro-bind", path, path]

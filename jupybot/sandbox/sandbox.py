@@ -43,6 +43,7 @@ from .cgroups import (
 )
 from .profile import (
     INSIDE_PATH,
+    Limits,
     SandboxProfile,
     bubblewrap_args,
     identity_files,
@@ -289,7 +290,6 @@ class Sandbox:
         limits = profile.limits
         prlimit = [
             self._prlimit,
-            f"--as={limits.memory_mb * MEGABYTE}",
             f"--fsize={limits.file_size_mb * MEGABYTE}",
             f"--nofile={min(limits.open_files, _hard_open_file_limit())}",
             "--core=0",
@@ -299,6 +299,7 @@ class Sandbox:
             # The process count is per user id without cgroups: the kernel counts every process
             # of jupybot's user.
             prlimit.append(f"--nproc={limits.processes}")
+            prlimit.append(_address_space(limits, in_cgroup=False))
             home = profile.cwd if os.path.isdir(profile.cwd) else tempfile.gettempdir()
             env = sandbox_env(profile.env) | {
                 "HOME": home,
@@ -329,6 +330,8 @@ class Sandbox:
         else:
             # A backstop only: without cgroups the count is shared by every sandbox.
             prlimit.append(f"--nproc={max(limits.processes, 1024)}")
+        if address_space := _address_space(limits, in_cgroup=cgroup is not None):
+            prlimit.append(address_space)
         seccomp = ["--seccomp", str(FILTER_FD)] if self.config.filtered else []
         devpts = str(self._identity_dir / "pts") if self._pty_tools is not None else None
         argv = [self._bwrap, *bubblewrap_args(profile, devpts)]
@@ -400,6 +403,17 @@ def sandbox_user_ids(user: str) -> tuple[int, int]:
     if entry.pw_uid == 0:
         raise SandboxUnavailable("sandbox.user: programs must not run as root")
     return entry.pw_uid, entry.pw_gid
+
+
+def _address_space(limits: Limits, in_cgroup: bool) -> str:
+    """prlimit's address-space option for C{limits}, or "" for none: where a cgroup holds the
+    memory, only an address space asked for; elsewhere the memory limit (or a larger address
+    space asked for), the only bound on memory there is."""
+    if in_cgroup:
+        megabytes = limits.address_space_mb
+    else:
+        megabytes = max(limits.memory_mb, limits.address_space_mb)
+    return f"--as={megabytes * MEGABYTE}" if megabytes else ""
 
 
 def _hard_open_file_limit() -> int:

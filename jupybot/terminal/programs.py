@@ -60,6 +60,8 @@ def program_profile(
             cpu_percent=limits.cpu_percent,
             cpu_seconds=limits.cpu_seconds,
             file_size_mb=limits.file_size_mb,
+            address_space_mb=limits.address_space_mb,
+            tmpfs_mb=limits.tmpfs_mb,
         ),
     )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -82,8 +83,9 @@ def listener() -> Iterator[int]:
         yield server.getsockname()[1]
 
 
-async def attack(sandbox: Sandbox, name: str, *args: object, limits: ProgramLimits | None = None) -> dict[str, Any]:  # fmt: skip
-    """Run one attack of attacks.py in a fresh session; its JSON verdict."""
+async def attack(sandbox: Sandbox, name: str, *args: object, limits: ProgramLimits | None = None, may_die: bool = False) -> dict[str, Any]:  # fmt: skip
+    """Run one attack of attacks.py in a fresh session; its JSON verdict. With C{may_die}, a
+    program killed (at its memory limit) is a refused attack."""
     program = ProgramConfig(
         name="attack",
         title="attack",
@@ -94,9 +96,11 @@ async def attack(sandbox: Sandbox, name: str, *args: object, limits: ProgramLimi
     sessions = TerminalSessions(reactor, TerminalConfig(), {"attack": program}, sandbox)
     viewer = Collector()
     sessions.open("attack", 200, 50, "127.0.0.1", viewer)
-    await viewer.end
+    status = await viewer.end
     assert len(sessions) == 0
     text = viewer.data.decode("utf-8", "replace")
+    if may_die and status.signal == signal.SIGKILL:
+        return {"succeeded": False, "killed": True}  # at its cgroup's limit
     lines = [line for line in text.splitlines() if line.startswith("{")]
     assert lines, f"attack {name} printed no verdict: {text!r}"
     verdict: dict[str, Any] = json.loads(lines[-1])
@@ -167,7 +171,9 @@ async def test_a_fork_bomb_stops_at_the_session_limit(sandbox: Sandbox) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_a_memory_hog_stops_at_the_session_limit(sandbox: Sandbox) -> None:
-    verdict = await attack(sandbox, "memory_hog", 2048, limits=ProgramLimits(memory_mb=128))
+    verdict = await attack(
+        sandbox, "memory_hog", 2048, limits=ProgramLimits(memory_mb=128), may_die=True
+    )
     assert verdict["succeeded"] is False, verdict
     assert (await attack(sandbox, "identity"))["uid"] == 1000
 

@@ -71,7 +71,9 @@ programs:
         const tick = (n, then) => n === 0 ? then() : setTimeout(() => { console.log("tick " + n); tick(n - 1, then); }, 300);
         const ask = () => rl.question("> ", (line) => { console.log("you said " + line); tick(3, ask); });
         tick(3, ask);
-    limits: {memory_mb: 4096}
+  # The Node demo shipped with jupybot, at the default limits (512 MB in a cgroup, no address
+  # space limit: V8 could not start within 512 MB of address space).
+  - {name: guess, argv: [node, "{demos}/guess.mjs"]}
   - name: pauser
     argv:
       - python3

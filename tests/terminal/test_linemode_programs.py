@@ -102,6 +102,30 @@ async def test_a_node_program_printing_on_timers_is_answered_once_it_waits(
 
 
 @asyncio_test
+async def test_the_node_demo_starts_at_the_default_limits_and_is_played(
+    server: JupybotProcess,
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        guess = await start(http, server, "guess")
+        # Its dots come on a timer: the answer waits for the prompt.
+        greeting = await guess.answer()
+        assert greeting == "I am thinking of a number between 1 and 100...\nYour guess? "
+        low, high = 1, 100
+        for _ in range(8):
+            middle = (low + high) // 2
+            await guess.ws.send_str(json.dumps({"event": "command", "input": str(middle)}))
+            event = json.loads((await guess.ws.receive(timeout=30)).data)
+            if event["event"] == "exit":  # found: the game says so and ends
+                assert event["output"].startswith(f"Yes, {middle}!") and event["code"] == 0
+                break
+            reply = event["output"]
+            assert reply in ("Higher.\nYour guess? ", "Lower.\nYour guess? "), event
+            low, high = (middle + 1, high) if reply.startswith("Higher") else (low, middle - 1)
+        else:
+            raise AssertionError("not found by halving in 8 guesses")
+
+
+@asyncio_test
 async def test_a_program_pausing_in_select_is_answered_after_the_pause(
     server: JupybotProcess,
 ) -> None:

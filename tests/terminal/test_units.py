@@ -93,12 +93,12 @@ def test_unsandboxed_programs_run_under_prlimit_with_a_clean_environment() -> No
     argv = launch.argv[3:]
     assert argv[0].endswith("prlimit")
     assert argv[1:7] == [
-        "--as=104857600",
         "--fsize=1048576",
         "--nofile=1024",
         "--core=0",
         "--cpu=5",
         "--nproc=7",
+        "--as=104857600",  # no cgroup: the memory limit is the address space
     ]
     assert argv[7:] == ["--", sys.executable, "-q"]
     assert launch.env["TERM"] == "xterm-256color" and launch.env["GAME"] == "on"

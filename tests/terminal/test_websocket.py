@@ -214,8 +214,12 @@ async def test_resource_limits_apply_to_the_program(server: JupybotProcess) -> N
         client = await raw(http, server)
         await client.hello(program="hog", cols=80, rows=24)
         await client.until_closed()
-        assert b"MemoryError" in client.output and b"allocated" not in client.output
-        assert client.exit is not None and client.exit["code"] == 1
+        assert b"allocated" not in client.output and client.exit is not None
+        # Its cgroup's limit kills it (SIGKILL) where there is one; else the address-space limit
+        # refuses the allocation.
+        assert client.exit["signal"] == 9 or (
+            b"MemoryError" in client.output and client.exit["code"] == 1
+        ), client.exit
 
 
 @asyncio_test
