@@ -39,6 +39,7 @@ from .parse import (
     extract_code,
     parse_message,
     strip_address,
+    wants_file,
 )
 from .rooms import ChatLimits
 from .safety import defang_mentions, defang_paragraphs
@@ -86,4 +87,5 @@ __all__ = [
     "reply_to_text",
     "status_line",
     "strip_address",
+    "wants_file",
 ]

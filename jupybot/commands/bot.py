@@ -572,7 +572,7 @@ class ChatCommands:
             message.attachments[0],
         )
         try:
-            notebook = read_notebook(attachment.data, self._history.limits)
+            notebook = read_notebook(attachment.data, self._history.limits, attachment.size)
         except NotebookRefused as e:
             await self._say(message, Reply.text(f"❌ {e}"))
             return

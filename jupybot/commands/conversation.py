@@ -103,11 +103,13 @@ class Conversation(Protocol):
 
 @dataclass(frozen=True)
 class IncomingAttachment:
-    """A file that came with a message (already downloaded, within the adapter's size cap)."""
+    """A file that came with a message, downloaded by the adapter; one bigger than the command
+    layer takes (L{NotebookLimits.file_bytes}) is not downloaded: its C{size} says how big."""
 
     filename: str
     mimetype: str
     data: bytes
+    size: int | None = None  # set (and data empty) when the file was too big to download
 
 
 @dataclass(frozen=True)

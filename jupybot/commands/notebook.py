@@ -347,12 +347,13 @@ def notebook_filename(room: str, when: datetime) -> str:
     return f"{stem}-{when.astimezone(UTC):%Y-%m-%d-%H%M}.ipynb"
 
 
-def read_notebook(data: bytes, limits: NotebookLimits) -> NotebookNode:
-    """A notebook sent to the room, checked: size, nbformat 4 validity, code cell count."""
-    if len(data) > limits.file_bytes:
+def read_notebook(data: bytes, limits: NotebookLimits, size: int | None = None) -> NotebookNode:
+    """A notebook sent to the room, checked: size (C{size}, if it was too big to download),
+    nbformat 4 validity, code cell count."""
+    size = len(data) if size is None else size
+    if size > limits.file_bytes:
         raise NotebookRefused(
-            f"That notebook is {_mib(len(data))}: I run notebooks of up to "
-            f"{_mib(limits.file_bytes)}."
+            f"That notebook is {_mib(size)}: I run notebooks of up to {_mib(limits.file_bytes)}."
         )
     notebook: NotebookNode
     try:

@@ -220,6 +220,15 @@ def parse_message(
     return _with_arguments(spec, first_line.split(), usage_line(spec, prefix))
 
 
+def wants_file(text: str, addressing: Addressing, direct: bool) -> bool:
+    """Whether C{text} would run a file sent with it (``run`` or ``run --all`` and no code):
+    adapters download a message's attachments only then."""
+    try:
+        return isinstance(parse_message(text, addressing, direct, with_file=True), RunNotebook)
+    except UsageError:
+        return False
+
+
 def _lead(addressing: Addressing, direct: bool) -> str:
     return "" if direct or not addressing.shown else addressing.shown + " "
 

@@ -22,10 +22,13 @@ from ..commands import (
     ChatCommands,
     ChatLimits,
     Conversation,
+    IncomingAttachment,
     IncomingMessage,
     IncomingReaction,
     RunningReplies,
+    wants_file,
 )
+from ..commands.notebook import NotebookLimits
 from ..config import Secret
 from ..config.discord import DiscordConfig
 from ..contact.registry import ChannelRegistry
@@ -226,17 +229,49 @@ class DiscordPart(AsyncioPart):
         if message.author.bot or (self.client.user and message.author.id == self.client.user.id):
             return
         reference = message.reference.message_id if message.reference else None
+        conversation = self.conversation(message.channel)
+        attachments: tuple[IncomingAttachment, ...] = ()
+        if message.attachments and not edited:
+            attachments = await self._attachments(message, conversation)
         self.commands.handle(
             IncomingMessage(
                 message_id=str(message.id),
                 sender=str(message.author.id),
                 text=message.content,
-                conversation=self.conversation(message.channel),
+                conversation=conversation,
                 in_reply_to=str(reference) if reference else None,
                 sender_roles=roles_of(message.author),
                 edit_of=str(message.id) if edited else None,
+                attachments=attachments,
             )
         )
+
+    async def _attachments(
+        self, message: discord.Message, conversation: DiscordConversation
+    ) -> tuple[IncomingAttachment, ...]:
+        """The message's files, downloaded only for a command that runs one (C{run} with a
+        notebook) from someone allowed to run code; one too big is not downloaded."""
+        if not wants_file(message.content, self.commands.addressing, conversation.is_direct):
+            return ()
+        roles = roles_of(message.author)
+        if self.access.refusal(str(message.author.id), "run", conversation.is_direct, roles):
+            return ()
+        cap = NotebookLimits().file_bytes
+        files = []
+        for attachment in message.attachments[:1]:
+            mimetype = attachment.content_type or "application/octet-stream"
+            if attachment.size > cap:
+                files.append(
+                    IncomingAttachment(attachment.filename, mimetype, b"", attachment.size)
+                )
+                continue
+            try:
+                data = await attachment.read()
+            except discord.HTTPException as e:
+                self.log.warn("discord: could not download an attachment: {e}", e=str(e))
+                continue
+            files.append(IncomingAttachment(attachment.filename, mimetype, data))
+        return tuple(files)
 
     async def reaction(self, payload: discord.RawReactionActionEvent) -> None:
         if self.client.user is not None and payload.user_id == self.client.user.id:

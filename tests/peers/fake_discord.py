@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -78,6 +78,7 @@ class FakeDiscord:
     async def start(self) -> None:
         app = web.Application(middlewares=[self._auth])
         app.router.add_get("/gateway", self._gateway)
+        app.router.add_get("/attachments/{channel_id}/{file_id}/{filename}", self._attachment)
         api = "/api/v10"
         routes = [
             ("GET", "/gateway/bot", self._gateway_bot),
@@ -140,10 +141,21 @@ class FakeDiscord:
         self.messages[channel["id"]] = []
         return channel
 
-    async def user_says(self, user: Json, channel: Json, content: str) -> Json:
-        """The user posts C{content} in C{channel}: stored, and dispatched to the bot."""
-        message = self._message(channel["id"], user, content)
-        await self._dispatch("MESSAGE_CREATE", message)
+    async def user_says(
+        self, user: Json, channel: Json, content: str, files: Sequence[tuple[str, str, bytes]] = ()
+    ) -> Json:
+        """The user posts C{content} in C{channel}, with C{files} (name, content type, data)
+        attached (served on the fake's CDN path): stored, and dispatched to the bot."""
+        attached = []
+        for filename, content_type, data in files:
+            file_id = snowflake()
+            url = f"{self.url}/attachments/{channel['id']}/{file_id}/{filename}"
+            attached.append({
+                "id": file_id, "filename": filename, "size": len(data), "url": url,
+                "proxy_url": url, "content_type": content_type, "data": data,
+            })  # fmt: skip
+        message = self._message(channel["id"], user, content, files=attached)
+        await self._dispatch("MESSAGE_CREATE", _without_data(message))
         return message
 
     async def user_runs(self, user: Json, channel: Json, name: str, **options: Any) -> Json:
@@ -253,6 +265,14 @@ class FakeDiscord:
         response: web.StreamResponse = await handler(request)
         return response
 
+    async def _attachment(self, request: web.Request) -> web.Response:
+        """A file someone attached, as Discord's CDN serves it."""
+        for message in self.messages.get(request.match_info["channel_id"], []):
+            for file in message.get("files", []):
+                if file["id"] == request.match_info["file_id"]:
+                    return web.Response(body=file["data"], content_type=file["content_type"])
+        return web.Response(status=404)
+
     async def _gateway_bot(self, request: web.Request) -> web.Response:
         return _json(
             {
@@ -320,7 +340,7 @@ class FakeDiscord:
         body, files = await self._body(request)
         message = self._message(channel_id, self.bot, body.get("content") or "", body, files)
         await self._changed_now()
-        return _json(message)
+        return _json(_without_data(message))
 
     async def _edit_message(self, request: web.Request) -> web.Response:
         message = self._find(request.match_info["channel_id"], request.match_info["message_id"])
@@ -329,7 +349,7 @@ class FakeDiscord:
         body, files = await self._body(request)
         self._apply_edit(message, body, files)
         await self._changed_now()
-        return _json(message)
+        return _json(_without_data(message))
 
     async def _react(self, request: web.Request) -> web.Response:
         message = self._find(request.match_info["channel_id"], request.match_info["message_id"])
@@ -397,7 +417,7 @@ class FakeDiscord:
         channel_id = entry["interaction"]["channel_id"]
         message = self._message(channel_id, self.bot, body.get("content") or "", body, files)
         await self._changed_now()
-        return _json(message)
+        return _json(_without_data(message))
 
     async def _edit_followup(self, request: web.Request) -> web.Response:
         entry = self.interactions.get(request.match_info["token"])
@@ -410,7 +430,7 @@ class FakeDiscord:
         body, files = await self._body(request)
         self._apply_edit(message, body, files)
         await self._changed_now()
-        return _json(message)
+        return _json(_without_data(message))
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -491,6 +511,11 @@ class FakeDiscord:
     async def _changed_now(self) -> None:
         async with self._changed:
             self._changed.notify_all()
+
+
+def _without_data(message: Json) -> Json:
+    """A message as Discord sends it: its files' data is only on the CDN."""
+    return {k: v for k, v in message.items() if k != "files"}
 
 
 def _public(file: Json) -> Json:
