@@ -36,15 +36,19 @@ from ..commands import (
     AccessPolicy,
     ChatCommands,
     Conversation,
+    IncomingAttachment,
     IncomingMessage,
     IncomingReaction,
     Reply,
+    wants_file,
 )
+from ..commands.notebook import NotebookLimits
 from .api import MatrixApi, MatrixError
 from .content import notice_content, strip_reply_fallback
 from .conversation import MatrixConversation
 from .crosssigning import published_master_key
 from .fairness import Pace
+from .files import RoomFiles
 from .session import SyncFile
 from .undecryptable import KEY_WAIT_SECONDS, UndecryptableNotices, Withheld
 from .verification import InRoomVerifier, verification_kind
@@ -93,6 +97,9 @@ class MatrixBot:
         self._waiting_for_keys: list[tuple[str, MegolmEvent, float]] = []
         # In-room verification events of this sync, answered after it (verification.py).
         self._verification_events: list[tuple[str, dict[str, Any]]] = []
+        # Files that commands of this sync reply to (files.py), by the command's event id.
+        self._files = RoomFiles(client, api, NotebookLimits().file_bytes)
+        self._attachments: dict[str, tuple[IncomingAttachment, ...]] = {}
 
     @functools.cached_property
     def _verifier(self) -> InRoomVerifier:
@@ -200,7 +207,9 @@ class MatrixBot:
                     self.log.warn("matrix: could not read missed events: {error}", error=str(e))
                 else:
                     events = missed + events
+            self._attachments = await self._files.for_commands(room_id, events, self._wants_file)
             self._handle_room(room_id, events)
+            self._attachments = {}
         for room_id in response.rooms.join:
             waiting = self._awaiting_rooms.pop(room_id, None)
             if waiting is not None and not waiting.called:
@@ -278,6 +287,15 @@ class MatrixBot:
             elif self.encryption and verification_kind(event.source) is not None:
                 self._verification_events.append((room_id, event.source))
 
+    def _wants_file(self, room_id: str, sender: str, body: str) -> bool:
+        """A reply from someone allowed to run code, saying to run the file it replies to."""
+        if sender == self.user_id:
+            return False
+        direct = self.is_direct(room_id)
+        if self.access.refusal(sender, "run", direct) is not None:
+            return False
+        return wants_file(strip_reply_fallback(body), self.commands.addressing, direct)
+
     def _own_membership(self, room_id: str, event: RoomMemberEvent) -> None:
         if event.membership == "join":
             # Later join events are profile changes; the first one is when the bot arrived.
@@ -301,6 +319,7 @@ class MatrixBot:
             text=text,
             conversation=self.conversation(room_id),
             in_reply_to=in_reply_to,
+            attachments=self._attachments.get(event.event_id, ()),
         )
         self.commands.handle(message)
 

@@ -22,6 +22,7 @@ from nio import (
     SyncResponse,
     UploadResponse,
 )
+from nio.crypto.attachments import decrypt_attachment
 from twisted.internet.defer import Deferred
 
 from jupybot.aio import deferred_from_coroutine
@@ -160,6 +161,42 @@ class UserClient:
         response = await self.client.download(mxc=mxc)
         body: bytes = getattr(response, "body", b"")
         return body
+
+    async def file_data(self, content: dict[str, Any]) -> bytes:
+        """The bytes of an m.file or m.image, decrypted when it came encrypted."""
+        encrypted = content.get("file")
+        if encrypted is None:
+            return await self.download(content["url"])
+        data = await self.download(encrypted["url"])
+        plain: bytes = decrypt_attachment(
+            data, encrypted["key"]["k"], encrypted["hashes"]["sha256"], encrypted["iv"]
+        )
+        return plain
+
+    async def send_file(
+        self, room_id: str, filename: str, data: bytes, mimetype: str, encrypt: bool = False
+    ) -> str:
+        """Upload C{data} (encrypted for an encrypted room) and post it as an m.file."""
+        response, keys = await self.client.upload(
+            lambda *_: data, mimetype, filename=filename, encrypt=encrypt, filesize=len(data)
+        )
+        assert isinstance(response, UploadResponse), response
+        content: dict[str, Any] = {
+            "msgtype": "m.file",
+            "body": filename,
+            "filename": filename,
+            "info": {"mimetype": mimetype, "size": len(data)},
+        }
+        if encrypt:
+            content["file"] = {"url": response.content_uri, **(keys or {})}
+        else:
+            content["url"] = response.content_uri
+        sent = await self.client.room_send(
+            room_id, "m.room.message", content, ignore_unverified_devices=True
+        )
+        assert isinstance(sent, RoomSendResponse), sent
+        event_id: str = sent.event_id
+        return event_id
 
     async def upload(self, data: bytes) -> str:
         response, _ = await self.client.upload(lambda *_: data, "text/plain")
