@@ -251,3 +251,27 @@ def test_what_is_not_a_runnable_notebook_is_refused_plainly() -> None:
     # Code with a file runs the code, as always.
     _send(bot, room, "!jupybot run 1+1", csv)
     assert [e.code for e in kernels.executions] == ["1+1"]
+
+
+def test_an_interrupt_stops_a_notebook_even_with_all() -> None:
+    bot, kernels, _ = make_bot()
+    room = FakeConversation()
+    say(bot, room, "!jupybot start")
+    _send(bot, room, "!jupybot run --all", _notebook_file("while True: pass", "2", "3"))
+    say(bot, room, "!jupybot interrupt")
+    kernels.executions[-1].listener.on_output(ErrorOutput("KeyboardInterrupt", ""))
+    kernels.executions[-1].result.callback(ExecutionResult("error", 1, 5.0))
+    assert [e.code for e in kernels.executions] == ["while True: pass"]
+    assert "❌ stopped at cell 1/3: KeyboardInterrupt" in room.last_text(room.sent[1][0])
+    assert room.files[-1].filename == "my_study.ipynb"
+
+
+def test_a_file_too_big_to_download_is_refused_by_its_size() -> None:
+    bot, kernels, _ = make_bot()
+    room = FakeConversation()
+    too_big = IncomingAttachment("big.ipynb", "application/json", b"", 50 * 1024 * 1024)
+    _send(bot, room, "!jupybot run", too_big)
+    assert room.texts() == ["❌ That notebook is 50.0 MiB: I run notebooks of up to 5.0 MiB."]
+    assert kernels.executions == []
+    say(bot, room, "!jupybot help notebook")
+    assert room.texts()[-1].startswith("notebook: send the current kernel's runs")
