@@ -28,8 +28,8 @@ from .notebook import (
 
 __all__ = ["NotebookRun"]
 
-# Told of each cell that ran: its index among the code cells, and the cell as recorded.
-CellRan = Callable[[int, RecordedCell], None]
+# Told of each cell that ran, as recorded, and whether the kernel died running it.
+CellRan = Callable[[RecordedCell, bool], None]
 
 
 class _ProgressReply:
@@ -160,7 +160,7 @@ class NotebookRun:
                         recorder.finished_outputs(),
                         recorder.size,
                     )
-                    self._cell_ran(index, cell)
+                    self._cell_ran(cell, result.status == "died")
                 if result.status != "ok":
                     why = self._why(result, listener)
                     errors.append(f"cell {index + 1}: {why}")

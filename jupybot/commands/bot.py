@@ -19,7 +19,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from ..config import Secret
-from ..kernels import KernelError, KernelHandle, KernelManager
+from ..kernels import ExecutionResult, KernelError, KernelHandle, KernelManager
 from ..redaction import Redactor
 from ..rendering import Attachment, RenderOptions, render_outputs
 from ._notebook_run import NotebookRun
@@ -483,7 +483,7 @@ class ChatCommands:
             except CancelledError:
                 await reporter.failed("Cancelled: the bot is stopping.")
                 raise
-            self._record_cell(room, message.message_id, code, kernel, result.execution_count, cell)
+            self._record_cell(room, message.message_id, code, kernel, result, cell)
             await reporter.finish(result)
         finally:
             reporters.discard(reporter)
@@ -516,16 +516,30 @@ class ChatCommands:
         command_id: str,
         code: str,
         kernel: str | None,
-        count: int | None,
+        result: ExecutionResult,
         cell: CellRecorder,
     ) -> None:
         handle = self._kernel_handle(room, kernel)
         if handle is None:
             return
         recorded = RecordedCell(
-            command_id, handle.kernel_id, code, count, cell.finished_outputs(), cell.size
+            command_id,
+            handle.kernel_id,
+            code,
+            result.execution_count,
+            cell.finished_outputs(),
+            cell.size,
         )
-        self._history.record(room, recorded)
+        self._keep_cell(room, recorded, result.status == "died")
+
+    def _keep_cell(self, room: str, cell: RecordedCell, died: bool) -> None:
+        """Record C{cell}, unless its kernel died running it: a new life then starts afresh."""
+        # Kernels shut down while idle, or gone with the gateway, take their cells with them.
+        self._history.keep_kernels(room, {h.kernel_id for h in self.kernels.kernels(room)})
+        if died:
+            self._history.forget_kernel(room, cell.kernel_id)
+        else:
+            self._history.record(room, cell)
 
     async def _export_notebook(self, message: IncomingMessage, last: int | None) -> None:
         room = message.conversation.key
@@ -587,7 +601,7 @@ class ChatCommands:
             interval=self._edit_interval,
             limits=self._history.limits,
             redact=self._redact,
-            cell_ran=lambda _, cell: self._history.record(room, cell),
+            cell_ran=lambda cell, died: self._keep_cell(room, cell, died),
         )
         await self._in_turn(room, self._order.turn(room), self._interruptibly(room, run))
 

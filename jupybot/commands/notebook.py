@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -58,12 +59,15 @@ class NotebookLimits:
     """How much of a room's work is kept for C{notebook}, and how big a notebook may be run.
 
     At the defaults a room keeps at most 200 cells and 16 MiB of output (the oldest cells go
-    first), a cell at most 256 KiB of output.
+    first), a cell at most 256 KiB of output, the server 5000 cells and 256 MiB in all.
     """
 
     cells_per_room: int = 200
     output_bytes_per_cell: int = 256 * 1024
     output_bytes_per_room: int = 16 * 1024 * 1024
+    # All rooms together (the least active rooms' oldest cells go first).
+    cells_total: int = 5000
+    output_bytes_total: int = 256 * 1024 * 1024
     # A notebook sent to the room: the file's size and its code cells.
     file_bytes: int = 5 * 1024 * 1024
     code_cells: int = 200
@@ -234,32 +238,66 @@ class RunHistory:
     """Each room's recorded cells in the order they first ran, bounded by L{NotebookLimits}.
 
     A re-run of a command (an edit, 🔁) replaces that command's cell where it was. A kernel's
-    cells are forgotten when it restarts or stops (L{forget_kernel}): a notebook is of one
-    kernel's life.
+    cells are forgotten when it restarts or stops (L{forget_kernel}), or when the room is seen
+    without it (L{keep_kernels}: a kernel shut down while idle): a notebook is of one kernel's
+    life. Past the limits the oldest cells go first, those of the least active rooms when the
+    whole server's are too many.
     """
 
     def __init__(self, limits: NotebookLimits) -> None:
         self.limits = limits
-        self._rooms: dict[str, list[RecordedCell]] = {}
+        # Rooms from the least to the most recently active.
+        self._rooms: OrderedDict[str, list[RecordedCell]] = OrderedDict()
+        self._bytes: dict[str, int] = {}
+        self._total_bytes = 0
+        self._total_cells = 0
         # Cells a room's kernel ran that are no longer kept, by kernel id.
         self._dropped: dict[str, dict[str, int]] = {}
 
     def record(self, room: str, cell: RecordedCell) -> None:
         cells = self._rooms.setdefault(room, [])
+        self._rooms.move_to_end(room)
         for i, old in enumerate(cells):
             if old.command_id == cell.command_id:
                 cells[i] = cell
+                self._count(room, cell.size - old.size, 0)
                 break
         else:
             cells.append(cell)
-        total = sum(c.size for c in cells)
+            self._count(room, cell.size, 1)
         while len(cells) > 1 and (
-            len(cells) > self.limits.cells_per_room or total > self.limits.output_bytes_per_room
+            len(cells) > self.limits.cells_per_room
+            or self._bytes[room] > self.limits.output_bytes_per_room
         ):
-            gone = cells.pop(0)
-            total -= gone.size
-            dropped = self._dropped.setdefault(room, {})
-            dropped[gone.kernel_id] = dropped.get(gone.kernel_id, 0) + 1
+            self._drop_oldest(room)
+        while self._rooms and (
+            self._total_cells > self.limits.cells_total
+            or self._total_bytes > self.limits.output_bytes_total
+        ):
+            oldest = next(iter(self._rooms))
+            if oldest == room and len(cells) == 1:
+                break
+            self._drop_oldest(oldest)
+
+    def _count(self, room: str, size: int, cells: int) -> None:
+        self._bytes[room] = self._bytes.get(room, 0) + size
+        self._total_bytes += size
+        self._total_cells += cells
+
+    def _drop_oldest(self, room: str) -> None:
+        cells = self._rooms[room]
+        gone = cells.pop(0)
+        self._count(room, -gone.size, -1)
+        dropped = self._dropped.setdefault(room, {})
+        dropped[gone.kernel_id] = dropped.get(gone.kernel_id, 0) + 1
+        if not cells:  # how many went is still said when the room runs again
+            del self._rooms[room], self._bytes[room]
+
+    def _forget_room(self, room: str) -> None:
+        for cell in self._rooms.pop(room, ()):
+            self._count(room, -cell.size, -1)
+        self._bytes.pop(room, None)
+        self._dropped.pop(room, None)
 
     def cells(self, room: str, kernel_id: str) -> list[RecordedCell]:
         return [c for c in self._rooms.get(room, ()) if c.kernel_id == kernel_id]
@@ -269,15 +307,32 @@ class RunHistory:
         return self._dropped.get(room, {}).get(kernel_id, 0)
 
     def forget_kernel(self, room: str, kernel_id: str) -> None:
-        cells = [c for c in self._rooms.get(room, ()) if c.kernel_id != kernel_id]
-        if cells:
-            self._rooms[room] = cells
-        else:
-            self._rooms.pop(room, None)
+        self.keep_kernels(room, {c.kernel_id for c in self._rooms.get(room, ())} - {kernel_id})
+
+    def keep_kernels(self, room: str, kernel_ids: set[str]) -> None:
+        """Forget the cells of C{room}'s kernels other than C{kernel_ids} (the ones it has)."""
+        cells = self._rooms.get(room)
+        if cells is None:
+            if not kernel_ids:
+                self._dropped.pop(room, None)
+            return
+        kept = [c for c in cells if c.kernel_id in kernel_ids]
+        if not kept:
+            self._forget_room(room)
+            return
+        for cell in cells:
+            if cell.kernel_id not in kernel_ids:
+                self._count(room, -cell.size, -1)
+        self._rooms[room] = kept
         dropped = self._dropped.get(room, {})
-        dropped.pop(kernel_id, None)
-        if not dropped:
-            self._dropped.pop(room, None)
+        for kernel_id in list(dropped):
+            if kernel_id not in kernel_ids:
+                del dropped[kernel_id]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """How many cells, and how many bytes of output, are kept in all."""
+        return self._total_cells, self._total_bytes
 
 
 def _metadata(spec: KernelSpec | None, spec_name: str) -> dict[str, Any]:

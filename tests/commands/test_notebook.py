@@ -9,7 +9,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 from twisted.internet.task import Clock
 
 from jupybot.commands import ChatCommands, IncomingAttachment, IncomingMessage, IncomingReaction
-from jupybot.commands.notebook import NotebookLimits
+from jupybot.commands.notebook import NotebookLimits, RecordedCell, RunHistory
 from jupybot.config import Secret
 from jupybot.kernels import (
     ClearOutput,
@@ -275,3 +275,38 @@ def test_a_file_too_big_to_download_is_refused_by_its_size() -> None:
     assert kernels.executions == []
     say(bot, room, "!jupybot help notebook")
     assert room.texts()[-1].startswith("notebook: send the current kernel's runs")
+
+
+def test_a_kernel_that_died_or_went_starts_a_new_notebook() -> None:
+    bot, kernels, _ = make_bot()
+    room = FakeConversation()
+    say(bot, room, "!jupybot start")
+    say(bot, room, "!jupybot run a = 1")
+    kernels.executions[-1].result.callback(ExecutionResult("ok", 1, 0.01))
+    say(bot, room, "!jupybot run crash()")
+    kernels.executions[-1].result.callback(ExecutionResult("died", None, 0.01, "restarted"))
+    say(bot, room, "!jupybot run b = 2")
+    kernels.executions[-1].result.callback(ExecutionResult("ok", 1, 0.01))
+    say(bot, room, "!jupybot notebook")
+    assert [c.source for c in _code_cells(_exported(room))] == ["b = 2"]
+    # Shut down while idle (the gateway's culling): its cells go when the room is next seen.
+    say(bot, room, "!jupybot start as other")
+    kernels.handles[room.key] = kernels.handles[room.key][1:]
+    say(bot, room, "!jupybot run c = 3")
+    kernels.executions[-1].result.callback(ExecutionResult("ok", 1, 0.01))
+    assert bot._history.size[0] == 1
+
+
+def test_the_whole_server_keeps_a_bounded_history_least_active_rooms_first() -> None:
+    history = RunHistory(NotebookLimits(cells_total=4, output_bytes_total=10_000))
+    for i in range(3):
+        history.record("quiet", RecordedCell(f"q{i}", "k", f"q{i}", i, [], 10))
+    for i in range(3):
+        history.record("busy", RecordedCell(f"b{i}", "k", f"b{i}", i, [], 10))
+    assert [c.source for c in history.cells("quiet", "k")] == ["q2"]
+    assert [c.source for c in history.cells("busy", "k")] == ["b0", "b1", "b2"]
+    assert history.dropped("quiet", "k") == 2
+    history.record("busy", RecordedCell("big", "k", "big", 9, [], 9_995))
+    assert history.cells("quiet", "k") == []
+    assert [c.source for c in history.cells("busy", "k")] == ["big"]
+    assert history.size == (1, 9_995)
