@@ -28,13 +28,13 @@ RUN python3 -m venv /tmp/build \
     && /tmp/build/bin/pip wheel --no-cache-dir --no-deps --wheel-dir /dist .
 
 # 3. What runs: Debian's Python (kernels run it as the sandbox sees it), bubblewrap, util-linux
-# (prlimit, setpriv), libseccomp2 for the sandboxes' syscall filter, bc for the demo program,
-# tini to reap what the programs orphan.
+# (prlimit, setpriv), libseccomp2 for the sandboxes' syscall filter, bc and nodejs for the demo
+# programs, tini to reap what the programs orphan.
 FROM debian:bookworm-slim
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
-        python3 python3-venv bubblewrap util-linux libseccomp2 bc tini ca-certificates \
+        python3 python3-venv bubblewrap util-linux libseccomp2 bc nodejs tini ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 # The kernel extra: plots and tables for chat users (matplotlib, pandas), as `make run` has it.
 ARG JUPYBOT_EXTRAS=kernel

@@ -13,7 +13,18 @@ _USER_ID = re.compile(r"^@[^:\s]+:[^\s]+$")
 # command layer imports the kernels package, which imports this one (an import cycle), and would
 # make reading config.yml load every kernel client and renderer. tests/matrix/test_config.py
 # checks that the two lists are the same.
-_COMMANDS = ("help", "specs", "start", "kernels", "use", "run", "interrupt", "restart", "stop")
+_COMMANDS = (
+    "help",
+    "specs",
+    "start",
+    "kernels",
+    "use",
+    "run",
+    "notebook",
+    "interrupt",
+    "restart",
+    "stop",
+)
 
 
 # The prefix every jupybot answers to, whatever its name.
