@@ -121,8 +121,10 @@ class Outbox:
             delayed = max(0.0, self._reactor.seconds() - message.received_at)
             await channel.deliver(message, delayed)
         except DeliveryUnavailable as e:
-            await self._store.attempt_failed(message.id, queue.name, str(e), final=False)
+            # The retry first: a store that cannot record the attempt (a full disk) must not
+            # leave the queue with no retry at all.
             self._retry_later(queue, str(e))
+            await self._record(message, queue, self._store.attempt_failed, str(e), False)
             return
         except DeliveryRefused as e:
             log.error(
@@ -132,15 +134,17 @@ class Outbox:
                 error=str(e),
             )
             self._tell(queue.name, f"refused message {message.id}: {e}")
-            await self._store.attempt_failed(message.id, queue.name, str(e), final=True)
+            if not await self._record(message, queue, self._store.attempt_failed, str(e), True):
+                return
             await self._fall_back(message, queue.name)
         except Exception as e:
             log.failure("contact: delivering message {id} failed", id=message.id)
-            await self._store.attempt_failed(message.id, queue.name, repr(e), final=False)
             self._retry_later(queue, repr(e))
+            await self._record(message, queue, self._store.attempt_failed, repr(e), False)
             return
         else:
-            await self._store.delivered(message.id, queue.name)
+            if not await self._record(message, queue, self._store.delivered):
+                return  # delivered again later: channels take a message twice as once
             self.delivered[queue.name] += 1
             log.info(
                 "contact: message {id} delivered to {channel}", id=message.id, channel=queue.name
@@ -152,6 +156,28 @@ class Outbox:
         queue.queued.discard(message.id)
         queue.failures = 0
         self._next(queue)
+
+    async def _record(
+        self,
+        message: ContactMessage,
+        queue: _ChannelQueue,
+        write: Callable[..., Deferred[None]],
+        *args: object,
+    ) -> bool:
+        """C{write(message.id, queue.name, *args)} in the store; False (logged, and the message
+        tried again later) when the store could not take it."""
+        try:
+            await write(message.id, queue.name, *args)
+        except Exception:
+            log.failure(
+                "contact: recording the delivery of message {id} to {channel} failed",
+                id=message.id,
+                channel=queue.name,
+            )
+            if queue.retry is None or not queue.retry.active():
+                self._retry_later(queue, "the store could not record the delivery")
+            return False
+        return True
 
     def _tell(self, channel: str, problem: str | None) -> None:
         if self._on_problem is not None:

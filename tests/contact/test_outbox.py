@@ -184,6 +184,46 @@ async def test_a_store_that_cannot_record_a_delivery_is_logged(tmp_path: Path) -
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_full_disk_during_an_outage_never_stalls_the_retries(tmp_path: Path) -> None:
+    class FullDisk(ContactStore):
+        full = True
+
+        def attempt_failed(
+            self, message_id: int, channel: str, error: str, final: bool
+        ) -> Deferred[None]:
+            if self.full:
+                return fail(sqlite3.OperationalError("database or disk is full"))
+            return super().attempt_failed(message_id, channel, error, final)
+
+    store = FullDisk(installed_reactor(), tmp_path / "contact.sqlite3")
+    store.start()
+    clock = Clock()
+    channel = FlakyChannel()
+    outbox = outbox_for(store, channel, clock)
+    try:
+        attempted = channel.called
+        outbox.enqueue(await store.add(new("hello"), ("discord",)))
+        await attempted
+        await settle(store)
+        # The failed attempt could not be recorded: the retry comes all the same.
+        again = channel.called
+        clock.advance(2)
+        await again.addTimeout(10, reactor)
+        assert channel.attempts == 2
+        # Space and Discord come back: the retries alone deliver it, no new message needed.
+        store.full = False
+        channel.up = True
+        delivered = channel.has_delivered(1)
+        clock.advance(600)
+        await delivered
+        await settle(store)
+        assert await store.waiting() == []
+    finally:
+        outbox.stop()
+        await store.stop()
+
+
+@pytest_twisted.ensureDeferred
 async def test_concurrent_submissions_share_commits(tmp_path: Path) -> None:
     store = ContactStore(installed_reactor(), tmp_path / "contact.sqlite3")
     store.start()
