@@ -189,7 +189,7 @@ class InRoomVerifier:
                 request_id,
             ]
         )
-        emoji = [NioSas.emoji[i] for i in established.bytes(info).emoji_indices]
+        emoji = [spec_emoji(i) for i in established.bytes(info).emoji_indices]
         await self.bot.send(
             session.room_id,
             "m.room.message",
@@ -232,3 +232,14 @@ class InRoomVerifier:
             "mac": {key_id: mac(value, base + key_id) for key_id, value in keys.items()},
             "keys": mac(",".join(sorted(keys)), base + "KEY_IDS"),
         }
+
+
+# Where matrix-nio's emoji names differ from the spec's table (sas-emoji.json), which Element and
+# matrix-sdk-crypto show: the person compares words too.
+_SPEC_NAMES = {"Wrench": "Spanner", "Thumbs up": "Thumbs Up", "Airplane": "Aeroplane"}
+
+
+def spec_emoji(index: int) -> tuple[str, str]:
+    """The SAS emoji at C{index}, named as the Matrix spec (and so Element) names it."""
+    symbol, name = NioSas.emoji[index]
+    return symbol, _SPEC_NAMES.get(name, name)

@@ -162,6 +162,8 @@ class PtySession:
         self._orphan_check: IDelayedCall | None = None
         self.status: ExitStatus | None = None
         self.ended: Deferred[ExitStatus] = Deferred()
+        # Fires once the sandbox's cgroup is gone and its host uid given back (or given up on).
+        self.released: Deferred[None] = Deferred()
         self.on_activity: Callable[[], None] = lambda: None
 
     @property
@@ -381,12 +383,17 @@ class PtySession:
         cgroup = self._launch.cgroup
         if cgroup is None or cgroup.remove():
             self._launch.release()  # its host uid, once nothing of the sandbox runs
+            if not self.released.called:
+                self.released.callback(None)
             return
         if tries == 2:
             cgroup.kill_all()
         if tries <= 1:
+            # The uid stays leased: something of the sandbox may still run as it.
             log.warn("terminal: cannot remove the cgroup of {program} (pid {pid})",
                      program=self.name, pid=self.pid)  # fmt: skip
+            if not self.released.called:
+                self.released.callback(None)
             return
         self._reactor.callLater(0.05, self._release_cgroup, tries - 1)
 

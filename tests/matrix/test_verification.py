@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jupybot.matrix.verification import InRoomVerifier, verification_kind
+from jupybot.matrix.verification import InRoomVerifier, spec_emoji, verification_kind
 
 from .user import asyncio_test
 
@@ -65,3 +65,10 @@ async def test_an_allowed_user_gets_ready_and_anyone_else_a_cancel() -> None:
         "event_id": "$request-@alice:example.org",
     }
     assert cancel_type == "m.key.verification.cancel" and cancel["code"] == "m.user"
+
+
+def test_emoji_are_named_as_the_spec_names_them() -> None:
+    # Element (matrix-sdk-crypto) shows the spec's names: the person compares words too.
+    names = {spec_emoji(i)[1] for i in range(64)}
+    assert {"Spanner", "Thumbs Up", "Aeroplane"} <= names
+    assert not {"Wrench", "Thumbs up", "Airplane"} & names

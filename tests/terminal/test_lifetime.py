@@ -49,7 +49,9 @@ async def abandon(sessions: TerminalSessions, program: str, address: str) -> Exi
     ended: Deferred[ExitStatus] = Deferred()
     session.pty.ended.addCallback(ended.callback)
     session.detach()
-    return await ended
+    status = await ended
+    await session.pty.released  # its cgroup removed and its host uid (and that uid's lock) back
+    return status
 
 
 @pytest.mark.parametrize("program", ["cat", "flood"])
