@@ -237,7 +237,11 @@ def _fields(request: Request, body: bytes) -> dict[str, object]:
         except UnicodeDecodeError:
             raise MalformedBody("The form is not UTF-8.") from None
         try:
-            parsed = parse_qs(text, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
+            parsed = parse_qs(
+                text, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS, errors="strict"
+            )
+        except UnicodeDecodeError:  # percent-encoded bytes that are not UTF-8 (%ff)
+            raise MalformedBody("The form is not UTF-8.") from None
         except ValueError:
             raise MalformedBody(f"The form has more than {MAX_FORM_FIELDS} fields.") from None
         return {k: v[0] for k, v in parsed.items()}

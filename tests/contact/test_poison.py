@@ -68,6 +68,12 @@ POISON: list[tuple[str, str, bytes, int]] = [
     ("bad UTF-8 JSON", "application/json", b'{"name": "\xff\xfe", "email": "a@b.cd"}', 400),
     ("bad UTF-8 form", "application/x-www-form-urlencoded", b"name=\xff\xfe&email=a", 400),
     (
+        "bad percent-encoded UTF-8",
+        "application/x-www-form-urlencoded",
+        b"name=Ada%ff&email=ada%40example.org&message=Hello%20there%2C%20a%20real%20message",
+        400,
+    ),
+    (
         "too many form fields",
         "application/x-www-form-urlencoded",
         b"&".join(b"f%d=1" % i for i in range(100)),
