@@ -13,11 +13,13 @@ from twisted.internet.defer import Deferred
 from jupybot.aio import await_deferred, deferred_from_coroutine
 from jupybot.commands.streaming import RenderFunction
 from jupybot.config import Secret
+from jupybot.config.kernels import GatewayConfig
 from jupybot.config.matrix import MatrixConfig
-from jupybot.kernels import KernelManager
+from jupybot.kernels import GatewayKernelManager, KernelManager
 from jupybot.matrix import MatrixPart
 from jupybot.state import StateDirectory
 from tests.commands.fakes import simple_render
+from tests.peers.kernel_gateway import KernelGateway
 from tests.peers.synapse import MatrixUser, Synapse
 
 from .user import UserClient
@@ -74,6 +76,18 @@ class BotRunner:
         part, self.part = self.part, None
         if part is not None:
             await await_deferred(part.stopService())
+
+
+@pytest_twisted.async_yield_fixture
+async def gateway_kernels(kernel_gateway: KernelGateway) -> AsyncIterator[KernelManager]:
+    """Kernels of the run's real Kernel Gateway, for a module whose bot runs real code: it
+    names this as its own C{kernels} fixture."""
+    from twisted.internet import reactor
+
+    manager = GatewayKernelManager(reactor, GatewayConfig(url=None, token=None))
+    manager.connect(kernel_gateway.url, kernel_gateway.token)
+    yield manager
+    await manager.shutdown_all()
 
 
 @pytest.fixture

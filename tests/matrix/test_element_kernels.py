@@ -4,17 +4,13 @@ with the bot and a real Kernel Gateway: code, a plot, input() and an edit that r
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_twisted
 
-from jupybot.config.kernels import GatewayConfig
-from jupybot.kernels import GatewayKernelManager, KernelManager
+from jupybot.kernels import KernelManager
 from jupybot.rendering import render_outputs
 from tests.peers.element_client import ElementClient, Event
-from tests.peers.kernel_gateway import KernelGateway
 
 from .conftest import BotRunner
 from .user import asyncio_test
@@ -27,14 +23,9 @@ _PLOT = (
 )
 
 
-@pytest_twisted.async_yield_fixture
-async def kernels(kernel_gateway: KernelGateway) -> AsyncIterator[KernelManager]:
-    from twisted.internet import reactor
-
-    manager = GatewayKernelManager(reactor, GatewayConfig(url=None, token=None))
-    manager.connect(kernel_gateway.url, kernel_gateway.token)
-    yield manager
-    await manager.shutdown_all()
+@pytest.fixture
+def kernels(gateway_kernels: KernelManager) -> KernelManager:
+    return gateway_kernels
 
 
 @asyncio_test

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import nbformat
 import pytest
-import pytest_twisted
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from jupybot.config.kernels import GatewayConfig
-from jupybot.kernels import GatewayKernelManager, KernelManager
+from jupybot.kernels import KernelManager
 from jupybot.rendering import render_outputs
-from tests.peers.kernel_gateway import KernelGateway
 from tests.peers.synapse import MatrixUser, Synapse
 
 from .conftest import BotRunner
@@ -22,14 +18,9 @@ from .user import UserClient, asyncio_test
 pytestmark = pytest.mark.peers
 
 
-@pytest_twisted.async_yield_fixture
-async def kernels(kernel_gateway: KernelGateway) -> AsyncIterator[KernelManager]:
-    from twisted.internet import reactor
-
-    manager = GatewayKernelManager(reactor, GatewayConfig(url=None, token=None))
-    manager.connect(kernel_gateway.url, kernel_gateway.token)
-    yield manager
-    await manager.shutdown_all()
+@pytest.fixture
+def kernels(gateway_kernels: KernelManager) -> KernelManager:
+    return gateway_kernels
 
 
 @asyncio_test
