@@ -19,6 +19,10 @@ sandbox = Sandbox(SandboxConfig(mode="none"))
 sandbox.prepare()
 launch = sandbox.launch(SandboxProfile(argv=("/bin/sleep", "600")), name=None)
 child = subprocess.Popen(launch.argv, env=launch.env)
+# The parent-death signal is set by setpriv before it execs the rest: once the program itself
+# runs, it is in place (killed earlier, the parent would die before setpriv could set it).
+while open(f"/proc/{child.pid}/comm").read().strip() != "sleep":
+    time.sleep(0.001)
 print(child.pid, flush=True)
 time.sleep(600)
 """
