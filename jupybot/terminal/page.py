@@ -45,6 +45,7 @@ _VENDOR = (
     "addon-web-links",
     "addon-serialize",
     "addon-unicode11",
+    "addon-unicode-graphemes",
     "addon-webgl",
 )
 

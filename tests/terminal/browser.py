@@ -9,6 +9,7 @@ Prints one JSON object of what the page showed; screenshots go to SCREENSHOT_DIR
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
 import shutil
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 WAIT_MS = 20000
@@ -459,6 +461,134 @@ def scenario_no_webgl(browser: Browser, url: str, shots: Path) -> Seen:
     return seen
 
 
+# Pixels this much brighter than the terminal's black background in a channel are drawn.
+LIT = 64
+
+
+def scenario_phones(browser: Browser, url: str, shots: Path) -> Seen:
+    """A phone at device pixel ratio 1, 2 and 3, held upright then turned sideways: the
+    terminal draws its text (read from a screenshot, cell by cell), its rows and columns fit
+    the screen and are the program's, and an emoji with a skin tone takes 2 cells."""
+    seen: Seen = {}
+    for ratio in (1, 2, 3):
+        context = watched(
+            browser.new_context(
+                viewport={"width": 390, "height": 844},
+                device_scale_factor=ratio,
+                is_mobile=True,
+                has_touch=True,
+            )
+        )
+        page = context.new_page()
+        page.goto(url + "#py")
+        wait_screen(page, ">>> $")
+        # Typed as escapes: the emoji reaches the screen only through the program's output.
+        page.keyboard.type("print('thumbs', '[\\U0001F44D\\U0001F3FD]', 'up')\n")
+        wait_screen(page, r"^thumbs \[")
+        portrait = _phone_screen(page, "thumbs", shots / f"portrait-{ratio}x.png")
+        page.set_viewport_size({"width": 844, "height": 390})  # turned sideways
+        page.wait_for_function(
+            "(cols) => window.jupybotSession.term.cols > cols", arg=portrait["cols"]
+        )
+        landscape = _phone_screen(page, "size", shots / f"landscape-{ratio}x.png")
+        seen[f"{ratio}x"] = {"portrait": portrait, "landscape": landscape}
+        context.close()
+    return seen
+
+
+def _phone_screen(page: Page, word: str, shot: Path) -> Seen:
+    """What the terminal shows now: its size as the program sees it, how it fits, which
+    renderer draws, whether the cells of the last line starting with C{word} are drawn and
+    blank cells are not, and the cells of the last emoji with a skin tone."""
+    page.keyboard.type("import os; print('size', *os.get_terminal_size())\n")
+    screen = wait_screen(page, r"^size \d+ \d+\n>>> $")
+    cols, rows = (int(n) for n in re.findall(r"^size (\d+) (\d+)", screen, re.M)[-1])
+    page.wait_for_function(
+        """() => {
+          const host = document.getElementById("terminal"), s = window.jupybotSession;
+          return host.dataset.renderer === "dom" || !s.webglCheck || !s.webglCheck.pending;
+        }""",
+        timeout=WAIT_MS,
+    )
+    seen: Seen = page.evaluate(
+        """(word) => {
+          const s = window.jupybotSession, term = s.term, buffer = term.buffer.active;
+          const host = document.getElementById("terminal");
+          const box = host.getBoundingClientRect(), style = getComputedStyle(host);
+          const screen = term.element.querySelector(".xterm-screen").getBoundingClientRect();
+          const lines = [];
+          for (let y = 0; y < term.rows; y++) {
+            lines.push(buffer.getLine(buffer.viewportY + y).translateToString(true));
+          }
+          const row = lines.map((l) => l.startsWith(word)).lastIndexOf(true);
+          let emoji = null;
+          for (let y = buffer.length - 1; y >= 0 && !emoji; y--) {
+            const line = buffer.getLine(y);
+            for (let x = 0; x < term.cols - 3; x++) {
+              if (line.getCell(x).getChars() === "[" && line.getCell(x + 1).getCode() > 0x7f) {
+                const cells = [];
+                for (let i = x + 1; i < term.cols; i++) {
+                  const cell = line.getCell(i);
+                  if (cell.getChars() === "]") break;
+                  cells.push([cell.getChars(), cell.getWidth()]);
+                }
+                emoji = cells;
+                break;
+              }
+            }
+          }
+          return {
+            cols: term.cols, rows: term.rows, ratio: devicePixelRatio,
+            renderer: host.dataset.renderer, webgl_problem: host.dataset.webglProblem || null,
+            viewport: [innerWidth, innerHeight],
+            screen: [screen.left, screen.top, screen.right, screen.bottom],
+            box: [box.left, box.top, box.right, box.bottom],
+            page_height: document.documentElement.scrollHeight,
+            keys_bottom: document.getElementById("keys").getBoundingClientRect().bottom,
+            room: [box.width - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight),
+                   box.height - parseFloat(style.paddingTop) - parseFloat(style.paddingBottom)],
+            cell: [screen.width / term.cols, screen.height / term.rows],
+            // What xterm.js's fit leaves for a scrollbar (15 px where it overlays the text).
+            scrollbar: term._core.viewport.scrollBarWidth,
+            row, text: lines[row], emoji, cursor_row: buffer.cursorY,
+          };
+        }""",
+        word,
+    )
+    seen["pty"] = [cols, rows]
+    png = page.locator("#terminal .xterm-screen").screenshot(path=str(shot))
+    seen.update(_drawn_cells(png, seen))
+    return seen
+
+
+def _drawn_cells(png: bytes, seen: Seen) -> Seen:
+    """Of the screenshot of the terminal's screen: how many characters of the line C{row} show
+    something, and how many cells of the blank rows below the cursor show anything."""
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    width, height = image.size
+    cell_w, cell_h = width / seen["cols"], height / seen["rows"]
+    data = image.tobytes()  # RGB, a row after another
+
+    def drawn(x: int, y: int) -> bool:
+        for py in range(int(y * cell_h), int((y + 1) * cell_h)):
+            row = data[
+                py * width * 3 + int(x * cell_w) * 3 : py * width * 3 + int((x + 1) * cell_w) * 3
+            ]
+            if max(row, default=0) > LIT:
+                return True
+        return False
+
+    row, text = seen["row"], seen["text"]
+    characters = [x for x, c in enumerate(text) if c.strip() and ord(c) < 0x1100]
+    blank_rows = range(seen["cursor_row"] + 1, seen["rows"])  # below the prompt
+    return {
+        "characters": len(characters),
+        "characters_drawn": sum(drawn(x, row) for x in characters),
+        "blank_cells": len(blank_rows) * seen["cols"],
+        "blank_cells_drawn": sum(drawn(x, y) for y in blank_rows for x in range(seen["cols"])),
+    }
+
+
 SCENARIOS: dict[str, Callable[[Browser, str, Path], Seen]] = {
     "walk": scenario_walk,
     "reload": scenario_reload,
@@ -472,6 +602,7 @@ SCENARIOS: dict[str, Callable[[Browser, str, Path], Seen]] = {
     "clipboard": scenario_clipboard,
     "touch": scenario_touch,
     "no-webgl": scenario_no_webgl,
+    "phones": scenario_phones,
 }
 
 

@@ -210,3 +210,33 @@ def test_without_webgl_the_page_still_draws(page_server: JupybotProcess, tmp_pat
     seen = browse(page_server, "no-webgl", tmp_path)
     assert seen["renderer"] == "dom"
     assert seen["works"]
+
+
+def test_phones_at_every_pixel_ratio_upright_and_sideways(
+    page_server: JupybotProcess, tmp_path: Path
+) -> None:
+    seen = browse(page_server, "phones", tmp_path)
+    for ratio in ("1x", "2x", "3x"):
+        for orientation in ("portrait", "landscape"):
+            shown = seen[ratio][orientation]
+            where = f"{ratio} {orientation}: {shown}"
+            # Its text is on the screen (WebGL drew nothing at 2x and 3x before the fallback),
+            # and nothing where the screen is blank (glyphs drawn too large spill over).
+            assert shown["characters"] >= 8, where
+            assert shown["characters_drawn"] == shown["characters"], where
+            assert shown["blank_cells_drawn"] <= 2, where
+            # The rows and columns are the program's, and fill the room without overhanging.
+            assert shown["pty"] == [shown["cols"], shown["rows"]], where
+            left, top, right, bottom = shown["screen"]
+            room_width, room_height = shown["room"]
+            cell_width, cell_height = shown["cell"]
+            assert 0 <= room_width - (right - left) < cell_width + shown["scrollbar"] + 1, where
+            assert 0 <= room_height - (bottom - top) < cell_height, where
+            assert shown["page_height"] <= shown["viewport"][1] + 1, where
+            assert shown["keys_bottom"] <= shown["viewport"][1], where
+            # 👍🏽 (thumbs up, skin tone) is one wide character: 2 cells, not 4.
+            assert shown["emoji"] == [["\U0001f44d\U0001f3fd", 2], ["", 0]], where
+        assert seen[ratio]["landscape"]["cols"] > seen[ratio]["portrait"]["cols"]
+    # WebGL where it draws right; the DOM renderer where it does not.
+    assert seen["1x"]["portrait"]["renderer"] == "webgl"
+    assert seen["1x"]["landscape"]["renderer"] == "webgl"

@@ -82,9 +82,7 @@ class Session {
     this.term.loadAddon(this.serializer);
     // Addresses in the output open in a new tab (with no way back to this page).
     this.term.loadAddon(new WebLinksAddon.WebLinksAddon());
-    const unicode = new Unicode11Addon.Unicode11Addon();
-    this.term.loadAddon(unicode);
-    this.term.unicode.activeVersion = "11";
+    useUnicodeWidths(this.term);
     const host = $("terminal");
     host.replaceChildren();
     this.term.open(host);
@@ -127,20 +125,32 @@ class Session {
 
   sendInput(bytes) { this.connection.sendInput(bytes); }
 
-  // WebGL draws faster; without it (or when its context is lost) xterm.js draws with the DOM.
+  // WebGL draws faster, but not everywhere it starts: at a device pixel ratio of 2 or 3,
+  // Chromium's SwiftShader (a server without a GPU, a phone emulated) sizes its canvas in CSS
+  // pixels and draws nothing, or glyphs several times too large. So what it draws is checked
+  // against the buffer (WebglCheck) after it starts and after each resize or change of pixel
+  // ratio (a rotation); where it draws wrong, or loses its context, xterm.js's DOM renderer
+  // takes over, which draws right at every ratio.
   loadWebgl() {
-    if (typeof WebglAddon === "undefined") return false;
+    if (typeof WebglAddon === "undefined" || webglFailed) return false;
+    let webgl;
     try {
-      const webgl = new WebglAddon.WebglAddon();
-      webgl.onContextLoss(() => {
-        webgl.dispose();
-        $("terminal").dataset.renderer = "dom";
-      });
+      webgl = new WebglAddon.WebglAddon();
       this.term.loadAddon(webgl);
-      return true;
     } catch {
       return false;
     }
+    const check = new WebglCheck(this.term, (problem) => {
+      webglFailed = problem;
+      check.dispose();
+      webgl.dispose();
+      const host = $("terminal");
+      host.dataset.renderer = "dom";
+      host.dataset.webglProblem = problem;
+    });
+    webgl.onContextLoss(() => check.fail("context lost"));
+    this.webglCheck = check;
+    return true;
   }
 
   type(data) {
@@ -290,8 +300,125 @@ class Session {
     this.hideHint();
     this.resizer.disconnect();
     cancelAnimationFrame(this.fitFrame);
+    if (this.webglCheck) this.webglCheck.dispose();
     this.term.dispose();
   }
+}
+
+// Why WebGL drew wrong on this page, once it did (the next sessions draw with the DOM).
+let webglFailed = null;
+// Pixels this much brighter than the page's black background in a channel are drawn.
+const LIT = 64;
+
+// Is the WebGL canvas showing what the buffer holds? Read in the frame it was drawn (before
+// the browser may clear its buffer): each cell with a character must show something, and
+// blank cells next to nothing; until there is enough text to tell, the check waits.
+class WebglCheck {
+  constructor(term, failed) {
+    this.term = term;
+    this.failed = failed;
+    this.pending = true;
+    this.subscriptions = [
+      term.onRender(() => { if (this.pending) this.run(); }),
+      term.onResize(() => { this.pending = true; }),
+    ];
+    this.watchPixelRatio();
+  }
+
+  // A rotation or a zoom may change the pixel ratio without changing the terminal's size.
+  watchPixelRatio() {
+    const query = matchMedia(`(resolution: ${window.devicePixelRatio}dppx)`);
+    const changed = () => {
+      this.pending = true;
+      this.term.refresh(0, this.term.rows - 1);
+      this.watchPixelRatio();
+    };
+    query.addEventListener("change", changed, { once: true });
+    this.unwatch = () => query.removeEventListener("change", changed);
+  }
+
+  canvas() {
+    return [...this.term.element.querySelectorAll("canvas")].find(
+      (canvas) => canvas.getContext("webgl2") || canvas.getContext("webgl"));
+  }
+
+  run() {
+    const canvas = this.canvas();
+    if (!canvas) return;
+    const verdict = drawsBuffer(this.term, canvas);
+    if (verdict === null) return;  // not enough on the screen to tell yet
+    this.pending = false;
+    if (verdict) this.fail(verdict);
+  }
+
+  fail(problem) {
+    if (!this.disposed) this.failed(problem);
+  }
+
+  dispose() {
+    this.disposed = true;
+    this.unwatch();
+    for (const subscription of this.subscriptions) subscription.dispose();
+  }
+}
+
+// "" when C{canvas} shows C{term}'s screen, a problem when not, null when too little is
+// on the screen to tell (fewer than 4 characters on the default background).
+function drawsBuffer(term, canvas) {
+  const { width, height } = canvas;
+  if (!width || !height) return null;
+  const copy = document.createElement("canvas");
+  copy.width = width;
+  copy.height = height;
+  const context = copy.getContext("2d", { willReadFrequently: true });
+  context.drawImage(canvas, 0, 0);
+  const pixels = context.getImageData(0, 0, width, height).data;
+  const cellWidth = width / term.cols, cellHeight = height / term.rows;
+  const drawn = (x, y) => {
+    for (let py = Math.floor(y * cellHeight); py < Math.floor((y + 1) * cellHeight); py++) {
+      for (let px = Math.floor(x * cellWidth); px < Math.floor((x + 1) * cellWidth); px++) {
+        const i = (py * width + px) * 4;
+        if (pixels[i] > LIT || pixels[i + 1] > LIT || pixels[i + 2] > LIT) return true;
+      }
+    }
+    return false;
+  };
+  const buffer = term.buffer.active;
+  let text = 0, textDrawn = 0, blank = 0, blankDrawn = 0;
+  for (let y = 0; y < term.rows; y++) {
+    const line = buffer.getLine(buffer.viewportY + y);
+    if (!line) continue;
+    for (let x = 0; x < term.cols; x++) {
+      const cell = line.getCell(x);
+      if (!cell || !cell.isBgDefault() || cell.isInverse()) continue;
+      const cursor = y === buffer.cursorY && x === buffer.cursorX;
+      if (cell.getChars().trim()) {
+        text++;
+        if (drawn(x, y)) textDrawn++;
+      } else if (cell.getWidth() && !cursor) {
+        blank++;
+        if (drawn(x, y)) blankDrawn++;
+      }
+    }
+  }
+  if (text < 4) return null;
+  if (textDrawn < text / 2) return `${text - textDrawn} of ${text} characters not drawn`;
+  if (blankDrawn > Math.max(2, text / 4)) return `${blankDrawn} blank cells drawn on`;
+  return "";
+}
+
+// Widths by grapheme cluster (an emoji with a skin tone, a flag, a ZWJ family: one wide
+// character, two cells), as terminals that know Unicode 15 draw them; Unicode 11's table of
+// single code points where the addon is missing.
+function useUnicodeWidths(term) {
+  if (typeof UnicodeGraphemesAddon !== "undefined") {
+    try {
+      term.loadAddon(new UnicodeGraphemesAddon.UnicodeGraphemesAddon());
+      return;
+    } catch { /* the Unicode 11 table below */ }
+  }
+  term.loadAddon(new Unicode11Addon.Unicode11Addon());
+  term.unicode.activeVersion = "11";
 }
 
 function showHint(text) {
