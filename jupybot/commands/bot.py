@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, ClassVar, Protocol, assert_never
 
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
@@ -19,33 +20,27 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from ..config import Secret
-from ..kernels import ExecutionResult, KernelError, KernelHandle, KernelManager
+from ..kernels import KernelError, KernelManager
 from ..redaction import Redactor
 from ..rendering import Attachment, RenderOptions, render_outputs
 from ._notebook_run import NotebookRun
+from ._notebooks import RoomNotebooks
 from ._redact import MIN_SECRET_CHARS
 from .access import AccessPolicy, RefusalLimiter
 from .conversation import Conversation, IncomingMessage, IncomingReaction, Reply
+from .files import RoomFiles
 from .inflight import ConversationFinder, RunningReplies, in_progress
-from .notebook import (
-    NOTEBOOK_MIMETYPE,
-    CellRecorder,
-    NotebookLimits,
-    NotebookRefused,
-    RecordedCell,
-    RunHistory,
-    build_notebook,
-    notebook_filename,
-    now_utc,
-    read_notebook,
-)
+from .notebook import NotebookLimits, NotebookRefused, read_notebook
 from .parse import (
     Addressing,
     Command,
+    Forget,
+    Get,
     Help,
     Interrupt,
     Kernels,
     Notebook,
+    Put,
     Restart,
     Run,
     RunNotebook,
@@ -54,6 +49,7 @@ from .parse import (
     Stop,
     UsageError,
     Use,
+    file_command,
     parse_message,
     strip_address,
 )
@@ -117,6 +113,7 @@ class ChatCommands:
         limits: ChatLimits | None = None,
         running_replies: RunningReplies | None = None,
         notebooks: NotebookLimits | None = None,
+        notebook_folder: Path | None = None,
     ) -> None:
         self.kernels = kernels
         self.access = access
@@ -138,7 +135,11 @@ class ChatCommands:
         self._runs = RunRecords(clock, limits.rerun_window_seconds)
         self._replies = running_replies or RunningReplies(None)
         self._reporters: dict[str, set[_Interruptible]] = {}
-        self._history = RunHistory(notebooks or NotebookLimits())
+        # Each room's runs for 'notebook', kept in notebook_folder too when given.
+        self._notebooks = RoomNotebooks(
+            kernels, notebooks or NotebookLimits(), self._redact, notebook_folder
+        )
+        self._files = RoomFiles(kernels, self._notebooks.limits, self._redact)
         self._conversations: dict[str, Conversation] = {}
 
     # -- entry points -----------------------------------------------------------------------------
@@ -188,8 +189,19 @@ class ChatCommands:
                 self.log.failure("could not tell {conversation} that I stop", conversation=key)
 
     def recover(self, find: ConversationFinder) -> Deferred[None]:
-        """Edit the replies a crash left "running" to say that their result is unknown."""
+        """Edit the replies a crash left "running" to say that their result is unknown; and
+        forget the notebooks kept of kernels that did not outlive the restart."""
+        self._notebooks.prune()
         return Deferred.fromCoroutine(self._replies.tell_left_running(find))
+
+    def file_limit(self, text: str, direct: bool) -> tuple[str, int] | None:
+        """For an adapter deciding whether to download a message's file: the command that
+        takes it (for the access check) and the most bytes it takes; None: no file wanted."""
+        command = file_command(text, self.addressing, direct)
+        if command is None:
+            return None
+        limits = self._notebooks.limits
+        return command, limits.file_bytes if command == "run" else limits.transfer_bytes
 
     @property
     def running(self) -> int:
@@ -299,21 +311,30 @@ class ChatCommands:
             case RunNotebook(keep_going):
                 await self._run_notebook(message, keep_going)
             case Notebook(last):
-                await self._export_notebook(message, last)
+                await self._send(message, await self._notebooks.export(owner, last))
+            case Forget():
+                await self._say(message, self._notebooks.forget(owner))
+            case Put(path):
+                upload = message.attachments[0] if message.attachments else None
+                put = self._files.put(owner, path, upload)
+                await self._in_turn(owner, self._order.turn(owner), self._reply_with(message, put))
+            case Get(path):
+                get = self._files.get(owner, path)
+                await self._in_turn(owner, self._order.turn(owner), self._reply_with(message, get))
             case Interrupt(kernel):
                 for reporter in self._reporters.get(owner, ()):
                     reporter.interrupted()
                 await self.kernels.interrupt(owner, kernel)
                 await self._say(message, Reply.text("⏹ Interrupt sent."))
             case Restart(kernel):
-                handle = self._kernel_handle(owner, kernel)
+                handle = self._notebooks.kernel_handle(owner, kernel)
                 await self.kernels.restart(owner, kernel)
-                self._forget_notebook(owner, handle)
+                self._notebooks.kernel_ended(owner, handle)
                 await self._say(message, Reply.text("🔄 Kernel restarted; its variables are gone."))
             case Stop(kernel):
-                handle = self._kernel_handle(owner, kernel)
+                handle = self._notebooks.kernel_handle(owner, kernel)
                 await self.kernels.stop(owner, kernel)
-                self._forget_notebook(owner, handle)
+                self._notebooks.kernel_ended(owner, handle)
                 await self._say(message, Reply.text("⏹ Kernel stopped."))
             case _:
                 assert_never(command)
@@ -327,6 +348,21 @@ class ChatCommands:
             self.log.failure(
                 "could not reply in {conversation}", conversation=message.conversation.key
             )
+
+    async def _send(self, message: IncomingMessage, what: Reply | Attachment) -> None:
+        """A reply, or a file replying to the command (said plainly if it cannot be sent)."""
+        if isinstance(what, Reply):
+            await self._say(message, what)
+            return
+        try:
+            await message.conversation.send_file(what, message.message_id)
+        except Exception as e:
+            self.log.failure("could not send {name}", name=what.filename)
+            reason = self._redact(str(e))[:200] or type(e).__name__
+            await self._say(message, Reply.text(f"❌ I could not send {what.filename}: {reason}"))
+
+    async def _reply_with(self, message: IncomingMessage, work: Any) -> None:
+        await self._send(message, await work)
 
     async def _in_turn(self, room: str, turn: Deferred[Any], work: Any) -> None:
         """Run C{work} (a coroutine) when C{turn} (the room's) comes: earlier commands are done.
@@ -455,7 +491,7 @@ class ChatCommands:
     ) -> None:
         room = message.conversation.key
         record = self._runs.ran(room, message.message_id, message.sender, code, kernel)
-        cell = CellRecorder(self._history.limits.output_bytes_per_cell)
+        cell = self._notebooks.recorder()
         reporter = ExecutionReporter(
             conversation=message.conversation,
             command_id=message.message_id,
@@ -483,7 +519,7 @@ class ChatCommands:
             except CancelledError:
                 await reporter.failed("Cancelled: the bot is stopping.")
                 raise
-            self._record_cell(room, message.message_id, code, kernel, result, cell)
+            self._notebooks.record_run(room, message.message_id, code, kernel, result, cell)
             await reporter.finish(result)
         finally:
             reporters.discard(reporter)
@@ -500,85 +536,6 @@ class ChatCommands:
 
     # -- notebooks --------------------------------------------------------------------------------
 
-    def _kernel_handle(self, room: str, kernel: str | None) -> KernelHandle | None:
-        if kernel is None:
-            return self.kernels.current(room)
-        return next((h for h in self.kernels.kernels(room) if h.name == kernel), None)
-
-    def _forget_notebook(self, room: str, handle: KernelHandle | None) -> None:
-        """A restarted or stopped kernel's runs leave the room's notebook with its variables."""
-        if handle is not None:
-            self._history.forget_kernel(room, handle.kernel_id)
-
-    def _record_cell(
-        self,
-        room: str,
-        command_id: str,
-        code: str,
-        kernel: str | None,
-        result: ExecutionResult,
-        cell: CellRecorder,
-    ) -> None:
-        handle = self._kernel_handle(room, kernel)
-        if handle is None:
-            return
-        recorded = RecordedCell(
-            command_id,
-            handle.kernel_id,
-            code,
-            result.execution_count,
-            cell.finished_outputs(),
-            cell.size,
-        )
-        self._keep_cell(room, recorded, result.status == "died")
-
-    def _keep_cell(self, room: str, cell: RecordedCell, died: bool) -> None:
-        """Record C{cell}, unless its kernel died running it: a new life then starts afresh."""
-        # Kernels shut down while idle, or gone with the gateway, take their cells with them.
-        self._history.keep_kernels(room, {h.kernel_id for h in self.kernels.kernels(room)})
-        if died:
-            self._history.forget_kernel(room, cell.kernel_id)
-        else:
-            self._history.record(room, cell)
-
-    async def _export_notebook(self, message: IncomingMessage, last: int | None) -> None:
-        room = message.conversation.key
-        handle = self.kernels.current(room)
-        if handle is None:
-            await self._say(message, Reply.text("There is no kernel here yet: nothing to export."))
-            return
-        cells = self._history.cells(room, handle.kernel_id)
-        if not cells:
-            await self._say(
-                message,
-                Reply.text(
-                    f"Nothing has run in kernel '{handle.name}' since it started: "
-                    "nothing to export."
-                ),
-            )
-            return
-        dropped = self._history.dropped(room, handle.kernel_id)
-        if last is not None and last < len(cells):
-            dropped, cells = dropped + len(cells) - last, cells[-last:]
-        try:
-            specs = await self.kernels.kernelspecs()
-        except KernelError:
-            specs = []
-        when = now_utc()
-        data = build_notebook(
-            cells,
-            spec=next((s for s in specs if s.name == handle.spec), None),
-            spec_name=handle.spec,
-            title=(
-                f"Runs in kernel '{handle.name}' ({handle.spec}) of {room}, "
-                f"exported by jupybot on {when:%Y-%m-%d %H:%M} UTC."
-            ),
-            dropped=dropped,
-            redact=self._redact,
-        )
-        attachment = Attachment(notebook_filename(room, when), NOTEBOOK_MIMETYPE, data)
-        await message.conversation.send_file(attachment, message.message_id)
-
     async def _run_notebook(self, message: IncomingMessage, keep_going: bool) -> None:
         room = message.conversation.key
         attachment = next(
@@ -586,7 +543,7 @@ class ChatCommands:
             message.attachments[0],
         )
         try:
-            notebook = read_notebook(attachment.data, self._history.limits, attachment.size)
+            notebook = read_notebook(attachment.data, self._notebooks.limits, attachment.size)
         except NotebookRefused as e:
             await self._say(message, Reply.text(f"❌ {e}"))
             return
@@ -599,9 +556,9 @@ class ChatCommands:
             keep_going=keep_going,
             clock=self._clock,
             interval=self._edit_interval,
-            limits=self._history.limits,
+            limits=self._notebooks.limits,
             redact=self._redact,
-            cell_ran=lambda cell, died: self._keep_cell(room, cell, died),
+            cell_ran=lambda cell, died: self._notebooks.keep_cell(room, cell, died),
         )
         await self._in_turn(room, self._order.turn(room), self._interruptibly(room, run))
 

@@ -13,16 +13,17 @@ import base64
 import json
 import re
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import nbformat
 from nbformat import NotebookNode
 from nbformat.reader import NotJSONError
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
+from ..config.commands import NotebooksConfig
 from ..kernels import (
     ClearOutput,
     DisplayData,
@@ -39,6 +40,8 @@ from ._redact import _redact_value
 __all__ = [
     "CUT_NOTE",
     "CellRecorder",
+    "HistoryLog",
+    "HistoryOp",
     "NotebookLimits",
     "NotebookRefused",
     "RecordedCell",
@@ -54,23 +57,43 @@ NOTEBOOK_MIMETYPE = "application/x-ipynb+json"
 CUT_NOTE = "[jupybot: output cut here: {more} more bytes were not kept]\n"
 
 
+KIB = 1024
+MIB = 1024 * 1024
+
+
 @dataclass(frozen=True)
 class NotebookLimits:
-    """How much of a room's work is kept for C{notebook}, and how big a notebook may be run.
+    """How much of a room's work is kept for C{notebook}, how big a notebook may be run, and
+    how big a file C{put} and C{get} move (`notebooks:` in config.yml).
 
     At the defaults a room keeps at most 200 cells and 16 MiB of output (the oldest cells go
     first), a cell at most 256 KiB of output, the server 5000 cells and 256 MiB in all.
     """
 
     cells_per_room: int = 200
-    output_bytes_per_cell: int = 256 * 1024
-    output_bytes_per_room: int = 16 * 1024 * 1024
+    output_bytes_per_cell: int = 256 * KIB
+    output_bytes_per_room: int = 16 * MIB
     # All rooms together (the least active rooms' oldest cells go first).
     cells_total: int = 5000
-    output_bytes_total: int = 256 * 1024 * 1024
+    output_bytes_total: int = 256 * MIB
     # A notebook sent to the room: the file's size and its code cells.
-    file_bytes: int = 5 * 1024 * 1024
+    file_bytes: int = 5 * MIB
     code_cells: int = 200
+    # A file put into the kernel's folder or got from it.
+    transfer_bytes: int = 8 * MIB
+
+    @classmethod
+    def from_config(cls, config: NotebooksConfig) -> NotebookLimits:
+        return cls(
+            cells_per_room=config.cells_per_room,
+            output_bytes_per_cell=config.output_kb_per_cell * KIB,
+            output_bytes_per_room=config.output_mb_per_room * MIB,
+            cells_total=config.cells_total,
+            output_bytes_total=config.output_mb_total * MIB,
+            file_bytes=config.notebook_mb * MIB,
+            code_cells=config.notebook_code_cells,
+            transfer_bytes=config.file_mb * MIB,
+        )
 
 
 class NotebookRefused(Exception):
@@ -234,6 +257,27 @@ class RecordedCell:
     size: int = 0
 
 
+# What changed in a room's history, as its log on disk says it (L{HistoryLog}): a cell
+# recorded (or re-recorded: it replaces the cell of the same command), the oldest cell let go,
+# the cells of every kernel but these forgotten, and how many cells each kernel has let go.
+HistoryOp = (
+    tuple[Literal["cell"], RecordedCell]
+    | tuple[Literal["drop"]]
+    | tuple[Literal["keep"], frozenset[str]]
+    | tuple[Literal["dropped"], dict[str, int]]
+)
+
+
+class HistoryLog(Protocol):
+    """Where a L{RunHistory} writes down each change (the notebook store under storage.path)."""
+
+    def append(self, room: str, op: HistoryOp, snapshot: Callable[[], list[HistoryOp]]) -> None:
+        """Record C{op}; C{snapshot} gives the room's whole history, for a log grown long."""
+
+    def remove(self, room: str) -> None:
+        """The room keeps nothing any more."""
+
+
 class RunHistory:
     """Each room's recorded cells in the order they first ran, bounded by L{NotebookLimits}.
 
@@ -241,11 +285,13 @@ class RunHistory:
     cells are forgotten when it restarts or stops (L{forget_kernel}), or when the room is seen
     without it (L{keep_kernels}: a kernel shut down while idle): a notebook is of one kernel's
     life. Past the limits the oldest cells go first, those of the least active rooms when the
-    whole server's are too many.
+    whole server's are too many. With a C{log}, every change is written down as it happens
+    (L{replay} reads a room back from it).
     """
 
-    def __init__(self, limits: NotebookLimits) -> None:
+    def __init__(self, limits: NotebookLimits, log: HistoryLog | None = None) -> None:
         self.limits = limits
+        self._log = log
         # Rooms from the least to the most recently active.
         self._rooms: OrderedDict[str, list[RecordedCell]] = OrderedDict()
         self._bytes: dict[str, int] = {}
@@ -255,6 +301,11 @@ class RunHistory:
         self._dropped: dict[str, dict[str, int]] = {}
 
     def record(self, room: str, cell: RecordedCell) -> None:
+        self._put(room, cell)
+        self._write(room, ("cell", cell))
+        self._within_limits(room)
+
+    def _put(self, room: str, cell: RecordedCell) -> None:
         cells = self._rooms.setdefault(room, [])
         self._rooms.move_to_end(room)
         for i, old in enumerate(cells):
@@ -265,6 +316,9 @@ class RunHistory:
         else:
             cells.append(cell)
             self._count(room, cell.size, 1)
+
+    def _within_limits(self, room: str) -> None:
+        cells = self._rooms.get(room, [])
         while len(cells) > 1 and (
             len(cells) > self.limits.cells_per_room
             or self._bytes[room] > self.limits.output_bytes_per_room
@@ -284,7 +338,7 @@ class RunHistory:
         self._total_bytes += size
         self._total_cells += cells
 
-    def _drop_oldest(self, room: str) -> None:
+    def _drop_oldest(self, room: str, write: bool = True) -> None:
         cells = self._rooms[room]
         gone = cells.pop(0)
         self._count(room, -gone.size, -1)
@@ -292,12 +346,16 @@ class RunHistory:
         dropped[gone.kernel_id] = dropped.get(gone.kernel_id, 0) + 1
         if not cells:  # how many went is still said when the room runs again
             del self._rooms[room], self._bytes[room]
+        if write:
+            self._write(room, ("drop",))
 
     def _forget_room(self, room: str) -> None:
         for cell in self._rooms.pop(room, ()):
             self._count(room, -cell.size, -1)
         self._bytes.pop(room, None)
         self._dropped.pop(room, None)
+        if self._log is not None:
+            self._log.remove(room)
 
     def cells(self, room: str, kernel_id: str) -> list[RecordedCell]:
         return [c for c in self._rooms.get(room, ()) if c.kernel_id == kernel_id]
@@ -306,28 +364,80 @@ class RunHistory:
         """How many of that kernel's cells were let go to stay within the limits."""
         return self._dropped.get(room, {}).get(kernel_id, 0)
 
+    def rooms(self) -> list[str]:
+        """The rooms that keep something (cells, or a count of cells let go)."""
+        return list(dict.fromkeys([*self._rooms, *self._dropped]))
+
     def forget_kernel(self, room: str, kernel_id: str) -> None:
         self.keep_kernels(room, {c.kernel_id for c in self._rooms.get(room, ())} - {kernel_id})
 
-    def keep_kernels(self, room: str, kernel_ids: set[str]) -> None:
+    def forget_room(self, room: str) -> int:
+        """Forget everything C{room} keeps, at once (C{forget}); how many cells that was."""
+        kept = len(self._rooms.get(room, ()))
+        if room in self._rooms or room in self._dropped:
+            self._forget_room(room)
+        return kept
+
+    def keep_kernels(self, room: str, kernel_ids: set[str] | frozenset[str]) -> None:
         """Forget the cells of C{room}'s kernels other than C{kernel_ids} (the ones it has)."""
+        if self._keep(room, frozenset(kernel_ids)):
+            self._write(room, ("keep", frozenset(kernel_ids)))
+
+    def _keep(self, room: str, kernel_ids: frozenset[str]) -> bool:
+        """L{keep_kernels}; False when that changed nothing, or forgot the whole room."""
         cells = self._rooms.get(room)
+        dropped = self._dropped.get(room, {})
         if cells is None:
-            if not kernel_ids:
-                self._dropped.pop(room, None)
-            return
+            if not kernel_ids and room in self._dropped:
+                self._forget_room(room)
+            elif any(k not in kernel_ids for k in dropped):
+                for kernel_id in [k for k in dropped if k not in kernel_ids]:
+                    del dropped[kernel_id]
+                if not dropped:
+                    self._forget_room(room)
+                    return False
+                return True
+            return False
         kept = [c for c in cells if c.kernel_id in kernel_ids]
         if not kept:
             self._forget_room(room)
-            return
+            return False
+        changed = len(kept) != len(cells) or any(k not in kernel_ids for k in dropped)
         for cell in cells:
             if cell.kernel_id not in kernel_ids:
                 self._count(room, -cell.size, -1)
         self._rooms[room] = kept
-        dropped = self._dropped.get(room, {})
         for kernel_id in list(dropped):
             if kernel_id not in kernel_ids:
                 del dropped[kernel_id]
+        return changed
+
+    def _write(self, room: str, op: HistoryOp) -> None:
+        if self._log is not None:
+            self._log.append(room, op, lambda: self._snapshot(room))
+
+    def _snapshot(self, room: str) -> list[HistoryOp]:
+        ops: list[HistoryOp] = []
+        if self._dropped.get(room):
+            ops.append(("dropped", dict(self._dropped[room])))
+        ops.extend(("cell", cell) for cell in self._rooms.get(room, ()))
+        return ops
+
+    def replay(self, room: str, ops: Iterable[HistoryOp]) -> None:
+        """Read C{room}'s history back from its log (at start, rooms least active first),
+        then bring it within the limits (which may be smaller than when it was written)."""
+        for op in ops:
+            match op:
+                case ("cell", cell):
+                    self._put(room, cell)
+                case ("drop",):
+                    if self._rooms.get(room):
+                        self._drop_oldest(room, write=False)
+                case ("keep", kernel_ids):
+                    self._keep(room, kernel_ids)
+                case ("dropped", counts):
+                    self._dropped[room] = dict(counts)
+        self._within_limits(room)
 
     @property
     def size(self) -> tuple[int, int]:

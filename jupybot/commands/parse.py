@@ -11,10 +11,13 @@ from .texts import CommandSpec, lookup, usage_line
 __all__ = [
     "Addressing",
     "Command",
+    "Forget",
+    "Get",
     "Help",
     "Interrupt",
     "Kernels",
     "Notebook",
+    "Put",
     "Restart",
     "Run",
     "RunNotebook",
@@ -24,6 +27,7 @@ __all__ = [
     "UsageError",
     "Use",
     "extract_code",
+    "file_command",
     "parse_message",
 ]
 
@@ -115,6 +119,30 @@ class Notebook:
 
 
 @dataclass(frozen=True)
+class Forget:
+    """Drop what the room keeps for C{notebook}, at once (memory and disk)."""
+
+    name: ClassVar[str] = "forget"
+
+
+@dataclass(frozen=True)
+class Put:
+    """Write the file attached to the message into the kernel's folder, as C{path} (a folder
+    when it ends with C{/}) or under its own name."""
+
+    name: ClassVar[str] = "put"
+    path: str | None = None
+
+
+@dataclass(frozen=True)
+class Get:
+    """Send the file at C{path} in the kernel's folder to the room."""
+
+    name: ClassVar[str] = "get"
+    path: str
+
+
+@dataclass(frozen=True)
 class _KernelAction:
     """Act on C{kernel}, or on the current kernel when None."""
 
@@ -144,7 +172,20 @@ _KERNEL_ACTIONS: dict[str, type[Interrupt] | type[Restart] | type[Stop]] = {
 # Every command is its own type; C{name} (the command's name in L{COMMANDS}) is what access
 # rules and logs use.
 Command = (
-    Help | Specs | Start | Kernels | Use | Run | RunNotebook | Notebook | Interrupt | Restart | Stop
+    Help
+    | Specs
+    | Start
+    | Kernels
+    | Use
+    | Run
+    | RunNotebook
+    | Notebook
+    | Forget
+    | Put
+    | Get
+    | Interrupt
+    | Restart
+    | Stop
 )
 
 
@@ -217,16 +258,31 @@ def parse_message(
     first_line, _, more = after.partition("\n")
     if more.strip():
         raise UsageError(usage_line(spec, prefix))
+    if spec.name in ("put", "get"):
+        # A path is the rest of the line, spaces and all.
+        path = first_line.strip() or None
+        if spec.name == "put":
+            return Put(path)
+        if path is None:
+            raise UsageError(usage_line(spec, prefix))
+        return Get(path)
     return _with_arguments(spec, first_line.split(), usage_line(spec, prefix))
 
 
-def wants_file(text: str, addressing: Addressing, direct: bool) -> bool:
-    """Whether C{text} would run a file sent with it (``run`` or ``run --all`` and no code):
-    adapters download a message's attachments only then."""
+def file_command(text: str, addressing: Addressing, direct: bool) -> str | None:
+    """The command that takes a file sent with C{text} (``run`` or ``run --all`` with no code
+    runs a notebook, ``put`` writes it into the kernel's folder), or None: adapters download a
+    message's attachments only for one, and check its sender may use that command."""
     try:
-        return isinstance(parse_message(text, addressing, direct, with_file=True), RunNotebook)
+        command = parse_message(text, addressing, direct, with_file=True)
     except UsageError:
-        return False
+        return None
+    return command.name if isinstance(command, (RunNotebook, Put)) else None
+
+
+def wants_file(text: str, addressing: Addressing, direct: bool) -> bool:
+    """Whether C{text} would take a file sent with it (L{file_command})."""
+    return file_command(text, addressing, direct) is not None
 
 
 def _lead(addressing: Addressing, direct: bool) -> str:
@@ -288,6 +344,10 @@ def _with_arguments(spec: CommandSpec, args: list[str], usage: str) -> Command:
             raise UsageError(usage)
         case "notebook":
             return Notebook(int(args[0]) if args else None)
+        case "forget" if args:
+            raise UsageError(usage)
+        case "forget":
+            return Forget()
     raise AssertionError(f"no argument rules for {spec.name}")
 
 

@@ -47,6 +47,20 @@ COMMANDS: tuple[CommandSpec, ...] = (
         "file; send a .ipynb file with 'run' (or 'run --all', not stopping at errors) to run it",
         "notebook 10",
     ),
+    CommandSpec(
+        "forget",
+        "",
+        "drop this room's runs kept for 'notebook' (in memory and on disk), now",
+        "forget",
+    ),
+    CommandSpec(
+        "put",
+        "[NAME]",
+        "send a file with it (or reply to a file with it): the file is written into the "
+        "kernel's folder, as NAME if given, so open('data.csv') reads it",
+        "put data.csv",
+    ),
+    CommandSpec("get", "PATH", "send a file from the kernel's folder to this room", "get plot.png"),
     CommandSpec("interrupt", "[NAME]", "interrupt what the kernel is running", "interrupt"),
     CommandSpec("restart", "[NAME]", "restart a kernel, losing its variables", "restart"),
     CommandSpec("stop", "[NAME]", "stop a kernel", "stop calc"),

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from ._reader import ConfigContext, Reader, Secret
+from .commands import NotebooksConfig
 from .contact import ContactConfig
 from .core import LoggingConfig, ShutdownConfig, StorageConfig, WebConfig
 from .discord import DiscordConfig
@@ -59,6 +60,7 @@ class Config:
     contact: ContactConfig
     secrets: tuple[Secret, ...]
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    notebooks: NotebooksConfig = field(default_factory=NotebooksConfig)
 
 
 def default_config_path(environ: Mapping[str, str] = os.environ) -> str:
@@ -92,6 +94,7 @@ def parse_config(
         discord=DiscordConfig.read(top.section("discord")),
         contact=ContactConfig.read(top.section("contact")),
         metrics=MetricsConfig.read(top.section("metrics")),
+        notebooks=NotebooksConfig.read(top.section("notebooks")),
         secrets=tuple(context.secrets),
     )
     top.finish()

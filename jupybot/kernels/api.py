@@ -146,8 +146,12 @@ class KernelManager:
         listener: ExecutionListener,
         name: str | None = None,
         allow_stdin: bool = True,
+        silent: bool = False,
     ) -> Deferred[ExecutionResult]:
-        """Run C{code}; starts the owner's default kernel when it has none."""
+        """Run C{code}; starts the owner's default kernel when it has none.
+
+        C{silent}: the kernel keeps no trace of it (no history, no execution count, no C{_}),
+        for jupybot's own work in a room's kernel (put, get); its output still comes."""
         return _not_built()
 
     def interrupt(self, owner: str, name: str | None = None) -> Deferred[None]:

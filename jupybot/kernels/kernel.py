@@ -132,7 +132,7 @@ class GatewayKernel:
         raise GatewayUnavailable("The kernel does not answer; try again or restart it.")
 
     async def execute(
-        self, code: str, listener: ExecutionListener, allow_stdin: bool
+        self, code: str, listener: ExecutionListener, allow_stdin: bool, silent: bool = False
     ) -> ExecutionResult:
         if self._restart_waiters is not None:
             waiter: Deferred[None] = Deferred()
@@ -154,10 +154,10 @@ class GatewayKernel:
         execution = Execution(listener, IReactorTime(self._reactor), send_input)
         content = {
             "code": code,
-            "silent": False,
-            "store_history": True,
+            "silent": silent,
+            "store_history": not silent,
             "user_expressions": {},
-            "allow_stdin": allow_stdin,
+            "allow_stdin": allow_stdin and not silent,
             "stop_on_error": True,
         }
         execution.msg_id = self.channels.send(

@@ -393,8 +393,9 @@ class GatewayKernelManager(KernelManager):
         listener: ExecutionListener,
         name: str | None = None,
         allow_stdin: bool = True,
+        silent: bool = False,
     ) -> Deferred[ExecutionResult]:
-        return _deferred(self._execute(owner, code, listener, name, allow_stdin)).addBoth(
+        return _deferred(self._execute(owner, code, listener, name, allow_stdin, silent)).addBoth(
             self._refill_pool
         )
 
@@ -411,12 +412,13 @@ class GatewayKernelManager(KernelManager):
         listener: ExecutionListener,
         name: str | None,
         allow_stdin: bool,
+        silent: bool = False,
     ) -> ExecutionResult:
         if name is None and self.current(owner) is None:
             await self._room_kernel(owner, listener)
         owned = self._find(owner, name)
         try:
-            result = await owned.kernel.execute(code, listener, allow_stdin)
+            result = await owned.kernel.execute(code, listener, allow_stdin, silent)
         except KernelLostBeforeRun:
             if name is not None:
                 raise  # that kernel was asked for by name: say it is gone
@@ -425,14 +427,15 @@ class GatewayKernelManager(KernelManager):
             if self.current(owner) is None:
                 await self._room_kernel(owner, listener)
             owned = self._find(owner, None)
-            result = await owned.kernel.execute(code, listener, allow_stdin)
+            result = await owned.kernel.execute(code, listener, allow_stdin, silent)
         lost = self._lost.pop(owner, None) if name is None else None
         if lost is not None:
             # The first run in the room's new kernel says what became of the old one.
             note = f"{lost} This ran in a new kernel."
             result = replace(result, message=f"{result.message} {note}" if result.message else note)
-        for observe in self.execution_observers:
-            observe(owner, result)
+        if not silent:  # jupybot's own work is not a run people asked for
+            for observe in self.execution_observers:
+                observe(owner, result)
         return result
 
     async def _room_kernel(self, owner: str, listener: ExecutionListener) -> None:

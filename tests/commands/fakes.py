@@ -91,6 +91,7 @@ class Execution:
     listener: ExecutionListener
     name: str | None
     result: Deferred[ExecutionResult]
+    silent: bool = False
 
 
 class FakeKernels(KernelManager):
@@ -140,9 +141,10 @@ class FakeKernels(KernelManager):
         listener: ExecutionListener,
         name: str | None = None,
         allow_stdin: bool = True,
+        silent: bool = False,
     ) -> Deferred[ExecutionResult]:
         result: Deferred[ExecutionResult] = Deferred()
-        self.executions.append(Execution(code, listener, name, result))
+        self.executions.append(Execution(code, listener, name, result, silent))
         return result
 
     def interrupt(self, owner: str, name: str | None = None) -> Deferred[None]:

@@ -143,7 +143,9 @@ def test_restart_starts_a_new_notebook_and_nothing_to_export_is_said() -> None:
     kernels.executions[-1].result.callback(ExecutionResult("ok", 1, 0.01))
     say(bot, room, "!jupybot restart")
     say(bot, room, "!jupybot notebook")
-    assert room.texts()[-1] == "Nothing has run in kernel 'k1' since it started: nothing to export."
+    assert room.texts()[-1] == (
+        "Nothing has run in kernel 'k1' since it started (or since 'forget'): nothing to export."
+    )
     assert room.files == []
     say(bot, room, "!jupybot notebook 0")
     assert room.texts()[-1].startswith("Usage: !jupybot notebook [N]")
@@ -294,7 +296,7 @@ def test_a_kernel_that_died_or_went_starts_a_new_notebook() -> None:
     kernels.handles[room.key] = kernels.handles[room.key][1:]
     say(bot, room, "!jupybot run c = 3")
     kernels.executions[-1].result.callback(ExecutionResult("ok", 1, 0.01))
-    assert bot._history.size[0] == 1
+    assert bot._notebooks.history.size[0] == 1
 
 
 def test_the_whole_server_keeps_a_bounded_history_least_active_rooms_first() -> None:

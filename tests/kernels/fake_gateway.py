@@ -53,7 +53,7 @@ class FakeKernel(GatewayKernel):
         pass
 
     async def execute(
-        self, code: str, listener: ExecutionListener, allow_stdin: bool
+        self, code: str, listener: ExecutionListener, allow_stdin: bool, silent: bool = False
     ) -> ExecutionResult:
         self.ran.append(code)
         return ExecutionResult("ok", len(self.ran), 0.0)

@@ -59,6 +59,7 @@ class CannedKernels(FakeKernels):
         listener: ExecutionListener,
         name: str | None = None,
         allow_stdin: bool = True,
+        silent: bool = False,
     ) -> Deferred[ExecutionResult]:
         self.calls.append(("execute", owner, code))
         count = sum(1 for c in self.calls if c[0] == "execute")

@@ -46,6 +46,7 @@ class PacedKernels(CannedKernels):
         listener: ExecutionListener,
         name: str | None = None,
         allow_stdin: bool = True,
+        silent: bool = False,
     ) -> Deferred[ExecutionResult]:
         word, _, count = code.partition(" ")
         if word != "tick":
