@@ -40,6 +40,7 @@ from .kernels import ExecutionResult
 from .parts import PartContext
 from .reactor import ListeningReactor
 from .service import DISABLED, RUNNING, JupybotService, Part
+from .terminal.sessions import ANSWER_ENDINGS
 
 if TYPE_CHECKING:
     from .contact.part import ContactPart
@@ -204,11 +205,20 @@ class PartsCollector(Collector):
             "Programs that ended badly within 2 s of their start, by program.",
             labels=["program"],
         )
+        answers = CounterMetricFamily(
+            "jupybot_terminal_line_answers",
+            "Line-mode answers (to a start or a command), by program and how each ended: waiting"
+            " (the program waits for input again), exited, time-limit or idle (the session's"
+            " limits), shutdown, closed (the client left before it).",
+            labels=["program", "ended"],
+        )
         for program in programs:
             available.add_metric([program], 0 if program in sessions.withdrawn else 1)
             started.add_metric([program], sessions.started[program])
             failed.add_metric([program], sessions.failed_at_start[program])
-        yield from (available, started, failed)
+            for ending in ANSWER_ENDINGS:
+                answers.add_metric([program, ending], sessions.line_answers[program, ending])
+        yield from (available, started, failed, answers)
         refusals.add_metric(["terminal_sessions_per_address"], sessions.refused["too-many"])
         refusals.add_metric(["terminal_sessions"], sessions.refused["busy"])
 

@@ -112,6 +112,11 @@ class Answerer:
         self._seen_waiting = False
         self._sent_part = False
 
+    @property
+    def awaiting(self) -> bool:
+        """Is an answer (to the start or a command) still to come?"""
+        return self._awaiting
+
     def start(self) -> None:
         """The program was just started: its first answer is its greeting and prompt."""
         self._await_answer()

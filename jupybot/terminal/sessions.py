@@ -26,6 +26,11 @@ log = Logger()
 # live within its limits, a missing library): counted, and logged for the owner.
 FAILED_START_SECONDS = 2.0
 
+# How a line-mode answer ends: the program waits for input again (a whole answer); it exited;
+# the session reached `session_seconds` or `idle_seconds`; the server stopped; the client left
+# before the answer came.
+ANSWER_ENDINGS = ("waiting", "exited", "time-limit", "idle", "shutdown", "closed")
+
 
 class SessionRefused(Exception):
     """A session cannot be opened or resumed; C{reason} is a short code, C{str()} for people."""
@@ -205,6 +210,8 @@ class TerminalSessions:
         # Sessions started, and programs that ended badly at start, by program; for /metrics.
         self.started: Counter[str] = Counter()
         self.failed_at_start: Counter[str] = Counter()
+        # Line-mode answers by program and how each ended (ANSWER_ENDINGS); for /metrics.
+        self.line_answers: Counter[tuple[str, str]] = Counter()
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -311,6 +318,10 @@ class TerminalSessions:
         self._per_ip[session.client_ip] -= 1
         if self._per_ip[session.client_ip] <= 0:
             del self._per_ip[session.client_ip]
+
+    def count_answer(self, program_name: str, ending: str) -> None:
+        """A line-mode answer (to the start or a command) ended so (one of L{ANSWER_ENDINGS})."""
+        self.line_answers[program_name, ending] += 1
 
     def count_end(self, session: Session, status: ExitStatus) -> None:
         """Count (and log) a program that ended badly right after it started."""

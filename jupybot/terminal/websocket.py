@@ -453,7 +453,20 @@ class LineModeProtocol(_TerminalProtocol):
         body: dict[str, Any] = {"event": "output", "output": text}
         if more:
             body["more"] = True
+        else:
+            self._count_answer("waiting")
         self._reply(body)
+
+    def _count_answer(self, ending: str) -> None:
+        """Count the answer under way as ended so (for /metrics), once."""
+        if self.session is not None:
+            self.factory.sessions.count_answer(self.session.program.name, ending)
+
+    def _answer_cut_short(self, ending: str) -> None:
+        """The answer under way, if any, will not end with the program waiting: count why."""
+        if self._answerer is not None and self._answerer.awaiting:
+            self._answerer.stop()
+            self._count_answer(ending)
 
     def _reply(self, body: dict[str, Any]) -> None:
         if self.state == self.STATE_OPEN:
@@ -466,6 +479,8 @@ class LineModeProtocol(_TerminalProtocol):
             self._answerer.output(data)
 
     def ended(self, status: ExitStatus) -> None:
+        if self._answerer is not None and self._answerer.awaiting:
+            self._count_answer("exited")
         rest = self._answerer.ended() if self._answerer is not None else ""
         if self.session is not None:
             self.session.pty.throttle_input(None)
@@ -481,14 +496,17 @@ class LineModeProtocol(_TerminalProtocol):
         )
         self.close_with(wire.CLOSE_NORMAL)
 
+    def stopped(self, reason: str, message: str) -> None:
+        self._answer_cut_short(reason)  # time-limit, idle, shutdown
+        super().stopped(reason, message)
+
     def refuse(self, reason: str, message: str) -> None:
         self._reply({"event": "error", "reason": reason, "message": message})
         self.close_with(wire.close_code(reason), reason)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         # Line mode has no resume: a script that goes away ends its program.
-        if self._answerer is not None:
-            self._answerer.stop()
+        self._answer_cut_short("closed")
         session, self.session = self.session, None
         if self._hello_timer is not None and self._hello_timer.active():
             self._hello_timer.cancel()

@@ -43,6 +43,7 @@ programs:
   - {name: sh, argv: [sh]}
   - {name: crash, argv: [sh, -c, "exit 3"]}
   - {name: broken, argv: [/opt/nowhere/game]}
+  - {name: slow, argv: [sleep, '60'], limits: {session_seconds: 1}}
 terminal:
   max_sessions_per_ip: 1
 contact:
@@ -147,6 +148,40 @@ async def test_sessions_started_programs_that_crash_at_start_and_those_left_out(
     assert value(scrape_, "jupybot_terminal_failed_starts_total", program="cat") == 0
     assert value(scrape_, "jupybot_terminal_program_available", program="broken") == 0
     assert value(scrape_, "jupybot_terminal_program_available", program="cat") == 1
+
+
+@pytest.mark.peers
+@asyncio_test
+async def test_line_mode_answers_by_program_and_how_each_ended(
+    server: tuple[JupybotProcess, str],
+) -> None:
+    process, metrics_url = server
+
+    async def line(program: str, commands: list[str]) -> list[dict[str, Any]]:
+        """Every event of a line-mode session of C{program} given C{commands}, one an answer."""
+        # From an address of its own: one session per address, and other tests hold theirs.
+        connector = aiohttp.TCPConnector(local_addr=("127.0.0.5", 0))
+        async with aiohttp.ClientSession(connector=connector) as http:
+            ws = await http.ws_connect(process.base_url.replace("http", "ws") + "/terminal/line")
+            await ws.send_json({"event": "initialize", "program": program})
+            events = [await ws.receive_json(timeout=30)]
+            for command in commands:
+                await ws.send_json({"event": "command", "input": command})
+                events.append(await ws.receive_json(timeout=30))
+            await ws.close()
+            return events
+
+    shell = await line("sh", ["echo hi", "exit 4"])
+    assert [event["event"] for event in shell] == ["output", "output", "exit"]
+    assert shell[1]["output"] == "hi\n$ "
+    slow = await line("slow", [])  # prints nothing, waits for no input: its time limit ends it
+    assert slow[0]["event"] == "error" and slow[0]["reason"] == "time-limit"
+    scrape_ = samples((await scrape(metrics_url))[2])
+    answers = "jupybot_terminal_line_answers_total"
+    assert value(scrape_, answers, program="sh", ended="waiting") == 2  # the prompt, "hi"
+    assert value(scrape_, answers, program="sh", ended="exited") == 1
+    assert value(scrape_, answers, program="slow", ended="time-limit") == 1
+    assert value(scrape_, answers, program="slow", ended="waiting") == 0
 
 
 @pytest.mark.peers
