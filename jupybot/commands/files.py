@@ -73,6 +73,13 @@ def size_text(size: int) -> str:
     return f"{size / (1024 * 1024):.1f} MiB"
 
 
+def size_beyond(size: int, limit: int) -> tuple[str, str]:
+    """C{size} and C{limit} as people read them, in bytes where rounding would show them equal."""
+    if size_text(size) == size_text(limit):
+        return f"{size:,} bytes", f"{limit:,} bytes"
+    return size_text(size), size_text(limit)
+
+
 def typed_path(text: str) -> str:
     """A path as typed after C{put} or C{get}, checked: quotes around it and C{./} removed;
     refused (L{FileRefused}) with C{..}, control characters, a backslash or an empty name."""
@@ -189,10 +196,8 @@ class RoomFiles:
             )
         size = attachment.size if attachment.size is not None else len(attachment.data)
         if size > self._limit:
-            raise FileRefused(
-                f"That file is {size_text(size)}: 'put' takes files of up to "
-                f"{size_text(self._limit)}."
-            )
+            shown, limit = size_beyond(size, self._limit)
+            raise FileRefused(f"That file is {shown}: 'put' takes files of up to {limit}.")
         if name is None:
             path = attachment_name(attachment.filename)
         elif name.rstrip().endswith("/"):
@@ -382,9 +387,10 @@ class RoomFiles:
                 )
             case "too_big":
                 size = answer.get("size")
-                shown = size_text(size) if isinstance(size, int) else "too big"
+                size = size if isinstance(size, int) else self._limit + 1
+                shown, limit = size_beyond(size, self._limit)
                 what = "'get' sends" if doing == "read" else "'put' takes"
-                return f"{path} is {shown}: {what} files of up to {size_text(self._limit)}."
+                return f"{path} is {shown}: {what} files of up to {limit}."
             case "changed":
                 return f"{path} changed while I was {doing.rstrip('e')}ing it; try again."
             case "os":

@@ -26,10 +26,10 @@ from ..commands import (
     IncomingMessage,
     IncomingReaction,
     RunningReplies,
-    wants_file,
 )
 from ..commands.notebook import NotebookLimits
 from ..config import Secret
+from ..config.commands import NotebooksConfig
 from ..config.discord import DiscordConfig
 from ..contact.registry import ChannelRegistry
 from ..kernels import KernelManager
@@ -91,8 +91,10 @@ class DiscordPart(AsyncioPart):
         clock: IReactorTime,
         secrets: Sequence[Secret] = (),
         state: StateDirectory | None = None,
+        notebooks: NotebooksConfig | None = None,
     ) -> None:
-        """Without C{state}, replies a crash leaves running are not recorded (tests)."""
+        """Without C{state}, replies a crash leaves running are not recorded, and rooms'
+        notebooks are kept in memory only (tests)."""
         super().__init__("discord")
         self.config = config
         self.gateway_connected = False
@@ -129,6 +131,8 @@ class DiscordPart(AsyncioPart):
             running_replies=RunningReplies(
                 state.file("discord-running.json") if state is not None else None
             ),
+            notebooks=NotebookLimits.from_config(notebooks or NotebooksConfig()),
+            notebook_folder=state.file("discord-notebooks") if state is not None else None,
         )
         self._recovered = False
         self._conversations: dict[int, DiscordConversation] = {}
@@ -249,14 +253,15 @@ class DiscordPart(AsyncioPart):
     async def _attachments(
         self, message: discord.Message, conversation: DiscordConversation
     ) -> tuple[IncomingAttachment, ...]:
-        """The message's files, downloaded only for a command that runs one (C{run} with a
-        notebook) from someone allowed to run code; one too big is not downloaded."""
-        if not wants_file(message.content, self.commands.addressing, conversation.is_direct):
+        """The message's files, downloaded only for a command that takes one (C{run} with a
+        notebook, C{put}) from someone allowed to use it; one too big is not downloaded."""
+        wanted = self.commands.file_limit(message.content, conversation.is_direct)
+        if wanted is None:
             return ()
+        command, cap = wanted
         roles = roles_of(message.author)
-        if self.access.refusal(str(message.author.id), "run", conversation.is_direct, roles):
+        if self.access.refusal(str(message.author.id), command, conversation.is_direct, roles):
             return ()
-        cap = NotebookLimits().file_bytes
         files = []
         for attachment in message.attachments[:1]:
             mimetype = attachment.content_type or "application/octet-stream"
@@ -363,6 +368,7 @@ def build_discord(
         IReactorTime(context.reactor),
         secrets=context.config.secrets,
         state=context.state,
+        notebooks=context.config.notebooks,
     )
     if config.owner_id:
         channels.register(OwnerDirectMessages(part.client, config.owner_id))

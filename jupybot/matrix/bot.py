@@ -40,9 +40,7 @@ from ..commands import (
     IncomingMessage,
     IncomingReaction,
     Reply,
-    wants_file,
 )
-from ..commands.notebook import NotebookLimits
 from .api import MatrixApi, MatrixError
 from .content import notice_content, strip_reply_fallback
 from .conversation import MatrixConversation
@@ -98,7 +96,7 @@ class MatrixBot:
         # In-room verification events of this sync, answered after it (verification.py).
         self._verification_events: list[tuple[str, dict[str, Any]]] = []
         # Files that commands of this sync reply to (files.py), by the command's event id.
-        self._files = RoomFiles(client, api, NotebookLimits().file_bytes)
+        self._files = RoomFiles(client, api)
         self._attachments: dict[str, tuple[IncomingAttachment, ...]] = {}
 
     @functools.cached_property
@@ -287,14 +285,16 @@ class MatrixBot:
             elif self.encryption and verification_kind(event.source) is not None:
                 self._verification_events.append((room_id, event.source))
 
-    def _wants_file(self, room_id: str, sender: str, body: str) -> bool:
-        """A reply from someone allowed to run code, saying to run the file it replies to."""
+    def _wants_file(self, room_id: str, sender: str, body: str) -> int | None:
+        """For a reply that takes the file it replies to (`run` a notebook, `put`) from someone
+        allowed to use that command: the most bytes it takes; None: not downloaded."""
         if sender == self.user_id:
-            return False
+            return None
         direct = self.is_direct(room_id)
-        if self.access.refusal(sender, "run", direct) is not None:
-            return False
-        return wants_file(strip_reply_fallback(body), self.commands.addressing, direct)
+        wanted = self.commands.file_limit(strip_reply_fallback(body), direct)
+        if wanted is None or self.access.refusal(sender, wanted[0], direct) is not None:
+            return None
+        return wanted[1]
 
     def _own_membership(self, room_id: str, event: RoomMemberEvent) -> None:
         if event.membership == "join":

@@ -1,11 +1,12 @@
-"""Files people send to a room, for the commands that take one (`run` a notebook).
+"""Files people send to a room, for the commands that take one (`run` a notebook, `put`).
 
-On Matrix a file is its own event (C{m.file}); a command takes it by replying to it
-(``!bot run`` as a reply to the notebook). L{RoomFiles} remembers the latest file events of each
-room and, before a sync's commands are handed on, downloads the file each such reply names:
-through authenticated media (C{/_matrix/client/v1/media}, MSC3916, as nio does it) and decrypted
-in encrypted rooms. The download happens before the room's events go to the command layer, so
-the commands keep their order. A file bigger than the command layer takes is not downloaded.
+On Matrix a file is its own event (C{m.file}, or C{m.image}, C{m.audio}, C{m.video}); a command
+takes it by replying to it (``!bot run`` as a reply to the notebook, ``!bot put`` to a CSV).
+L{RoomFiles} remembers the latest file events of each room and, before a sync's commands are
+handed on, downloads the file each such reply names: through authenticated media
+(C{/_matrix/client/v1/media}, MSC3916, as nio does it) and decrypted in encrypted rooms. The
+download happens before the room's events go to the command layer, so the commands keep their
+order. A file bigger than the command takes is not downloaded.
 """
 
 from __future__ import annotations
@@ -26,15 +27,17 @@ __all__ = ["RoomFiles"]
 # The latest file events remembered, across rooms; an older one is fetched from the server.
 _REMEMBERED = 200
 
-# (room id, sender, text of the reply) -> whether that command runs a file
-WantsFile = Callable[[str, str, str], bool]
+# (room id, sender, text of the reply) -> the most bytes that command takes from the file it
+# replies to, or None when it takes none (or its sender may not use it)
+WantsFile = Callable[[str, str, str], int | None]
+_FILE_TYPES = ("m.file", "m.image", "m.audio", "m.video")
 
 log = Logger()
 
 
 def _file_content(source: dict[str, Any]) -> dict[str, Any] | None:
     content = source.get("content")
-    if not isinstance(content, dict) or content.get("msgtype") != "m.file":
+    if not isinstance(content, dict) or content.get("msgtype") not in _FILE_TYPES:
         return None
     if not isinstance(content.get("url") or (content.get("file") or {}).get("url"), str):
         return None
@@ -44,10 +47,9 @@ def _file_content(source: dict[str, Any]) -> dict[str, Any] | None:
 class RoomFiles:
     """The files of recent C{m.file} events, downloaded when a command replies to one."""
 
-    def __init__(self, client: AsyncClient, api: MatrixApi, max_bytes: int) -> None:
+    def __init__(self, client: AsyncClient, api: MatrixApi) -> None:
         self._client = client
         self._api = api
-        self._max_bytes = max_bytes
         self._files: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
 
     async def for_commands(
@@ -70,9 +72,10 @@ class RoomFiles:
             text = getattr(event, "body", None)
             if not isinstance(replied, str) or not isinstance(text, str):
                 continue
-            if not wants(room_id, getattr(event, "sender", ""), text):
+            cap = wants(room_id, getattr(event, "sender", ""), text)
+            if cap is None:
                 continue
-            attachment = await self._attachment(room_id, replied)
+            attachment = await self._attachment(room_id, replied, cap)
             if attachment is not None:
                 found[getattr(event, "event_id", "")] = (attachment,)
         return found
@@ -83,7 +86,9 @@ class RoomFiles:
         while len(self._files) > _REMEMBERED:
             self._files.popitem(last=False)
 
-    async def _attachment(self, room_id: str, event_id: str) -> IncomingAttachment | None:
+    async def _attachment(
+        self, room_id: str, event_id: str, max_bytes: int
+    ) -> IncomingAttachment | None:
         content = self._files.get((room_id, event_id)) or await self._fetch(room_id, event_id)
         if content is None:
             return None
@@ -93,14 +98,14 @@ class RoomFiles:
             info = {}
         mimetype = str(info.get("mimetype") or "application/octet-stream")
         size = info.get("size")
-        if isinstance(size, int) and size > self._max_bytes:
+        if isinstance(size, int) and size > max_bytes:
             return IncomingAttachment(filename, mimetype, b"", size)
         try:
             data = await self._download(content)
         except (MatrixError, ValueError, KeyError, TypeError) as e:
             log.warn("matrix: could not download {name}: {error}", name=filename, error=str(e))
             return None
-        if len(data) > self._max_bytes:
+        if len(data) > max_bytes:
             return IncomingAttachment(filename, mimetype, b"", len(data))
         return IncomingAttachment(filename, mimetype, data)
 

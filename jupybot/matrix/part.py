@@ -16,7 +16,9 @@ from ..commands import (
     RenderFunction,
     RunningReplies,
 )
+from ..commands.notebook import NotebookLimits
 from ..config import Secret
+from ..config.commands import NotebooksConfig
 from ..config.matrix import MatrixConfig
 from ..contact.registry import ChannelRegistry
 from ..kernels import KernelManager
@@ -54,8 +56,11 @@ class MatrixPart(AsyncioPart):
         render: RenderFunction | None = None,
         secrets: Sequence[Secret] = (),
         renewal: RenewalPolicy | None = None,
+        notebooks: NotebooksConfig | None = None,
     ) -> None:
         super().__init__("matrix")
+        # What rooms keep for 'notebook' (under the state directory), and the files they move.
+        self.notebooks = NotebookLimits.from_config(notebooks or NotebooksConfig())
         # Never shown in a reply, even when a kernel prints one.
         self.secrets = tuple(secrets)
         assert config.homeserver is not None and config.user_id is not None
@@ -118,6 +123,8 @@ class MatrixPart(AsyncioPart):
                     rerun_window_seconds=config.rerun_window_seconds,
                 ),
                 running_replies=RunningReplies(self.state_dir.file("matrix-running.json")),
+                notebooks=self.notebooks,
+                notebook_folder=self.state_dir.file("matrix-notebooks"),
             )
             bot = self.bot = MatrixBot(
                 client,
@@ -240,6 +247,7 @@ def build_matrix(
         context.state,
         IReactorTime(context.reactor),
         secrets=context.config.secrets,
+        notebooks=context.config.notebooks,
     )
     if config.contact_room:
         channels.register(MatrixContactRoom(part, config.contact_room))

@@ -172,14 +172,18 @@ async def test_a_csv_put_is_read_by_pandas_and_a_written_file_comes_back(room: R
 async def test_every_refusal_says_why(room: Room) -> None:
     too_big = IncomingAttachment("huge.csv", "text/csv", b"", size=LIMIT + 1)
     await room.say("!jupybot put", too_big)
-    assert room.last() == "❌ That file is 2.0 MiB: 'put' takes files of up to 2.0 MiB."
+    assert room.last() == (
+        "❌ That file is 2,097,153 bytes: 'put' takes files of up to 2,097,152 bytes."
+    )
     await room.say("!jupybot put")
     assert room.last().startswith("❌ Send a file with 'put'")
     await room.say("!jupybot get nothing-here.txt")
     assert room.last() == "❌ There is no kernel here yet, so no file to get: 'run' starts one."
     await room.say(f"!jupybot run open('big.bin', 'wb').write(b'x' * {LIMIT + 1})")
     await room.say("!jupybot get big.bin")
-    assert room.last() == "❌ big.bin is 2.0 MiB: 'get' sends files of up to 2.0 MiB."
+    assert room.last() == (
+        "❌ big.bin is 2,097,153 bytes: 'get' sends files of up to 2,097,152 bytes."
+    )
     await room.say("!jupybot get nothing-here.txt")
     assert room.last() == f"❌ There is no nothing-here.txt in the kernel's folder ({room.folder})."
     await room.say("!jupybot get no/such/file.txt")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import pytest_twisted
 
 from jupybot.aio import await_deferred, deferred_from_coroutine
 from jupybot.config import Secret
+from jupybot.config.commands import NotebooksConfig
 from jupybot.config.discord import DiscordConfig
 from jupybot.discord import DiscordPart
 from jupybot.kernels import KernelManager
@@ -26,7 +28,12 @@ class World:
     mallory: Json
 
 
-async def start_world(kernels: KernelManager | None = None) -> World:
+async def start_world(
+    kernels: KernelManager | None = None,
+    notebooks: NotebooksConfig | None = None,
+    **changes: Any,
+) -> World:
+    """The fake Discord and the Discord part on it (C{changes}: to its DiscordConfig)."""
     from twisted.internet import reactor  # installed by pytest-twisted, after collection
 
     fake = FakeDiscord()
@@ -40,8 +47,9 @@ async def start_world(kernels: KernelManager | None = None) -> World:
         gateway_url=fake.gateway_url,
         edit_interval_seconds=0.2,
     )
+    config = replace(config, **changes)
     kernels = kernels or CannedKernels()
-    part = DiscordPart(config, kernels, reactor)
+    part = DiscordPart(config, kernels, reactor, notebooks=notebooks)
     ready = part.start_part()
     await await_deferred(ready)
     return World(fake, part, kernels, owner, alice, mallory)

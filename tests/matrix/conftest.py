@@ -13,6 +13,7 @@ from twisted.internet.defer import Deferred
 from jupybot.aio import await_deferred, deferred_from_coroutine
 from jupybot.commands.streaming import RenderFunction
 from jupybot.config import Secret
+from jupybot.config.commands import NotebooksConfig
 from jupybot.config.kernels import GatewayConfig
 from jupybot.config.matrix import MatrixConfig
 from jupybot.kernels import GatewayKernelManager, KernelManager
@@ -49,6 +50,7 @@ class BotRunner:
     kernels: KernelManager
     part: ObservedMatrixPart | None = None
     render: RenderFunction = simple_render
+    notebooks: NotebooksConfig | None = None
 
     @property
     def user_id(self) -> str:
@@ -66,6 +68,7 @@ class BotRunner:
             reactor,
             backoff=lambda attempt: 0.2,
             render=self.render,
+            notebooks=self.notebooks,
         )
         self.part = part
         part.startService()
