@@ -35,6 +35,28 @@ _ALLOWED_ATTRIBUTES = {"a": {"href"}, "ol": {"start"}, "code": {"class"}, "span"
 
 _markdown = MarkdownIt("commonmark").enable("table")
 
+# What a chat message can carry; any other type in a bundle (a widget, Plotly, Vega, Bokeh...)
+# is an interactive output that only a notebook front end draws.
+_SHOWN_TYPES = {
+    *_IMAGE_TYPES, "image/svg+xml", "text/html", "text/markdown", "text/latex",
+    "application/json", "text/plain",
+}  # fmt: skip
+# How people call the outputs of the usual libraries, by the start of their MIME type.
+_KINDS = (
+    ("application/vnd.jupyter.widget", "An interactive widget"),
+    ("application/vnd.plotly", "A Plotly chart"),
+    ("application/vnd.vegalite", "A Vega-Lite chart"),
+    ("application/vnd.vega", "A Vega chart"),
+    ("application/vnd.bokehjs", "A Bokeh output"),
+    ("application/vnd.holoviews", "A HoloViews output"),
+    ("application/geo+json", "A GeoJSON map"),
+    ("application/javascript", "A JavaScript output"),
+)
+_SCRIPTED = re.compile(r"<script\b", re.IGNORECASE)
+FALLBACK_NOTE = (
+    "{kind} cannot be shown here: the full output is in the notebook ('notebook' sends it)."
+)
+
 
 def sanitize_html(html: str) -> str:
     return nh3.clean(
@@ -79,6 +101,8 @@ def bundle_piece(data: dict[str, Any], metadata: dict[str, Any], allow_html: boo
         if bitmap is not None:
             piece.images.append(bitmap)
         return piece
+    if _unshowable(data):
+        return _fallback(data, plain, allow_html)
     if "text/html" in data:
         html = _as_text(data["text/html"])
         text = html_to_text(html) if not plain or _DEFAULT_REPR.match(plain) else plain
@@ -91,6 +115,37 @@ def bundle_piece(data: dict[str, Any], metadata: dict[str, Any], allow_html: boo
     if "application/json" in data:
         return Piece(text=json.dumps(data["application/json"], indent=2, ensure_ascii=False))
     return Piece(text=plain)
+
+
+def _unshowable(data: dict[str, Any]) -> bool:
+    """A bundle whose substance is in a form a chat cannot show: a type of its own (a widget,
+    a chart's JSON) with no HTML, Markdown, LaTeX or JSON form saying the same; or HTML that
+    is empty once its scripts are gone (Plotly, Bokeh and Altair draw with a script)."""
+    unshown = any(m not in _SHOWN_TYPES for m in data)
+    if "text/html" in data:
+        html = _as_text(data["text/html"])
+        empty = not html_to_text(html).strip()
+        return empty and (unshown or bool(_SCRIPTED.search(html)))
+    richer = any(m in data for m in ("text/markdown", "text/latex", "application/json"))
+    return unshown and not richer
+
+
+def _fallback(data: dict[str, Any], plain: str, allow_html: bool) -> Piece:
+    """An output a chat cannot show: its text form (unless only a default repr), and a line
+    saying what it is and where it is whole. Never nothing."""
+    unshown = [m for m in data if m not in _SHOWN_TYPES]
+    kind = next(
+        (name for m in unshown for prefix, name in _KINDS if m.startswith(prefix)),
+        None,
+    )
+    if kind is None:
+        kind = f"An output of type {unshown[0]}" if unshown else "An interactive HTML output"
+    note = FALLBACK_NOTE.format(kind=kind)
+    text = "" if _DEFAULT_REPR.match(plain.strip()) else plain.rstrip("\n")
+    html = None
+    if allow_html:
+        html = (preformatted(text) if text.strip() else "") + f"<p><em>{escape(note)}</em></p>"
+    return Piece(text=f"{text}\n{note}" if text.strip() else note, html=html)
 
 
 def _as_text(value: Any) -> str:

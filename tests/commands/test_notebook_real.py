@@ -127,3 +127,39 @@ async def test_runs_exported_execute_the_same_and_a_sent_notebook_runs(
         assert [c.source for c in last.cells if c.cell_type == "code"] == ["print(ys)"]
     finally:
         await kernels.shutdown_all()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_output_a_chat_cannot_show_is_said_and_kept_whole_in_the_notebook(
+    kernel_gateway: KernelGateway,
+) -> None:
+    kernels = GatewayKernelManager(reactor, GatewayConfig(url=None, token=None))
+    kernels.connect(kernel_gateway.url, kernel_gateway.token)
+    bot = ChatCommands(
+        kernels,
+        AccessPolicy.build(["*:example.org"], [], []),
+        Addressing(prefixes=("!jupybot",)),
+        reactor,
+        limits=ChatLimits(commands_per_minute=0),
+    )
+    room = FakeConversation(key="matrix:!charts:example.org")
+    widget = {"version_major": 2, "version_minor": 0, "model_id": "abc123"}
+    code = (
+        "from IPython.display import display\n"
+        "display({'application/vnd.jupyter.widget-view+json': "
+        f"{widget!r}, 'text/plain': 'IntSlider(value=3)'}}, raw=True)"
+    )
+    try:
+        await _timeboxed(
+            bot.handle(IncomingMessage("$w", ALICE, f"!jupybot run\n```\n{code}\n```", room))
+        )
+        assert room.last_text().startswith(
+            "```\nIntSlider(value=3)\nAn interactive widget cannot be shown here: the full "
+            "output is in the notebook ('notebook' sends it).\n```"
+        )
+        await _timeboxed(bot.handle(IncomingMessage("$n", ALICE, "!jupybot notebook", room)))
+        exported = nbformat.reads(room.files[-1].data.decode(), as_version=4)
+        [output] = [c for c in exported.cells if c.cell_type == "code"][0].outputs
+        assert output.data["application/vnd.jupyter.widget-view+json"] == widget
+    finally:
+        await kernels.shutdown_all()
