@@ -159,7 +159,7 @@ async def test_an_output_a_chat_cannot_show_is_said_and_kept_whole_in_the_notebo
         )
         await _timeboxed(bot.handle(IncomingMessage("$n", ALICE, "!jupybot notebook", room)))
         exported = nbformat.reads(room.files[-1].data.decode(), as_version=4)
-        [output] = [c for c in exported.cells if c.cell_type == "code"][0].outputs
+        [output] = next(c for c in exported.cells if c.cell_type == "code").outputs
         assert output.data["application/vnd.jupyter.widget-view+json"] == widget
     finally:
         await kernels.shutdown_all()
