@@ -259,12 +259,36 @@ class PartsCollector(Collector):
             "Contact messages waiting for delivery, by channel.",
             labels=["channel"],
         )
-        waiting = contact.outbox.pending()
-        for channel in sorted(set(waiting) | set(contact.outbox.delivered)):
+        oldest = GaugeMetricFamily(
+            "jupybot_contact_oldest_pending_seconds",
+            "How long the oldest contact message waiting for a channel has waited (0: none).",
+            labels=["channel"],
+        )
+        failing = GaugeMetricFamily(
+            "jupybot_contact_delivery_failing_seconds",
+            "How long deliveries to a channel have failed in a row (0 while it delivers).",
+            labels=["channel"],
+        )
+        health = contact.health()
+        for channel in sorted(set(health.channels) | set(contact.outbox.delivered)):
             delivered.add_metric([channel], contact.outbox.delivered[channel])
-            pending.add_metric([channel], waiting.get(channel, 0))
-        yield delivered
-        yield pending
+            waiting = health.channels.get(channel)
+            pending.add_metric([channel], waiting.pending if waiting else 0)
+            oldest.add_metric([channel], waiting.oldest_pending_seconds if waiting else 0.0)
+            failing.add_metric([channel], waiting.failing_seconds if waiting else 0.0)
+        yield from (delivered, pending, oldest, failing)
+        yield GaugeMetricFamily(
+            "jupybot_contact_store_writable",
+            "1 while the contact store takes writes; 0 while it cannot (a full disk): /ping "
+            "shows contact down and every POST /contact is answered 503.",
+            0.0 if health.store_problem is not None else 1.0,
+        )
+        yield GaugeMetricFamily(
+            "jupybot_contact_degraded",
+            "1 while a channel has failed to deliver for longer than "
+            "contact.degraded_after_seconds (/ping shows contact degraded), else 0.",
+            1.0 if health.degraded is not None else 0.0,
+        )
         refusals.add_metric(["contact_messages_per_address"], contact.resource.rate_limited)
 
 

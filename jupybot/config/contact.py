@@ -25,6 +25,12 @@ class ContactConfig:
     rate_limit: int = 5
     rate_window_seconds: float = 600.0
     honeypot_field: str = "website"
+    # A channel that cannot deliver is tried again after 2 s, then twice as long each time, up
+    # to this.
+    retry_max_seconds: float = 300.0
+    # Deliveries to a channel failing for this long in a row, messages waiting: /ping and
+    # /metrics show contact degraded (503), with how many wait and for how long.
+    degraded_after_seconds: float = 1800.0
 
     @classmethod
     def read(cls, r: Reader) -> ContactConfig:
@@ -49,6 +55,12 @@ class ContactConfig:
                 "rate_window_seconds", default.rate_window_seconds, minimum=1
             ),
             honeypot_field=r.string("honeypot_field", default.honeypot_field),
+            retry_max_seconds=r.number(
+                "retry_max_seconds", default.retry_max_seconds, minimum=2, maximum=86400
+            ),
+            degraded_after_seconds=r.number(
+                "degraded_after_seconds", default.degraded_after_seconds, minimum=0, maximum=604800
+            ),
         )
         r.finish()
         return config

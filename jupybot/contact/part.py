@@ -1,8 +1,14 @@
-"""The contact part: the store's thread, the outbox, and POST /contact on the site."""
+"""The contact part: the store's thread, the outbox, and POST /contact on the site.
+
+/ping shows it C{down: cannot store (disk full)} while the store cannot write (every POST is
+answered 503), and C{degraded: ...} with how many messages wait and for how long once a channel
+has failed to deliver for longer than `contact.degraded_after_seconds`; /metrics reads the same
+(L{ContactPart.health}).
+"""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -13,12 +19,12 @@ from twisted.web.resource import Resource
 from ..config.contact import ContactConfig
 from ..parts import PartContext
 from ..reactor import Clock, ThreadReactor
-from ..service import JupybotService, Part
+from ..service import RUNNING, JupybotService, Part
 from ..state import StateDirectory
 from ..web.clients import NO_PROXIES, ProxyTrust
 from .api import ContactMessage
 from .file_channel import FileChannel
-from .outbox import Outbox
+from .outbox import Outbox, retry_policy
 from .registry import ChannelRegistry
 from .resource import ContactResource
 from .store import ContactStore, NewMessage
@@ -34,6 +40,41 @@ class _ContactReactor(Clock, ThreadReactor, Protocol):
     """Time for the outbox's retries and the rate limit; the store's writer thread calls back."""
 
 
+@dataclass(frozen=True)
+class ChannelHealth:
+    """One delivery channel as /metrics shows it."""
+
+    pending: int
+    # How long the oldest message waiting for it has waited (0 when none waits).
+    oldest_pending_seconds: float
+    # How long its deliveries have failed in a row (0 while it delivers).
+    failing_seconds: float
+
+
+@dataclass(frozen=True)
+class ContactHealth:
+    """Whether contact works: the store, what waits, and why it is degraded (None: it is not)."""
+
+    store_problem: str | None
+    pending: int  # messages waiting for at least one channel
+    oldest_pending_seconds: float
+    channels: dict[str, ChannelHealth]
+    degraded: str | None
+
+
+def duration(seconds: float) -> str:
+    """C{45 s}, C{12 min}, C{2 h 5 min}, C{3 d 4 h}: how long, for people."""
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    minutes, hours, days = whole // 60, whole // 3600, whole // 86400
+    if whole < 3600:
+        return f"{minutes} min"
+    if whole < 86400:
+        return f"{hours} h {minutes % 60} min" if minutes % 60 else f"{hours} h"
+    return f"{days} d {hours % 24} h" if hours % 24 else f"{days} d"
+
+
 class ContactPart(Part):
     def __init__(
         self,
@@ -46,6 +87,7 @@ class ContactPart(Part):
     ) -> None:
         super().__init__("contact")
         self._config = config
+        self._clock = reactor
         self.accepted = 0  # messages stored (answered 202) since start; read by /metrics
         self.store = ContactStore(reactor, database_path(state))
         self.outbox = Outbox(
@@ -55,6 +97,7 @@ class ContactPart(Part):
             config.deliver_to,
             fallback=config.fallback_to,
             on_problem=self._channel_problem,
+            retry_delay=retry_policy(config.retry_max_seconds),
         )
         self._problems: dict[str, str] = {}
         self.resource = ContactResource(
@@ -71,6 +114,46 @@ class ContactPart(Part):
         else:
             self._problems[channel] = problem
         self.detail = "; ".join(f"{name} {text}" for name, text in self._problems.items()) or None
+
+    def problem(self) -> str | None:
+        """Down while the store cannot write: nothing can be accepted (every POST is 503)."""
+        if self.store.problem is not None:
+            return f"cannot store ({self.store.problem})"
+        return None
+
+    @property
+    def status(self) -> str:
+        """As every part's, and C{degraded: <what waits>} while it runs but a channel has
+        failed to deliver for longer than `contact.degraded_after_seconds`."""
+        status = super().status
+        if status == RUNNING:
+            degraded = self.health().degraded
+            if degraded is not None:
+                return f"degraded: {degraded}"
+        return status
+
+    def health(self) -> ContactHealth:
+        now = self._clock.seconds()
+        channels: dict[str, ChannelHealth] = {}
+        failing: list[str] = []
+        oldest: float | None = None
+        for name, backlog in self.outbox.backlog().items():
+            waited = 0.0
+            if backlog.oldest_received_at is not None:
+                waited = max(0.0, now - backlog.oldest_received_at)
+                oldest = max(oldest or 0.0, waited)
+            failed_for = 0.0
+            if backlog.failing_since is not None:
+                failed_for = max(0.0, now - backlog.failing_since)
+                if failed_for >= self._config.degraded_after_seconds:
+                    failing.append(f"{name} failing for {duration(failed_for)} ({backlog.error})")
+            channels[name] = ChannelHealth(backlog.pending, waited, failed_for)
+        pending = self.outbox.waiting_messages()
+        degraded = None
+        if failing:
+            waiting = f"{pending} message{'s' if pending != 1 else ''} waiting"
+            degraded = f"{waiting}, the oldest for {duration(oldest or 0.0)}; {'; '.join(failing)}"
+        return ContactHealth(self.store.problem, pending, oldest or 0.0, channels, degraded)
 
     def accept(self, new: NewMessage) -> Deferred[ContactMessage]:
         """Store a message, then hand it to the outbox; fires once it is on disk."""

@@ -3,10 +3,20 @@
 One writer thread owns the connection (WAL, synchronous=FULL). Submissions that arrive while it
 commits are written together in the next transaction: one fsync for many messages, so
 durability does not cost throughput. The reactor never waits on SQLite.
+
+The writer also keeps the store's footprint and health: the WAL is checkpointed and truncated
+whenever the writer has been idle for a second, and at once when it outgrows
+L{WAL_CHECKPOINT_BYTES}, so it never holds the disk (SQLite's own checkpoint, at 4 MB, keeps the
+file at its largest size). A write the disk refuses (full, read-only, failing) makes
+L{ContactStore.problem} say so until a write succeeds again; meanwhile the writer tries a small
+write of its own every L{PROBE_SECONDS}, so the store knows when space came back without waiting
+for a message.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import queue
 import sqlite3
 import threading
@@ -17,11 +27,21 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 
 from ..reactor import ThreadReactor
 from .api import ContactMessage
 
 T = TypeVar("T")
+
+log = Logger()
+
+# Checkpoint (and truncate) the WAL once it is this large, however busy the writer is.
+WAL_CHECKPOINT_BYTES = 1024 * 1024
+# ... and once the writer has had nothing to do for this long after a write.
+IDLE_CHECKPOINT_SECONDS = 1.0
+# While writes fail: how often the writer tries one of its own, to learn that they work again.
+PROBE_SECONDS = 2.0
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -43,11 +63,32 @@ CREATE TABLE IF NOT EXISTS deliveries (
     PRIMARY KEY (message_id, channel)
 );
 CREATE INDEX IF NOT EXISTS deliveries_waiting ON deliveries(state) WHERE state != 'delivered';
+-- One row, rewritten by the writer's probe while writes fail (does the disk take one again?).
+CREATE TABLE IF NOT EXISTS write_probe (id INTEGER PRIMARY KEY CHECK (id = 1), at REAL NOT NULL);
 """
+
+# Errors that are about one message's content (a lone surrogate, a value SQLite will not bind):
+# that message fails alone. Any other error (the disk is full or failing, the database is
+# read-only or locked) fails the whole transaction and says the store cannot write.
+CONTENT_ERRORS = (
+    ValueError,
+    sqlite3.IntegrityError,
+    sqlite3.DataError,
+    sqlite3.InterfaceError,
+    sqlite3.ProgrammingError,
+)
 
 
 class UnstorableMessage(Exception):
     """SQLite refused this message's content (the rest of its batch was stored)."""
+
+
+def write_problem(error: Exception) -> str:
+    """What a failed write says of the store, for /ping: "disk full", or SQLite's words."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF == sqlite3.SQLITE_FULL:
+        return "disk full"
+    return str(error) or type(error).__name__
 
 
 @dataclass(frozen=True)
@@ -93,6 +134,15 @@ class ContactStore:
         # a fifth of the accepted rate while a burst of messages was being delivered.
         self._updates: list[tuple[str, tuple[Any, ...], Deferred[None]]] = []
         self._updates_lock = threading.Lock()
+        self._wal = path.with_name(path.name + "-wal")
+        # Why writes fail (None: they work), as the reactor last heard it; read by /ping.
+        self.problem: str | None = None
+        # The writer thread's own view: what it last told the reactor, and whether the WAL
+        # holds frames since the last checkpoint.
+        self._writer_problem: str | None = None
+        self._wal_written = False
+        # Checkpoints done (by size, when idle, after a failure): read by the tests and bench.
+        self.checkpoints = 0
 
     def start(self) -> None:
         connection = open_database(self.path)
@@ -179,7 +229,14 @@ class ContactStore:
 
     def _run(self, connection: sqlite3.Connection) -> None:
         try:
-            while (request := self._requests.get()) is not None:
+            while True:
+                try:
+                    request = self._requests.get(timeout=self._idle_timeout())
+                except queue.Empty:
+                    self._idle(connection)
+                    continue
+                if request is None:
+                    break
                 work, d = request
                 try:
                     result = work(connection)
@@ -192,6 +249,86 @@ class ContactStore:
             self._commit_updates(connection)
         finally:
             connection.close()
+
+    def _idle_timeout(self) -> float | None:
+        """How long the writer waits for work before it looks after the store itself."""
+        if self._writer_problem is not None:
+            return PROBE_SECONDS
+        if self._wal_written:
+            return IDLE_CHECKPOINT_SECONDS
+        return None
+
+    def _idle(self, connection: sqlite3.Connection) -> None:
+        """Nothing to do for a while: give the WAL's space back, or probe a store that failed."""
+        if self._writer_problem is not None:
+            self._checkpoint(connection)
+            self._probe(connection)
+        elif self._wal_written:
+            self._checkpoint(connection)
+
+    def _checkpoint(self, connection: sqlite3.Connection) -> None:
+        """Copy the WAL into the database and truncate it: its space goes back to the disk.
+        Best effort: on a full disk the database may be unable to grow, and a reader (the
+        owner's `list`) may hold the WAL; the next idle moment tries again."""
+        try:
+            busy = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        except sqlite3.Error:
+            return
+        if not busy:
+            self._wal_written = False
+            self.checkpoints += 1
+
+    def _probe(self, connection: sqlite3.Connection) -> None:
+        """One small write: does the store take writes again?"""
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            connection.execute(
+                "INSERT OR REPLACE INTO write_probe (id, at) VALUES (1, ?)", (time.time(),)
+            )
+            connection.execute("COMMIT")
+        except sqlite3.Error as e:
+            self._rollback(connection)
+            self._tell_problem(write_problem(e))
+        else:
+            self._written(connection)
+
+    def _written(self, connection: sqlite3.Connection) -> None:
+        """A write transaction committed: the store works; a WAL grown large is checkpointed."""
+        self._wal_written = True
+        self._tell_problem(None)
+        try:
+            size = os.stat(self._wal).st_size
+        except OSError:
+            return
+        if size >= WAL_CHECKPOINT_BYTES:
+            self._checkpoint(connection)
+
+    def _write_failed(self, connection: sqlite3.Connection, error: Exception) -> None:
+        self._tell_problem(write_problem(error))
+        # What the WAL holds may be all that keeps the disk full.
+        self._checkpoint(connection)
+
+    def _tell_problem(self, problem: str | None) -> None:
+        """The reactor learns of a change in the store's health (before the Deferreds of the
+        write that showed it fire: a 503 is never answered while /ping still says running)."""
+        if problem == self._writer_problem:
+            return
+        self._writer_problem = problem
+        self._reactor.callFromThread(self._problem_changed, problem)
+
+    def _problem_changed(self, problem: str | None) -> None:
+        if problem is None:
+            log.info("contact: the store takes writes again")
+        else:
+            log.error("contact: the store cannot write: {problem}", problem=problem)
+        self.problem = problem
+
+    @staticmethod
+    def _rollback(connection: sqlite3.Connection) -> None:
+        # SQLite has rolled back on its own when it could not go on.
+        if connection.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                connection.execute("ROLLBACK")
 
     def _commit_adds(self, connection: sqlite3.Connection) -> None:
         """One transaction for the batch, one savepoint per message: a message SQLite refuses
@@ -240,17 +377,18 @@ class ContactStore:
                 connection.execute("SAVEPOINT piece")
                 try:
                     outcomes.append((d, True, work()))
-                except (sqlite3.Error, ValueError) as e:
+                except CONTENT_ERRORS as e:
                     connection.execute("ROLLBACK TO piece")
                     outcomes.append((d, False, refusal(e) if refusal else e))
                 connection.execute("RELEASE piece")
             connection.execute("COMMIT")
         except Exception as e:
-            if connection.in_transaction:
-                connection.execute("ROLLBACK")
+            self._rollback(connection)
+            self._write_failed(connection, e)
             for _, d in batch:
                 self._reactor.callFromThread(d.errback, e)
             return
+        self._written(connection)
         for d, done, result in outcomes:
             self._reactor.callFromThread(d.callback if done else d.errback, result)
 

@@ -1,0 +1,204 @@
+"""The disk under the store fills during a delivery outage, then is freed: contact says it is
+down while it cannot store, never stalls, gives the WAL's space back, and delivers every message
+it accepted exactly once within the backoff's maximum (issue 29). On a real tmpfs."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import Clock, deferLater
+from zope.interface import implementer
+
+from jupybot.config.contact import ContactConfig
+from jupybot.contact.api import ContactMessage, DeliveryUnavailable
+from jupybot.contact.part import ContactPart
+from jupybot.contact.registry import ChannelRegistry
+from jupybot.contact.store import NewMessage
+from jupybot.reactor import installed_reactor
+from jupybot.state import StateDirectory
+from tests.contact.tiny_disk import TinyDisk, tiny_disk
+
+RETRY_MAX = 60.0
+
+
+class Owner:
+    """The owner's channel: down until told otherwise; counts every message it is handed."""
+
+    name = "discord"
+
+    def __init__(self) -> None:
+        self.up = False
+        self.attempts = 0
+        self.received: Counter[int] = Counter()
+
+    def deliver(self, message: ContactMessage, delayed_seconds: float) -> Deferred[None]:
+        self.attempts += 1
+        if not self.up:
+            return fail(DeliveryUnavailable("the Discord bot is not connected"))
+        self.received[message.id] += 1
+        return succeed(None)
+
+
+@implementer(IReactorTime)
+class MixedReactor:
+    """The test's clock for time (retries, ages), the real reactor for the store's thread."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+
+    def seconds(self) -> float:
+        return self.clock.seconds()
+
+    def callLater(self, delay: float, callable: Callable[..., Any], *args: object, **kwargs: object) -> IDelayedCall:  # fmt: skip
+        return self.clock.callLater(delay, callable, *args, **kwargs)
+
+    def getDelayedCalls(self) -> Sequence[IDelayedCall]:
+        return self.clock.getDelayedCalls()
+
+    def callFromThread(self, f: Callable[..., object], *a: object, **kw: object) -> None:
+        installed_reactor().callFromThread(f, *a, **kw)
+
+
+@dataclass
+class Contact:
+    part: ContactPart
+    owner: Owner
+    clock: Clock
+    disk: TinyDisk
+    accepted: list[int]
+
+    @property
+    def wal(self) -> Path:
+        return self.disk.path / "contact.sqlite3-wal"
+
+    async def post(self, text: str) -> bool:
+        """What POST /contact does: True for a 202, False for a 503."""
+        try:
+            message = await self.part.accept(NewMessage("Ada", "a@example.org", None, text, "::1"))
+        except sqlite3.OperationalError:
+            return False
+        self.accepted.append(message.id)
+        return True
+
+    async def settle(self) -> None:
+        """Every store call made so far has been answered (the writer answers in order)."""
+        await self.part.store.waiting()
+        await deferLater(reactor, 0, lambda: None)
+
+    async def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+        await self.settle()
+
+
+async def until(condition: Callable[[], bool], what: str, within: float = 20.0) -> None:
+    """Wait for C{condition}, which the store's writer thread makes true on its own time."""
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {within:g}s: {what}"
+        await deferLater(reactor, 0.05, lambda: None)
+
+
+@pytest_twisted.async_yield_fixture
+async def contact(tmp_path: Path) -> AsyncIterator[Contact]:
+    with tiny_disk(tmp_path / "disk", 1024) as disk:
+        clock = Clock()
+        clock.advance(time.time())  # messages are stamped with the real time: ages are true
+        registry = ChannelRegistry()
+        owner = Owner()
+        registry.register(owner)
+        config = ContactConfig(
+            deliver_to=("discord",),
+            fallback_to=(),
+            retry_max_seconds=RETRY_MAX,
+            degraded_after_seconds=600,
+        )
+        part = ContactPart(config, (), MixedReactor(clock), StateDirectory(disk.path), registry)  # type: ignore[arg-type]
+        part.startService()
+        await part.when_started()
+        try:
+            yield Contact(part, owner, clock, disk, [])
+        finally:
+            await part.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_full_during_an_outage_then_freed_delivers_each_message_once(contact: Contact) -> None:  # fmt: skip
+    for number in range(20):
+        assert await contact.post(f"before the disk filled {number}")
+    await contact.advance(1)
+    assert contact.part.status == "running"
+
+    contact.disk.fill()
+    refused = 0
+    for number in range(200):  # until a write needs space the WAL no longer has
+        if not await contact.post(f"while full {number}"):
+            refused += 1
+            break
+    assert refused, "the store kept accepting on a full disk"
+    assert contact.part.status == "down: cannot store (disk full)"
+    assert not await contact.post("one more while full")
+
+    # The outage goes on: the outbox keeps trying, though no attempt can be recorded.
+    tried = contact.owner.attempts
+    for _ in range(5):
+        await contact.advance(RETRY_MAX)
+    assert contact.owner.attempts >= tried + 5
+
+    # Half an hour of outage: degraded once the store can write again, saying what waits.
+    contact.disk.free()
+    await until(lambda: contact.part.store.problem is None, "the store takes writes again")
+    await contact.advance(600)
+    waiting = len(contact.accepted)
+    assert contact.part.status.startswith(f"degraded: {waiting} messages waiting, the oldest for")
+    assert "discord failing for" in contact.part.status
+    assert "(the Discord bot is not connected)" in contact.part.status
+    health = contact.part.health()
+    assert health.pending == waiting and health.oldest_pending_seconds >= 600
+
+    # The WAL is checkpointed and truncated: the space it took comes back.
+    await until(lambda: os.path.getsize(contact.wal) == 0, "the WAL is truncated")
+    assert contact.disk.free_bytes() > contact.disk.total_bytes() // 2
+
+    contact.owner.up = True
+    await contact.advance(RETRY_MAX)  # the backoff's maximum: its next retry comes by then
+    assert sorted(contact.owner.received) == sorted(contact.accepted)
+    assert set(contact.owner.received.values()) == {1}
+    await contact.settle()
+    assert await contact.part.store.waiting() == []
+    assert contact.part.status == "running"
+
+
+@pytest_twisted.ensureDeferred
+async def test_delivered_while_full_is_recorded_later_and_never_sent_twice(contact: Contact) -> None:  # fmt: skip
+    for number in range(10):
+        assert await contact.post(f"message {number}")
+    contact.disk.fill()
+    while await contact.post("filling the WAL's last pages"):
+        pass
+    assert contact.part.status == "down: cannot store (disk full)"
+
+    # Discord is back before the disk: every message is delivered, none can be recorded.
+    contact.owner.up = True
+    await contact.advance(RETRY_MAX)
+    assert sorted(contact.owner.received) == sorted(contact.accepted)
+    for _ in range(5):  # the records are tried again; the deliveries are not made again
+        await contact.advance(RETRY_MAX)
+    assert set(contact.owner.received.values()) == {1}
+    assert len(await contact.part.store.waiting()) == len(contact.accepted)
+
+    contact.disk.free()
+    await until(lambda: contact.part.store.problem is None, "the store takes writes again")
+    await contact.advance(RETRY_MAX)
+    assert await contact.part.store.waiting() == []
+    assert set(contact.owner.received.values()) == {1}
