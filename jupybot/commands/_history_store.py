@@ -10,7 +10,8 @@ grown to twice its size after its last rewrite (plus 256 KiB) is rewritten from 
 history as it is now, beside it and renamed over it, so a room's file stays within about twice
 what the room keeps, which the `notebooks:` limits bound. A room that keeps nothing has no file.
 
-Outputs are written with configured secrets already C{[redacted]}: the file never holds one.
+Sources and outputs are written with configured secrets already C{[redacted]}: the file never
+holds one (a notebook read back after a restart shows C{[redacted]} where the secret was).
 """
 
 from __future__ import annotations
@@ -165,13 +166,15 @@ def _encode(op: HistoryOp, redact: Redactor | None) -> dict[str, Any]:
     match op:
         case ("cell", cell):
             outputs = [dict(o) for o in cell.outputs]
+            source = cell.source
             if redact:
                 outputs = [_redact_value(o, redact) for o in outputs]
+                source = redact(source)
             return {
                 "cell": {
                     "id": cell.command_id,
                     "kernel": cell.kernel_id,
-                    "source": cell.source,
+                    "source": source,
                     "count": cell.execution_count,
                     "outputs": outputs,
                     "size": cell.size,
