@@ -55,7 +55,7 @@ def test_shipped_config_is_valid() -> None:
         (
             "webb: {}",
             "webb: unknown key (expected one of: contact, discord, gateway, logging, matrix, "
-            "metrics, programs, sandbox, shutdown, storage, terminal, web)",
+            "metrics, notebooks, programs, sandbox, shutdown, storage, terminal, web)",
         ),
         (
             "web: {lisen: 'tcp:1'}",
