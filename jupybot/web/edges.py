@@ -9,8 +9,11 @@ Here, in the style of L{twisted.protocols.policies}:
    within a deadline counted from when the server started waiting for them, and the body within
    another counted from the end of the headers; bytes do not extend either. Headers larger than
    the limit are answered 431, a body larger than its limit 413 before it is read (twisted.web
-   would spool it to a temporary file); every error the channel answers itself is JSON, and so
-   is the site's answer to a resource that failed (L{JsonErrorRequest}, no HTML page).
+   would spool it to a temporary file), a chunk whose size line announces more than that limit
+   400 as soon as the line is read (not after the body deadline); every error the channel
+   answers itself is JSON, and so are the site's own answers (L{JsonErrorRequest}, errors.py):
+   an unknown path (404), a method a resource does not take (405 with C{Allow}) or one HTTP
+   does not have (501), a resource that failed (500). No HTML page, no traceback.
  - L{EdgeFactory}, wrapped around the site: a cap on open connections per address and in all,
    the total kept below the open-file limit; websockets count, since autobahn takes over the
    transport this factory wraps.
@@ -35,6 +38,7 @@ from twisted.web.server import Request, Site
 
 from ..config.core import WebConfig, WebLimits
 from .clients import ProxyTrust
+from .errors import JsonErrorRequest
 
 __all__ = [
     "ConnectionCounter",
@@ -114,6 +118,8 @@ class EdgeChannel(HTTPChannel):
         self._max_head = limits.max_header_kb * 1024
         self._max_body = limits.max_body_kb * 1024
         self._body_bytes = 0
+        # A chunked body's data so far (its framing not counted).
+        self._chunked_data = 0
         # LineReceiver drops, unanswered, a line longer than this; lineLengthExceeded answers.
         self.MAX_LENGTH = self._max_head
         # Twisted's own check answers 400; ours (CRLFs counted) fires first.
@@ -157,6 +163,16 @@ class EdgeChannel(HTTPChannel):
             self._refuse_body()
             return
         self._body_bytes = 0
+        self._chunked_data = 0
+        decoder = self._transferDecoder
+        if self.length is None and decoder is not None:  # chunked: its data is counted
+            deliver = decoder.dataCallback
+
+            def counted(data: bytes) -> None:
+                self._chunked_data += len(data)
+                deliver(data)
+
+            decoder.dataCallback = counted
         super().allHeadersReceived()
         if self.length != 0:  # a body follows (None: chunked)
             seconds = self._limits.body_timeout_seconds
@@ -171,6 +187,23 @@ class EdgeChannel(HTTPChannel):
                 self._refuse_body()
                 return
         super().rawDataReceived(data)
+        if not self._closing and self.length is None:
+            self._check_chunk_size()
+
+    def _check_chunk_size(self) -> None:
+        """A chunk announcing more than the body may hold is refused as soon as its size line
+        is read: waiting for 2 GiB that will be refused anyway would hold the connection
+        until the body deadline."""
+        decoder = self._transferDecoder
+        if decoder is None or getattr(decoder, "state", None) != "BODY":
+            return
+        announced = self._chunked_data + decoder.length
+        if announced > self._max_body:
+            message = (
+                f"A chunk of the request's body would bring it to {announced} bytes, over the "
+                f"limit of {self._max_body}."
+            )
+            self._answer_and_close(http_error(400, "Bad Request", message))
 
     def allContentReceived(self) -> None:
         self._cancel_deadline()
@@ -243,26 +276,6 @@ class EdgeChannel(HTTPChannel):
         transport: Any = self.transport  # a TCP transport, or the TLS or edge wrapper
         self.loseConnection()
         self._abort = self.callLater(ABORT_AFTER_SECONDS, transport.abortConnection)
-
-
-class JsonErrorRequest(Request):
-    """A request whose failure (an exception in a resource) is answered with a JSON 500."""
-
-    def processingFailed(self, reason: Failure) -> Failure:
-        log.failure(
-            "web: {method} {path} failed",
-            failure=reason,
-            method=self.method.decode("latin-1"),
-            path=self.path.decode("latin-1"),
-        )
-        body = json.dumps({"error": "The server failed to answer this request."}).encode()
-        self.setResponseCode(500)
-        self.setHeader(b"content-type", b"application/json")
-        self.setHeader(b"cache-control", b"no-store")
-        self.setHeader(b"content-length", b"%d" % len(body))
-        self.write(body)
-        self.finish()
-        return reason
 
 
 @dataclass(frozen=True)
