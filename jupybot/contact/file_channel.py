@@ -6,6 +6,8 @@ repeated after a crash is not written twice.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 from dataclasses import asdict
@@ -41,11 +43,24 @@ class FileChannel:
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
-                os.write(fd, (json.dumps(record) + "\n").encode())
-                os.fsync(fd)
+                _append_whole(fd, (json.dumps(record) + "\n").encode())
             finally:
                 os.close(fd)
         except OSError as e:
             raise DeliveryUnavailable(f"cannot write {self.path}: {e.strerror}") from e
         self._written.add(message.id)
         return succeed(None)
+
+
+def _append_whole(fd: int, line: bytes) -> None:
+    """Append C{line} and fsync it, or leave the file as it was: a disk that fills halfway
+    through takes part of a line, which the next attempt's line would be glued to."""
+    start = os.fstat(fd).st_size
+    try:
+        if os.write(fd, line) != len(line):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        os.fsync(fd)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, start)
+        raise

@@ -4,6 +4,7 @@ it accepted exactly once within the backoff's maximum (issue 29). On a real tmpf
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import time
@@ -22,6 +23,7 @@ from zope.interface import implementer
 
 from jupybot.config.contact import ContactConfig
 from jupybot.contact.api import ContactMessage, DeliveryUnavailable
+from jupybot.contact.file_channel import FileChannel
 from jupybot.contact.part import ContactPart
 from jupybot.contact.registry import ChannelRegistry
 from jupybot.contact.store import NewMessage
@@ -202,3 +204,23 @@ async def test_delivered_while_full_is_recorded_later_and_never_sent_twice(conta
     await contact.advance(RETRY_MAX)
     assert await contact.part.store.waiting() == []
     assert set(contact.owner.received.values()) == {1}
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_file_channel_on_a_full_disk_leaves_no_line_cut_short(tmp_path: Path) -> None:
+    with tiny_disk(tmp_path / "disk", 256) as disk:
+        channel = FileChannel(disk.path / "contact-messages.jsonl")
+        first = ContactMessage(1, "Ada", "a@example.org", None, "hi", "::1", time.time())
+        await channel.deliver(first, 0)
+        disk.fill()  # the file's last page still has room for part of a long message
+        long = ContactMessage(2, "Ada", "a@example.org", None, "x" * 5000, "::1", time.time())
+        try:
+            await channel.deliver(long, 0)
+        except DeliveryUnavailable as e:
+            assert "No space left on device" in str(e)
+        else:
+            raise AssertionError("a full disk took the message")
+        disk.free()
+        await channel.deliver(long, 0)
+        lines = channel.path.read_text().splitlines()
+        assert [json.loads(line)["id"] for line in lines] == [1, 2]
