@@ -57,7 +57,8 @@ def fifty_cells() -> nbformat.NotebookNode:
     for i in range(CELLS):
         j = i - i % 5  # the x assigned earlier in the same group of five
         cells.append(new_code_cell(kinds[i % 5].format(i=i, j=j)))
-    return new_notebook(cells=cells)
+    notebook: nbformat.NotebookNode = new_notebook(cells=cells)
+    return notebook
 
 
 def milliseconds(samples: list[float]) -> tuple[float, float]:
