@@ -160,11 +160,12 @@ class NotebookRun:
                         recorder.finished_outputs(),
                         recorder.size,
                     )
-                    self._cell_ran(cell, result.status == "died")
+                    self._cell_ran(cell, result.status == "died" or result.restarted)
                 if result.status != "ok":
                     why = self._why(result, listener)
                     errors.append(f"cell {index + 1}: {why}")
-                    if not self._keep_going or self._interrupted or result.status == "died":
+                    ended = result.status == "died" or result.restarted
+                    if not self._keep_going or self._interrupted or ended:
                         ending = f"❌ stopped at cell {index + 1}/{total}: {why}"
                         break
         except KernelError as e:

@@ -95,10 +95,11 @@ class RoomNotebooks:
             cell.finished_outputs(),
             cell.size,
         )
-        self.keep_cell(room, recorded, result.status == "died")
+        self.keep_cell(room, recorded, result.status == "died" or result.restarted)
 
     def keep_cell(self, room: str, cell: RecordedCell, died: bool) -> None:
-        """Record C{cell}, unless its kernel died running it: a new life then starts afresh."""
+        """Record C{cell}, unless its kernel died running it (or was restarted to end it): a
+        new life then starts afresh."""
         # Kernels shut down while idle, or gone with the gateway, take their cells with them.
         self.history.keep_kernels(room, {h.kernel_id for h in self._kernels.kernels(room)})
         if died:

@@ -105,6 +105,8 @@ class ExecutionResult:
     execution_count: int | None
     duration_seconds: float
     message: str | None = None  # what happened, for people
+    # The kernel was restarted to end this run (a time limit): its variables are gone.
+    restarted: bool = False
 
 
 class ExecutionListener(Protocol):

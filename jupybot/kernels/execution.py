@@ -65,11 +65,14 @@ class Execution:
         self.on_busy: Callable[[], None] | None = None
         self._pending_input: Deferred[str] | None = None
         self._override: tuple[ExecutionStatus, str] | None = None
+        self._restarted = False
         self._dropped = False
 
-    def override(self, status: ExecutionStatus, message: str) -> None:
-        """However it ends, report C{status} with C{message} (after jupybot interrupted it)."""
+    def override(self, status: ExecutionStatus, message: str, restarted: bool = False) -> None:
+        """However it ends, report C{status} with C{message} (after jupybot interrupted it, or
+        C{restarted} the kernel to end it)."""
         self._override = (status, message)
+        self._restarted = self._restarted or restarted
 
     def connection_dropped(self) -> None:
         """The websocket dropped while this ran: if it still ends normally, say that output
@@ -133,7 +136,9 @@ class Execution:
             pending, self._pending_input = self._pending_input, None
             pending.cancel()
         duration = self._clock.seconds() - self._started
-        self.result.callback(ExecutionResult(status, execution_count, duration, message))
+        self.result.callback(
+            ExecutionResult(status, execution_count, duration, message, self._restarted)
+        )
 
     def fail(self, error: Exception) -> None:
         """End the execution with C{error}: its outcome cannot be known (the gateway went away)."""

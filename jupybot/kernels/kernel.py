@@ -265,6 +265,7 @@ class GatewayKernel:
             "timeout",
             f"Stopped: it ran longer than {limit:g} s and ignored the interrupt for "
             f"{grace:g} s, so the kernel was restarted: its variables are lost.",
+            restarted=True,
         )
         d = Deferred.fromCoroutine(self.restart())  # ends the execution first
         d.addErrback(lambda f: log.warn("kernels: restart failed: {e}", e=f.getErrorMessage()))

@@ -291,6 +291,15 @@ def test_a_kernel_that_died_or_went_starts_a_new_notebook() -> None:
     kernels.executions[-1].result.callback(ExecutionResult("ok", 1, 0.01))
     say(bot, room, "!jupybot notebook")
     assert [c.source for c in _code_cells(_exported(room))] == ["b = 2"]
+    # A run the time limit ended by restarting the kernel: its variables went, so did its cells.
+    say(bot, room, "!jupybot run while True: pass")
+    kernels.executions[-1].result.callback(
+        ExecutionResult("timeout", None, 300.0, "the kernel was restarted", restarted=True)
+    )
+    say(bot, room, "!jupybot run b = 3")
+    kernels.executions[-1].result.callback(ExecutionResult("ok", 1, 0.01))
+    say(bot, room, "!jupybot notebook")
+    assert [c.source for c in _code_cells(_exported(room))] == ["b = 3"]
     # Shut down while idle (the gateway's culling): its cells go when the room is next seen.
     say(bot, room, "!jupybot start as other")
     kernels.handles[room.key] = kernels.handles[room.key][1:]
