@@ -1,9 +1,10 @@
 # jupybot in a container: docs/deploy.md, "Docker", says how to run it (bubblewrap needs a few
-# run options; the page says which and why).
+# run options; the page says which and why), and "Building the image without Docker Hub" how
+# the tests build and run this file unchanged with podman.
 #
-#   docker build -t jupybot .
+#   docker build -t jupybot .            # podman: podman build --format docker -t jupybot .
 #   docker run -d --name jupybot -p 127.0.0.1:8080:8080 -v jupybot-state:/var/lib/jupybot \
-#     --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
+#     --security-opt seccomp=deploy/seccomp.json --security-opt apparmor=unconfined \
 #     --security-opt systempaths=unconfined --stop-timeout 90 jupybot
 
 # 1. The browser terminal's front-end files (xterm.js), from the npm registry as `make` does.
@@ -28,13 +29,15 @@ RUN python3 -m venv /tmp/build \
     && /tmp/build/bin/pip wheel --no-cache-dir --no-deps --wheel-dir /dist .
 
 # 3. What runs: Debian's Python (kernels run it as the sandbox sees it), bubblewrap, util-linux
-# (prlimit, setpriv), libseccomp2 for the sandboxes' syscall filter, bc and nodejs for the demo
-# programs, tini to reap what the programs orphan.
+# (prlimit, setpriv), libseccomp2 for the sandboxes' syscall filter, libcairo2 for SVG outputs
+# (cairosvg: docs/rendering.md), bc and nodejs for the demo programs, tini to reap what the
+# programs orphan.
 FROM debian:bookworm-slim
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
-        python3 python3-venv bubblewrap util-linux libseccomp2 bc nodejs tini ca-certificates \
+        python3 python3-venv bubblewrap util-linux libseccomp2 libcairo2 bc nodejs tini \
+        ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 # The kernel extra: plots and tables for chat users (matplotlib, pandas), as `make run` has it.
 ARG JUPYBOT_EXTRAS=kernel
@@ -52,13 +55,17 @@ RUN groupadd --system --gid 10001 jupybot \
         --shell /usr/sbin/nologin jupybot \
     && install -d -o jupybot -g jupybot -m 0700 /var/lib/jupybot
 COPY deploy/container.yml /etc/jupybot/config.yml
+# Runs tini and jupybot; started as root (for per-session cgroups: docs/deploy.md) it hands the
+# container's cgroup to jupybot first, then drops to this user with no capability left.
+COPY deploy/container-entrypoint /usr/local/bin/jupybot-entrypoint
 USER 10001:10001
 WORKDIR /var/lib/jupybot
-ENV HOME=/var/lib/jupybot PYTHONUNBUFFERED=1
+# JUPYBOT_CONFIG: what twistd and `python -m jupybot.contact` read without --config.
+ENV HOME=/var/lib/jupybot PYTHONUNBUFFERED=1 JUPYBOT_CONFIG=/etc/jupybot/config.yml
 VOLUME ["/var/lib/jupybot"]
 EXPOSE 8080
 # /ping answers 503 while a part starts or is down: the container is then unhealthy.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s \
     CMD ["/opt/jupybot/venv/bin/python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/ping', timeout=4)"]
-ENTRYPOINT ["/usr/bin/tini", "--", "/opt/jupybot/venv/bin/twistd", "--nodaemon", "--pidfile=", "jupybot"]
+ENTRYPOINT ["/usr/local/bin/jupybot-entrypoint"]
 CMD ["--config", "/etc/jupybot/config.yml"]

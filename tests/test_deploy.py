@@ -1,6 +1,7 @@
-"""The service files users deploy: the systemd unit (checked by systemd-analyze), the Dockerfile
-(linted by hadolint; its context filtered as `docker build` would and the wheel built from it)
-and the container's configuration. There is no Docker engine here: what needs one is not run."""
+"""The service files users deploy, read: the systemd unit (checked by systemd-analyze), the
+Dockerfile (linted by hadolint; its context filtered as `docker build` would and the wheel built
+from it), the container's entry point, configuration and syscall filter. The image built and
+run: tests/deploy/test_container.py; the unit booted: tests/deploy/test_unit_booted.py."""
 
 from __future__ import annotations
 
@@ -194,8 +195,14 @@ def test_the_image_runs_jupybot_as_a_user_of_its_own() -> None:
     assert user not in ("0", "root") and user.isdigit()  # numeric: runAsNonRoot can check it
     after_user = stage[[keyword for keyword, _ in stage].index("USER") :]
     assert [keyword for keyword, _ in after_user if keyword in ("RUN", "USER")] == ["USER"]
-    entrypoint = json.loads(dict(stage)["ENTRYPOINT"])
-    assert entrypoint[:2] == ["/usr/bin/tini", "--"] and "--nodaemon" in entrypoint
+    (entrypoint,) = json.loads(dict(stage)["ENTRYPOINT"])
+    copied = {rest.split()[-1]: rest.split()[0] for keyword, rest in stage if keyword == "COPY"}
+    script = re.sub(r"\\\n\s*", "", (ROOT / copied[entrypoint]).read_text())
+    # tini reaps; a clean stop (jupybot re-raises the SIGTERM it handled) is exit status 0.
+    runs = re.findall(r"exec .*/usr/bin/tini -e 143 -- \$jupybot", script)
+    assert len(runs) == 2, script  # as the image's user, and after dropping root
+    assert '"/opt/jupybot/venv/bin/twistd --nodaemon --pidfile= jupybot"' in script
+    assert "--reuid=jupybot --regid=jupybot --clear-groups --inh-caps=-all" in script
     assert "/ping" in dict(stage)["HEALTHCHECK"]
 
 
