@@ -35,14 +35,24 @@ _MACHINE = os.uname().machine
 _CONTROLLING_TTY = os.makedev(5, 0)
 
 
-def _stat_fields(pid: int) -> list[str] | None:
-    """The fields of /proc/PID/stat after the command name (which may hold spaces)."""
+def _stat_fields(pid: int, task: str = "") -> list[str] | None:
+    """The fields of /proc/PID/stat (or of one of its threads, C{task} "task/TID") after the
+    command name (which may hold spaces)."""
     try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+        with open(f"/proc/{pid}/{task}stat", encoding="ascii", errors="replace") as f:
             text = f.read()
     except OSError:
         return None
     return text[text.rfind(")") + 2 :].split()
+
+
+def _threads(pid: int) -> list[str]:
+    """Each thread of C{pid} as a path below /proc/PID/ ("task/TID/"), the main one first."""
+    try:
+        tids = [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
+    except (OSError, ValueError):
+        return [""]
+    return [f"task/{tid}/" for tid in sorted(tids, key=lambda tid: tid != pid)]
 
 
 def _all_pids() -> Iterator[int]:
@@ -124,8 +134,15 @@ def group_members(pgrp: int, leader: int | None = None) -> list[int]:
 
 
 def is_waiting_for_input(pgrp: int, tty: str, leader: int | None = None) -> bool:
-    """True when every process of the terminal's foreground group sleeps, one of them in a call
-    that waits for the terminal (read, select, poll...): the program wants input."""
+    """True when every thread of every process of the terminal's foreground group sleeps, one
+    of them in a call that waits for the terminal (read, select, poll...): the program wants
+    input. Every thread, not only each process's first: the JVM runs `main` in a thread of its
+    own (its first thread waits for it to end), and Go reads the terminal in whichever thread
+    its scheduler gives the goroutine; the other threads of a runtime (GC, JIT, timers) may
+    sleep with a timeout meanwhile, which says nothing of the thread reading. In a thread but
+    the first only a read() of the terminal counts: a readiness call does not say what it waits
+    for, and runtimes keep event loops of their own in threads (Node's task scheduler waits in
+    epoll_wait for ever while its main loop's timer is pending)."""
     pids = group_members(pgrp, leader)
     if not pids:
         return False
@@ -135,21 +152,25 @@ def is_waiting_for_input(pgrp: int, tty: str, leader: int | None = None) -> bool
         return False
     waiting = False
     for pid in pids:
-        fields = _stat_fields(pid)
-        if fields is None:
-            continue
-        state = fields[0]
-        if state in ("R", "D"):
-            return False
-        if state == "S" and _blocked_on_input(pid, terminal):
-            waiting = True
+        for task in _threads(pid):
+            fields = _stat_fields(pid, task)
+            if fields is None:
+                continue
+            state = fields[0]
+            if state in ("R", "D"):
+                return False
+            first = task in ("", f"task/{pid}/")
+            if state == "S" and not waiting and _blocked_on_input(pid, terminal, task, first):
+                waiting = True
     return waiting
 
 
-def _blocked_on_input(pid: int, terminal: int) -> bool:
-    """Is C{pid} asleep waiting for the terminal whose device number is C{terminal}?"""
+def _blocked_on_input(pid: int, terminal: int, task: str = "", readiness: bool = True) -> bool:
+    """Is C{pid} (its thread C{task}, "task/TID/") asleep waiting for the terminal whose device
+    number is C{terminal}: in a read() of it, or (with C{readiness}) in a readiness call without
+    a timeout?"""
     try:
-        with open(f"/proc/{pid}/syscall", encoding="ascii") as f:
+        with open(f"/proc/{pid}/{task}syscall", encoding="ascii") as f:
             call = f.read().split()
     except OSError:
         call = []  # not allowed to look (ptrace rules): the kernel function waiting tells
@@ -164,9 +185,9 @@ def _blocked_on_input(pid: int, terminal: int) -> bool:
                 return False
             return device in (terminal, _CONTROLLING_TTY)
         timeout = _WAITING_SYSCALLS.get(_MACHINE, {}).get(number)
-        return timeout is not None and _waits_for_ever(call[1:], *timeout)
+        return readiness and timeout is not None and _waits_for_ever(call[1:], *timeout)
     try:
-        with open(f"/proc/{pid}/wchan", encoding="ascii") as f:
+        with open(f"/proc/{pid}/{task}wchan", encoding="ascii") as f:
             return f.read().strip() == "n_tty_read"
     except OSError:
         return False

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import struct
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,6 +86,22 @@ programs:
             print("before", line, flush=True)
             select.select([], [], [], 1.2)
             print("after select", flush=True)
+  # Reads its terminal in a thread of its own while its first thread waits for it, as the JVM
+  # runs `main` (and Go, whichever thread its scheduler picks).
+  - name: threaded
+    argv:
+      - python3
+      - -c
+      - |
+        import threading
+
+        def ask():
+            while line := input("name? "):
+                print("hello", line, flush=True)
+
+        reader = threading.Thread(target=ask)
+        reader.start()
+        reader.join()
   # Input flow control: cat without the terminal's echo, and a program that never reads.
   - {name: quietcat, argv: [sh, -c, "stty -echo; echo ready; exec cat"]}
   # (A terminal in canonical mode would drop a line over 4096 bytes: in raw mode it fills.)
@@ -100,6 +117,33 @@ terminal:
   replay_kb: 256
 """
 
+# A Java program as docs/terminal.md ("Java, Go and Node") gives it: compiled into the test's
+# folder of programs where `javac` is installed.
+GREET_JAVA = """\
+import java.util.Scanner;
+
+public class Greet {
+    public static void main(String[] args) {
+        Scanner in = new Scanner(System.in);
+        System.out.print("Your name? ");
+        System.out.flush();
+        while (in.hasNextLine()) {
+            String name = in.nextLine().trim();
+            if (name.isEmpty()) break;
+            System.out.println("Hello, " + name + "!");
+            System.out.print("Your name? ");
+            System.out.flush();
+        }
+    }
+}
+"""
+JAVA_PROGRAM = """\
+  - name: java
+    argv: [java, -Xmx256m, "-XX:ActiveProcessorCount=1", -cp, "{bin}", Greet]
+    files: ["{bin}"]
+    limits: {address_space_mb: 2048}
+"""
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupybotProcess]:
@@ -110,7 +154,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupybotProcess]
     game = bin_dir / "game"
     game.write_text("#!/bin/sh\necho game\n")
     game.chmod(0o755)
-    programs = PROGRAMS.replace("{bin}", str(bin_dir))
+    programs = PROGRAMS
+    if shutil.which("javac"):
+        (bin_dir / "Greet.java").write_text(GREET_JAVA)
+        subprocess.run(["javac", "-d", str(bin_dir), str(bin_dir / "Greet.java")], check=True)
+        (bin_dir / "Greet.class").chmod(0o644)
+        programs = programs.replace("\nterminal:\n", "\n" + JAVA_PROGRAM + "terminal:\n", 1)
+    programs = programs.replace("{bin}", str(bin_dir))
     process = JupybotProcess(jupybot_config(workdir, programs), workdir)
     try:
         process.wait_listening()

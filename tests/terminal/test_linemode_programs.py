@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import aiohttp
 import pytest
@@ -176,3 +177,31 @@ async def test_a_curses_program_is_answered_each_key_line(server: JupybotProcess
         ending = json.loads((await screen.ws.receive(timeout=30)).data)
         assert ending["event"] == "exit" and ending["code"] == 0
         assert not MODE_SWITCH.search(ending["output"])
+
+
+@asyncio_test
+async def test_a_program_reading_its_terminal_in_another_thread_is_answered(
+    server: JupybotProcess,
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        threaded = await start(http, server, "threaded")
+        assert await threaded.answer() == "name? "
+        assert await threaded.ask("Ada") == "hello Ada\nname? "
+        await threaded.ws.close()
+
+
+@pytest.mark.skipif(
+    shutil.which("javac") is None, reason="javac is not installed (Debian: openjdk-17-jdk-headless)"
+)
+@asyncio_test
+async def test_a_java_program_at_the_documented_limits_is_answered(
+    server: JupybotProcess,
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        java = await start(http, server, "java")
+        assert await java.answer() == "Your name? "
+        assert await java.ask("Ada") == "Hello, Ada!\nYour name? "
+        assert await java.ask("Grace") == "Hello, Grace!\nYour name? "
+        await java.ws.send_str(json.dumps({"event": "command", "input": ""}))
+        event = json.loads((await java.ws.receive(timeout=30)).data)
+        assert (event["event"], event["code"]) == ("exit", 0), event
