@@ -99,6 +99,16 @@ def program_problems(program: ProgramConfig, sandbox: Sandbox, where: str) -> li
                 f"{where}.cwd: {program.cwd} is not a directory the sandbox shows "
                 "(list it, or a directory above it, in files: or writable:)"
             )
+    if profile is not None and sandbox.enabled:
+        # A script or data file named in argv must be shown too (python3 /srv/app/report.py).
+        shown = (*profile.read_only, *profile.writable, "/usr", "/bin", "/lib", "/lib64", "/dev")
+        for index, arg in enumerate(program.argv[1:], 1):
+            hidden = not any(arg == p or arg.startswith(p.rstrip("/") + "/") for p in shown)
+            if arg.startswith("/") and os.path.exists(arg) and hidden:
+                problems.append(
+                    f"{where}.argv[{index}]: {arg} is not inside the sandbox "
+                    "(list its folder, or a folder above it, in files:)"
+                )
     if profile is not None and sandbox.prepared and sandbox.enabled and not problems:
         # What the sandbox user cannot read, bubblewrap cannot show: try it once.
         executable = profile.argv[2] if profile.argv[0] == SETSID else profile.argv[0]

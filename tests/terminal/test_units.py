@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -155,3 +156,18 @@ def test_catalogue_mistakes_are_named_with_their_key_path(tmp_path: Path) -> Non
         "programs[3].cwd: /srv/game is not a directory the sandbox shows "
         "(list it, or a directory above it, in files: or writable:)",
     ]
+
+
+def test_a_script_named_in_argv_but_not_shown_is_named(tmp_path: Path) -> None:
+    script = tmp_path / "report.py"
+    script.write_text("print('hi')\n")
+    program = ProgramConfig(
+        name="sales", title="Sales", description="", argv=("python3", str(script), "-v")
+    )
+    problems = program_problems(program, Sandbox(SandboxConfig()), "programs[1]")
+    assert problems == [
+        f"programs[1].argv[1]: {script} is not inside the sandbox "
+        "(list its folder, or a folder above it, in files:)"
+    ]
+    shown = replace(program, files=(str(tmp_path),))
+    assert program_problems(shown, Sandbox(SandboxConfig()), "programs[1]") == []
