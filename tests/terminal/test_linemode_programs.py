@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import sys
 
 import aiohttp
 import pytest
@@ -205,3 +207,19 @@ async def test_a_java_program_at_the_documented_limits_is_answered(
         await java.ws.send_str(json.dumps({"event": "command", "input": ""}))
         event = json.loads((await java.ws.receive(timeout=30)).data)
         assert (event["event"], event["code"]) == ("exit", 0), event
+
+
+def test_an_owner_tries_a_program_from_the_shell(server: JupybotProcess) -> None:
+    """python -m jupybot.terminal.lineclient: each answer printed, each line after its prompt,
+    the program's exit status as its own."""
+    client = [sys.executable, "-m", "jupybot.terminal.lineclient", server.base_url]
+    done = subprocess.run(
+        [*client, "py", "print(6 * 7)", "exit(3)"], capture_output=True, text=True, timeout=60
+    )
+    assert (done.stdout, done.returncode) == (">>> print(6 * 7)\n42\n>>> exit(3)\n", 3)
+    typed = subprocess.run(
+        [*client, "bc"], input="2^10\n", capture_output=True, text=True, timeout=60
+    )
+    assert (typed.stdout, typed.returncode) == ("2^10\n1024\n", 0)
+    refused = subprocess.run([*client, "nope"], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and refused.stderr.startswith("unknown-program: ")
