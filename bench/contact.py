@@ -9,6 +9,9 @@ Run: ``.venv/bin/python -m bench.contact [--seconds 5] [--clients 50]``
   the same kind of database: what durability costs without group commits.
 - ``nginx_contact_accepted_per_s``, ``nginx_ping_per_s``: the same through nginx with TLS,
   configured as docs/deploy.md says (tests/peers/nginx.py), jupybot trusting it as a proxy.
+- ``wal_kb_after_burst``, ``wal_kb_idle``: the store's WAL file right after the burst of
+  contact messages, and once /ping has been measured (contact idle for that long): what the
+  store's checkpoints leave on the disk (issue 29; before them it only grew, to 4 MB and more).
 
 Absolute rates differ between machines: the ratios measured in the same run are what counts.
 Target (issue 16): ``contact_vs_ping`` >= 0.5 (a durable write costs no more than a second
@@ -115,14 +118,30 @@ def requests(host: str) -> tuple[bytes, bytes]:
 
 
 def rates(
-    host: str, port: int, clients: int, seconds: float, tls: ssl.SSLContext | None = None
-) -> tuple[float, float]:
-    """(contact accepted, /ping) per second against C{host}:C{port}."""
+    host: str,
+    port: int,
+    clients: int,
+    seconds: float,
+    tls: ssl.SSLContext | None = None,
+    wal: Path | None = None,
+) -> tuple[float, float, tuple[float | None, float | None]]:
+    """(contact accepted, /ping) per second against C{host}:C{port}, and the size in KB of
+    C{wal} after the contact burst and after the /ping one."""
     post, ping = requests(f"{host}:{port}")
     contact = asyncio.run(load(host, port, post, clients, seconds, tls))
+    after_burst = kilobytes(wal)
     # /ping answers 503 here, and rightly: the bench's gateway (127.0.0.1:9) is absent on purpose.
     pings = asyncio.run(load(host, port, ping, clients, seconds, tls, counted=(b"200", b"503")))
-    return contact, pings
+    return contact, pings, (after_burst, kilobytes(wal))
+
+
+def kilobytes(path: Path | None) -> float | None:
+    if path is None:
+        return None
+    try:
+        return round(path.stat().st_size / 1024, 1)
+    except FileNotFoundError:
+        return 0.0
 
 
 @contextmanager
@@ -169,10 +188,11 @@ def main() -> None:
             server.wait_listening()
             server.wait_for("contact: running")
             host, port = server.base_url.removeprefix("http://").split(":")
-            contact, ping = rates(host, int(port), args.clients, args.seconds)
+            contact, ping, wal = rates(host, int(port), args.clients, args.seconds, wal=workdir / "var" / "contact.sqlite3-wal")  # fmt: skip
             figures["contact_accepted_per_s"], figures["ping_per_s"] = contact, ping
+            figures["wal_kb_after_burst"], figures["wal_kb_idle"] = wal
             with nginx_in_front(workdir, server.base_url) as (proxy, tls):
-                contact, ping = rates(
+                contact, ping, _ = rates(
                     "127.0.0.1", proxy.https_port, args.clients, args.seconds, tls
                 )
             figures["nginx_contact_accepted_per_s"], figures["nginx_ping_per_s"] = contact, ping

@@ -212,7 +212,10 @@ class Outbox:
         self.delivered[queue.name] += 1
         log.info("contact: message {id} delivered to {channel}", id=message.id, channel=queue.name)
         self._tell(queue.name, None)
-        self._record_delivery(message.id, queue.name)
+        # Awaited, though it never fails: the next delivery waits for this record's commit
+        # (which many share), so the outbox goes at the store's pace and leaves the reactor to
+        # the visitors (not awaiting it cost 60% of the accepted rate in bench/contact.py).
+        await self._record_delivery(message.id, queue.name)
         return True
 
     def _settle(self, done: bool | Failure, queue: _ChannelQueue, message: ContactMessage) -> None:
@@ -244,9 +247,10 @@ class Outbox:
             error=failure.getErrorMessage(),
         )
 
-    def _record_delivery(self, message_id: int, channel: str) -> None:
+    def _record_delivery(self, message_id: int, channel: str) -> Deferred[None]:
         """Record a delivery; one the store cannot take is kept here (never delivered again)
-        and recorded on a backoff until it can."""
+        and recorded on a backoff until it can. Fires once the store answered, never with an
+        error."""
 
         def recorded(_: object) -> None:
             self._unrecorded.discard((message_id, channel))
@@ -267,7 +271,7 @@ class Outbox:
                 self._record_failures += 1
                 self._recording = self._reactor.callLater(delay, self._record_deliveries)
 
-        self._store.delivered(message_id, channel).addCallbacks(recorded, failed)
+        return self._store.delivered(message_id, channel).addCallbacks(recorded, failed)
 
     def _record_deliveries(self) -> None:
         self._recording = None
