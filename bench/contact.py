@@ -10,8 +10,9 @@ Run: ``.venv/bin/python -m bench.contact [--seconds 5] [--clients 50]``
 - ``nginx_contact_accepted_per_s``, ``nginx_ping_per_s``: the same through nginx with TLS,
   configured as docs/deploy.md says (tests/peers/nginx.py), jupybot trusting it as a proxy.
 - ``wal_kb_after_burst``, ``wal_kb_idle``: the store's WAL file right after the burst of
-  contact messages, and once /ping has been measured (contact idle for that long): what the
-  store's checkpoints leave on the disk (issue 29; before them it only grew, to 4 MB and more).
+  contact messages, and once /ping has been measured (no new message for that long, though the
+  outbox may still be delivering the burst): what the store's checkpoints leave on the disk
+  (issue 29; before them it stayed at SQLite's 4 MB once there, idle or not).
 
 Absolute rates differ between machines: the ratios measured in the same run are what counts.
 Target (issue 16): ``contact_vs_ping`` >= 0.5 (a durable write costs no more than a second
