@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from ..harness import ROOT
+from .machine import prepare, stop_prepared
 from .podman import (
     CACHE,
     Podman,
@@ -40,8 +41,12 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 
 @pytest.fixture(scope="session")
-def timings() -> dict[str, float]:
-    return TIMINGS
+def timings() -> Iterator[dict[str, float]]:
+    try:
+        yield TIMINGS
+    finally:
+        # The machine the image fixture started, should its tests not have run.
+        stop_prepared()
 
 
 @pytest.fixture(scope="session")
@@ -56,17 +61,29 @@ def podman() -> Iterator[Podman]:
     try:
         yield runner
     finally:
-        runner.remove_leftovers()
+        runner.remove_leftovers(mine=True)
 
 
 @pytest.fixture(scope="session")
-def image(podman: Podman, timings: dict[str, float]) -> str:
+def image(podman: Podman, timings: dict[str, float], request: pytest.FixtureRequest) -> str:
     """The Dockerfile, unchanged, built as docs/deploy.md's BUILD_SECTION says, once a run
     (podman's layer cache under .cache/deploy makes a run whose sources did not change quick)."""
     text = section(BUILD_SECTION)
     base = command(text, "scripts/build-base-images")
     assert base == ["scripts/build-base-images"]
     env = {**podman.env, "PODMAN": shlex.join(podman.command)}
+    if any(item.path.name == "test_unit_booted.py" for item in request.session.items):
+        # The root file system first, then the machine is made meanwhile (both mostly wait
+        # on downloads, the machine's on apt and pip, the image's on apt, npm and pip).
+        timed(
+            "root file system",
+            timings,
+            [str(ROOT / base[0]), "--rootfs-only", str(CACHE)],
+            env=env,
+            cwd=ROOT,
+            timeout=1200,
+        )
+        prepare(timings)
     timed(
         "base images", timings, [str(ROOT / base[0]), str(CACHE)], env=env, cwd=ROOT, timeout=1200
     )

@@ -9,20 +9,30 @@ nspawn runs with --register=no --keep-unit)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future
 from pathlib import Path
 
-from .podman import CACHE
+import yaml
+
+from ..harness import ROOT, free_port
+from .podman import CACHE, commands, section
+
+SOURCE = "/mnt/jupybot-src"
+UNIT = "jupybot"
 
 TEMPLATE = CACHE / "machine-bookworm"
 ROOTFS = CACHE / "rootfs-bookworm"
-ARCHIVES = CACHE / "apt-archives"
+# Its own: the image build's apt runs meanwhile, and apt locks the folder it downloads to.
+ARCHIVES = CACHE / "apt-archives-machine"
 PIP_CACHE = CACHE / "pip-cache"
 # The booting system; the rest is what the docs' step 1 asks for.
 BOOT_PACKAGES = ("systemd-sysv", "dbus")
@@ -85,6 +95,8 @@ def template(packages: Sequence[str]) -> Path:
     shutil.rmtree(making, ignore_errors=True)
     shutil.rmtree(TEMPLATE, ignore_errors=True)
     copy_tree(ROOTFS, making)
+    # dpkg without an fsync per file, as in Docker Hub's images (scripts/build-base-images).
+    (making / "etc/dpkg/dpkg.cfg.d/docker-apt-speedup").write_text("force-unsafe-io\n")
     ARCHIVES.mkdir(parents=True, exist_ok=True)
     nspawn(
         making,
@@ -99,6 +111,48 @@ def template(packages: Sequence[str]) -> Path:
     return TEMPLATE
 
 
+def sweep(machines: Path, mine: bool = False) -> None:
+    """What a killed test run left: its machine (nspawn survives it: a session of its own) and
+    the machine's copy; with C{mine}, this run's. A run still going keeps its own."""
+
+    def gone(owner: str) -> bool:
+        return owner == str(os.getpid()) if mine else not Path(f"/proc/{owner}").exists()
+
+    prefix = "--machine=jupybot-test-"
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        owners = [a.removeprefix(prefix) for a in argv if a.startswith(prefix)]
+        if (
+            argv[0].endswith("systemd-nspawn")
+            and owners
+            and not Path(f"/proc/{owners[0]}").exists()
+        ):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(int(proc.name), signal.SIGKILL)
+    if machines.is_dir():
+        for left in machines.iterdir():
+            owner = left.name.removeprefix("jupybot-test-").removesuffix(".console")
+            if owner.isdigit() and gone(owner):
+                unmount_below(left)
+                if left.is_dir():
+                    shutil.rmtree(left, ignore_errors=True)
+                else:
+                    left.unlink(missing_ok=True)
+
+
+def unmount_below(root: Path) -> None:
+    mounted = [
+        line.split()[4]
+        for line in Path("/proc/self/mountinfo").read_text().splitlines()
+        if line.split()[4].startswith(f"{root}/") or line.split()[4] == str(root)
+    ]
+    for mount in sorted(mounted, reverse=True):
+        subprocess.run(["umount", "-l", mount], check=False)
+
+
 def copy_tree(source: Path, target: Path) -> None:
     subprocess.run(["cp", "-a", "--reflink=auto", str(source), str(target)], check=True)
 
@@ -110,6 +164,10 @@ class Machine:
         self.name = name
         self.root = root
         self.log = root.with_name(root.name + ".console")
+        # A host's /proc/sys is writable, and bubblewrap's --disable-userns writes it in each
+        # sandbox; nspawn mounts it read-only unless told (the docs' step 1 check fails then,
+        # test_unit_booted.py shows).
+        env = {**os.environ, "SYSTEMD_NSPAWN_API_VFS_WRITABLE": "1"}
         with open(self.log, "wb") as console:
             self.process = subprocess.Popen(
                 [
@@ -124,11 +182,16 @@ class Machine:
                     *(f"--bind={b}" for b in binds),
                 ],
                 stdin=subprocess.DEVNULL,
+                env=env,
                 stdout=console,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        self.leader = self._wait_for_leader()
+        try:
+            self.leader = self._wait_for_leader()
+        except BaseException:
+            self.stop()
+            raise
 
     def _wait_for_leader(self, timeout: float = 30) -> int:
         """The machine's PID 1 (nspawn's child) once its systemd answers."""
@@ -197,12 +260,131 @@ class Machine:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(10)
         _forget_propagation(self.name)
-        mounted = [
-            line.split()[4]
-            for line in Path("/proc/self/mountinfo").read_text().splitlines()
-            if line.split()[4].startswith(str(self.root))
-        ]
-        for mount in sorted(mounted, reverse=True):
-            subprocess.run(["umount", "-l", mount], check=False)
+        unmount_below(self.root)
         shutil.rmtree(self.root, ignore_errors=True)
         self.log.unlink(missing_ok=True)
+
+
+def steps() -> list[list[str]]:
+    """The commands of docs/deploy.md's "systemd" section."""
+    return commands(section("systemd"))
+
+
+def step_one_packages() -> list[str]:
+    (install,) = [c for c in steps() if c[:4] == ["sudo", "apt-get", "install", "-y"]]
+    return install[4:]
+
+
+class Installation:
+    """The docs' commands run in the machine as their user would type them, with what only
+    this run knows put in: the checkout to clone, the port to listen on."""
+
+    def __init__(self, machine: Machine, port: int) -> None:
+        self.machine = machine
+        self.port = port
+        self.cwd = "/"
+        self.seen: list[list[str]] = []
+
+    def run(self, words: list[str]) -> str:
+        self.seen.append(words)
+        if words[:1] == ["cd"]:
+            self.cwd = words[1]
+            return ""
+        if words[:1] == ["sudoedit"]:
+            return self.configure(words[1])
+        if words[:1] == ["journalctl"] and "-f" in words:
+            return ""  # follows for ever; the unit's state is checked below
+        if words[:2] == ["sudo", "-u"]:
+            words = ["runuser", "-u", words[2], "--", *words[3:]]
+        elif words[:1] == ["sudo"]:
+            words = words[1:]
+        if words[:2] == ["git", "clone"]:
+            words = [*words[:2], SOURCE, *words[3:]]
+        words = [w.replace("127.0.0.1:8080", f"127.0.0.1:{self.port}") for w in words]
+        if words[:1] == ["curl"]:
+            # Right after `enable --now`: it answers once jupybot listens.
+            deadline = time.monotonic() + 120
+            while (done := self.machine.run(words, check=False)).returncode != 0:
+                assert time.monotonic() < deadline, done
+                time.sleep(0.5)
+            return done.stdout
+        return self.machine.run(words, cwd=self.cwd, timeout=900).stdout
+
+    def configure(self, path: str) -> str:
+        """What the docs ask the reader to edit: the unit's state directory, and this run's
+        port (the machine shares the host's network)."""
+        config = yaml.safe_load(self.machine.run(["cat", path]).stdout)
+        config.setdefault("storage", {})["path"] = "/var/lib/jupybot"
+        config.setdefault("web", {})["listen"] = f"tcp:{self.port}:interface=127.0.0.1"
+        self.machine.run(["sh", "-c", 'printf %s "$1" > "$0"', path, yaml.safe_dump(config)])
+        return ""
+
+
+_prepared: Future[Installation] | None = None
+_lock = threading.Lock()
+
+
+def prepare(timings: dict[str, float]) -> Future[Installation]:
+    """Start (once a run) making the machine: the template, a copy booted, jupybot installed
+    by the docs' steps, in a thread of its own."""
+    global _prepared
+    with _lock:
+        if _prepared is None:
+            _prepared = Future()
+            threading.Thread(target=_prepare, args=(_prepared, timings), daemon=True).start()
+        return _prepared
+
+
+def _prepare(future: Future[Installation], timings: dict[str, float]) -> None:
+    booted: Machine | None = None
+    try:
+        start = time.monotonic()
+        subprocess.run(
+            [str(ROOT / "scripts" / "build-base-images"), "--rootfs-only", str(CACHE)],
+            check=True,
+            capture_output=True,
+            timeout=900,
+            cwd=ROOT,
+        )
+        made = template(step_one_packages())
+        timings["machine template"] = round(time.monotonic() - start, 1)
+        name = f"jupybot-test-{os.getpid()}"
+        root = CACHE / "machines" / name
+        root.parent.mkdir(exist_ok=True)
+        sweep(root.parent)
+        copy_tree(made, root)
+        for cache in (ARCHIVES, PIP_CACHE, CACHE / "npm-cache"):
+            cache.mkdir(parents=True, exist_ok=True)
+        binds = [
+            f"{ROOT}:{SOURCE}:rbind",
+            f"{ARCHIVES}:/var/cache/apt/archives",
+            f"{PIP_CACHE}:/root/.cache/pip",
+            f"{CACHE / 'npm-cache'}:/root/.npm",
+        ]
+        start = time.monotonic()
+        booted = Machine(name, root, binds)
+        timings["machine boot"] = round(time.monotonic() - start, 1)
+        start = time.monotonic()
+        installation = Installation(booted, free_port())
+        for words in steps():
+            installation.run(words)
+        timings["unit installed by the docs' steps"] = round(time.monotonic() - start, 1)
+        future.set_result(installation)
+    except BaseException as e:
+        if booted is not None:
+            booted.stop()
+        sweep(CACHE / "machines", mine=True)
+        future.set_exception(e)
+
+
+def stop_prepared() -> None:
+    """Power the machine off and remove it (at the end of the run, whoever started it)."""
+    global _prepared
+    with _lock:
+        future, _prepared = _prepared, None
+    if future is not None:
+        try:
+            installation = future.result(timeout=1500)
+        except BaseException:
+            return  # it stopped its machine itself
+        installation.machine.stop()

@@ -22,8 +22,8 @@ from ..harness import ROOT
 
 CACHE = ROOT / ".cache" / "deploy"
 DOCS = ROOT / "docs" / "deploy.md"
-# Every container, volume and image of these tests carries it: what a killed run left is found
-# and removed by it.
+# Every container and volume of these tests carries it, with the pid of the run that made it:
+# what a killed run left is found and removed by it.
 LABEL = "org.jupybot.test"
 CAP_SYS_RESOURCE = 24
 
@@ -126,15 +126,24 @@ class Podman:
     def inspect(self, name: str) -> dict[str, object]:
         return dict(json.loads(self("inspect", name).stdout)[0])
 
-    def remove_leftovers(self) -> None:
-        """Every container and volume of these tests, running or not (a killed run's too)."""
-        ids = self("ps", "--all", "--quiet", "--filter", f"label={LABEL}").stdout.split()
+    def remove_leftovers(self, mine: bool = False) -> None:
+        """The containers and volumes of test runs that are gone (killed: their label names
+        their pid), and with C{mine} this run's own. Another run's, still going, are kept."""
+
+        def gone(owner: str) -> bool:
+            return owner == str(os.getpid()) if mine else not Path(f"/proc/{owner}").exists()
+
+        label = f'{{{{index .Labels "{LABEL}"}}}}'
+        listing = self("ps", "--all", "--filter", f"label={LABEL}", "--format", "{{.ID}} " + label)
+        ids = [i for i, owner in map(str.split, listing.stdout.splitlines()) if gone(owner)]
         if ids:
             self("rm", "--force", "--time", "0", *ids, check=False, timeout=60)
-        volumes = self("volume", "ls", "--quiet", "--filter", f"label={LABEL}").stdout.split()
+        listing = self(
+            "volume", "ls", "--filter", f"label={LABEL}", "--format", "{{.Name}} " + label
+        )
+        volumes = [v for v, owner in map(str.split, listing.stdout.splitlines()) if gone(owner)]
         if volumes:
             self("volume", "rm", "--force", *volumes, check=False)
-        self("unmount", "--all", check=False)
 
 
 def timed(what: str, timings: dict[str, float], argv: Sequence[str], **kwargs: object) -> str:

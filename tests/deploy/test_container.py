@@ -100,12 +100,12 @@ def as_this_run(
     argv[at] = f"seccomp={ROOT / 'deploy' / 'seccomp.json'}"
     assert argv[-1] == "jupybot", argv
     argv[-1] = image
-    argv[2:2] = ["--label", f"{LABEL}=1"]
+    argv[2:2] = ["--label", f"{LABEL}={os.getpid()}"]
     return Container(podman, argv, name, port, volume)
 
 
 def make_volume(podman: Podman, name: str) -> str:
-    podman("volume", "create", "--label", f"{LABEL}=1", name)
+    podman("volume", "create", "--label", f"{LABEL}={os.getpid()}", name)
     return name
 
 
