@@ -363,10 +363,26 @@ class WebglCheck {
 }
 
 // "" when C{canvas} shows C{term}'s screen, a problem when not, null when too little is
-// on the screen to tell (fewer than 4 characters on the default background).
+// on the screen to tell (fewer than 4 characters on the default background). The pixels are
+// read only then: at a ratio of 3 a phone's canvas holds some 8 MB of them.
 function drawsBuffer(term, canvas) {
   const { width, height } = canvas;
   if (!width || !height) return null;
+  const buffer = term.buffer.active, text = [], blank = [];
+  for (let y = 0; y < term.rows; y++) {
+    const line = buffer.getLine(buffer.viewportY + y);
+    if (!line) continue;
+    for (let x = 0; x < term.cols; x++) {
+      const cell = line.getCell(x);
+      if (!cell || !cell.isBgDefault() || cell.isInverse()) continue;
+      if (cell.getChars().trim()) {
+        text.push([x, y]);
+      } else if (cell.getWidth() && !(y === buffer.cursorY && x === buffer.cursorX)) {
+        blank.push([x, y]);
+      }
+    }
+  }
+  if (text.length < 4) return null;
   const copy = document.createElement("canvas");
   copy.width = width;
   copy.height = height;
@@ -374,7 +390,7 @@ function drawsBuffer(term, canvas) {
   context.drawImage(canvas, 0, 0);
   const pixels = context.getImageData(0, 0, width, height).data;
   const cellWidth = width / term.cols, cellHeight = height / term.rows;
-  const drawn = (x, y) => {
+  const drawn = ([x, y]) => {
     for (let py = Math.floor(y * cellHeight); py < Math.floor((y + 1) * cellHeight); py++) {
       for (let px = Math.floor(x * cellWidth); px < Math.floor((x + 1) * cellWidth); px++) {
         const i = (py * width + px) * 4;
@@ -383,27 +399,11 @@ function drawsBuffer(term, canvas) {
     }
     return false;
   };
-  const buffer = term.buffer.active;
-  let text = 0, textDrawn = 0, blank = 0, blankDrawn = 0;
-  for (let y = 0; y < term.rows; y++) {
-    const line = buffer.getLine(buffer.viewportY + y);
-    if (!line) continue;
-    for (let x = 0; x < term.cols; x++) {
-      const cell = line.getCell(x);
-      if (!cell || !cell.isBgDefault() || cell.isInverse()) continue;
-      const cursor = y === buffer.cursorY && x === buffer.cursorX;
-      if (cell.getChars().trim()) {
-        text++;
-        if (drawn(x, y)) textDrawn++;
-      } else if (cell.getWidth() && !cursor) {
-        blank++;
-        if (drawn(x, y)) blankDrawn++;
-      }
-    }
+  const textDrawn = text.filter(drawn).length, blankDrawn = blank.filter(drawn).length;
+  if (textDrawn < text.length / 2) {
+    return `${text.length - textDrawn} of ${text.length} characters not drawn`;
   }
-  if (text < 4) return null;
-  if (textDrawn < text / 2) return `${text - textDrawn} of ${text} characters not drawn`;
-  if (blankDrawn > Math.max(2, text / 4)) return `${blankDrawn} blank cells drawn on`;
+  if (blankDrawn > Math.max(2, text.length / 4)) return `${blankDrawn} blank cells drawn on`;
   return "";
 }
 
