@@ -548,8 +548,11 @@ def _phone_screen(page: Page, word: str, shot: Path) -> Seen:
             room: [box.width - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight),
                    box.height - parseFloat(style.paddingTop) - parseFloat(style.paddingBottom)],
             cell: [screen.width / term.cols, screen.height / term.rows],
-            // What xterm.js's fit leaves for a scrollbar (15 px where it overlays the text).
-            scrollbar: term._core.viewport.scrollBarWidth,
+            // The room a scrollbar takes (none where it overlays the text, as on phones).
+            scrollbar: (() => {
+              const viewport = term.element.querySelector(".xterm-viewport");
+              return viewport.offsetWidth - viewport.clientWidth;
+            })(),
             row, text: lines[row], emoji, cursor_row: buffer.cursorY,
           };
         }""",

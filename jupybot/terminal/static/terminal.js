@@ -87,7 +87,7 @@ class Session {
     host.replaceChildren();
     this.term.open(host);
     host.dataset.renderer = this.loadWebgl() ? "webgl" : "dom";
-    this.fit.fit();
+    this.fitToRoom();
     titleEl.textContent = title;
     if (resumeFrom && resumeFrom.screen) this.term.write(resumeFrom.screen);
     this.term.onData((data) => this.type(data));
@@ -102,7 +102,7 @@ class Session {
     // Fit whenever the terminal's box changes: the window, the hint, the key bar, a rotation.
     this.resizer = new ResizeObserver(() => {
       cancelAnimationFrame(this.fitFrame);
-      this.fitFrame = requestAnimationFrame(() => { if (!this.disposed) this.fit.fit(); });
+      this.fitFrame = requestAnimationFrame(() => { if (!this.disposed) this.fitToRoom(); });
     });
     this.resizer.observe(host);
     const scheme = location.protocol === "https:" ? "wss" : "ws";
@@ -112,6 +112,25 @@ class Session {
     });
     this.connect();
     this.term.focus();
+  }
+
+  // As many rows and columns as the room holds. xterm.js's fit keeps 15 px for a scrollbar
+  // even where scrollbars overlay the content and take no room (phones): two columns of 38
+  // at 390 px. There the columns are counted over the whole width.
+  fitToRoom() {
+    const proposed = this.fit.proposeDimensions();
+    if (!proposed || !proposed.cols || !proposed.rows) return;  // not laid out (yet)
+    let { cols } = proposed;
+    const viewport = this.term.element.querySelector(".xterm-viewport");
+    const screen = this.term.element.querySelector(".xterm-screen");
+    if (viewport && screen && viewport.offsetWidth === viewport.clientWidth) {
+      const cellWidth = screen.getBoundingClientRect().width / this.term.cols;
+      const room = parseFloat(getComputedStyle(this.term.element.parentElement).width);
+      if (cellWidth > 0 && room > 0) cols = Math.max(cols, Math.floor(room / cellWidth));
+    }
+    if (cols !== this.term.cols || proposed.rows !== this.term.rows) {
+      this.term.resize(cols, proposed.rows);
+    }
   }
 
   // What the connection knows, for the page (and a developer's console, and the page's tests).
