@@ -27,6 +27,7 @@ from jupybot.contact.file_channel import FileChannel
 from jupybot.contact.part import ContactPart
 from jupybot.contact.registry import ChannelRegistry
 from jupybot.contact.store import NewMessage
+from jupybot.metrics import MetricSources, metrics_registry
 from jupybot.reactor import installed_reactor
 from jupybot.state import StateDirectory
 from tests.contact.tiny_disk import TinyDisk, tiny_disk
@@ -103,6 +104,14 @@ class Contact:
         await self.settle()
 
 
+def metric(contact: Contact, name: str, **labels: str) -> float:
+    """One value of what /metrics would answer now."""
+    sources = MetricSources(lambda: {"contact": contact.part.status}, contact=contact.part)
+    value = metrics_registry(sources).get_sample_value(name, labels)
+    assert value is not None, (name, labels)
+    return value
+
+
 async def until(condition: Callable[[], bool], what: str, within: float = 20.0) -> None:
     """Wait for C{condition}, which the store's writer thread makes true on its own time."""
     deadline = time.monotonic() + within
@@ -150,6 +159,8 @@ async def test_full_during_an_outage_then_freed_delivers_each_message_once(conta
     assert refused, "the store kept accepting on a full disk"
     assert contact.part.status == "down: cannot store (disk full)"
     assert not await contact.post("one more while full")
+    assert metric(contact, "jupybot_contact_store_writable") == 0
+    assert metric(contact, "jupybot_part_up", part="contact") == 0
 
     # The outage goes on: the outbox keeps trying, though no attempt can be recorded.
     tried = contact.owner.attempts
@@ -167,6 +178,11 @@ async def test_full_during_an_outage_then_freed_delivers_each_message_once(conta
     assert "(the Discord bot is not connected)" in contact.part.status
     health = contact.part.health()
     assert health.pending == waiting and health.oldest_pending_seconds >= 600
+    assert metric(contact, "jupybot_contact_store_writable") == 1
+    assert metric(contact, "jupybot_contact_degraded") == 1
+    assert metric(contact, "jupybot_contact_pending", channel="discord") == waiting
+    assert metric(contact, "jupybot_contact_oldest_pending_seconds", channel="discord") >= 600
+    assert metric(contact, "jupybot_contact_delivery_failing_seconds", channel="discord") >= 600
 
     # The WAL is checkpointed and truncated: the space it took comes back.
     await until(lambda: os.path.getsize(contact.wal) == 0, "the WAL is truncated")
@@ -181,6 +197,8 @@ async def test_full_during_an_outage_then_freed_delivers_each_message_once(conta
     await contact.settle()
     assert await contact.part.store.waiting() == []
     assert contact.part.status == "running"
+    assert metric(contact, "jupybot_contact_degraded") == 0
+    assert metric(contact, "jupybot_contact_oldest_pending_seconds", channel="discord") == 0
 
 
 @pytest_twisted.ensureDeferred
