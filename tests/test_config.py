@@ -81,6 +81,11 @@ def test_each_mistake_is_named_with_its_key_path(text: str, error: str) -> None:
     assert error in errors_of(text)
 
 
+def test_a_bare_off_means_off() -> None:
+    # YAML reads `cgroups: off` as false, as config.yml's own comment writes it.
+    assert parse_config("sandbox:\n  cgroups: off\n").sandbox.cgroups == "off"
+
+
 def test_all_mistakes_are_reported_at_once() -> None:
     errors = errors_of("web: {listen: 1}\nlogging: {level: loud}\nmatrix: {homeserver: x}\n")
     assert len(errors) == 3

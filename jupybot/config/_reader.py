@@ -179,7 +179,13 @@ class Reader:
 
     def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
         expected = "one of " + ", ".join(repr(c) for c in choices)
-        return self._typed(key, default, lambda v: v if v in choices else None, expected)
+
+        def pick(value: object) -> str | None:
+            if isinstance(value, bool):  # YAML 1.1 reads a bare `off` (or `no`) as false
+                value = "on" if value else "off"
+            return value if isinstance(value, str) and value in choices else None
+
+        return self._typed(key, default, pick, expected)
 
     def url(
         self, key: str, default: str | None, schemes: tuple[str, ...] = ("http", "https")
