@@ -89,7 +89,7 @@ def summarize(config: Config) -> Summary:
     if config.terminal.enabled:
         names = ", ".join(p.name for p in config.programs) or "none"
         lines.append(f"terminal: {len(config.programs)} program(s): {names}")
-        problems += [f"terminal: will not start: {p}" for p in catalogue_problems(config)]
+        problems += [f"terminal: a program will not start: {p}" for p in catalogue_problems(config)]
     else:
         lines.append("terminal: disabled (terminal.enabled is false)")
     if config.contact.enabled:

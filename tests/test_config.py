@@ -156,7 +156,7 @@ def test_check_config_tries_each_program_and_names_the_fix(tmp_path: Path) -> No
     assert result.returncode == 1, result.stdout
     lines = result.stdout.splitlines()
     assert lines[0] == f"{tmp_path / 'config.yml'}: valid, but:"
-    problems = [line for line in lines if line.startswith("  terminal: will not start: ")]
+    problems = [line for line in lines if line.startswith("  terminal: a program will not start: ")]
     assert [p.split(": ", 2)[2].split(":")[0].split(" ")[0] for p in problems] == (
         ["programs[1].argv", "programs[2]", "programs[3].cwd"]
         if os.geteuid() == 0
