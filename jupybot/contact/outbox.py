@@ -211,11 +211,11 @@ class Outbox:
         queue.failing_since = queue.error = None
         self.delivered[queue.name] += 1
         log.info("contact: message {id} delivered to {channel}", id=message.id, channel=queue.name)
-        self._tell(queue.name, None)
         # Awaited, though it never fails: the next delivery waits for this record's commit
         # (which many share), so the outbox goes at the store's pace and leaves the reactor to
         # the visitors (not awaiting it cost 60% of the accepted rate in bench/contact.py).
         await self._record_delivery(message.id, queue.name)
+        self._tell(queue.name, None)
         return True
 
     def _settle(self, done: bool | Failure, queue: _ChannelQueue, message: ContactMessage) -> None:
