@@ -13,21 +13,32 @@ from dataclasses import dataclass
 from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.interfaces import IReactorTime
 
+from ..config.chat import ChatSettings
+
 __all__ = ["ChatLimits", "CommandRate", "PendingRuns", "RoomOrder"]
+
+
+_SECTION = ChatSettings()
 
 
 @dataclass(frozen=True)
 class ChatLimits:
-    """The busy-room settings of one chat part (its config section says them to people)."""
+    """The busy-room settings of one chat part: its config section's (L{ChatSettings}, where
+    the figures are declared and explained) and the cap on waiting runs."""
 
-    # Each person may send C{command_burst} commands at once, then one every
-    # 60 / C{commands_per_minute} seconds; 0 turns the limit off.
-    commands_per_minute: float = 20.0
-    command_burst: int = 8
+    commands_per_minute: float = _SECTION.commands_per_minute
+    command_burst: int = _SECTION.command_burst
     # One run per person per room; this many more wait their turn, the next is refused.
     waiting_runs_per_person: int = 2
-    # Editing a command (or reacting 🔁 to its reply) re-runs it for this long after it ran.
-    rerun_window_seconds: float = 600.0
+    rerun_window_seconds: float = _SECTION.rerun_window_seconds
+
+    @classmethod
+    def from_settings(cls, settings: ChatSettings) -> ChatLimits:
+        return cls(
+            commands_per_minute=settings.commands_per_minute,
+            command_burst=settings.command_burst,
+            rerun_window_seconds=settings.rerun_window_seconds,
+        )
 
 
 class RoomOrder:

@@ -5,13 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ._reader import Reader, Secret
+from .chat import ChatSettings
 
 DISCORD_API = "https://discord.com/api/v10"
 DISCORD_GATEWAY = "wss://gateway.discord.gg/"
 
 
 @dataclass(frozen=True)
-class DiscordConfig:
+class DiscordConfig(ChatSettings):
+    """`discord:`; with the shared chat keys of L{ChatSettings}."""
+
     token: Secret | None = None
     owner_id: int | None = None
     # Discord user ids and role ids allowed to run code; nobody else (deny by default).
@@ -22,12 +25,6 @@ class DiscordConfig:
     # A Discord-compatible server (and the tests' own) instead of discord.com.
     api_base: str = DISCORD_API
     gateway_url: str = DISCORD_GATEWAY
-    edit_interval_seconds: float = 1.0
-    # Busy channels (docs/commands.md): each person's command rate, and how long a run may be
-    # edited or 🔁'd into running again.
-    commands_per_minute: float = 20.0
-    command_burst: int = 8
-    rerun_window_seconds: float = 600.0
 
     @classmethod
     def read(cls, r: Reader) -> DiscordConfig:
@@ -53,16 +50,7 @@ class DiscordConfig:
             api_base=(r.url("api_base", default.api_base) or default.api_base).rstrip("/"),
             gateway_url=r.url("gateway_url", default.gateway_url, ("ws", "wss"))
             or default.gateway_url,
-            edit_interval_seconds=r.number(
-                "edit_interval_seconds", default.edit_interval_seconds, minimum=0.2, maximum=60
-            ),
-            commands_per_minute=r.number(
-                "commands_per_minute", default.commands_per_minute, minimum=0, maximum=600
-            ),
-            command_burst=r.integer("command_burst", default.command_burst, minimum=1, maximum=100),
-            rerun_window_seconds=r.number(
-                "rerun_window_seconds", default.rerun_window_seconds, minimum=0, maximum=86400
-            ),
+            **ChatSettings.read_chat(r),
         )
         r.finish()
         return config

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 
 from ._reader import Reader, Secret
+from .chat import ChatSettings
 
 _USER_ID = re.compile(r"^@[^:\s]+:[^\s]+$")
 # The chat command layer's commands (jupybot/commands/texts.py). Not imported from there: the
@@ -35,7 +36,9 @@ DOCUMENTED_PREFIX = "!jupybot"
 
 
 @dataclass(frozen=True)
-class MatrixConfig:
+class MatrixConfig(ChatSettings):
+    """`matrix:`; with the shared chat keys of L{ChatSettings}."""
+
     homeserver: str | None
     user_id: str | None
     access_token: Secret | None
@@ -51,15 +54,9 @@ class MatrixConfig:
     cross_signing: bool = True
     # The recovery key of an identity made in Element: opens its keys in secret storage.
     recovery_key: Secret | None = None
-    edit_interval_seconds: float = 1.0
     max_output_chars: int = 4000
     # A room (id) the bot has joined where contact messages are posted (docs/contact.md).
     contact_room: str | None = None
-    # Busy rooms (docs/commands.md): each person's command rate, and how long a run may be
-    # edited or 🔁'd into running again.
-    commands_per_minute: float = 20.0
-    command_burst: int = 8
-    rerun_window_seconds: float = 600.0
 
     @classmethod
     def read(cls, r: Reader) -> MatrixConfig:
@@ -88,12 +85,9 @@ class MatrixConfig:
         encryption = r.boolean("encryption", False)
         cross_signing = r.boolean("cross_signing", True)
         recovery_key = r.secret("recovery_key")
-        interval = r.number("edit_interval_seconds", 1.0, minimum=0.2, maximum=60)
+        chat = ChatSettings.read_chat(r)
         max_chars = r.integer("max_output_chars", 4000, minimum=200, maximum=30000)
         contact_room = r.optional_string("contact_room")
-        per_minute = r.number("commands_per_minute", 20.0, minimum=0, maximum=600)
-        burst = r.integer("command_burst", 8, minimum=1, maximum=100)
-        rerun_window = r.number("rerun_window_seconds", 600.0, minimum=0, maximum=86400)
         if contact_room is not None and not contact_room.startswith("!"):
             r.error(
                 "contact_room",
@@ -114,12 +108,9 @@ class MatrixConfig:
             encryption=encryption,
             cross_signing=cross_signing,
             recovery_key=recovery_key,
-            edit_interval_seconds=interval,
             max_output_chars=max_chars,
             contact_room=contact_room,
-            commands_per_minute=per_minute,
-            command_burst=burst,
-            rerun_window_seconds=rerun_window,
+            **chat,
         )
 
     def disabled_reason(self) -> str | None:

@@ -19,15 +19,12 @@ from twisted.internet.task import deferLater
 from ..aio import await_deferred, deferred_from_coroutine
 from ..commands import (
     Addressing,
-    ChatCommands,
-    ChatLimits,
     Conversation,
     IncomingAttachment,
     IncomingMessage,
     IncomingReaction,
-    RunningReplies,
 )
-from ..commands.notebook import NotebookLimits
+from ..commands.assembly import ChatNetwork, build_chat_commands
 from ..config import Secret
 from ..config.commands import NotebooksConfig
 from ..config.discord import DiscordConfig
@@ -115,24 +112,14 @@ class DiscordPart(AsyncioPart):
             # No guild data is worth waiting for before answering.
             guild_ready_timeout=0,
         )
-        self.commands = ChatCommands(
-            kernels,
+        network = ChatNetwork(
+            "discord",
             self.access,
             Addressing(prefixes=(config.prefix,)),
-            clock,
-            render_options=RenderOptions(max_text_chars=1800, allow_html=False),
-            edit_interval=config.edit_interval_seconds,
-            secrets=secrets,
-            limits=ChatLimits(
-                commands_per_minute=config.commands_per_minute,
-                command_burst=config.command_burst,
-                rerun_window_seconds=config.rerun_window_seconds,
-            ),
-            running_replies=RunningReplies(
-                state.file("discord-running.json") if state is not None else None
-            ),
-            notebooks=NotebookLimits.from_config(notebooks or NotebooksConfig()),
-            notebook_folder=state.file("discord-notebooks") if state is not None else None,
+            RenderOptions(max_text_chars=1800, allow_html=False),
+        )
+        self.commands = build_chat_commands(
+            network, config, kernels, clock, secrets=secrets, state=state, notebooks=notebooks
         )
         self._recovered = False
         self._conversations: dict[int, DiscordConversation] = {}

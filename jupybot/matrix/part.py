@@ -8,15 +8,8 @@ from nio import AsyncClient, AsyncClientConfig
 from twisted.internet.interfaces import IReactorTime
 
 from ..aio import await_deferred
-from ..commands import (
-    AccessPolicy,
-    Addressing,
-    ChatCommands,
-    ChatLimits,
-    RenderFunction,
-    RunningReplies,
-)
-from ..commands.notebook import NotebookLimits
+from ..commands import AccessPolicy, Addressing, RenderFunction
+from ..commands.assembly import ChatNetwork, build_chat_commands
 from ..config import Secret
 from ..config.commands import NotebooksConfig
 from ..config.matrix import MatrixConfig
@@ -60,7 +53,7 @@ class MatrixPart(AsyncioPart):
     ) -> None:
         super().__init__("matrix")
         # What rooms keep for 'notebook' (under the state directory), and the files they move.
-        self.notebooks = NotebookLimits.from_config(notebooks or NotebooksConfig())
+        self.notebooks = notebooks
         # Never shown in a reply, even when a kernel prints one.
         self.secrets = tuple(secrets)
         assert config.homeserver is not None and config.user_id is not None
@@ -107,24 +100,22 @@ class MatrixPart(AsyncioPart):
                 )
             # Element shares room keys only with devices their owner cross-signed.
             self.detail = await cross_sign_device(config, client, api, self.state_dir)
-            commands = ChatCommands(
-                self.kernels,
+            network = ChatNetwork(
+                "matrix",
                 AccessPolicy.build(config.allowed_users, config.admins, config.admin_commands),
                 await self._addressing(client),
+                RenderOptions(max_text_chars=config.max_output_chars),
+                self.render or render_outputs,
+            )
+            commands = build_chat_commands(
+                network,
+                config,
+                self.kernels,
                 self.clock,
-                render_options=RenderOptions(max_text_chars=config.max_output_chars),
-                render=self.render or render_outputs,
-                edit_interval=config.edit_interval_seconds,
                 # A token from a password login is a secret too, though not in config.yml.
                 secrets=[*self.secrets, Secret(client.access_token)],
-                limits=ChatLimits(
-                    commands_per_minute=config.commands_per_minute,
-                    command_burst=config.command_burst,
-                    rerun_window_seconds=config.rerun_window_seconds,
-                ),
-                running_replies=RunningReplies(self.state_dir.file("matrix-running.json")),
+                state=self.state_dir,
                 notebooks=self.notebooks,
-                notebook_folder=self.state_dir.file("matrix-notebooks"),
             )
             bot = self.bot = MatrixBot(
                 client,
