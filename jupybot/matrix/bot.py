@@ -128,8 +128,16 @@ class MatrixBot:
         room = self.client.rooms.get(room_id)
         return room is None or len(room.users) <= 2
 
-    def conversation(self, room_id: str) -> MatrixConversation:
-        return MatrixConversation(self, room_id, self.is_direct(room_id))
+    def conversation(self, room_id: str, is_direct: bool | None = None) -> MatrixConversation:
+        """Room C{room_id} as the command layer's conversation; its directness as it is now
+        unless C{is_direct} says it."""
+        return MatrixConversation(
+            self.api,
+            room_id,
+            self.is_direct(room_id) if is_direct is None else is_direct,
+            is_encrypted=self.is_encrypted,
+            open_direct=self.direct_conversation,
+        )
 
     def find_conversation(self, key: str) -> Deferred[Conversation | None]:
         """The room a conversation key names, if the bot is still in it (for recovery)."""
@@ -146,11 +154,11 @@ class MatrixBot:
         """The direct chat with C{user_id}: an existing two-person room, else a new one."""
         known = self._direct_rooms.get(user_id)
         if known is not None:
-            return MatrixConversation(self, known, is_direct=True)
+            return self.conversation(known, is_direct=True)
         for room_id, room in self.client.rooms.items():
             if self.is_direct(room_id) and set(room.users) == {self.user_id, user_id}:
                 self._direct_rooms[user_id] = room_id
-                return MatrixConversation(self, room_id, is_direct=True)
+                return self.conversation(room_id, is_direct=True)
         room_id = await self.api.create_direct_room(user_id, encrypted=self.encryption)
         # The bot made the room: nothing in it predates the bot.
         self.state.joined[room_id] = 0
@@ -164,7 +172,7 @@ class MatrixBot:
             await await_deferred(seen)
         self._direct_rooms[user_id] = room_id
         self.log.info("matrix: opened a direct chat {room} with {user}", room=room_id, user=user_id)
-        return MatrixConversation(self, room_id, is_direct=True)
+        return self.conversation(room_id, is_direct=True)
 
     # -- syncing --------------------------------------------------------------------------------
 

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import datetime
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from twisted.internet.defer import Deferred
 
 from ..aio import deferred_from_coroutine
 from ..commands import Paragraph, Reply
 from ..contact.api import ContactMessage, DeliveryRefused, DeliveryUnavailable
-from ..service import RUNNING
 from .api import MatrixError
 from .content import notice_content
-
-if TYPE_CHECKING:
-    from .part import MatrixPart
+from .conversation import EventSender
 
 DELAYED_AFTER_SECONDS = 60.0
 
@@ -32,25 +29,27 @@ def contact_reply(message: ContactMessage, delayed_seconds: float) -> Reply:
 
 
 class MatrixContactRoom:
-    """Posts in the room through the bot's connection. Idempotent per message id: the send's
-    transaction id is derived from it, and the homeserver posts a transaction only once."""
+    """Posts in the room through the bot's connection: C{connected_api()} is the part's API
+    while it is running, else None (then the outbox waits). Idempotent per message id: the
+    send's transaction id is derived from it, and the homeserver posts a transaction only
+    once."""
 
     name = "matrix"
 
-    def __init__(self, part: MatrixPart, room_id: str) -> None:
-        self._part = part
+    def __init__(self, connected_api: Callable[[], EventSender | None], room_id: str) -> None:
+        self._connected_api = connected_api
         self._room_id = room_id
 
     def deliver(self, message: ContactMessage, delayed_seconds: float) -> Deferred[None]:
         return deferred_from_coroutine(self._deliver(message, delayed_seconds))
 
     async def _deliver(self, message: ContactMessage, delayed_seconds: float) -> None:
-        bot = self._part.bot
-        if bot is None or self._part.status != RUNNING:
+        api = self._connected_api()
+        if api is None:
             raise DeliveryUnavailable("the Matrix bot is not connected")
         content = notice_content(contact_reply(message, delayed_seconds))
         try:
-            await bot.api.send(
+            await api.send(
                 self._room_id,
                 "m.room.message",
                 content,

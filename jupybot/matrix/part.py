@@ -17,7 +17,7 @@ from ..contact.registry import ChannelRegistry
 from ..kernels import KernelManager
 from ..parts import PartContext
 from ..rendering import RenderOptions, render_outputs
-from ..service import DOWN, STARTING, AsyncioPart, JupybotService
+from ..service import DOWN, RUNNING, STARTING, AsyncioPart, JupybotService
 from ..state import StateDirectory
 from .api import MatrixApi, MatrixError
 from .bot import MatrixBot
@@ -157,6 +157,12 @@ class MatrixPart(AsyncioPart):
                     self.log.warn("matrix: executions did not stop in time")
             await client.close()
 
+    def connected_api(self) -> MatrixApi | None:
+        """The bot's API while the part is running (what the contact room posts through)."""
+        if self.bot is None or self.status != RUNNING:
+            return None
+        return self.bot.api
+
     @property
     def status(self) -> str:
         """Also C{down} while still starting when the homeserver refuses every credential."""
@@ -241,5 +247,5 @@ def build_matrix(
         notebooks=context.config.notebooks,
     )
     if config.contact_room:
-        channels.register(MatrixContactRoom(part, config.contact_room))
+        channels.register(MatrixContactRoom(part.connected_api, config.contact_room))
     top.add_part(part)

@@ -41,7 +41,7 @@ async def test_a_message_discord_refuses_is_posted_in_the_matrix_room(
     await alice_client.wait_until(lambda: alice_client.joined(room, bot.user_id))
     registry = ChannelRegistry()
     registry.register(RefusedDirectMessages())
-    registry.register(MatrixContactRoom(part, room))
+    registry.register(MatrixContactRoom(part.connected_api, room))
     store = ContactStore(installed_reactor(), tmp_path / "contact.sqlite3")
     store.start()
     problems: list[tuple[str, str | None]] = []

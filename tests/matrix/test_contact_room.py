@@ -21,7 +21,7 @@ async def test_a_contact_message_is_posted_once(bot: BotRunner, alice_client: Us
     part = await bot.start()
     room = await alice_client.create_room(invite=[bot.user_id])
     await alice_client.wait_until(lambda: alice_client.joined(room, bot.user_id))
-    channel = MatrixContactRoom(part, room)
+    channel = MatrixContactRoom(part.connected_api, room)
     message = ContactMessage(
         5, "Ada", "ada@example.org", "Hello", "Nice site!", "203.0.113.9", time.time() - 3600
     )
