@@ -4,7 +4,8 @@ An adapter turns each readable text message (and each edit of one) into an L{Inc
 and calls L{ChatCommands.handle}, and each reaction into an L{IncomingReaction} for
 L{ChatCommands.handle_reaction}; everything else (addressing, access control, parsing, input
 routing, a room's order, rate limits, re-runs, streaming execution output) happens here, the same
-for every chat network.
+for every chat network. Once a command is parsed and allowed, a room's runs (its turn, a run
+waiting for it, the reply shown as output comes) are L{RoomRuns}' (C{_room_runs.py}).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, assert_never
+from typing import Any, ClassVar, assert_never
 
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -23,14 +24,14 @@ from ..config import Secret
 from ..kernels import KernelError, KernelManager
 from ..redaction import Redactor
 from ..rendering import Attachment, RenderOptions, render_outputs
-from ._notebook_run import NotebookRun
 from ._notebooks import RoomNotebooks
 from ._redact import MIN_SECRET_CHARS
+from ._room_runs import NOT_STARTED_LINE, RoomRuns, ShowRun, attempt
 from .access import AccessPolicy, RefusalLimiter
 from .conversation import Conversation, IncomingMessage, IncomingReaction, Reply
 from .files import RoomFiles
-from .inflight import ConversationFinder, RunningReplies, in_progress
-from .notebook import NotebookLimits, NotebookRefused, read_notebook
+from .inflight import ConversationFinder, RunningReplies
+from .notebook import NotebookLimits
 from .parse import (
     Addressing,
     Command,
@@ -53,18 +54,14 @@ from .parse import (
     parse_message,
     strip_address,
 )
-from .reruns import RERUN_REACTION, RunRecords
-from .rooms import ChatLimits, CommandRate, PendingRuns, RoomOrder
+from .reruns import RERUN_REACTION
+from .rooms import ChatLimits, CommandRate
 from .stdin import InputRouter
-from .streaming import ExecutionReporter, RenderFunction
+from .streaming import RenderFunction
 from .texts import command_help, help_text, lookup
 
-__all__ = ["ChatCommands", "ConversationFinder"]
+__all__ = ["NOT_STARTED_LINE", "STOPPING_NOTICE", "ChatCommands", "ConversationFinder"]
 
-# A queued run that a planned stop cancels before its turn came.
-NOT_STARTED_LINE = (
-    "⏹ Cancelled: the bot is stopping, and this run had not started. Send it again when I am back."
-)
 # On a command refused at the sender's rate, once the "slow down" line has been said lately.
 SLOW_DOWN_REACTION = "🐢"
 
@@ -72,10 +69,6 @@ STOPPING_NOTICE = (
     "🔄 I am stopping (a restart or an update), and this room's kernels stop with me: "
     "their variables are gone. When I am back, 'run' starts a fresh kernel."
 )
-
-
-class _Interruptible(Protocol):
-    def interrupted(self) -> None: ...
 
 
 class ChatCommands:
@@ -119,25 +112,25 @@ class ChatCommands:
         self.access = access
         self.addressing = addressing
         self.inputs = InputRouter()
-        self._clock = clock
-        self._render = render
-        self._render_options = render_options or RenderOptions()
-        self._edit_interval = edit_interval
         self._refusals = RefusalLimiter(clock, refusal_interval)
         self._redact = Redactor(secrets, MIN_SECRET_CHARS)
         self._running: set[Deferred[None]] = set()
-        # Set by stop(): a run whose turn comes now does not start.
-        self._stopping = False
         limits = limits or ChatLimits()
-        self._order = RoomOrder()
-        self._pending = PendingRuns(limits.waiting_runs_per_person)
         self._rate = CommandRate(clock, limits.commands_per_minute, limits.command_burst)
-        self._runs = RunRecords(clock, limits.rerun_window_seconds)
         self._replies = running_replies or RunningReplies(None)
-        self._reporters: dict[str, set[_Interruptible]] = {}
         # Each room's runs for 'notebook', kept in notebook_folder too when given.
         self._notebooks = RoomNotebooks(
             kernels, notebooks or NotebookLimits(), self._redact, notebook_folder
+        )
+        show = ShowRun(
+            render,
+            render_options or RenderOptions(),
+            edit_interval,
+            self._redact,
+            self.inputs,
+        )
+        self._rooms = RoomRuns(
+            kernels, clock, limits, self._notebooks, self._replies, show, self._say
         )
         self._files = RoomFiles(kernels, self._notebooks.limits, self._redact)
         self._conversations: dict[str, Conversation] = {}
@@ -172,7 +165,7 @@ class ChatCommands:
     def stop(self) -> Deferred[Any]:
         """Cancel every command still running (executions say so in their reply), then tell
         each conversation with a kernel that its variables are about to go."""
-        self._stopping = True
+        self._rooms.stopping = True
         running = list(self._running)
         for d in running:
             d.cancel()
@@ -274,7 +267,7 @@ class ChatCommands:
         ChatCommands.rate_limited[message.conversation.key.partition(":")[0]] += 1
         if not self._refusals.should_tell(message.sender):
             # Said lately: a reaction alone, so that no command goes without an answer.
-            await self._attempt(message.conversation.react(message.message_id, SLOW_DOWN_REACTION))
+            await attempt(message.conversation.react(message.message_id, SLOW_DOWN_REACTION))
             return False
         await self._say(
             message,
@@ -299,17 +292,15 @@ class ChatCommands:
             case Specs():
                 await self._specs(message)
             case Start(kernelspec, kernel):
-                await self._in_turn(
-                    owner, self._order.turn(owner), self._start(message, kernelspec, kernel)
-                )
+                await self._rooms.in_turn(owner, self._start(message, kernelspec, kernel))
             case Kernels():
                 await self._kernels(message)
             case Use(kernel):
-                await self._in_turn(owner, self._order.turn(owner), self._use(message, kernel))
+                await self._rooms.in_turn(owner, self._use(message, kernel))
             case Run(code, kernel):
-                await self._run(message, code, kernel)
+                await self._rooms.run(message, code, kernel)
             case RunNotebook(keep_going):
-                await self._run_notebook(message, keep_going)
+                await self._rooms.run_notebook(message, keep_going)
             case Notebook(last):
                 await self._send(message, await self._notebooks.export(owner, last))
             case Forget():
@@ -317,13 +308,12 @@ class ChatCommands:
             case Put(path):
                 upload = message.attachments[0] if message.attachments else None
                 put = self._files.put(owner, path, upload)
-                await self._in_turn(owner, self._order.turn(owner), self._reply_with(message, put))
+                await self._rooms.in_turn(owner, self._reply_with(message, put))
             case Get(path):
                 get = self._files.get(owner, path)
-                await self._in_turn(owner, self._order.turn(owner), self._reply_with(message, get))
+                await self._rooms.in_turn(owner, self._reply_with(message, get))
             case Interrupt(kernel):
-                for reporter in self._reporters.get(owner, ()):
-                    reporter.interrupted()
+                self._rooms.interrupted(owner)
                 await self.kernels.interrupt(owner, kernel)
                 await self._say(message, Reply.text("⏹ Interrupt sent."))
             case Restart(kernel):
@@ -363,22 +353,6 @@ class ChatCommands:
 
     async def _reply_with(self, message: IncomingMessage, work: Any) -> None:
         await self._send(message, await work)
-
-    async def _in_turn(self, room: str, turn: Deferred[Any], work: Any) -> None:
-        """Run C{work} (a coroutine) when C{turn} (the room's) comes: earlier commands are done.
-
-        The turn must be taken (L{RoomOrder.turn}) as the command arrives, before anything else
-        is awaited, or a later command could take its place in the line.
-        """
-        try:
-            await turn
-        except BaseException:
-            work.close()
-            raise
-        try:
-            await work
-        finally:
-            self._order.done(room)
 
     def _prefix(self, conversation: Conversation) -> str:
         return "" if conversation.is_direct else self.addressing.shown
@@ -435,149 +409,12 @@ class ChatCommands:
         handle = self.kernels.use(message.conversation.key, kernel)
         await self._say(message, Reply.text(f"Now using kernel '{handle.name}' ({handle.spec})."))
 
-    async def _run(
-        self, message: IncomingMessage, code: str, kernel: str | None, rerun: bool = False
-    ) -> None:
-        """Run C{code} in the room's turn; a re-run shows it in the command's earlier reply."""
-        room, person = message.conversation.key, message.sender
-        if not self._pending.reserve(room, person):
-            waiting = self._pending.waiting_per_person
-            await self._say(
-                message,
-                Reply.text(
-                    f"⏳ {person}, you have a run going here and {waiting} more waiting: "
-                    "that is the most I keep. Send this again when one has ended "
-                    "(or 'interrupt' the one running)."
-                ),
-            )
-            return
-        try:
-            turn = self._order.turn(room)
-            if not turn.called:
-                await self._wait_queued(message, room, turn)
-            await self._in_turn(room, turn, self._execute(message, code, kernel, rerun))
-        finally:
-            self._pending.ended(room, person)
-
-    async def _wait_queued(self, message: IncomingMessage, room: str, turn: Deferred[Any]) -> None:
-        """Wait for C{turn} with the command marked ⏳ and recorded (a crash answers it at the
-        next start); a stop before the turn came answers it now."""
-        self._replies.queued(room, message.message_id)
-        # The wait may be long: say it is queued rather than stay silent. Not awaited: a stop
-        # while the reaction is on its way must cancel the wait for the turn, not the reaction.
-        Deferred.fromCoroutine(self._attempt(message.conversation.react(message.message_id, "⏳")))
-        try:
-            await turn
-            if self._stopping:  # the turn came as the run before was cancelled
-                self._order.done(room)
-                raise CancelledError()
-        except CancelledError:
-            await self._say(message, Reply.text(NOT_STARTED_LINE))
-            raise
-        except BaseException:
-            self._give_up_turn(room, turn)
-            raise
-        finally:
-            self._replies.dequeued(room, message.message_id)
-
-    def _give_up_turn(self, room: str, turn: Deferred[Any]) -> None:
-        if turn.called:
-            self._order.done(room)
-        else:
-            turn.cancel()
-
-    async def _execute(
-        self, message: IncomingMessage, code: str, kernel: str | None, rerun: bool
-    ) -> None:
-        room = message.conversation.key
-        record = self._runs.ran(room, message.message_id, message.sender, code, kernel)
-        cell = self._notebooks.recorder()
-        reporter = ExecutionReporter(
-            conversation=message.conversation,
-            command_id=message.message_id,
-            sender=message.sender,
-            clock=self._clock,
-            render=self._render,
-            options=self._render_options,
-            inputs=self.inputs,
-            interval=self._edit_interval,
-            redact=self._redact,
-            reply_id=record.reply_id if rerun else None,
-            on_shown=lambda reply_id, reply: self._shown(room, message.message_id, reply_id, reply),
-            record=cell.on_output,
-        )
-        reporters = self._reporters.setdefault(room, set())
-        reporters.add(reporter)
-        try:
-            execution = self.kernels.execute(room, code, reporter, name=kernel)
-            reporter.started()
-            try:
-                result = await execution
-            except KernelError as e:
-                await reporter.failed(str(e))
-                return
-            except CancelledError:
-                await reporter.failed("Cancelled: the bot is stopping.")
-                raise
-            self._notebooks.record_run(room, message.message_id, code, kernel, result, cell)
-            await reporter.finish(result)
-        finally:
-            reporters.discard(reporter)
-            if not reporters:
-                del self._reporters[room]
-            self._replies.ended(room, reporter.message_id)
-
-    def _shown(self, room: str, command_id: str, reply_id: str, reply: Reply) -> None:
-        self._runs.replied(room, command_id, reply_id)
-        if in_progress(reply):
-            self._replies.shown(room, reply_id, reply)
-        else:
-            self._replies.ended(room, reply_id)
-
-    # -- notebooks --------------------------------------------------------------------------------
-
-    async def _run_notebook(self, message: IncomingMessage, keep_going: bool) -> None:
-        room = message.conversation.key
-        attachment = next(
-            (a for a in message.attachments if a.filename.lower().endswith(".ipynb")),
-            message.attachments[0],
-        )
-        try:
-            notebook = read_notebook(attachment.data, self._notebooks.limits, attachment.size)
-        except NotebookRefused as e:
-            await self._say(message, Reply.text(f"❌ {e}"))
-            return
-        run = NotebookRun(
-            kernels=self.kernels,
-            conversation=message.conversation,
-            command_id=message.message_id,
-            notebook=notebook,
-            filename=_safe_name(attachment.filename),
-            keep_going=keep_going,
-            clock=self._clock,
-            interval=self._edit_interval,
-            limits=self._notebooks.limits,
-            redact=self._redact,
-            cell_ran=lambda cell, died: self._notebooks.keep_cell(room, cell, died),
-        )
-        await self._in_turn(room, self._order.turn(room), self._interruptibly(room, run))
-
-    async def _interruptibly(self, room: str, run: NotebookRun) -> None:
-        running = self._reporters.setdefault(room, set())
-        running.add(run)
-        try:
-            await run.run()
-        finally:
-            running.discard(run)
-            if not running:
-                del self._reporters[room]
-
     # -- re-runs ----------------------------------------------------------------------------------
 
     async def _rerun_edited(self, edit: IncomingMessage, command_id: str) -> None:
         """An edited C{run} command runs again, its output in the same reply (within a window)."""
         room = edit.conversation.key
-        record = self._runs.find(room, command_id)
+        record = self._rooms.records.find(room, command_id)
         if record is None or record.sender != edit.sender:
             return  # not a recent run of theirs: an edit never starts anything new
         try:
@@ -601,7 +438,7 @@ class ChatCommands:
     async def _rerun_reacted(self, reaction: IncomingReaction) -> None:
         room = reaction.conversation.key
         self._conversations[room] = reaction.conversation
-        record = self._runs.find_by_reply(room, reaction.message_id)
+        record = self._rooms.records.find_by_reply(room, reaction.message_id)
         if record is None:
             return
         message = IncomingMessage(
@@ -620,19 +457,6 @@ class ChatCommands:
 
     async def _rerun(self, message: IncomingMessage, code: str, kernel: str | None) -> None:
         try:
-            await self._run(message, code, kernel, rerun=True)
+            await self._rooms.run(message, code, kernel, rerun=True)
         except KernelError as e:
             await self._say(message, Reply.text(f"❌ {self._redact(str(e))}"))
-
-    async def _attempt(self, d: Deferred[Any]) -> None:
-        try:
-            await d
-        except Exception:
-            self.log.failure("could not react in a conversation")
-
-
-def _safe_name(filename: str) -> str:
-    """A sent notebook's name for the executed one: letters, digits, dots, dashes, underscores."""
-    stem = filename[:-6] if filename.lower().endswith(".ipynb") else filename
-    safe = "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "_" for c in stem)
-    return (safe.strip(".")[-80:] or "notebook") + ".ipynb"
