@@ -4,19 +4,17 @@ Everything in one sync response is handled before its token is saved: a restart 
 exactly after the last handled event (nothing re-run, nothing missed). A room's events are
 handed on in the order they were sent (C{origin_server_ts}); events from before the bot joined
 a room are never acted on. Edits of a message (C{m.replace}) and 🔁 reactions go to the command
-layer too, which decides whether they run anything again.
+layer too, which decides whether they run anything again. What encryption asks of each sync
+(keys, messages that could not be decrypted, verification) is L{EncryptionUpkeep}'s.
 """
 
 from __future__ import annotations
 
 import functools
-import uuid
 from typing import Any
 
 from nio import (
-    Api,
     AsyncClient,
-    EncryptionError,
     InviteMemberEvent,
     MegolmEvent,
     MessageDirection,
@@ -24,9 +22,7 @@ from nio import (
     RoomMemberEvent,
     RoomMessagesResponse,
     RoomMessageText,
-    RoomSendResponse,
     SyncResponse,
-    UnknownToDeviceEvent,
 )
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
@@ -41,15 +37,13 @@ from ..commands import (
     IncomingReaction,
     Reply,
 )
+from ._encryption import EncryptionUpkeep
 from .api import MatrixApi, MatrixError
 from .content import notice_content, strip_reply_fallback
 from .conversation import MatrixConversation
-from .crosssigning import published_master_key
-from .fairness import Pace
 from .files import RoomFiles
 from .session import SyncFile
-from .undecryptable import KEY_WAIT_SECONDS, UndecryptableNotices, Withheld
-from .verification import InRoomVerifier, verification_kind
+from .verification import verification_kind
 
 __all__ = ["SYNC_FILTER", "MatrixBot"]
 
@@ -90,22 +84,11 @@ class MatrixBot:
         self._direct_rooms: dict[str, str] = {}
         self._declined: set[str] = set()
         self._awaiting_rooms: dict[str, Deferred[None]] = {}
-        # Messages that could not be decrypted in this sync; those whose key may still come.
-        self._undecryptable: list[tuple[str, MegolmEvent]] = []
-        self._waiting_for_keys: list[tuple[str, MegolmEvent, float]] = []
-        # In-room verification events of this sync, answered after it (verification.py).
-        self._verification_events: list[tuple[str, dict[str, Any]]] = []
+        # Keys, messages it could not decrypt, verification: after each sync (_encryption.py).
+        self.encrypted = EncryptionUpkeep(client, api, access.is_allowed, self._handle_room)
         # Files that commands of this sync reply to (files.py), by the command's event id.
         self._files = RoomFiles(client, api)
         self._attachments: dict[str, tuple[IncomingAttachment, ...]] = {}
-
-    @functools.cached_property
-    def _verifier(self) -> InRoomVerifier:
-        return InRoomVerifier(_VerifyingBot(self))
-
-    @functools.cached_property
-    def _undecryptable_notices(self) -> UndecryptableNotices:
-        return UndecryptableNotices(self.api.clock)
 
     @property
     def user_id(self) -> str:
@@ -196,9 +179,9 @@ class MatrixBot:
 
     async def handle_sync(self, response: SyncResponse, since: str | None) -> None:
         if self.encryption:
-            await self.maintain_keys()
-        self._note_withheld_keys(response)
-        self._run_late_decrypted()
+            await self.encrypted.maintain_keys()
+        self.encrypted.note_withheld_keys(response)
+        self.encrypted.run_late_decrypted()
         await self._handle_invites(response)
         for room_id, info in response.rooms.join.items():
             if room_id not in self.state.joined:
@@ -225,8 +208,8 @@ class MatrixBot:
             if room_id in self.state.direct:
                 self.state.direct.remove(room_id)
         await self._tell_encrypted_rooms()
-        await self._tell_undecryptable()
-        await self._answer_verifications()
+        await self.encrypted.tell_undecryptable()
+        await self.encrypted.answer_verifications()
         self.state.next_batch = response.next_batch
         self._save()
 
@@ -289,9 +272,9 @@ class MatrixBot:
                 # Without encryption, the room was told once that the bot cannot read it; and
                 # only the bot's users hear about it (anyone else's message would not run).
                 if self.encryption and self.access.is_allowed(event.sender):
-                    self._undecryptable.append((room_id, event))
+                    self.encrypted.cannot_decrypt(room_id, event)
             elif self.encryption and verification_kind(event.source) is not None:
-                self._verification_events.append((room_id, event.source))
+                self.encrypted.verification_event(room_id, event.source)
 
     def _wants_file(self, room_id: str, sender: str, body: str) -> int | None:
         """For a reply that takes the file it replies to (`run` a notebook, `put`) from someone
@@ -365,23 +348,6 @@ class MatrixBot:
 
     # -- invites and encrypted rooms ----------------------------------------------------------
 
-    async def maintain_keys(self) -> None:
-        """Publish the device's keys and learn the room members' devices, as E2EE needs."""
-        client = self.client
-        try:
-            if client.should_upload_keys:
-                await self.api.retrying("uploading encryption keys", client.keys_upload)
-            if client.should_query_keys:
-                await self.api.retrying("querying encryption keys", client.keys_query)
-            if client.should_claim_keys:
-                users = client.get_users_for_key_claiming()
-                await self.api.retrying(
-                    "claiming encryption keys", functools.partial(client.keys_claim, users)
-                )
-            await self.api.retrying("sending to-device messages", client.send_to_device_messages)
-        except MatrixError as e:
-            self.log.warn("matrix: encryption key upkeep failed: {error}", error=str(e))
-
     async def _handle_invites(self, response: SyncResponse) -> None:
         for room_id, info in response.rooms.invite.items():
             if room_id in self._declined:
@@ -416,93 +382,6 @@ class MatrixBot:
             except MatrixError as e:
                 self.log.warn("matrix: could not answer an invite: {error}", error=str(e))
 
-    def _note_withheld_keys(self, response: SyncResponse) -> None:
-        """Remember why clients withheld room keys from the bot (matrix-nio ignores these)."""
-        for event in response.to_device_events:
-            if isinstance(event, UnknownToDeviceEvent) and event.type in _WITHHELD_TYPES:
-                withheld = Withheld.from_content(event.source.get("content") or {})
-                if withheld is not None:
-                    self.log.warn(
-                        "matrix: {sender} withheld a room key of {room} from the bot: "
-                        "{code} {reason}",
-                        sender=event.sender,
-                        room=withheld.room_id,
-                        code=withheld.code,
-                        reason=withheld.reason,
-                    )
-                    self._undecryptable_notices.withheld(withheld)
-
-    async def _tell_undecryptable(self) -> None:
-        """Ask for the missing keys, and tell each room why its message got no answer."""
-        failures, self._undecryptable = self._undecryptable, []
-        for room_id, event in failures:
-            if event.session_id not in self.client.outgoing_key_requests:
-                try:
-                    await self.api.retrying(
-                        "requesting a room key",
-                        functools.partial(self.client.request_room_key, event),
-                    )
-                except MatrixError as e:
-                    self.log.warn("matrix: could not request a room key: {error}", error=str(e))
-            if not self._undecryptable_notices.is_withheld(event.session_id):
-                self._wait_for_key(room_id, event)
-            text = self._undecryptable_notices.failed(room_id, event.sender, event.session_id)
-            if text is not None:
-                await self._send_in_clear(room_id, notice_content(Reply.text(text), event.event_id))
-
-    async def _answer_verifications(self) -> None:
-        events, self._verification_events = self._verification_events, []
-        for room_id, source in events:
-            try:
-                await self._verifier.handle(room_id, source)
-            except MatrixError as e:
-                self.log.warn("matrix: could not answer a verification: {error}", error=str(e))
-
-    def _wait_for_key(self, room_id: str, event: MegolmEvent) -> None:
-        self._waiting_for_keys.append((room_id, event, self.api.clock.seconds()))
-        del self._waiting_for_keys[:-_WAITING_FOR_KEYS]
-
-    def _run_late_decrypted(self) -> None:
-        """Hand on the messages whose keys came since (matrix-nio took them in with this
-        sync's to-device events); forget those that waited too long."""
-        if not self._waiting_for_keys:
-            return
-        now = self.api.clock.seconds()
-        waiting, self._waiting_for_keys = self._waiting_for_keys, []
-        for room_id, event, since in waiting:
-            try:
-                decrypted = self.client.decrypt_event(event)
-            except EncryptionError:
-                if now - since < KEY_WAIT_SECONDS:
-                    self._waiting_for_keys.append((room_id, event, since))
-                continue
-            self.log.info(
-                "matrix: decrypted a message from {sender} in {room} once its key came",
-                sender=event.sender,
-                room=room_id,
-            )
-            self._handle_room(room_id, [decrypted])
-
-    async def _send_in_clear(self, room_id: str, content: dict[str, Any]) -> None:
-        """Post unencrypted, even in an encrypted room: a person whose client did not trust
-        the bot enough to share a key will not decrypt what the bot encrypts either."""
-        transaction = str(uuid.uuid4())
-
-        async def attempt() -> Any:
-            method, path, data = Api.room_send(
-                self.client.access_token, room_id, "m.room.message", content, transaction
-            )
-            # matrix-nio's room_send encrypts in an encrypted room: its plain request instead.
-            return await self.client._send(RoomSendResponse, method, path, data, (room_id,))
-
-        try:
-            response = await self.api.retrying(f"telling {room_id}", attempt, paced=Pace(room_id))
-        except MatrixError as e:
-            self.log.warn("matrix: could not post in {room}: {error}", room=room_id, error=str(e))
-            return
-        if not isinstance(response, RoomSendResponse):
-            self.log.warn("matrix: could not post in {room}: {error}", room=room_id, error=response)
-
     async def _tell_encrypted_rooms(self) -> None:
         if self.encryption:
             return
@@ -518,31 +397,6 @@ class MatrixBot:
                     "matrix: could not post in {room}: {error}", room=room_id, error=str(e)
                 )
 
-
-class _VerifyingBot:
-    """The bot as the verifier sees it (verification.VerificationSender)."""
-
-    def __init__(self, bot: MatrixBot) -> None:
-        self._bot = bot
-        self.user_id = bot.user_id
-        self.device_id: str = bot.client.device_id
-        self.device_key: str = bot.client.olm.account.identity_keys["ed25519"]
-
-    async def master_key(self) -> str | None:
-        return await published_master_key(self._bot.client, self._bot.api)
-
-    async def send(self, room_id: str, event_type: str, content: dict[str, Any]) -> None:
-        await self._bot.api.send(room_id, event_type, content)
-
-    def allowed(self, user_id: str) -> bool:
-        return self._bot.access.is_allowed(user_id)
-
-
-# Undecryptable messages kept waiting for their keys, at most (the oldest are dropped).
-_WAITING_FOR_KEYS = 100
-
-# The spec's name, and the one of MSC2399 that older clients send.
-_WITHHELD_TYPES = ("m.room_key.withheld", "org.matrix.room_key.withheld")
 
 _CANNOT_DECRYPT = Reply.text(
     "🔒 This room is end-to-end encrypted, and I was started without encryption support, so I "

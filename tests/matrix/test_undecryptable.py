@@ -144,19 +144,19 @@ async def test_a_message_whose_key_comes_late_runs_then(tmp_path: Path) -> None:
     )
     bot.state.joined[ROOM] = 1_000
     bot._handle_room(ROOM, [_encrypted("late", 2_000), _encrypted("lost", 2_001)])
-    await bot._tell_undecryptable()
+    await bot.encrypted.tell_undecryptable()
     assert api.calls.count("requesting a room key") == 2
     assert api.calls.count(f"telling {ROOM}") == 1  # once a minute per room
-    bot._run_late_decrypted()
+    bot.encrypted.run_late_decrypted()
     assert commands.texts == []
     client.keys.add("late")
     api.clock.advance(KEY_WAIT_SECONDS - 1)
-    bot._run_late_decrypted()
+    bot.encrypted.run_late_decrypted()
     assert commands.texts == ["!bot run late"]
     api.clock.advance(2)
-    bot._run_late_decrypted()
+    bot.encrypted.run_late_decrypted()
     client.keys.add("lost")
-    bot._run_late_decrypted()
+    bot.encrypted.run_late_decrypted()
     assert commands.texts == ["!bot run late"]
 
 
@@ -173,5 +173,5 @@ async def test_only_the_bots_users_hear_of_a_message_it_could_not_decrypt(tmp_pa
     )
     bot.state.joined[ROOM] = 1_000
     bot._handle_room(ROOM, [_encrypted("chatter", 2_000)])  # from @alice, not allowed
-    await bot._tell_undecryptable()
+    await bot.encrypted.tell_undecryptable()
     assert api.calls == []
