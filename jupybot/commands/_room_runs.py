@@ -9,7 +9,6 @@ an edit or a 🔁 may run again (L{RunRecords}) and the replies in progress a cr
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -17,8 +16,6 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from ..kernels import KernelError, KernelManager
-from ..redaction import Redactor
-from ..rendering import RenderOptions
 from ._notebook_run import NotebookRun
 from ._notebooks import RoomNotebooks
 from .conversation import IncomingMessage, Reply
@@ -26,10 +23,9 @@ from .inflight import RunningReplies, in_progress
 from .notebook import NotebookRefused, read_notebook
 from .reruns import RunRecords
 from .rooms import ChatLimits, PendingRuns, RoomOrder
-from .stdin import InputRouter
-from .streaming import ExecutionReporter, RenderFunction
+from .streaming import ExecutionReporter, StreamSettings
 
-__all__ = ["NOT_STARTED_LINE", "RoomRuns", "ShowRun", "attempt"]
+__all__ = ["NOT_STARTED_LINE", "RoomRuns", "attempt"]
 
 # A queued run that a planned stop cancels before its turn came.
 NOT_STARTED_LINE = (
@@ -40,18 +36,6 @@ _log = Logger()
 
 # Says a reply to a command (never fails: a reply that cannot be sent is logged).
 Say = Callable[[IncomingMessage, Reply], Coroutine[Any, Any, None]]
-
-
-@dataclass(frozen=True)
-class ShowRun:
-    """How a chat part shows a run: its renderer and options, how often a reply is edited,
-    the secrets redacted, and where a run's C{input()} takes its answer from."""
-
-    render: RenderFunction
-    render_options: RenderOptions
-    edit_interval: float
-    redact: Redactor
-    inputs: InputRouter
 
 
 async def attempt(d: Deferred[Any]) -> None:
@@ -78,14 +62,14 @@ class RoomRuns:
         limits: ChatLimits,
         notebooks: RoomNotebooks,
         replies: RunningReplies,
-        show: ShowRun,
+        stream: StreamSettings,
         say: Say,
     ) -> None:
         self._kernels = kernels
         self._clock = clock
         self._notebooks = notebooks
         self._replies = replies
-        self._show = show
+        self._stream = stream
         self._say = say
         self._order = RoomOrder()
         self._pending = PendingRuns(limits.waiting_runs_per_person)
@@ -178,7 +162,6 @@ class RoomRuns:
     async def _execute(
         self, message: IncomingMessage, code: str, kernel: str | None, rerun: bool
     ) -> None:
-        show = self._show
         room = message.conversation.key
         record = self.records.ran(room, message.message_id, message.sender, code, kernel)
         cell = self._notebooks.recorder()
@@ -187,11 +170,7 @@ class RoomRuns:
             command_id=message.message_id,
             sender=message.sender,
             clock=self._clock,
-            render=show.render,
-            options=show.render_options,
-            inputs=show.inputs,
-            interval=show.edit_interval,
-            redact=show.redact,
+            settings=self._stream,
             reply_id=record.reply_id if rerun else None,
             on_shown=lambda reply_id, reply: self._shown(room, message.message_id, reply_id, reply),
             record=cell.on_output,
@@ -226,7 +205,7 @@ class RoomRuns:
 
     async def run_notebook(self, message: IncomingMessage, keep_going: bool) -> None:
         """Run the notebook sent with the command, cell by cell, in the room's turn."""
-        show = self._show
+        stream = self._stream
         room = message.conversation.key
         attachment = next(
             (a for a in message.attachments if a.filename.lower().endswith(".ipynb")),
@@ -245,9 +224,9 @@ class RoomRuns:
             filename=_safe_name(attachment.filename),
             keep_going=keep_going,
             clock=self._clock,
-            interval=show.edit_interval,
+            interval=stream.interval,
             limits=self._notebooks.limits,
-            redact=show.redact,
+            redact=stream.redact,
             cell_ran=lambda cell, died: self._notebooks.keep_cell(room, cell, died),
         )
         await self.in_turn(room, self._interruptibly(room, run))

@@ -26,7 +26,7 @@ from ..redaction import Redactor
 from ..rendering import Attachment, RenderOptions, render_outputs
 from ._notebooks import RoomNotebooks
 from ._redact import MIN_SECRET_CHARS
-from ._room_runs import NOT_STARTED_LINE, RoomRuns, ShowRun, attempt
+from ._room_runs import NOT_STARTED_LINE, RoomRuns, attempt
 from .access import AccessPolicy, RefusalLimiter
 from .conversation import Conversation, IncomingMessage, IncomingReaction, Reply
 from .files import RoomFiles
@@ -57,7 +57,7 @@ from .parse import (
 from .reruns import RERUN_REACTION
 from .rooms import ChatLimits, CommandRate
 from .stdin import InputRouter
-from .streaming import RenderFunction
+from .streaming import RenderFunction, StreamSettings
 from .texts import command_help, help_text, lookup
 
 __all__ = ["NOT_STARTED_LINE", "STOPPING_NOTICE", "ChatCommands", "ConversationFinder"]
@@ -122,15 +122,11 @@ class ChatCommands:
         self._notebooks = RoomNotebooks(
             kernels, notebooks or NotebookLimits(), self._redact, notebook_folder
         )
-        show = ShowRun(
-            render,
-            render_options or RenderOptions(),
-            edit_interval,
-            self._redact,
-            self.inputs,
+        stream = StreamSettings(
+            render, render_options or RenderOptions(), self.inputs, edit_interval, self._redact
         )
         self._rooms = RoomRuns(
-            kernels, clock, limits, self._notebooks, self._replies, show, self._say
+            kernels, clock, limits, self._notebooks, self._replies, stream, self._say
         )
         self._files = RoomFiles(kernels, self._notebooks.limits, self._redact)
         self._conversations: dict[str, Conversation] = {}

@@ -19,7 +19,7 @@ like the log redactor does).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
@@ -40,7 +40,7 @@ from .conversation import Block, CodeBlock, Conversation, HtmlBlock, Paragraph, 
 from .pacing import EditPacer
 from .stdin import InputRouter
 
-__all__ = ["ExecutionReporter", "RenderFunction", "error_blocks", "status_line"]
+__all__ = ["ExecutionReporter", "RenderFunction", "StreamSettings", "error_blocks", "status_line"]
 
 RenderFunction = Callable[[Sequence[OutputEvent], RenderOptions], Rendered]
 
@@ -61,6 +61,18 @@ _INTERRUPTED = "KeyboardInterrupt"
 ShownCallback = Callable[[str, Reply], None]
 # Hears of every output event of the run as it arrives (the room's notebook records them).
 OutputRecorder = Callable[[OutputEvent], None]
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """How a chat part shows every run: its renderer and options, how often a reply in
+    progress is edited, the secrets redacted, and where a run's C{input()} takes its answer."""
+
+    render: RenderFunction
+    options: RenderOptions
+    inputs: InputRouter
+    interval: float = 1.0
+    redact: Redactor = field(default_factory=lambda: Redactor((), MIN_SECRET_CHARS))
 
 
 def error_blocks(error: ErrorOutput) -> list[Block]:
@@ -119,11 +131,7 @@ class ExecutionReporter:
         command_id: str,
         sender: str,
         clock: IReactorTime,
-        render: RenderFunction,
-        options: RenderOptions,
-        inputs: InputRouter,
-        interval: float = 1.0,
-        redact: Redactor | None = None,
+        settings: StreamSettings,
         reply_id: str | None = None,
         on_shown: ShownCallback | None = None,
         record: OutputRecorder | None = None,
@@ -132,12 +140,12 @@ class ExecutionReporter:
         self._command_id = command_id
         self._sender = sender
         self._clock = clock
-        self._render = render
-        self._options = options
-        self._inputs = inputs
-        self._interval = interval
-        self._pacer = EditPacer(interval)
-        self._redact = redact or Redactor((), MIN_SECRET_CHARS)
+        self._render = settings.render
+        self._options = settings.options
+        self._inputs = settings.inputs
+        self._interval = settings.interval
+        self._pacer = EditPacer(settings.interval)
+        self._redact = settings.redact
         self._events: list[OutputEvent] = []
         self._kernel_wait: int | None = None  # starts queued before this run's kernel
         self._submitted = False

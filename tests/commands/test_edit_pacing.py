@@ -13,7 +13,7 @@ from twisted.internet.task import Clock
 from jupybot.commands import Reply, reply_to_text
 from jupybot.commands.pacing import EditPacer
 from jupybot.commands.stdin import InputRouter
-from jupybot.commands.streaming import ExecutionReporter
+from jupybot.commands.streaming import ExecutionReporter, StreamSettings
 from jupybot.kernels import ExecutionResult, Stream
 from jupybot.rendering import RenderOptions, render_outputs
 from tests.commands.fakes import FakeConversation
@@ -75,9 +75,9 @@ def reporter_on(conversation: LimitedConversation) -> ExecutionReporter:
         command_id="command",
         sender="@alice:example.org",
         clock=conversation.clock,
-        render=render_outputs,
-        options=RenderOptions(max_text_chars=100_000),
-        inputs=InputRouter(),
+        settings=StreamSettings(
+            render_outputs, RenderOptions(max_text_chars=100_000), InputRouter()
+        ),
     )
 
 

@@ -7,7 +7,7 @@ from twisted.internet.testing import MemoryReactorClock
 
 from jupybot.commands import AccessPolicy, Addressing, ChatCommands, ChatLimits, IncomingMessage
 from jupybot.commands.stdin import InputRouter
-from jupybot.commands.streaming import ExecutionReporter
+from jupybot.commands.streaming import ExecutionReporter, StreamSettings
 from jupybot.kernels import ExecutionResult
 from jupybot.kernels.starts import StartWatcher
 from jupybot.rendering import RenderOptions, render_outputs
@@ -24,9 +24,7 @@ def test_the_reply_says_how_many_kernel_starts_are_ahead_then_running() -> None:
         command_id="command",
         sender="@alice:example.org",
         clock=clock,
-        render=render_outputs,
-        options=RenderOptions(),
-        inputs=InputRouter(),
+        settings=StreamSettings(render_outputs, RenderOptions(), InputRouter()),
     )
     assert isinstance(reporter, StartWatcher)  # what the kernel manager looks for
     # The manager tells a queued run its place inside execute(), before the command layer
