@@ -1,7 +1,10 @@
 # The two commands of the README: `make run` and `make test`. Everything they need is installed
 # by the targets below, so a fresh clone needs nothing else.
-# The virtualenv's Python also runs the embedded gateway's kernels as the sandbox user, who must
-# be able to read it: the system's Python where there is one, not one under /root (pyenv).
+# The checkout may be anywhere (root's 0700 home, a mktemp -d, a path with spaces): as root,
+# jupybot shows its sandbox users what they need of it (docs/terminal.md, "Containment"), and
+# scripts/check-checkout says, before `run` and `test` start, what would keep it from serving.
+# The virtualenv's Python also runs the embedded gateway's kernels as the sandbox user: the
+# system's Python where there is one.
 PYTHON ?= $(if $(wildcard /usr/bin/python3),/usr/bin/python3,python3)
 VENV := .venv
 BIN := $(VENV)/bin
@@ -13,7 +16,7 @@ SYNAPSE_PIN := matrix-synapse==1.163.2
 EG_VENV := .cache/enterprise-gateway-venv
 EG_PINS := jupyter-enterprise-gateway==3.3.0 ipykernel==6.29.5
 
-.PHONY: run test check lint typecheck unit setup clean
+.PHONY: run test check checkout lint typecheck unit setup clean
 
 setup: $(INSTALLED)
 
@@ -48,8 +51,12 @@ $(EG_VENV)/.installed:
 	$(EG_VENV)/bin/pip install --quiet $(EG_PINS)
 	touch $@
 
-run: $(INSTALLED)
+run: $(INSTALLED) checkout
 	$(BIN)/twistd -n jupybot --config config.yml
+
+# What would keep this checkout from serving where it is (as root), said with the fix.
+checkout: $(INSTALLED)
+	scripts/check-checkout $(VENV)
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
@@ -58,9 +65,10 @@ lint: $(INSTALLED)
 typecheck: $(INSTALLED)
 	$(BIN)/mypy
 
-test: $(INSTALLED) $(SYNAPSE_VENV)/.installed $(EG_VENV)/.installed $(ELEMENT_PEER) lint typecheck
-	JUPYBOT_SYNAPSE_PYTHON=$(abspath $(SYNAPSE_VENV))/bin/python \
-	JUPYBOT_ENTERPRISE_GATEWAY_PYTHON=$(abspath $(EG_VENV))/bin/python \
+# (Quoted, and not $(abspath): the checkout's path may hold spaces.)
+test: $(INSTALLED) checkout $(SYNAPSE_VENV)/.installed $(EG_VENV)/.installed $(ELEMENT_PEER) lint typecheck
+	JUPYBOT_SYNAPSE_PYTHON="$(CURDIR)/$(SYNAPSE_VENV)/bin/python" \
+	JUPYBOT_ENTERPRISE_GATEWAY_PYTHON="$(CURDIR)/$(EG_VENV)/bin/python" \
 	$(BIN)/pytest
 
 clean:

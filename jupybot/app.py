@@ -41,7 +41,7 @@ def build_service(config: Config, reactor: Reactor) -> JupybotService:
 
     # Prepared first: the terminal and the embedded kernels run strangers' code in it.
     sandbox = Sandbox(config.sandbox)
-    top.add_part(SandboxPart(sandbox))
+    top.add_part(SandboxPart(sandbox, reactor))
     kernels = build_kernels(context, top, sandbox)
     sessions = build_terminal(context, top, web.root, sandbox)
     contact = build_contact(context, top, web.root, channels, deliver_to(config))

@@ -28,6 +28,7 @@ from jupybot.sandbox.profile import SandboxProfile
 
 from .harness import ROOT, VENV_BIN, ChildProcess, jupybot_config
 from .matrix.user import asyncio_test
+from .sandbox.test_as_normal_user import readable_by_nobody
 from .terminal.conftest import RawClient
 
 UNIT = ROOT / "deploy" / "jupybot.service"
@@ -346,6 +347,10 @@ def unprivileged_workdir() -> Iterator[Path]:
     """A folder the `nobody` user owns, as the unit's state directory is the jupybot user's."""
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         pytest.skip("needs root and setpriv to run jupybot as another user")
+    if not (readable_by_nobody(ROOT) and readable_by_nobody(VENV_BIN)):
+        # jupybot itself runs as that user here, from this checkout (a unit's user needs an
+        # installation it can read; its sandboxes, not jupybot, are shown a private one).
+        pytest.skip(f"nobody cannot read this checkout ({ROOT}) to run jupybot from it")
     workdir = Path(tempfile.mkdtemp(prefix="jupybot-unit-"))
     nobody = pwd.getpwnam("nobody")
     os.chown(workdir, nobody.pw_uid, nobody.pw_gid)

@@ -241,6 +241,14 @@ class EmbeddedGateway:
             setpriv = shutil.which("setpriv") or "setpriv"
             argv = [setpriv, f"--reuid={ids[0]}", f"--regid={ids[1]}", "--clear-groups",
                     "--no-new-privs", "--inh-caps=-all", "--", *argv]  # fmt: skip
+            if self._plan.view:
+                # Still root: into the sandbox's view, where jupybot's Python and package are
+                # reachable by the gateway's user whatever folder they are in (and nothing
+                # else of that folder is). Entering a mount namespace moves to its root: back
+                # to the gateway's directory.
+                nsenter = shutil.which("nsenter") or "nsenter"
+                argv = [nsenter, f"--mount={self._plan.view}", f"--wdns={self._work}", "--",
+                        *argv]  # fmt: skip
         if self._plan.cgroup_version == 2:
             # v2 moves a process between groups only for whoever may write the procs of both
             # groups' common ancestor: the gateway puts its kernels in their groups only from

@@ -7,11 +7,11 @@ from typing import Protocol
 from twisted.internet.defer import Deferred
 
 from ..config.kernels import GatewayConfig
-from ..parts import PartContext
+from ..parts import PartContext, RetryingPart
 from ..reactor import NetworkReactor, ProcessReactor
 from ..sandbox import Limits, Sandbox
 from ..sandbox.kernels import KernelSandboxPlan, kernel_sandbox_plan
-from ..service import JupybotService, Part
+from ..service import JupybotService
 from ..state import StateDirectory
 from .api import KernelError, KernelManager
 from .embedded import EmbeddedGateway
@@ -29,8 +29,10 @@ class _GatewayReactor(ProcessReactor, NetworkReactor, Protocol):
     """The embedded gateway's process, and the HTTP and websockets to a gateway."""
 
 
-class KernelsPart(Part):
-    """The kernel manager, and the embedded gateway when no `gateway.url` is configured."""
+class KernelsPart(RetryingPart):
+    """The kernel manager, and the embedded gateway when no `gateway.url` is configured. While
+    the sandbox is busy (its user at its process limit: L{SandboxBusy}), the embedded gateway's
+    start is tried again on a backoff."""
 
     def __init__(
         self,
@@ -39,7 +41,7 @@ class KernelsPart(Part):
         state: StateDirectory,
         sandbox: Sandbox,
     ) -> None:
-        super().__init__("kernels")
+        super().__init__("kernels", reactor)
         self._config = config
         self._sandbox = sandbox
         self.manager = GatewayKernelManager(reactor, config)

@@ -2,7 +2,7 @@
 
 from .cgroups import CgroupLimits, Cgroups, SessionCgroup, find_cgroups
 from .profile import INSIDE_HOME, Limits, SandboxProfile
-from .sandbox import Launch, Sandbox, SandboxUnavailable
+from .sandbox import Launch, Sandbox, SandboxBusy, SandboxUnavailable
 
 __all__ = [
     "INSIDE_HOME",
@@ -11,6 +11,7 @@ __all__ = [
     "Launch",
     "Limits",
     "Sandbox",
+    "SandboxBusy",
     "SandboxProfile",
     "SandboxUnavailable",
     "SessionCgroup",

@@ -36,6 +36,7 @@ from ..config.sandbox import SandboxConfig
 from .cgroups import Cgroups, SessionCgroup
 from .profile import INSIDE_HOME, SYSTEM_DIRECTORIES, Limits, SandboxProfile
 from .sandbox import Launch, Sandbox, SandboxUnavailable, sandbox_user_ids
+from .view import MountView
 
 __all__ = [
     "KernelDirectory",
@@ -79,6 +80,10 @@ class KernelSandboxPlan:
     gateway_ids: tuple[int, int] | None = None
     # sandbox.seccomp: the syscall filter of every kernel's sandbox (jupybot/sandbox/seccomp.py).
     seccomp: str = "default"
+    # As root, where jupybot's Python and package are below a folder the gateway's user may
+    # not enter: the sandbox's view (L{jupybot.sandbox.view}) that the gateway starts in, as
+    # nsenter names it; empty: the host's own.
+    view: str = ""
 
     @property
     def sandboxed(self) -> bool:
@@ -114,6 +119,7 @@ class KernelSandboxPlan:
             gateway_user=data["gateway_user"],
             gateway_ids=tuple(data["gateway_ids"]) if data["gateway_ids"] else None,
             seccomp=data.get("seccomp", "default"),
+            view=data.get("view", ""),
         )
 
     def cgroups(self) -> Cgroups | None:
@@ -144,17 +150,26 @@ def kernel_sandbox_plan(
         if not gateway_user:
             raise
         raise SandboxUnavailable(str(e).replace("sandbox.user:", "gateway.user:", 1)) from None
+    view = None
     if ids is not None:
-        package = os.path.dirname(os.path.dirname(os.path.realpath(jupybot.__file__)))
-        for path, what in [(p, "the kernels' Python") for p in read_only] + [(package, "jupybot")]:
-            blocked = unreachable(path, *ids)
+        package = os.path.dirname(os.path.realpath(jupybot.__file__))
+        needed = [(p, "the kernels' Python") for p in read_only] + [(package, "jupybot")]
+        # Whatever folder they are in (a checkout under root's 0700 home): the gateway starts
+        # in the sandbox's view, where they are reachable, and nothing else of that folder is.
+        sandbox.expose(path for path, _ in needed)
+        view = sandbox.view_for(path for path, _ in needed)
+        # What the gateway imports jupybot from (a checkout's root) must be listable too.
+        entry = (os.path.dirname(package), "jupybot's folder")
+        for path, what in [*needed, entry]:
+            blocked = unreachable(path, *ids, view=sandbox.view, inside=path != entry[0])
             if blocked is not None:
                 raise SandboxUnavailable(
                     f"{what} at {path} cannot be read by the sandbox user {user}, who runs "
-                    f"the embedded gateway and its kernels ({blocked}); install jupybot in a "
+                    f"the embedded gateway and its kernels ({blocked}); let others read it "
+                    f"(chmod -R o+rX {path}: made with umask 077?), or install jupybot in a "
                     "virtualenv made from a Python that user can read, such as Debian's "
-                    "/usr/bin/python3 (make setup does), in a directory that user can read, "
-                    "or set gateway.url to a gateway of your own"
+                    "/usr/bin/python3 (make setup does), or set gateway.url to a gateway of "
+                    "your own"
                 )
     cgroups = sandbox.cgroups
     if cgroups is not None:
@@ -172,6 +187,7 @@ def kernel_sandbox_plan(
         seccomp=sandbox.config.seccomp,
         gateway_user=user,
         gateway_ids=ids,
+        view=view or "",
     )
 
 
@@ -187,21 +203,45 @@ def interpreter_paths(prefixes: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(paths)
 
 
-def unreachable(path: str, uid: int, gid: int) -> str | None:
+def unreachable(
+    path: str, uid: int, gid: int, view: MountView | None = None, inside: bool = False
+) -> str | None:
     """Why C{uid} (with only the group C{gid}, as the sandbox runs) cannot list and read
-    C{path}, or None. Mode bits only: an ACL that grants more is not seen."""
-    current = Path("/")
-    parts = Path(path).parts[1:]
+    C{path}, or None. In C{view} (where the folders above a shown path are passable), only
+    the path's own permissions count. With C{inside}, what is right inside it must be readable
+    too (a tree made with umask 077 is not). Mode bits only: an ACL that grants more is not
+    seen."""
+    real = os.path.realpath(path) if view is not None else path
+    first = view.first_checked(real) if view is not None else "/"
+    if first is None:
+        return None  # a folder the view made
+    current = Path(first)
+    parts = Path(real).parts[len(current.parts) :]
+    checked = [(current, not parts)] if first != "/" else []
     for index, part in enumerate(parts):
         current = current / part
+        checked.append((current, index == len(parts) - 1))
+    for place, last in checked:
         try:
-            info = current.stat()
+            info = place.stat()
         except OSError as e:
-            return f"{current}: {e.strerror}"
-        last = index == len(parts) - 1
-        needed = 0o5 if last else 0o1
-        if not _allowed(info, uid, gid, needed):
-            return f"{current} is mode {stat.filemode(info.st_mode)} and owned by uid {info.st_uid}"
+            return f"{place}: {e.strerror}"
+        if not _allowed(info, uid, gid, 0o5 if last else 0o1):
+            return f"{place} is mode {stat.filemode(info.st_mode)} and owned by uid {info.st_uid}"
+    if inside and os.path.isdir(real):
+        for entry in sorted(os.scandir(real), key=lambda e: e.name):
+            if entry.name.startswith(".") or entry.name == "__pycache__":
+                continue  # Python's caches (0700 when made by jupybot itself) are optional
+            try:
+                info = entry.stat()
+            except OSError:
+                continue  # a dangling symlink: nothing to read
+            needed = 0o5 if stat.S_ISDIR(info.st_mode) else 0o4
+            if not _allowed(info, uid, gid, needed):
+                return (
+                    f"{entry.path} is mode {stat.filemode(info.st_mode)} and owned by uid "
+                    f"{info.st_uid}"
+                )
     return None
 
 

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-from ..service import Part
+from ..parts import RetryingPart
+from ..reactor import Clock
 from .sandbox import Sandbox
 
 __all__ = ["SandboxPart"]
 
 
-class SandboxPart(Part):
+class SandboxPart(RetryingPart):
     """Checks at start that this host can contain programs and kernels, and says how.
 
     If it cannot, this part fails with the reason and what to allow; the terminal and the
-    embedded kernels then refuse to start, and every other part keeps serving.
+    embedded kernels then refuse to start, and every other part keeps serving. When the reason
+    passes by itself (the sandbox's user at its process limit: L{SandboxBusy}), the part, and
+    the parts that refused, try again on a backoff.
     """
 
-    def __init__(self, sandbox: Sandbox) -> None:
-        super().__init__("sandbox")
+    def __init__(self, sandbox: Sandbox, clock: Clock) -> None:
+        super().__init__("sandbox", clock)
         self.sandbox = sandbox
 
     def start_part(self) -> None:

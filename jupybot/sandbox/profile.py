@@ -4,6 +4,7 @@ command line by L{bubblewrap_args}. Sandboxes are configuration, not code."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 # Who a program is inside its sandbox, whoever runs it outside.
@@ -78,13 +79,20 @@ class SandboxProfile:
     limits: Limits = field(default_factory=Limits)
 
 
-def bubblewrap_args(profile: SandboxProfile, devpts: str | None = None) -> list[str]:
+def bubblewrap_args(
+    profile: SandboxProfile,
+    devpts: str | None = None,
+    source: Callable[[str], str] | None = None,
+) -> list[str]:
     """bwrap's options for C{profile} (its argv follows them): new user, PID, IPC, UTS, cgroup
     and network namespaces; the system read-only; a private /tmp, /dev/shm and home in memory
     that vanish with the sandbox; the profile's own paths; no capabilities, no new privileges,
     no nested user namespaces, and nothing left alive when jupybot dies. C{devpts}: a devpts
     instance of the session's own, mounted there by the launch with a bound, for /dev/pts
-    (bubblewrap's own has none: every sandbox could take every PTY of the host)."""
+    (bubblewrap's own has none: every sandbox could take every PTY of the host). C{source}:
+    where bubblewrap finds each of the profile's paths (L{jupybot.sandbox.view}: its real path
+    when it is shown through jupybot's mount namespace); each is shown at its own path."""
+    where = source or (lambda path: path)
     limits = profile.limits
     folder_mb = limits.tmpfs_mb or limits.memory_mb // 3
     args = [
@@ -129,9 +137,9 @@ def bubblewrap_args(profile: SandboxProfile, devpts: str | None = None) -> list[
         args += ["--size", str(folder_mb * 1024 * 1024), "--tmpfs", tmpfs]
     args += ["--perms", "0700", "--dir", INSIDE_HOME]
     for path in profile.read_only:
-        args += ["--ro-bind", path, path]
+        args += ["--ro-bind", where(path), path]
     for path in profile.writable:
-        args += ["--bind", path, path]
+        args += ["--bind", where(path), path]
     # The sandbox's root (and the /etc made in it) is a tmpfs of its own: read-only too.
     args += ["--remount-ro", "/", "--chdir", profile.cwd]
     return args

@@ -4,6 +4,9 @@ A launch is a chain of small programs, each of which execs the next, so the proc
 spawns is, in turn:
   1. ``sh -c`` joining the session's cgroups (where jupybot made them) and opening the syscall
      filter for bubblewrap (L{jupybot.sandbox.seccomp}, unless ``sandbox.seccomp: none``),
+  1b. ``nsenter`` into jupybot's mount namespace for sandboxes (L{MountView}), only as root and
+     only where a path the sandbox shows is below a folder its user may not enter (a checkout
+     under root's 0700 home): there such folders are covered, and hold only those paths,
   2. ``setpriv`` dropping to a uid of ``sandbox.uids`` leased to the session (L{UidPool}), or
      ``sandbox.user``, with no groups and no new privileges (only when jupybot runs as root:
      nothing sandboxed ever runs as root, outside or inside),
@@ -21,18 +24,20 @@ from __future__ import annotations
 import functools
 import os
 import pwd
+import re
 import resource
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from twisted.logger import Logger
 
 from ..config.sandbox import NONE, SandboxConfig, parse_uid_range
+from ..parts import TransientProblem
 from .cgroups import (
     RLIMITS_ONLY_GAPS,
     CgroupLimits,
@@ -51,6 +56,7 @@ from .profile import (
 )
 from .seccomp import export_filters, filter_file
 from .uids import LOCKS, UidPool, uid_range_problem, uids_in_use
+from .view import MountView, ViewUnavailable, blocked_folder
 
 log = Logger()
 
@@ -71,10 +77,23 @@ FILTER_FD = 9
 # 19.2 with, medians of 40 here).
 _DEVPTS_SCRIPT = 'm=$1; o=$2; d=$3; shift 3; "$m" -n -i -t devpts -o "$o" devpts "$d" && exec "$@"'
 MEGABYTE = 1024 * 1024
+# Without a cgroup of its own, a sandbox may have this many processes (and threads) of its host
+# user at least: a backstop, since RLIMIT_NPROC counts every process of that user on the host.
+NPROC_BACKSTOP = 1024
+# What a launch needs besides the processes its user already runs (sh forking mount, bubblewrap
+# and its PID 1, the program), with some room: a user with fewer to spare is at its limit.
+LAUNCH_TASKS = 8
+# How the launch chain says that a new process was refused (EAGAIN: a process limit).
+_NO_PROCESS = re.compile(r"Resource temporarily unavailable|Cannot fork|fork: retry")
 
 
 class SandboxUnavailable(Exception):
     """The sandbox cannot run here; the message says why and what the owner can do."""
+
+
+class SandboxBusy(SandboxUnavailable, TransientProblem):
+    """The sandbox cannot run right now, for a reason that passes by itself: its user is at its
+    process limit. The parts that need it try again on a backoff."""
 
 
 @dataclass
@@ -103,8 +122,10 @@ class Sandbox:
 
     def __init__(self, config: SandboxConfig) -> None:
         self.config = config
-        # Why the sandbox cannot run here, once prepare() failed; parts that need it refuse.
+        # Why the sandbox cannot run here, once prepare() failed; parts that need it refuse (and
+        # try again later when it is busy: L{SandboxBusy}).
         self.problem: str | None = None
+        self.busy = False
         self.prepared = False
         self.cgroups: Cgroups | None = None
         self.limits_note = "rlimits"
@@ -118,6 +139,9 @@ class Sandbox:
         self._identity_dir: Path | None = None
         # A uid per session (sandbox.uids), when jupybot runs as root.
         self.uids: UidPool | None = None
+        # As root: where the paths its sandboxes show are reachable by their users, whatever
+        # folder they are in (L{expose}).
+        self.view: MountView | None = None
 
     @property
     def enabled(self) -> bool:
@@ -130,12 +154,30 @@ class Sandbox:
             self._prepare()
         except SandboxUnavailable as e:
             self.problem = str(e)
+            self.busy = isinstance(e, SandboxBusy)
+            # Undone, so that prepare() can be tried again (SandboxBusy passes by itself).
+            self.close()
+            self._reset()
             raise
+        self.problem = None
+        self.busy = False
         self.prepared = True
 
+    def _reset(self) -> None:
+        self.cgroups = None
+        self.limits_note = "rlimits"
+        self._pty_tools = None
+        self.ptys_note = "none"
+        self._ids = None
+        self.uids = None
+        self.view = None
+
     def require(self) -> None:
-        """Raise L{SandboxUnavailable} unless L{prepare} succeeded."""
+        """Raise L{SandboxUnavailable} unless L{prepare} succeeded (L{SandboxBusy} if it failed
+        for a reason that passes by itself)."""
         if not self.prepared:
+            if self.busy:
+                raise SandboxBusy(self.problem or "the sandbox is busy")
             raise SandboxUnavailable(self.problem or "the sandbox was not prepared")
 
     def _prepare(self) -> None:
@@ -166,6 +208,8 @@ class Sandbox:
             path.chmod(0o600)
         if self.config.filtered:
             export_filters(self._identity_dir)
+        if self._ids is not None:
+            self.view = MountView(self._identity_dir)
         self._bound_ptys()
         self._probe()
         if self.config.cgroups == "auto":
@@ -231,15 +275,22 @@ class Sandbox:
         self._pty_tools = (unshare, mount)
         error = self.try_run(SandboxProfile(argv=("/bin/true",)))
         if error is not None:
+            busy = self.busy_problem(error)
+            if busy is not None:
+                raise SandboxBusy(busy)
             self._pty_tools = None
             self.ptys_note = f"unbounded (a devpts of its own could not be mounted: {error})"
             return
         self.ptys_note = f"{self.config.max_ptys} per sandbox beyond its terminal"
 
     def _probe(self) -> None:
-        """Run `true` in a sandbox like a program's: the kernel may forbid user namespaces."""
+        """Run `true` in a sandbox like a program's: the kernel may forbid user namespaces, or
+        the sandbox's user may be out of processes (which passes: L{SandboxBusy})."""
         error = self.try_run(SandboxProfile(argv=("/bin/true",)))
         if error is not None:
+            busy = self.busy_problem(error)
+            if busy is not None:
+                raise SandboxBusy(busy)
             raise SandboxUnavailable(
                 f"bubblewrap cannot create namespaces here ({error}); "
                 "allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, "
@@ -247,10 +298,44 @@ class Sandbox:
                 "or set sandbox.mode: none"
             )
 
+    def busy_problem(self, error: str) -> str | None:
+        """Whether a launch that failed with C{error} (the chain's last word) failed for want
+        of a process (its user at its process limit, or the host's), and if so a sentence
+        saying so; None when it failed for another reason (no namespaces, say)."""
+        if not _NO_PROCESS.search(error):
+            return None
+        uid = self._ids[0] if self._ids is not None else os.geteuid()
+        named = "" if self.config.user == str(uid) else f" (uid {uid})"
+        who = (
+            f"the sandbox user {self.config.user}{named}"
+            if self._ids is not None
+            else f"jupybot's user (uid {uid}), whom the sandboxes run as,"
+        )
+        running = tasks_of(uid)
+        limit = max(Limits().processes, NPROC_BACKSTOP)
+        if running + LAUNCH_TASKS >= limit:
+            return (
+                f"{who} already runs {running} processes and threads, and a sandbox without "
+                f"a cgroup of its own may start only while that user has fewer than {limit} "
+                f"(RLIMIT_NPROC counts every process of the user on the host), so no sandbox "
+                f"could start ({error}); this passes when they end, and jupybot tries again "
+                "meanwhile. To keep it from coming back, give the sandbox a user of its own "
+                "(sandbox.user, gateway.user) or let jupybot make cgroups (docs/deploy.md)"
+            )
+        return (
+            f"the host refused the sandbox a new process ({error}), with {running} processes "
+            f"of {who} running: a limit of the host's or of jupybot's service "
+            "(kernel.threads-max, kernel.pid_max, TasksMax, LimitNPROC) is reached; this "
+            "passes when processes end, and jupybot tries again meanwhile"
+        )
+
     def try_run(self, profile: SandboxProfile) -> str | None:
         """Run C{profile} once, to its end, outside any session: None if it exited 0, else
         why not (bubblewrap's last word: a path the sandbox user cannot read, say)."""
-        launch = self.launch(profile, name=None)
+        try:
+            launch = self.launch(profile, name=None)
+        except SandboxUnavailable as e:
+            return str(e)
         try:
             result = subprocess.run(
                 launch.argv, env=launch.env, capture_output=True, timeout=30, check=False
@@ -276,6 +361,8 @@ class Sandbox:
         )
 
     def close(self) -> None:
+        if self.view is not None:
+            self.view.close()
         if self._identity_dir is not None:
             shutil.rmtree(self._identity_dir, ignore_errors=True)
             self._identity_dir = None
@@ -311,6 +398,8 @@ class Sandbox:
             argv = [self._setpriv, "--pdeathsig=KILL", "--", *prlimit, "--", *profile.argv]
             return Launch(argv, env, None, contained=False)
         assert self._bwrap is not None and self._identity_dir is not None
+        # Before anything is leased: L{SandboxUnavailable} if a path cannot be shown.
+        self.expose((*profile.read_only, *profile.writable))
         ids, releaser = self._ids, None
         # A program with writable: paths keeps sandbox.user, to whom the owner gave them: its
         # sessions share those files anyway.
@@ -329,12 +418,14 @@ class Sandbox:
                 raise
         else:
             # A backstop only: without cgroups the count is shared by every sandbox.
-            prlimit.append(f"--nproc={max(limits.processes, 1024)}")
+            prlimit.append(f"--nproc={max(limits.processes, NPROC_BACKSTOP)}")
         if address_space := _address_space(limits, in_cgroup=cgroup is not None):
             prlimit.append(address_space)
         seccomp = ["--seccomp", str(FILTER_FD)] if self.config.filtered else []
         devpts = str(self._identity_dir / "pts") if self._pty_tools is not None else None
-        argv = [self._bwrap, *bubblewrap_args(profile, devpts)]
+        view = self.view
+        source = view.source if view is not None else None
+        argv = [self._bwrap, *bubblewrap_args(profile, devpts, source)]
         argv += [*seccomp, "--", *profile.argv]
         if self._pty_tools is not None and devpts is not None:
             unshare, mount = self._pty_tools
@@ -357,6 +448,9 @@ class Sandbox:
                 "--",
                 *argv,
             ]
+            if view is not None and view.needed((*profile.read_only, *profile.writable)):
+                # Still root: into the view, where the paths shown are reachable by that uid.
+                argv = [*view.enter(), *argv]
         rules = str(filter_file(self._identity_dir, profile.network)) if seccomp else ""
         identity = [str(self._identity_dir / name) for name in ("passwd", "group")]
         procs = cgroup.procs_files if cgroup is not None else []
@@ -374,6 +468,32 @@ class Sandbox:
         leased = ids[0] if releaser is not None and ids is not None else None
         return Launch(argv, sandbox_env(profile.env), cgroup, True, leased, releaser)
 
+    def expose(self, paths: Iterable[str]) -> None:
+        """Let the sandbox users reach C{paths} whatever folder they are in (as root, through
+        L{MountView}; otherwise they run as jupybot's user, who reaches them anyway). Cheap for
+        paths seen before; L{SandboxUnavailable} if a path cannot be shown."""
+        if self.view is None:
+            return
+        paths = tuple(paths)
+        try:
+            self.view.expose(paths)
+        except ViewUnavailable as e:
+            hidden = {p: blocked_folder(os.path.realpath(p)) for p in paths}
+            named = ", ".join(f"{p} (below {c})" for p, c in hidden.items() if c is not None)
+            raise SandboxUnavailable(
+                f"{named or ', '.join(paths)}: the sandbox user may not enter the folder above, "
+                f"and jupybot could not show it in a mount namespace of its own ({e}); move it "
+                "where others may enter (/srv, /opt), or let them pass that folder (chmod o+x)"
+            ) from None
+
+    def view_for(self, paths: Iterable[str]) -> str | None:
+        """The view's namespace as a launch names it (C{nsenter --mount=...}) if one of
+        C{paths} (L{expose}d) is shown through it, else None: where the embedded gateway
+        starts, as root."""
+        if self.view is None or not self.view.needed(paths):
+            return None
+        return self.view.namespace_path
+
     def resolve(self, executable: str, extra_paths: tuple[str, ...] = ()) -> str | None:
         """Where C{executable} is as the sandbox sees it (its PATH, the system and the profile's
         paths), or None: what is not inside cannot run."""
@@ -387,6 +507,25 @@ class Sandbox:
             return found
         visible = ("/usr/", "/bin/", "/sbin/", "/lib/", *(p.rstrip("/") + "/" for p in extra_paths))
         return found if any(found.startswith(prefix) for prefix in visible) else None
+
+
+def tasks_of(uid: int, proc: Path = Path("/proc")) -> int:
+    """How many processes and threads run with the real uid C{uid} (what RLIMIT_NPROC counts)."""
+    count = 0
+    for status in proc.glob("[0-9]*/status"):
+        try:
+            text = status.read_text()
+        except OSError:
+            continue  # gone meanwhile
+        real = threads = None
+        for line in text.splitlines():
+            if line.startswith("Uid:"):
+                real = int(line.split()[1])
+            elif line.startswith("Threads:"):
+                threads = int(line.split()[1])
+        if real == uid and threads is not None:
+            count += threads
+    return count
 
 
 def sandbox_user_ids(user: str) -> tuple[int, int]:

@@ -9,10 +9,10 @@ from twisted.web.resource import EncodingResourceWrapper, Resource
 from twisted.web.server import GzipEncoderFactory
 
 from ..config import Config
-from ..parts import PartContext
+from ..parts import PartContext, RetryingPart
 from ..reactor import ProcessReactor
-from ..sandbox import Sandbox
-from ..service import JupybotService, Part
+from ..sandbox import Sandbox, SandboxBusy
+from ..service import JupybotService
 from ..web.clients import ProxyTrust
 from .page import EmbedScript, ProgramList, ProgramPage, static_files
 from .programs import program_problems
@@ -27,14 +27,16 @@ class ProgramsUnavailable(Exception):
     """A program of the catalogue cannot run here; the message names each mistake."""
 
 
-class TerminalPart(Part):
-    """Owns the sessions; stopping it ends every program (and everything they started)."""
+class TerminalPart(RetryingPart):
+    """Owns the sessions; stopping it ends every program (and everything they started). While
+    the sandbox is busy (its user at its process limit), the start is tried again on a
+    backoff."""
 
     # The whole SIGHUP, SIGTERM, SIGKILL sequence, and a second for the kernel to reap.
     stop_needs = 2 * KILL_GRACE + 1.0
 
     def __init__(self, config: Config, reactor: ProcessReactor, sandbox: Sandbox) -> None:
-        super().__init__("terminal")
+        super().__init__("terminal", reactor)
         self.sessions = TerminalSessions(
             reactor, config.terminal, {p.name: p for p in config.programs}, sandbox
         )
@@ -52,8 +54,14 @@ class TerminalPart(Part):
             if problems:
                 broken[program.name] = problems
                 self.sessions.withdraw(program.name)
+            else:
+                self.sessions.withdrawn.discard(program.name)  # tried again, and it runs
         if broken and len(broken) == len(self._programs):
-            raise ProgramsUnavailable("; ".join(p for found in broken.values() for p in found))
+            found = "; ".join(p for problems in broken.values() for p in problems)
+            busy = self._sandbox.busy_problem(found)
+            if busy is not None:
+                raise SandboxBusy(f"no program could be tried: {busy}")
+            raise ProgramsUnavailable(found)
         for problem in (p for found in broken.values() for p in found):
             self.log.error("terminal: a program will not start: {problem}", problem=problem)
         if broken:

@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..config.terminal import ProgramConfig
-from ..sandbox import INSIDE_HOME, Launch, Limits, Sandbox, SandboxProfile
+from ..sandbox import INSIDE_HOME, Launch, Limits, Sandbox, SandboxProfile, SandboxUnavailable
 from .pty import ProgramNotFound
 
 # In a program's argv: the Python that runs jupybot, and the demos shipped with jupybot (both
@@ -110,6 +110,15 @@ def program_problems(program: ProgramConfig, sandbox: Sandbox, where: str) -> li
                     "(list its folder, or a folder above it, in files:)"
                 )
     if profile is not None and sandbox.prepared and sandbox.enabled and not problems:
+        try:
+            # Line mode shows one more file (its inputrc): made reachable now, with the rest
+            # (as root, below a folder the sandbox user may not enter: sandbox/view.py), rather
+            # than at a visitor's first line-mode session.
+            line_mode = program_profile(program, sandbox, line_mode=True)
+            sandbox.expose((*line_mode.read_only, *line_mode.writable))
+        except SandboxUnavailable as e:
+            problems.append(f"{where}: cannot run in its sandbox ({e})")
+            return problems
         # What the sandbox user cannot read, bubblewrap cannot show: try it once.
         executable = profile.argv[2] if profile.argv[0] == SETSID else profile.argv[0]
         check = replace(profile, argv=("/bin/sh", "-c", _CHECK_SCRIPT, executable))
@@ -150,10 +159,17 @@ _MISSING = re.compile(
 def _with_fix(error: str, sandbox: Sandbox) -> str:
     """bubblewrap's last word, and what the owner can do about it."""
     if found := _UNREACHABLE.search(error):
-        who = sandbox.config.user if os.geteuid() == 0 else "jupybot's user"
+        if os.geteuid() == 0:
+            # The folders above what files: lists do not matter (sandbox/view.py): the paths
+            # shown, and what is inside them, do.
+            return (
+                f"{error}: the sandbox user ({sandbox.config.user}) cannot reach "
+                f"{found['path']}; let others enter and read it, and the folders of files: "
+                "that hold it (chmod o+rx)"
+            )
         return (
-            f"{error}: the sandbox user ({who}) cannot reach {found['path']}; let others enter "
-            "every folder above it and read it (chmod o+rx), or move it where they can"
+            f"{error}: the sandbox user (jupybot's user) cannot reach {found['path']}; let it "
+            "enter every folder above it and read it (chmod o+rx), or move it where it can"
         )
     if found := _MISSING.search(error):
         return f"{error}: {found['path']} does not exist; check files:, writable: and cwd"

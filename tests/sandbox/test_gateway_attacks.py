@@ -41,6 +41,7 @@ from tests.harness import ROOT, descendants
 from tests.kernels.kernel_python import jupybot_umask, requires_kernel_python
 from tests.kernels.test_gateway import timeboxed
 
+from .test_as_normal_user import readable_by_nobody
 from .test_kernel_attacks import Server, run
 
 pytestmark = requires_kernel_python
@@ -338,6 +339,10 @@ NOBODY = 65534
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="run as root, it becomes nobody for this one")
+@pytest.mark.skipif(
+    not (readable_by_nobody(ROOT) and readable_by_nobody(Path(sys.prefix))),
+    reason="this test run itself runs as nobody, who cannot read this checkout",
+)
 def test_the_same_as_a_normal_user() -> None:
     """The flood and the redirected sockets again, with jupybot (this test run) as `nobody`:
     the gateway is then jupybot's own user, and nothing above changes."""

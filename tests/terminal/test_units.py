@@ -131,7 +131,10 @@ def test_sandboxed_programs_see_only_what_their_entry_declares(tmp_path: Path) -
     assert ("--ro-bind", DEMOS_DIR, DEMOS_DIR) in pairs
     assert ("--bind", str(tmp_path / "scores"), str(tmp_path / "scores")) in pairs
     assert "--unshare-net" in args and "--die-with-parent" in args and "--disable-userns" in args
-    assert not any("/etc/shadow" in arg or arg == "/etc" or "/root" in arg for arg in args)
+    # Nothing of root's home, but what the entry shows (a checkout may be below it: issue 29).
+    shown = (str(game), DEMOS_DIR, str(tmp_path / "scores"))
+    home = [arg for arg in args if "/root" in arg and not arg.startswith(shown)]
+    assert not any("/etc/shadow" in arg or arg == "/etc" for arg in args) and not home
 
 
 def test_a_missing_executable_is_named() -> None:
