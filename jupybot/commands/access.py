@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from twisted.internet.interfaces import IReactorTime
 
+from ..limits import KeyedLimiter, SlidingWindow
+
 __all__ = ["AccessPolicy", "RefusalLimiter", "matches"]
 
 
@@ -61,19 +63,11 @@ class AccessPolicy:
 
 class RefusalLimiter:
     """Says whether to tell a refused user why: at most once per C{interval} seconds each,
-    so that nobody can make the bot flood a room by sending refused commands."""
+    so that nobody can make the bot flood a room by sending refused commands. A window of one
+    on L{jupybot.limits}' one per-key limiter."""
 
     def __init__(self, clock: IReactorTime, interval: float = 60.0) -> None:
-        self._clock = clock
-        self._interval = interval
-        self._last: dict[str, float] = {}
+        self._limiter = KeyedLimiter(clock, SlidingWindow(1, interval))
 
     def should_tell(self, user_id: str) -> bool:
-        now = self._clock.seconds()
-        last = self._last.get(user_id)
-        if last is not None and now - last < self._interval:
-            return False
-        if len(self._last) > 10_000:
-            self._last = {u: t for u, t in self._last.items() if now - t < self._interval}
-        self._last[user_id] = now
-        return True
+        return self._limiter.take(user_id) is None

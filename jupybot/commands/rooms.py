@@ -14,6 +14,7 @@ from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.interfaces import IReactorTime
 
 from ..config.chat import ChatSettings
+from ..limits import KeyedLimiter, TokenBucket
 
 __all__ = ["ChatLimits", "CommandRate", "PendingRuns", "RoomOrder"]
 
@@ -96,32 +97,15 @@ class PendingRuns:
 
 
 class CommandRate:
-    """A token bucket per person: C{burst} commands at once, refilled at C{per_minute}."""
-
-    # Buckets of people who have been quiet long enough are full again: forget them past this.
-    _MAX_TRACKED = 10_000
+    """A token bucket per person: C{burst} commands at once, refilled at C{per_minute}
+    (0: no limit). The bucket is L{jupybot.limits}' one per-key limiter."""
 
     def __init__(self, clock: IReactorTime, per_minute: float, burst: int) -> None:
-        self._clock = clock
         self._per_second = per_minute / 60.0
-        self._burst = float(max(1, burst))
-        self._buckets: dict[str, tuple[float, float]] = {}  # person -> (tokens, at)
+        self._limiter = KeyedLimiter(clock, TokenBucket(self._per_second, float(max(1, burst))))
 
     def take(self, person: str) -> float | None:
         """None when C{person} may send a command now; else the seconds until they may."""
         if self._per_second <= 0:
             return None
-        now = self._clock.seconds()
-        tokens, at = self._buckets.get(person, (self._burst, now))
-        tokens = min(self._burst, tokens + (now - at) * self._per_second)
-        if tokens < 1.0:
-            self._buckets[person] = (tokens, now)
-            return (1.0 - tokens) / self._per_second
-        self._buckets[person] = (tokens - 1.0, now)
-        if len(self._buckets) > self._MAX_TRACKED:
-            self._forget_full(now)
-        return None
-
-    def _forget_full(self, now: float) -> None:
-        refill = self._burst / self._per_second
-        self._buckets = {p: (t, at) for p, (t, at) in self._buckets.items() if now - at < refill}
+        return self._limiter.take(person)

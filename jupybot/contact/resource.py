@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
@@ -17,6 +16,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from ..config.contact import ContactConfig
+from ..limits import KeyedLimiter, SlidingWindow
 from ..web.clients import NO_PROXIES, OriginVerdict, ProxyTrust, check_origin, client_of_request
 from .api import ContactMessage
 from .store import NewMessage, UnstorableMessage
@@ -26,32 +26,6 @@ log = Logger()
 # Deliberately plain: one @, something on each side, a dot in the domain, no spaces.
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s.]{2,}$")
 FIELD_LIMITS = {"name": 200, "email": 254, "subject": 300}
-
-
-class RateLimiter:
-    """At most C{limit} events per C{window} seconds for each key (a client address)."""
-
-    def __init__(self, clock: IReactorTime, limit: int, window: float) -> None:
-        self._clock = clock
-        self._limit = limit
-        self._window = window
-        self._events: dict[str, deque[float]] = {}
-
-    def retry_after(self, key: str) -> float | None:
-        """None if an event is allowed now (and counts it); else seconds until one is."""
-        now = self._clock.seconds()
-        events = self._events.setdefault(key, deque())
-        while events and events[0] <= now - self._window:
-            events.popleft()
-        if len(events) >= self._limit:
-            return float(events[0] + self._window - now)
-        events.append(now)
-        if len(self._events) > 10000:  # forget addresses that went quiet
-            for stale in [
-                k for k, v in self._events.items() if not v or v[-1] <= now - self._window
-            ]:
-                del self._events[stale]
-        return None
 
 
 def validate(fields: dict[str, object], config: ContactConfig) -> tuple[NewMessage | None, dict[str, str]]:  # fmt: skip
@@ -130,7 +104,9 @@ class ContactResource(Resource):
         # Whose forwarding headers name the visitor (`web.trusted_proxies`).
         self._proxies = proxies
         self._accept = accept
-        self._limiter = RateLimiter(clock, config.rate_limit, config.rate_window_seconds)
+        self._limiter = KeyedLimiter(
+            clock, SlidingWindow(config.rate_limit, config.rate_window_seconds)
+        )
         self.rate_limited = 0  # messages refused with 429 since start; read by /metrics
 
     def render(self, request: Request) -> bytes | int:
@@ -176,7 +152,7 @@ class ContactResource(Resource):
         new, errors = validate(fields, self._config)
         if new is None:
             return _json(request, 400, {"error": "Some fields are not valid.", "fields": errors})
-        wait = self._limiter.retry_after(client.limit_key)
+        wait = self._limiter.take(client.limit_key)
         if wait is not None:
             self.rate_limited += 1
             request.setHeader(b"retry-after", str(max(1, round(wait))).encode())
