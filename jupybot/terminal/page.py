@@ -262,7 +262,13 @@ class EmbedScript(Resource):
         return self._body
 
 
+class _UnlistedFiles(File):
+    """Static files whose folders are not listed: a folder's URL is a resource with nothing
+    to render. Its subfolders are this class too (L{File.createSimilarFile})."""
+
+    def directoryListing(self) -> Resource:
+        return Resource()
+
+
 def static_files() -> File:
-    files = File(str(STATIC))
-    files.directoryListing = lambda: Resource()  # type: ignore[method-assign]
-    return files
+    return _UnlistedFiles(str(STATIC))
