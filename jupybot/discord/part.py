@@ -3,7 +3,6 @@ messages through the platform-neutral command layer."""
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -14,7 +13,7 @@ from discord import app_commands
 from twisted.application.internet import backoffPolicy
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import deferLater
+from twisted.python.failure import Failure
 
 from ..aio import await_deferred, deferred_from_coroutine
 from ..commands import (
@@ -32,6 +31,7 @@ from ..contact.registry import ChannelRegistry
 from ..kernels import KernelManager
 from ..parts import PartContext
 from ..rendering import RenderOptions
+from ..retry import retrying
 from ..service import AsyncioPart, JupybotService
 from ..state import StateDirectory
 from .access import DiscordAccess, roles_of
@@ -46,6 +46,8 @@ KERNEL_ACTIONS = ("start", "stop", "restart", "interrupt", "list")
 LOGIN_RETRY_POLICY: Callable[[int], float] = backoffPolicy(
     initialDelay=1.0, maxDelay=60.0, factor=2.0, jitter=lambda: 0.0
 )
+# What an unreachable Discord fails a login with (a refused token, LoginFailure, is none of them).
+_UNREACHABLE = (discord.HTTPException, aiohttp.ClientError, OSError)
 
 
 class _Client(discord.Client):
@@ -152,21 +154,27 @@ class DiscordPart(AsyncioPart):
             await self.client.close()
 
     async def _log_in(self) -> None:
-        """Log in, waiting out an unreachable Discord (backoff); a refused token is final."""
+        """Log in, waiting out an unreachable Discord (L{retrying} on L{LOGIN_RETRY_POLICY}); a
+        refused token is final."""
         assert self.config.token is not None
-        for attempt in itertools.count():
-            try:
-                await self.client.login(self.config.token.reveal())
-                return
-            except discord.LoginFailure:
-                raise
-            except (discord.HTTPException, aiohttp.ClientError, OSError) as e:
-                delay = LOGIN_RETRY_POLICY(attempt)
-                self.log.warn(
-                    "discord: cannot log in ({error}); retrying in {delay:g}s", error=e, delay=delay
-                )
-                await await_deferred(deferLater(self._clock, delay))
-        raise AssertionError("itertools.count() ended")
+        token = self.config.token.reveal()
+
+        def on_retry(failure: Failure, delay: float) -> None:
+            self.log.warn(
+                "discord: cannot log in ({error}); retrying in {delay:g}s",
+                error=failure.value,
+                delay=delay,
+            )
+
+        await await_deferred(
+            retrying(
+                self._clock,
+                LOGIN_RETRY_POLICY,
+                lambda: deferred_from_coroutine(self.client.login(token)),
+                should_retry=lambda failure: failure.check(*_UNREACHABLE) is not None,
+                on_retry=on_retry,
+            )
+        )
 
     def connected(self) -> None:
         user = self.client.user
