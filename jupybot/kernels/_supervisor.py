@@ -1,8 +1,9 @@
 """One child process kept running, with the semantics of Twisted's C{twisted.runner.procmon}:
 
 - a process that dies is started again after a delay; the delay grows (Twisted's
-  C{backoffPolicy}, the project's one backoff) while the process keeps dying within
-  C{threshold} seconds of its start, and starts over once it lived longer;
+  C{backoffPolicy} counted by L{jupybot.retry.Backoff}, the project's one backoff) while the
+  process keeps dying within C{threshold} seconds of its start, and starts over once it lived
+  longer. Not L{jupybot.retry.retrying}: nothing here is a call that fails, a death is an event;
 - stopping sends SIGTERM, then SIGKILL after C{kill_time} seconds, and waits for the process to
   be reaped each time (a SIGKILLed process is only gone once its end was seen).
 
@@ -26,6 +27,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ..reactor import Clock, ProcessReactor
+from ..retry import Backoff
 
 __all__ = ["Command", "LineBudget", "ProcessSupervisor"]
 
@@ -155,7 +157,6 @@ class ProcessSupervisor:
         self.name = name
         self._command = command
         self.on_line = on_line
-        self._restart_delay = restart_delay
         self._on_spawn = on_spawn
         self._on_death = on_death
         self.threshold = threshold
@@ -163,8 +164,8 @@ class ProcessSupervisor:
         self._child: _Child | None = None
         self._transport: IProcessTransport | None = None
         self._started_at = 0.0
-        # Deaths in a row, each within `threshold` of its start: the backoff's attempt number.
-        self.quick_deaths = 0
+        # Deaths in a row, each within `threshold` of its start: the backoff's failures.
+        self._deaths = Backoff(restart_delay)
         self._restart: IDelayedCall | None = None
         self._stopping = False
         # One budget across restarts: a child that floods and dies does not get a new burst.
@@ -179,6 +180,11 @@ class ProcessSupervisor:
         """The running process's pid; None between a death and the next start."""
         pid: object = None if self._transport is None else self._transport.pid
         return pid if isinstance(pid, int) else None
+
+    @property
+    def quick_deaths(self) -> int:
+        """Deaths in a row, each within C{threshold} of its start (the last one counted)."""
+        return self._deaths.failures
 
     @property
     def restart_pending(self) -> bool:
@@ -214,11 +220,9 @@ class ProcessSupervisor:
         self._transport = None
         if self._stopping:
             return
-        if self._reactor.seconds() - self._started_at < self.threshold:
-            self.quick_deaths += 1
-        else:
-            self.quick_deaths = 1
-        delay = self._restart_delay(self.quick_deaths - 1)
+        if self._reactor.seconds() - self._started_at >= self.threshold:
+            self._deaths.succeeded()  # it ran long enough: back to the first delay
+        delay = self._deaths.failed()
         why = "exited" if reason.check(ProcessDone) else reason.getErrorMessage()
         self._restart = self._reactor.callLater(delay, self._spawn)
         self._on_death(why, delay)
