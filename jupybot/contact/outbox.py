@@ -13,6 +13,10 @@ The retries are driven by what waits, not by the store: whatever an attempt ends
 unable to record it included), a channel with messages waiting has either an attempt under way
 or a retry scheduled. A delivery the store cannot record (a full disk) is not made again: it is
 kept here and recorded once the store takes writes again.
+
+Each channel queue keeps a timer of its own, started by what waits, so the delays come from the
+project's one L{jupybot.retry.Backoff} rather than from L{jupybot.retry.retrying}, which makes
+one call again until it succeeds.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ..retry import Backoff
 from .api import ContactMessage, DeliveryRefused, DeliveryUnavailable
 from .registry import ChannelRegistry
 from .store import ContactStore
@@ -54,13 +59,13 @@ RETRY_POLICY: Callable[[int], float] = retry_policy()
 
 
 class _ChannelQueue:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, retry_delay: Callable[[int], float]) -> None:
         self.name = name
         self.messages: deque[ContactMessage] = deque()
         self.queued: set[int] = set()
         self.busy = False
         self.retry: IDelayedCall | None = None
-        self.failures = 0  # failed attempts in a row, for the retry policy
+        self.backoff = Backoff(retry_delay)  # failed attempts in a row, and the next delay
         # When the first of the failed attempts in a row was made, and what the last one said.
         self.failing_since: float | None = None
         self.error: str | None = None
@@ -101,12 +106,12 @@ class Outbox:
         self._fallback = fallback
         self._on_problem = on_problem
         self._retry_delay = retry_delay
-        self._queues = {name: _ChannelQueue(name) for name in channels}
+        self._queues = {name: _ChannelQueue(name, retry_delay) for name in channels}
         self._stopped = False
         # Deliveries made that the store could not record yet, and the retry of their records.
         self._unrecorded: set[tuple[int, str]] = set()
         self._recording: IDelayedCall | None = None
-        self._record_failures = 0
+        self._record_backoff = Backoff(retry_delay)
         # Deliveries that succeeded since start, by channel; read by /metrics.
         self.delivered: Counter[str] = Counter()
 
@@ -141,7 +146,7 @@ class Outbox:
         for name in channels or self._channels:
             queue = self._queues.get(name)
             if queue is None:
-                queue = self._queues[name] = _ChannelQueue(name)
+                queue = self._queues[name] = _ChannelQueue(name, self._retry_delay)
             if message.id not in queue.queued:
                 queue.queued.add(message.id)
                 queue.messages.append(message)
@@ -228,7 +233,7 @@ class Outbox:
             if queue.messages and queue.messages[0] is message:
                 queue.messages.popleft()
             queue.queued.discard(message.id)
-            queue.failures = 0
+            queue.backoff.succeeded()
             self._next(queue)
         else:
             self._retry_later(queue)
@@ -254,7 +259,7 @@ class Outbox:
 
         def recorded(_: object) -> None:
             self._unrecorded.discard((message_id, channel))
-            self._record_failures = 0
+            self._record_backoff.succeeded()
 
         def failed(failure: Failure) -> None:
             if (message_id, channel) not in self._unrecorded:
@@ -267,8 +272,7 @@ class Outbox:
                 )
             self._unrecorded.add((message_id, channel))
             if not self._stopped and (self._recording is None or not self._recording.active()):
-                delay = self._retry_delay(self._record_failures)
-                self._record_failures += 1
+                delay = self._record_backoff.failed()
                 self._recording = self._reactor.callLater(delay, self._record_deliveries)
 
         return self._store.delivered(message_id, channel).addCallbacks(recorded, failed)
@@ -310,8 +314,7 @@ class Outbox:
     def _retry_later(self, queue: _ChannelQueue) -> None:
         if self._stopped or (queue.retry is not None and queue.retry.active()):
             return
-        delay = self._retry_delay(queue.failures)
-        queue.failures += 1
+        delay = queue.backoff.failed()
         log.warn(
             "contact: {channel} unavailable ({error}); {count} message(s) wait, retry in {delay:g}s",
             channel=queue.name,
