@@ -4,7 +4,9 @@ kernel manager, the contact channel registry) as arguments of its own.
 
 Also L{RetryingPart}: a part whose start failed a check that passes by itself (a
 L{TransientProblem}: the sandbox user at its process limit, say) is started again on a backoff,
-rather than staying failed until jupybot restarts."""
+rather than staying failed until jupybot restarts. Its delays come from the one
+L{jupybot.retry.Backoff}; it is not L{jupybot.retry.retrying} because what fails is the part's
+start, which the service machinery drives and reports (C{fail}, C{_started})."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from twisted.python.failure import Failure
 
 from .config import Config
 from .reactor import Clock, Reactor
+from .retry import Backoff
 from .service import STARTING, Part
 from .state import StateDirectory
 
@@ -52,15 +55,17 @@ class RetryingPart(Part):
     ) -> None:
         super().__init__(name)
         self._clock = clock
-        self._retry_delay = retry_delay
         self._retry: IDelayedCall | None = None
-        # Failed starts in a row: the backoff's attempt number.
-        self.attempts = 0
+        self._backoff = Backoff(retry_delay)
+
+    @property
+    def attempts(self) -> int:
+        """Failed starts in a row."""
+        return self._backoff.failures
 
     def fail(self, reason: Failure | str) -> None:
         if isinstance(reason, Failure) and reason.check(TransientProblem) and self.running:
-            delay = self._retry_delay(self.attempts)
-            self.attempts += 1
+            delay = self._backoff.failed()
             super().fail(f"{reason.getErrorMessage()} (trying again in {delay:.0f} s)")
             self._retry = self._clock.callLater(delay, self._try_again)
             return
@@ -75,7 +80,7 @@ class RetryingPart(Part):
         return d.addCallback(lambda _: None)
 
     def _started(self, result: object) -> None:
-        self.attempts = 0
+        self._backoff.succeeded()
         super()._started(result)
 
     def stopService(self) -> Deferred[None]:
