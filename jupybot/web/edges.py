@@ -5,7 +5,7 @@ seconds keeps a connection (and a file descriptor) for ever, and nothing stops o
 opening a thousand of them: under the common `ulimit -n 1024` that ends in EMFILE for everyone.
 Here, in the style of L{twisted.protocols.policies}:
 
- - L{EdgeChannel}, the site's HTTP channel: the request line and headers must have arrived
+ - L{EdgeChannel}, the channel of L{EdgeSite}: the request line and headers must have arrived
    within a deadline counted from when the server started waiting for them, and the body within
    another counted from the end of the headers; bytes do not extend either. Headers larger than
    the limit are answered 431, a body larger than its limit 413 before it is read (twisted.web
@@ -34,6 +34,7 @@ from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
+from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from ..config.core import WebConfig, WebLimits
@@ -44,6 +45,7 @@ __all__ = [
     "ConnectionCounter",
     "EdgeChannel",
     "EdgeFactory",
+    "EdgeSite",
     "JsonErrorRequest",
     "connection_cap",
     "raise_open_file_limit",
@@ -346,9 +348,26 @@ class _Refused(Protocol):
         self.transport.loseConnection()
 
 
+class EdgeSite(Site):
+    """A site whose channels are L{EdgeChannel}s with C{limits}, and whose own error answers
+    are JSON (L{JsonErrorRequest}). C{reactor} is the clock of the channels' deadlines."""
+
+    requestFactory = JsonErrorRequest
+
+    def __init__(
+        self, resource: Resource, limits: WebLimits, reactor: IReactorTime | None = None
+    ) -> None:
+        super().__init__(resource, reactor=reactor)
+        self.limits = limits
+
+    # Site's own is an HTTP/2-or-1.1 chooser, typed as returning that chooser; 1.1 is all here.
+    def protocol(self) -> EdgeChannel:  # type: ignore[override]
+        """A channel for one connection (L{Site.buildProtocol} then attaches it to the site)."""
+        return EdgeChannel(self.limits)
+
+
 class EdgeFactory(WrappingFactory):
-    """Wraps C{site}: caps open connections per address and in all, and makes the site's
-    channels L{EdgeChannel}s, as C{config.limits} says.
+    """Wraps C{site}: caps open connections per address and in all, as C{config.limits} says.
 
     The per-address cap does not apply to C{web.trusted_proxies}: behind one, every visitor
     is the proxy's address (the per-visitor limits of the parts read its forwarding header).
@@ -356,17 +375,10 @@ class EdgeFactory(WrappingFactory):
     L{connection_cap}. The site's reactor is the clock for the deadlines and the refusal log.
     """
 
-    def __init__(self, site: Site, config: WebConfig, file_limit: int | None = None) -> None:
+    def __init__(self, site: EdgeSite, config: WebConfig, file_limit: int | None = None) -> None:
         super().__init__(site)
         limits = config.limits
         self._proxies = ProxyTrust.of(config)
-
-        def edge_channel() -> Any:  # the site's own is an HTTP/2-or-1.1 chooser; 1.1 is all here
-            return EdgeChannel(limits)
-
-        site.protocol = edge_channel  # type: ignore[method-assign]
-        if site.requestFactory is Request:  # a site's own request class is left alone
-            site.requestFactory = JsonErrorRequest
         limit = open_file_limit() if file_limit is None else file_limit
         total = connection_cap(limits.max_connections, limit)
         if limits.max_connections is not None and total < limits.max_connections:

@@ -8,13 +8,12 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.web.resource import Resource
-from twisted.web.server import Site
 
 from ..config.core import WebConfig
 from ..reactor import ListeningReactor
 from ..service import Part
 from .clients import ProxyTrust, access_log_formatter
-from .edges import EdgeFactory
+from .edges import EdgeFactory, EdgeSite
 from .ping import Health, PingResource
 
 __all__ = ["PARTS_START_WAIT", "SiteHealth", "WebPart"]
@@ -39,7 +38,7 @@ class WebPart(Part):
         self.config = config
         self.root = Resource()
         self.root.putChild(b"ping", PingResource(type(reactor).__name__, health))
-        self.site = Site(self.root)
+        self.site = EdgeSite(self.root, config.limits)
         self.site.displayTracebacks = False
         # Access log lines name the visitor, through a trusted proxy too (docs/deploy.md).
         self.site._logFormatter = access_log_formatter(ProxyTrust.of(config))

@@ -28,11 +28,12 @@ from twisted.internet.testing import EventLoggingObserver, StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import Request
 
 from jupybot.config.core import WebConfig, WebLimits
 from jupybot.web.edges import (
     EdgeFactory,
+    EdgeSite,
     connection_cap,
     raise_open_file_limit,
 )
@@ -106,7 +107,7 @@ def edge() -> Iterator[tuple[EdgeFactory, Clock]]:
     clock = Clock()
     root = Resource()
     root.putChild(b"echo", Echo())
-    site = Site(root, reactor=clock)
+    site = EdgeSite(root, CONFIG.limits, reactor=clock)
     yield EdgeFactory(site, CONFIG, file_limit=1000), clock
 
 
@@ -334,7 +335,7 @@ async def test_websockets_count_against_the_caps_until_they_close() -> None:
     ws_factory.protocol = Quiet
     root.putChild(b"ws", WebSocketResource(ws_factory))
     root.putChild(b"echo", Echo())
-    factory = EdgeFactory(Site(root), CONFIG, file_limit=1000)
+    factory = EdgeFactory(EdgeSite(root, CONFIG.limits), CONFIG, file_limit=1000)
     port: Any = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[arg-type]
     endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
     try:

@@ -16,11 +16,11 @@ import pytest
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import Request
 from twisted.web.static import File
 
 from jupybot.config.core import WebConfig, WebLimits
-from jupybot.web.edges import EdgeFactory
+from jupybot.web.edges import EdgeFactory, EdgeSite
 from jupybot.web.ping import PingResource
 from tests.harness import JupybotProcess, jupybot_config
 from tests.matrix.user import asyncio_test
@@ -60,7 +60,7 @@ def site(tmp_path: Path) -> Iterator[EdgeFactory]:
     folder = Resource()
     folder.putChild(b"echo", Echo())
     root.putChild(b"terminal", folder)
-    yield EdgeFactory(Site(root, reactor=Clock()), CONFIG, file_limit=1000)
+    yield EdgeFactory(EdgeSite(root, CONFIG.limits, reactor=Clock()), CONFIG, file_limit=1000)
 
 
 def exchange(factory: EdgeFactory, request: bytes) -> tuple[int, dict[str, str], bytes]:
