@@ -7,11 +7,13 @@
 #     --security-opt seccomp=deploy/seccomp.json --security-opt apparmor=unconfined \
 #     --security-opt systempaths=unconfined --stop-timeout 90 jupybot
 
-# 1. The browser terminal's front-end files (xterm.js), from the npm registry as `make` does.
+# 1. The browser terminal's front-end files: xterm.js from the npm registry and jupybot's own
+# scripts, bundled by esbuild, as `make` does.
 FROM node:20-bookworm-slim AS web-assets
 WORKDIR /src
-COPY package.json package-lock.json ./
+COPY package.json package-lock.json esbuild.config.js ./
 COPY scripts/install-web-assets scripts/
+COPY jupybot/terminal/static jupybot/terminal/static
 RUN scripts/install-web-assets
 
 # 2. jupybot's wheel, with those files inside.

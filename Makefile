@@ -58,15 +58,19 @@ run: $(INSTALLED) checkout
 checkout: $(INSTALLED)
 	scripts/check-checkout $(VENV)
 
+# eslint (eslint.config.js) for the browser terminal's JavaScript, installed by install-web-assets.
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	node_modules/.bin/eslint .
 
 typecheck: $(INSTALLED)
 	$(BIN)/mypy
 
 # (Quoted, and not $(abspath): the checkout's path may hold spaces.)
+# The front end's unit tests (tests/js/, node's own runner) first: they take a second.
 test: $(INSTALLED) checkout $(SYNAPSE_VENV)/.installed $(EG_VENV)/.installed $(ELEMENT_PEER) lint typecheck
+	node --test tests/js/
 	JUPYBOT_SYNAPSE_PYTHON="$(CURDIR)/$(SYNAPSE_VENV)/bin/python" \
 	JUPYBOT_ENTERPRISE_GATEWAY_PYTHON="$(CURDIR)/$(EG_VENV)/bin/python" \
 	$(BIN)/pytest

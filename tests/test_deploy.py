@@ -270,6 +270,7 @@ def test_the_build_context_leaves_out_state_secrets_and_caches() -> None:
         "package.json",
         "package-lock.json",
         "scripts/install-web-assets",
+        "esbuild.config.js",
         "deploy/container.yml",
     ):
         assert in_context(needed, patterns), needed
@@ -303,7 +304,7 @@ def test_the_wheel_builds_from_the_docker_build_context(tmp_path: Path) -> None:
                 (context / relative).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(ROOT / relative, context / relative)
     vendor = "jupybot/terminal/static/vendor"
-    assert (ROOT / vendor / "xterm.js").exists(), "run `make setup` first"
+    assert (ROOT / vendor / "page.js").exists(), "run `make setup` first"
     shutil.copytree(ROOT / vendor, context / vendor)
     subprocess.run(
         [
@@ -327,7 +328,8 @@ def test_the_wheel_builds_from_the_docker_build_context(tmp_path: Path) -> None:
         "twisted/plugins/jupybot_plugin.py",
         "jupybot/metrics.py",
         "jupybot/demos/quiz.py",
-        f"{vendor}/xterm.js",
+        f"{vendor}/page.js",
+        f"{vendor}/embed.js",
     ):
         assert shipped in names, shipped
 

@@ -3,6 +3,10 @@ element for the owner's own site: docs/embed.md), and the page's static files.
 
 The page is one document: the list at `/`, each program at `/#<name>` (so a reload, a link or
 the browser's Back and Forward return to it); `static/terminal.js` does the rest.
+
+The page's script and /embed.js are built by esbuild from `static/*.js` (ES modules) and the
+xterm.js packages into `static/vendor/` (`esbuild.config.js`, run by scripts/install-web-assets);
+this module serves what it built.
 """
 
 from __future__ import annotations
@@ -27,7 +31,6 @@ __all__ = [
     "EmbedScript",
     "ProgramList",
     "ProgramPage",
-    "render_embed_script",
     "render_page",
     "static_files",
 ]
@@ -38,16 +41,6 @@ STATIC = Path(__file__).parent / "static"
 
 # The documented default of terminal.max_frame_kb, for a page not told otherwise.
 DEFAULT_MAX_FRAME_KB = 64
-
-_VENDOR = (
-    "xterm",
-    "addon-fit",
-    "addon-web-links",
-    "addon-serialize",
-    "addon-unicode11",
-    "addon-unicode-graphemes",
-    "addon-webgl",
-)
 
 _PAGE = """<!doctype html>
 <html lang="en">
@@ -97,7 +90,7 @@ _PAGE = """<!doctype html>
     </div>
   </section>
 </main>
-{scripts}
+<script src="/static/vendor/page.js"></script>
 </body>
 </html>
 """
@@ -130,15 +123,11 @@ def render_page(
         for p in programs
     )
     paragraphs = [part.strip() for part in intro.split("\n\n") if part.strip()]
-    scripts = "\n".join(f'<script src="/static/vendor/{name}.js"></script>' for name in _VENDOR)
     return _PAGE.format(
         title=escape(title),
         intro="\n  ".join(f"<p>{_paragraph(p)}</p>" for p in paragraphs),
         max_frame_kb=max_frame_kb,
         programs=items or '<li class="empty">No programs are configured yet.</li>',
-        scripts=scripts
-        + '\n<script src="/static/wire.js"></script>'
-        + '\n<script src="/static/terminal.js"></script>',
     ).encode()
 
 
@@ -185,62 +174,20 @@ class ProgramList(Resource):
         return self._body
 
 
-# What /embed.js holds before the element's own code: the name static/embed.js knows each
-# module by, and its file under static/.
-_EMBED_MODULES = (
-    ("xterm", "vendor/xterm.js"),
-    ("fit", "vendor/addon-fit.js"),
-    ("unicode11", "vendor/addon-unicode11.js"),
-    ("webLinks", "vendor/addon-web-links.js"),
-    ("wire", "wire.js"),
-)
-
-_SOURCE_MAP = re.compile(r"^//# sourceMappingURL=.*$", re.MULTILINE)
-
-
-def render_embed_script(static: Path = STATIC) -> bytes:
-    """/embed.js: each module run as a CommonJS module of its own (their UMD headers take that
-    branch first), so none of them lands among the embedding page's globals, or meets the
-    page's own xterm.js; xterm.css as a string for the element's shadow root; then
-    static/embed.js, told the script's own address (jupybot's, by default)."""
-    license_text = (static / "vendor" / "LICENSE.xterm").read_text().strip()
-    parts = [
-        "/*! jupybot /embed.js. Bundles xterm.js and its addons:\n"
-        + license_text.replace("*/", "* /")
-        + "\n*/",
-        "(() => {",
-        "const bundled = {};",
-    ]
-    for name, path in _EMBED_MODULES:
-        source = _SOURCE_MAP.sub("", (static / path).read_text())
-        parts.append(
-            f"bundled[{json.dumps(name)}] = (() => {{\n"
-            "const module = { exports: {} }, exports = module.exports;\n"
-            f"(function () {{\n{source}\n}}).call(globalThis);\n"
-            "return module.exports;\n})();"
-        )
-    css = (static / "vendor" / "xterm.css").read_text()
-    parts.append(f"bundled.xtermCss = {json.dumps(css)};")
-    parts.append((static / "embed.js").read_text())
-    parts.append(
-        'defineJupybotTerminal(bundled, document.currentScript ? document.currentScript.src : "");'
-    )
-    parts.append("})();\n")
-    return "\n".join(parts).encode()
-
-
 class EmbedScript(Resource):
     """GET /embed.js: the <jupybot-terminal> element, for any site to load (what it may then
-    do is the websocket's Origin rule: web.origins)."""
+    do is the websocket's Origin rule: web.origins). One script esbuild made of static/embed.js,
+    wire.js, xterm.js, three addons and xterm.css, which defines nothing global but the element
+    and leaves alone any xterm.js of the embedding page."""
 
     isLeaf = True
 
     def __init__(self, static: Path = STATIC) -> None:
         super().__init__()
         try:
-            self._body: bytes | None = render_embed_script(static)
+            self._body: bytes | None = (static / "vendor" / "embed.js").read_bytes()
         except OSError as e:
-            log.error("terminal: /embed.js cannot be built ({why}); run scripts/install-web-assets",
+            log.error("terminal: /embed.js is not built ({why}); run scripts/install-web-assets",
                       why=e)  # fmt: skip
             self._body = None
         self._etag = hashlib.sha256(self._body or b"").hexdigest()[:32].encode()

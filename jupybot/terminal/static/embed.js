@@ -1,20 +1,24 @@
 // <jupybot-terminal program="quiz">: one of jupybot's programs in a terminal on the owner's own
-// site, speaking the raw protocol of docs/protocol.md. Served as /embed.js, one bundle of
-// xterm.js, three of its addons, static/wire.js and this file (jupybot/terminal/page.py builds
-// it), which defines nothing global but the element. How to use it: docs/embed.md.
+// site, speaking the raw protocol of docs/protocol.md. The entry of /embed.js: esbuild.config.js
+// bundles it with xterm.js, three of its addons, its CSS and static/wire.js into one script
+// that defines nothing global but the element. How to use it: docs/embed.md.
 //
 // Attributes: program (required); server (jupybot's address; default: where /embed.js came
 // from); theme ("dark" or "light"); rows and cols (a fixed size; otherwise the terminal fits the
 // element's width, and 24 rows or its height); height (a CSS length, or pixels).
-function defineJupybotTerminal(bundled, scriptUrl) {
-  "use strict";
-  if (customElements.get("jupybot-terminal")) return;  // the script included twice
-  const { Terminal } = bundled.xterm;
-  const { FitAddon } = bundled.fit;
-  const { Unicode11Addon } = bundled.unicode11;
-  const { WebLinksAddon } = bundled.webLinks;
-  // The protocol's client side, shared with jupybot's page: this element draws what it says.
-  const { RawConnection } = bundled.wire;
+import { Terminal } from "@xterm/xterm";
+import xtermCss from "@xterm/xterm/css/xterm.css";
+import { FitAddon } from "@xterm/addon-fit";
+import { Unicode11Addon } from "@xterm/addon-unicode11";
+import { WebLinksAddon } from "@xterm/addon-web-links";
+// The protocol's client side, shared with jupybot's page: this element draws what it says.
+import { RawConnection } from "./wire.js";
+
+// The script's own address (jupybot's, by default), known only while it first runs.
+const scriptUrl = document.currentScript ? document.currentScript.src : "";
+if (!customElements.get("jupybot-terminal")) defineJupybotTerminal();  // not if included twice
+
+function defineJupybotTerminal() {
   const encoder = new TextEncoder();
   const DEFAULT_ROWS = 24;
   const DEFAULT_SERVER = new URL(".", scriptUrl || location.href).href;
@@ -105,7 +109,7 @@ button:hover { filter: brightness(1.1); }
       super();
       const root = this.attachShadow({ mode: "open" });
       const style = document.createElement("style");
-      style.textContent = bundled.xtermCss + STYLE;
+      style.textContent = xtermCss + STYLE;
       root.innerHTML = TEMPLATE;
       root.prepend(style);
       const $ = (name) => root.querySelector(`.${name}`);

@@ -4,12 +4,20 @@
 // count of output bytes drawn are kept in sessionStorage, so a reload or the browser's Back and
 // Forward return to the same running program: the screen is restored from storage and the
 // server sends what was printed after it.
-(() => {
-"use strict";
-
+//
+// An ES module: esbuild.config.js bundles it, xterm.js and its addons into static/vendor/page.js,
+// the one script the page loads.
+import { Terminal } from "@xterm/xterm";
+import { FitAddon } from "@xterm/addon-fit";
+import { SerializeAddon } from "@xterm/addon-serialize";
+import { Unicode11Addon } from "@xterm/addon-unicode11";
+import { UnicodeGraphemesAddon } from "@xterm/addon-unicode-graphemes";
+import { WebLinksAddon } from "@xterm/addon-web-links";
+import { WebglAddon } from "@xterm/addon-webgl";
 // The protocol's client side (frames, hello, resume, acknowledgements, refusals):
 // static/wire.js, shared with the element of /embed.js. This file draws what it says.
-const { RawConnection } = JupybotWire;
+import { RawConnection } from "./wire.js";
+
 // A program that prints nothing this long after it started gets a hint that it waits for input.
 const SILENT_HINT_MS = 1500;
 const STORE_PREFIX = "jupybot.session.";
@@ -36,6 +44,8 @@ const keysEl = $("keys");
 // The largest frame the server takes (terminal.max_frame_kb).
 const maxFrameBytes = (Number(document.body.dataset.maxFrameKb) || 64) * 1024;
 let current = null;
+// Why WebGL drew wrong on this page, once it did (the next sessions draw with the DOM).
+let webglFailed = null;
 
 const touch = window.matchMedia("(pointer: coarse)").matches || navigator.maxTouchPoints > 0;
 document.body.classList.toggle("touch", touch);
@@ -76,12 +86,12 @@ class Session {
       // ANSI black as black: curses paints its background with it.
       theme: { background: "#000000", black: "#000000" },
     });
-    this.fit = new FitAddon.FitAddon();
+    this.fit = new FitAddon();
     this.term.loadAddon(this.fit);
-    this.serializer = new SerializeAddon.SerializeAddon();
+    this.serializer = new SerializeAddon();
     this.term.loadAddon(this.serializer);
     // Addresses in the output open in a new tab (with no way back to this page).
-    this.term.loadAddon(new WebLinksAddon.WebLinksAddon());
+    this.term.loadAddon(new WebLinksAddon());
     useUnicodeWidths(this.term);
     const host = $("terminal");
     host.replaceChildren();
@@ -151,10 +161,10 @@ class Session {
   // ratio (a rotation); where it draws wrong, or loses its context, xterm.js's DOM renderer
   // takes over, which draws right at every ratio.
   loadWebgl() {
-    if (typeof WebglAddon === "undefined" || webglFailed) return false;
+    if (webglFailed) return false;
     let webgl;
     try {
-      webgl = new WebglAddon.WebglAddon();
+      webgl = new WebglAddon();
       this.term.loadAddon(webgl);
     } catch {
       return false;
@@ -324,8 +334,6 @@ class Session {
   }
 }
 
-// Why WebGL drew wrong on this page, once it did (the next sessions draw with the DOM).
-let webglFailed = null;
 // Pixels this much brighter than the page's black background in a channel are drawn.
 const LIT = 64;
 
@@ -402,10 +410,10 @@ function drawsBuffer(term, canvas) {
     }
   }
   if (text.length < 4) return null;
-  const copy = document.createElement("canvas");
-  copy.width = width;
-  copy.height = height;
-  const context = copy.getContext("2d", { willReadFrequently: true });
+  const snapshot = document.createElement("canvas");
+  snapshot.width = width;
+  snapshot.height = height;
+  const context = snapshot.getContext("2d", { willReadFrequently: true });
   context.drawImage(canvas, 0, 0);
   const pixels = context.getImageData(0, 0, width, height).data;
   const cellWidth = width / term.cols, cellHeight = height / term.rows;
@@ -428,15 +436,13 @@ function drawsBuffer(term, canvas) {
 
 // Widths by grapheme cluster (an emoji with a skin tone, a flag, a ZWJ family: one wide
 // character, two cells), as terminals that know Unicode 15 draw them; Unicode 11's table of
-// single code points where the addon is missing.
+// single code points where the addon does not load.
 function useUnicodeWidths(term) {
-  if (typeof UnicodeGraphemesAddon !== "undefined") {
-    try {
-      term.loadAddon(new UnicodeGraphemesAddon.UnicodeGraphemesAddon());
-      return;
-    } catch { /* the Unicode 11 table below */ }
-  }
-  term.loadAddon(new Unicode11Addon.Unicode11Addon());
+  try {
+    term.loadAddon(new UnicodeGraphemesAddon());
+    return;
+  } catch { /* the Unicode 11 table below */ }
+  term.loadAddon(new Unicode11Addon());
   term.unicode.activeVersion = "11";
 }
 
@@ -571,4 +577,3 @@ keysEl.addEventListener("pointerdown", (event) => {
 });
 
 route();
-})();
