@@ -3,7 +3,11 @@ import js from "@eslint/js";
 import globals from "globals";
 
 export default [
-  { ignores: ["jupybot/terminal/static/vendor/", "build/", "node_modules/", "tests/peers/", ".venv/", ".cache/"] },
+  {
+    ignores: [
+      "jupybot/terminal/static/vendor/", "build/", "dist/", "var/", "tests/peers/", ".venv/", ".cache/",
+    ],
+  },
   js.configs.recommended,
   {
     files: ["jupybot/terminal/static/**/*.js"],
