@@ -1,7 +1,9 @@
 """The Matrix bot's calls to its homeserver, each retried the way a long-running bot must.
 
 matrix-nio's own retry loops are turned off (they sleep on asyncio's clock, unseen by tests);
-here every call is retried on network errors and 5xx answers with Twisted's C{backoffPolicy},
+here every call is retried on network errors and 5xx answers with Twisted's C{backoffPolicy}
+(counted by the project's one L{jupybot.retry.Backoff}; not L{jupybot.retry.retrying}, whose
+every retry is a failure: here a 429 or a renewed token is none),
 and after a 429 for exactly the C{retry_after_ms} the server asked for, on the injected clock.
 Sends carry their own transaction id, so a retried send is never posted twice.
 
@@ -39,6 +41,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from ..aio import await_deferred
+from ..retry import Backoff
 from .fairness import Pace, SendTurns
 from .tokens import is_unknown_token
 
@@ -176,38 +179,38 @@ class MatrixApi:
         token (expired or revoked) is renewed, then the call is made again, unless not C{renew}
         (the renewal's own calls). A response C{accept} refuses is retried like a 5xx.
         """
-        attempt = 0
-        limited = 0
+        failures = Backoff(self._policy)
+        held = Backoff(self._policy)  # 429s in a row: no failure, never given up on
         renewal = self.renewal if renew else None
         while True:
             seen = renewal.generation if renewal is not None else 0
             try:
-                response = await self._call_in_turn(call, paced, again=limited > 0)
+                response = await self._call_in_turn(call, paced, again=held.failures > 0)
             except LocalProtocolError as e:
                 # nio refuses the call itself, e.g. a key query retried after a refused token
                 # whose users nio had already taken off its list: nothing left to do.
                 raise MatrixError(f"{what}: {e}") from e
             except _NETWORK_ERRORS as e:
-                delay = self._policy(attempt)
+                asked = 0.0
                 problem = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
             else:
                 if renewal is not None and is_unknown_token(response):
                     await renewal.renew(seen)
                     continue
-                asked = is_transient(response)
-                if asked is None and (accept is None or accept(response)):
+                transient = is_transient(response)
+                if transient is None and (accept is None or accept(response)):
                     return response
-                if asked is None:
-                    asked = 0.0
+                asked = transient or 0.0
                 if is_rate_limited(response):
-                    await self._limited(what, asked or self._policy(limited), paced is not None)
-                    limited += 1
+                    delay = held.failed()
+                    await self._limited(what, asked or delay, paced is not None)
                     continue
-                delay = asked if asked > 0 else self._policy(attempt)
                 problem = str(response)
-            attempt += 1
-            if not forever and attempt >= self._max_attempts:
-                raise MatrixError(f"{what} failed after {attempt} attempts: {problem}")
+            delay = failures.failed()
+            if asked > 0:
+                delay = asked
+            if not forever and failures.failures >= self._max_attempts:
+                raise MatrixError(f"{what} failed after {failures.failures} attempts: {problem}")
             self.log.warn(
                 "matrix: {what} failed ({problem}); retrying in {delay:.1f}s",
                 what=what,
