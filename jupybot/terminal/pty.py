@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import functools
 import os
 import signal
 import struct
@@ -110,7 +109,41 @@ class _PtyProtocol(ProcessProtocol):
         self.session._process_ended(status)
 
 
-class _SandboxPtyProcess(PTYProcess):
+# Linux hands a PTY's output out at most 4 KB per read(), however large the buffer; reading
+# again at once pulls in what the program wrote meanwhile. Draining the PTY in one reactor turn
+# (about 60 KB in a flood) costs one turn and one websocket frame instead of fifteen.
+READ_SIZE = 64 * 1024
+DRAIN_LIMIT = 256 * 1024
+
+
+class _DrainingPtyProcess(PTYProcess):
+    """Twisted's PTY transport, reading the terminal until it is empty (up to L{DRAIN_LIMIT})
+    each time the reactor says it is readable, where Twisted's reads once."""
+
+    def doRead(self) -> object:
+        """PTYProcess.doRead's results (None, or why the fd is done), with what was read
+        delivered first, in one piece."""
+        chunks: list[bytes] = []
+        size = 0
+        outcome: object = None
+        while size < DRAIN_LIMIT:
+            try:
+                data = os.read(self.fd, READ_SIZE)
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EINTR):
+                    outcome = CONNECTION_LOST
+                break
+            if not data:
+                outcome = CONNECTION_DONE
+                break
+            chunks.append(data)
+            size += len(data)
+        if chunks and self.proto is not None:
+            self.proto.childDataReceived(1, b"".join(chunks) if len(chunks) > 1 else chunks[0])
+        return outcome
+
+
+class _SandboxPtyProcess(_DrainingPtyProcess):
     """A PTY child in a session of its own that leaves the terminal free: inside its PID
     namespace the program makes itself the terminal's session leader (``setsid --ctty``), so
     job control sees process groups it can name. Twisted's own PTY child takes the terminal for
@@ -185,38 +218,26 @@ class PtySession:
         tty_name = os.ttyname(slave)
         try:
             _set_size(master, *self._size)
-            if self._launch.contained:
-                self._transport = _SandboxPtyProcess(
-                    self._reactor,
-                    argv[0],
-                    argv,
-                    self._launch.env,
-                    self._cwd,
-                    _PtyProtocol(self),
-                    None,
-                    None,
-                    (master, slave, tty_name),
-                )
-            else:
-                spawned = self._reactor.spawnProcess(
-                    _PtyProtocol(self),
-                    argv[0],
-                    argv,
-                    env=self._launch.env,
-                    path=self._cwd,
-                    # IReactorProcess says bool; every POSIX reactor also takes an opened PTY.
-                    usePTY=(master, slave, tty_name),  # type: ignore[arg-type]
-                )
-                if not isinstance(spawned, PTYProcess):
-                    raise TypeError(f"a PTY was asked for, {type(spawned).__name__} came")
-                self._transport = spawned
+            # Built here rather than by reactor.spawnProcess, which can only make Twisted's own
+            # PTYProcess; the arguments are the ones spawnProcess passes it.
+            transport_class = _SandboxPtyProcess if self._launch.contained else _DrainingPtyProcess
+            self._transport = transport_class(
+                self._reactor,
+                argv[0],
+                argv,
+                self._launch.env,
+                self._cwd,
+                _PtyProtocol(self),
+                None,
+                None,
+                (master, slave, tty_name),
+            )
         except Exception:
             os.close(master)
             os.close(slave)
             self._release_cgroup(CGROUP_REMOVE_TRIES)
             raise
         transport = self._transport
-        transport.doRead = functools.partial(_read_pty, transport)  # type: ignore[method-assign]
         self._master_fd = master
         self._tty_name = tty_name  # Twisted closed our copy of the slave side after the fork
         self.pid = transport.pid
@@ -421,36 +442,6 @@ class PtySession:
         )
         self._sink.ended(status)
         self.ended.callback(status)
-
-
-# Linux hands a PTY's output out at most 4 KB per read(), however large the buffer; reading
-# again at once pulls in what the program wrote meanwhile. Draining the PTY in one reactor turn
-# (about 60 KB in a flood) costs one turn and one websocket frame instead of fifteen.
-READ_SIZE = 64 * 1024
-DRAIN_LIMIT = 256 * 1024
-
-
-def _read_pty(transport: PTYProcess) -> object:
-    """PTYProcess.doRead, reading until the PTY is empty: the same results (None, or why the fd
-    is done), with what was read delivered first."""
-    chunks: list[bytes] = []
-    size = 0
-    outcome: object = None
-    while size < DRAIN_LIMIT:
-        try:
-            data = os.read(transport.fd, READ_SIZE)
-        except OSError as e:
-            if e.errno not in (errno.EAGAIN, errno.EINTR):
-                outcome = CONNECTION_LOST
-            break
-        if not data:
-            outcome = CONNECTION_DONE
-            break
-        chunks.append(data)
-        size += len(data)
-    if chunks and transport.proto is not None:
-        transport.proto.childDataReceived(1, b"".join(chunks) if len(chunks) > 1 else chunks[0])
-    return outcome
 
 
 def _set_size(fd: int, cols: int, rows: int) -> None:
