@@ -69,7 +69,10 @@ def verify(unit_text: str, where: Path) -> str:
     assert SYSTEMD_ANALYZE is not None
     where.mkdir(exist_ok=True)
     path = where / "jupybot.service"
-    path.write_text(unit_text.replace("/opt/jupybot/venv/bin/twistd", str(VENV_BIN / "twistd")))
+    twistd = str(VENV_BIN / "twistd")
+    # systemd splits ExecStart at spaces: a checkout's path may hold some (issue 29).
+    twistd = f'"{twistd}"' if " " in twistd else twistd
+    path.write_text(unit_text.replace("/opt/jupybot/venv/bin/twistd", twistd))
     result = subprocess.run(
         [SYSTEMD_ANALYZE, "verify", str(path)],
         capture_output=True,
