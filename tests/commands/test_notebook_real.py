@@ -33,6 +33,20 @@ pytestmark = pytest.mark.peers
 ALICE = "@alice:example.org"
 
 
+def _bot_on(gateway: KernelGateway) -> tuple[GatewayKernelManager, ChatCommands]:
+    """The chat commands over a real gateway's kernels, for anyone at example.org, unthrottled."""
+    kernels = GatewayKernelManager(reactor, GatewayConfig(url=None, token=None))
+    kernels.connect(gateway.url, gateway.token)
+    bot = ChatCommands(
+        kernels,
+        AccessPolicy.build(["*:example.org"], [], []),
+        Addressing(prefixes=("!jupybot",)),
+        reactor,
+        limits=ChatLimits(commands_per_minute=0),
+    )
+    return kernels, bot
+
+
 def _timeboxed(d: Deferred[Any], seconds: float = 30) -> Deferred[Any]:
     return d.addTimeout(seconds, reactor)
 
@@ -68,15 +82,7 @@ def _outputs(notebook: nbformat.NotebookNode) -> list[list[tuple[str, Any]]]:
 async def test_runs_exported_execute_the_same_and_a_sent_notebook_runs(
     kernel_gateway: KernelGateway,
 ) -> None:
-    kernels = GatewayKernelManager(reactor, GatewayConfig(url=None, token=None))
-    kernels.connect(kernel_gateway.url, kernel_gateway.token)
-    bot = ChatCommands(
-        kernels,
-        AccessPolicy.build(["*:example.org"], [], []),
-        Addressing(prefixes=("!jupybot",)),
-        reactor,
-        limits=ChatLimits(commands_per_minute=0),
-    )
+    kernels, bot = _bot_on(kernel_gateway)
     room = FakeConversation(key="matrix:!study:example.org")
     ids = iter(range(100))
 
@@ -133,15 +139,7 @@ async def test_runs_exported_execute_the_same_and_a_sent_notebook_runs(
 async def test_an_output_a_chat_cannot_show_is_said_and_kept_whole_in_the_notebook(
     kernel_gateway: KernelGateway,
 ) -> None:
-    kernels = GatewayKernelManager(reactor, GatewayConfig(url=None, token=None))
-    kernels.connect(kernel_gateway.url, kernel_gateway.token)
-    bot = ChatCommands(
-        kernels,
-        AccessPolicy.build(["*:example.org"], [], []),
-        Addressing(prefixes=("!jupybot",)),
-        reactor,
-        limits=ChatLimits(commands_per_minute=0),
-    )
+    kernels, bot = _bot_on(kernel_gateway)
     room = FakeConversation(key="matrix:!charts:example.org")
     widget = {"version_major": 2, "version_minor": 0, "model_id": "abc123"}
     code = (
