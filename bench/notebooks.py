@@ -111,6 +111,8 @@ async def measure_room(url: str, rounds: int, exports: int) -> dict[str, Any]:
         Addressing,
         ChatCommands,
         ChatLimits,
+        ChatNetwork,
+        ChatRules,
         IncomingAttachment,
         IncomingMessage,
     )
@@ -124,11 +126,14 @@ async def measure_room(url: str, rounds: int, exports: int) -> dict[str, Any]:
     runs = rounds * CELLS
     bot = ChatCommands(
         kernels,
-        AccessPolicy.build(["*:bench.example"], [], []),
-        Addressing(prefixes=("!jupybot",)),
+        ChatNetwork(
+            AccessPolicy.build(["*:bench.example"], [], []), Addressing(prefixes=("!jupybot",))
+        ),
         reactor,
-        limits=ChatLimits(commands_per_minute=0),
-        notebooks=NotebookLimits(cells_per_room=max(runs, 1), cells_total=max(runs, 5000)),
+        rules=ChatRules(
+            ChatLimits(commands_per_minute=0),
+            NotebookLimits(cells_per_room=max(runs, 1), cells_total=max(runs, 5000)),
+        ),
     )
     room = FakeConversation(key="matrix:!bench:bench.example")
     ids = iter(range(1_000_000))

@@ -1,7 +1,8 @@
 """The platform-neutral chat command layer shared by the Matrix and Discord bots.
 
-See docs/commands.md. Adapters implement L{Conversation}, build one L{ChatCommands} and hand it
-each readable message as an L{IncomingMessage}.
+See docs/commands.md. Adapters implement L{Conversation}, build one L{ChatCommands} (from a
+L{ChatNetwork}, L{ChatRules} and L{ChatStores}: C{assembly.build_chat_commands} makes them from
+a chat section's config) and hand it each readable message as an L{IncomingMessage}.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from .rooms import ChatLimits
 from .safety import defang_mentions, defang_paragraphs
 from .stdin import InputRouter
 from .streaming import ExecutionReporter, RenderFunction, status_line
+from .wiring import ChatNetwork, ChatRules, ChatStores
 
 __all__ = [
     "AccessPolicy",
@@ -56,6 +58,9 @@ __all__ = [
     "Block",
     "ChatCommands",
     "ChatLimits",
+    "ChatNetwork",
+    "ChatRules",
+    "ChatStores",
     "CodeBlock",
     "Command",
     "Conversation",

@@ -7,6 +7,7 @@ run's streamed reply), then how it ended; the executed notebook follows as a fil
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from nbformat import NotebookNode
 from twisted.internet.defer import CancelledError, Deferred, fail
@@ -15,7 +16,6 @@ from twisted.logger import Logger
 
 from ..ansi import strip_ansi
 from ..kernels import ErrorOutput, ExecutionResult, KernelError, KernelManager, OutputEvent
-from ..redaction import Redactor
 from ..rendering import Attachment
 from .conversation import Conversation, Reply
 from .notebook import (
@@ -25,8 +25,9 @@ from .notebook import (
     RecordedCell,
     executed_notebook,
 )
+from .streaming import StreamSettings
 
-__all__ = ["NotebookRun"]
+__all__ = ["NotebookRun", "SentNotebook"]
 
 # Told of each cell that ran, as recorded, and whether the kernel died running it.
 CellRan = Callable[[RecordedCell, bool], None]
@@ -96,36 +97,45 @@ class _CellListener:
         return fail(KernelError("a notebook run cannot answer input()"))
 
 
+@dataclass(frozen=True)
+class SentNotebook:
+    """A notebook someone sent to a room with `run`: the room, the command it came with (whose
+    reply says how far it is), its name for the executed one, and whether an error stops it
+    (not with `--all`)."""
+
+    conversation: Conversation
+    command_id: str
+    notebook: NotebookNode
+    filename: str
+    keep_going: bool
+
+
 class NotebookRun:
-    """Runs C{notebook}'s code cells in C{room}'s current kernel, in order, C{command_id}'s
-    reply saying how far it is; stops at the first error unless C{keep_going}."""
+    """Runs C{sent}'s code cells in its room's current kernel, in order, the command's reply
+    saying how far it is (edited as often as C{stream} says a run's reply is); stops at the
+    first error unless C{sent.keep_going}. C{cell_ran} hears of each cell, as recorded."""
 
     def __init__(
         self,
+        sent: SentNotebook,
         *,
         kernels: KernelManager,
-        conversation: Conversation,
-        command_id: str,
-        notebook: NotebookNode,
-        filename: str,
-        keep_going: bool,
         clock: IReactorTime,
-        interval: float,
+        stream: StreamSettings,
         limits: NotebookLimits,
-        redact: Redactor,
         cell_ran: CellRan,
     ) -> None:
         self._kernels = kernels
-        self._conversation = conversation
-        self._command_id = command_id
-        self._notebook = notebook
-        self._filename = filename
-        self._keep_going = keep_going
+        self._conversation = sent.conversation
+        self._command_id = sent.command_id
+        self._notebook = sent.notebook
+        self._filename = sent.filename
+        self._keep_going = sent.keep_going
         self._clock = clock
         self._limits = limits
-        self._redact = redact
+        self._redact = stream.redact
         self._cell_ran = cell_ran
-        self._progress = _ProgressReply(conversation, command_id, clock, interval)
+        self._progress = _ProgressReply(sent.conversation, sent.command_id, clock, stream.interval)
         self._interrupted = False
 
     def interrupted(self) -> None:

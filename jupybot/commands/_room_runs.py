@@ -16,7 +16,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from ..kernels import KernelError, KernelManager
-from ._notebook_run import NotebookRun
+from ._notebook_run import NotebookRun, SentNotebook
 from ._notebooks import RoomNotebooks
 from .conversation import IncomingMessage, Reply
 from .inflight import RunningReplies, in_progress
@@ -205,7 +205,6 @@ class RoomRuns:
 
     async def run_notebook(self, message: IncomingMessage, keep_going: bool) -> None:
         """Run the notebook sent with the command, cell by cell, in the room's turn."""
-        stream = self._stream
         room = message.conversation.key
         attachment = next(
             (a for a in message.attachments if a.filename.lower().endswith(".ipynb")),
@@ -216,17 +215,19 @@ class RoomRuns:
         except NotebookRefused as e:
             await self._say(message, Reply.text(f"❌ {e}"))
             return
+        sent = SentNotebook(
+            message.conversation,
+            message.message_id,
+            notebook,
+            _safe_name(attachment.filename),
+            keep_going,
+        )
         run = NotebookRun(
+            sent,
             kernels=self._kernels,
-            conversation=message.conversation,
-            command_id=message.message_id,
-            notebook=notebook,
-            filename=_safe_name(attachment.filename),
-            keep_going=keep_going,
             clock=self._clock,
-            interval=stream.interval,
+            stream=self._stream,
             limits=self._notebooks.limits,
-            redact=stream.redact,
             cell_ran=lambda cell, died: self._notebooks.keep_cell(room, cell, died),
         )
         await self.in_turn(room, self._interruptibly(room, run))

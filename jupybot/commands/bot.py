@@ -11,29 +11,24 @@ waiting for it, the reply shown as output comes) are L{RoomRuns}' (C{_room_runs.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import replace
-from pathlib import Path
 from typing import Any, ClassVar, assert_never
 
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from ..config import Secret
 from ..kernels import KernelError, KernelManager
 from ..redaction import Redactor
-from ..rendering import Attachment, RenderOptions, render_outputs
+from ..rendering import Attachment
 from ._notebooks import RoomNotebooks
 from ._redact import MIN_SECRET_CHARS
 from ._room_runs import NOT_STARTED_LINE, RoomRuns, attempt
-from .access import AccessPolicy, RefusalLimiter
+from .access import RefusalLimiter
 from .conversation import Conversation, IncomingMessage, IncomingReaction, Reply
 from .files import RoomFiles
-from .inflight import ConversationFinder, RunningReplies
-from .notebook import NotebookLimits
+from .inflight import ConversationFinder
 from .parse import (
-    Addressing,
     Command,
     Forget,
     Get,
@@ -55,10 +50,11 @@ from .parse import (
     strip_address,
 )
 from .reruns import RERUN_REACTION
-from .rooms import ChatLimits, CommandRate
+from .rooms import CommandRate
 from .stdin import InputRouter
-from .streaming import RenderFunction, StreamSettings
+from .streaming import StreamSettings
 from .texts import command_help, help_text, lookup
+from .wiring import ChatNetwork, ChatRules, ChatStores
 
 __all__ = ["NOT_STARTED_LINE", "STOPPING_NOTICE", "ChatCommands", "ConversationFinder"]
 
@@ -77,10 +73,10 @@ class ChatCommands:
     Each conversation's kernels are owned by its C{key}. L{handle} fires when the command is
     completely done (a C{run} only when its output is shown), so adapters should not wait for it
     before reading the next message: the next message may be the answer to C{input()}.
-    C{secrets} (the configured credentials) are replaced with C{[redacted]} wherever kernel
-    output or a kernel error would show them. C{limits} keep a busy room in order (see
-    L{ChatLimits}); C{running_replies} records replies in progress so that a crash's are told at
-    the next start (L{recover}).
+    C{network} says who may use the bot and how replies look; C{rules} keep a busy room in
+    order (L{ChatLimits}) and have the configured secrets replaced with C{[redacted]} wherever
+    kernel output or a kernel error would show them; C{stores} record replies in progress so
+    that a crash's are told at the next start (L{recover}), and rooms' notebooks.
     """
 
     log = Logger()
@@ -94,36 +90,30 @@ class ChatCommands:
     def __init__(
         self,
         kernels: KernelManager,
-        access: AccessPolicy,
-        addressing: Addressing,
+        network: ChatNetwork,
         clock: IReactorTime,
         *,
-        render: RenderFunction = render_outputs,
-        render_options: RenderOptions | None = None,
-        edit_interval: float = 1.0,
-        refusal_interval: float = 60.0,
-        secrets: Iterable[Secret] = (),
-        limits: ChatLimits | None = None,
-        running_replies: RunningReplies | None = None,
-        notebooks: NotebookLimits | None = None,
-        notebook_folder: Path | None = None,
+        rules: ChatRules | None = None,
+        stores: ChatStores | None = None,
     ) -> None:
+        rules = rules or ChatRules()
+        stores = stores or ChatStores()
         self.kernels = kernels
-        self.access = access
-        self.addressing = addressing
+        self.access = network.access
+        self.addressing = network.addressing
         self.inputs = InputRouter()
-        self._refusals = RefusalLimiter(clock, refusal_interval)
-        self._redact = Redactor(secrets, MIN_SECRET_CHARS)
+        self._refusals = RefusalLimiter(clock, rules.refusal_interval)
+        self._redact = Redactor(rules.secrets, MIN_SECRET_CHARS)
         self._running: set[Deferred[None]] = set()
-        limits = limits or ChatLimits()
+        limits = rules.limits
         self._rate = CommandRate(clock, limits.commands_per_minute, limits.command_burst)
-        self._replies = running_replies or RunningReplies(None)
-        # Each room's runs for 'notebook', kept in notebook_folder too when given.
+        self._replies = stores.running_replies
+        # Each room's runs for 'notebook', kept in the stores' notebook folder too when given.
         self._notebooks = RoomNotebooks(
-            kernels, notebooks or NotebookLimits(), self._redact, notebook_folder
+            kernels, rules.notebooks, self._redact, stores.notebook_folder
         )
         stream = StreamSettings(
-            render, render_options or RenderOptions(), self.inputs, edit_interval, self._redact
+            network.render, network.render_options, self.inputs, rules.edit_interval, self._redact
         )
         self._rooms = RoomRuns(
             kernels, clock, limits, self._notebooks, self._replies, stream, self._say

@@ -115,13 +115,19 @@ class DiscordPart(AsyncioPart):
             guild_ready_timeout=0,
         )
         network = ChatNetwork(
-            "discord",
             self.access,
             Addressing(prefixes=(config.prefix,)),
             RenderOptions(max_text_chars=1800, allow_html=False),
         )
         self.commands = build_chat_commands(
-            network, config, kernels, clock, secrets=secrets, state=state, notebooks=notebooks
+            "discord",
+            network,
+            config,
+            kernels,
+            clock,
+            secrets=secrets,
+            state=state,
+            notebooks=notebooks,
         )
         self._recovered = False
         self._conversations: dict[int, DiscordConversation] = {}

@@ -101,13 +101,13 @@ class MatrixPart(AsyncioPart):
             # Element shares room keys only with devices their owner cross-signed.
             self.detail = await cross_sign_device(config, client, api, self.state_dir)
             network = ChatNetwork(
-                "matrix",
                 AccessPolicy.build(config.allowed_users, config.admins, config.admin_commands),
                 await self._addressing(client),
                 RenderOptions(max_text_chars=config.max_output_chars),
                 self.render or render_outputs,
             )
             commands = build_chat_commands(
+                "matrix",
                 network,
                 config,
                 self.kernels,

@@ -10,6 +10,9 @@ from jupybot.commands import (
     Addressing,
     ChatCommands,
     ChatLimits,
+    ChatNetwork,
+    ChatRules,
+    ChatStores,
     IncomingMessage,
     RunningReplies,
     reply_to_text,
@@ -40,16 +43,14 @@ def make_bot(
 ) -> tuple[ChatCommands, FakeKernels, Clock]:
     clock = clock or Clock()
     kernels = FakeKernels()
-    bot = ChatCommands(
-        kernels,
+    network = ChatNetwork(
         AccessPolicy.build(["*:example.org"], ["@root:example.org"], ["stop"]),
         Addressing(prefixes=("!jupybot",), mentions=("jupybot",)),
-        clock,
-        render=simple_render,
-        render_options=RenderOptions(max_text_chars=50),
-        limits=limits,
-        running_replies=running_replies,
+        RenderOptions(max_text_chars=50),
+        simple_render,
     )
+    stores = ChatStores(running_replies) if running_replies is not None else None
+    bot = ChatCommands(kernels, network, clock, rules=ChatRules(limits), stores=stores)
     return bot, kernels, clock
 
 

@@ -29,6 +29,8 @@ from jupybot.commands import (
     Addressing,
     ChatCommands,
     ChatLimits,
+    ChatNetwork,
+    ChatRules,
     IncomingAttachment,
     IncomingMessage,
 )
@@ -105,11 +107,11 @@ async def room(shallow_gateway: KernelGateway, tmp_path: Path) -> AsyncIterator[
     kernels.connect(shallow_gateway.url, shallow_gateway.token)
     bot = ChatCommands(
         kernels,
-        AccessPolicy.build(["*:example.org"], [], []),
-        Addressing(prefixes=("!jupybot",)),
+        ChatNetwork(
+            AccessPolicy.build(["*:example.org"], [], []), Addressing(prefixes=("!jupybot",))
+        ),
         reactor,
-        limits=ChatLimits(commands_per_minute=0),
-        notebooks=NotebookLimits(transfer_bytes=LIMIT),
+        rules=ChatRules(ChatLimits(commands_per_minute=0), NotebookLimits(transfer_bytes=LIMIT)),
     )
     conversation = FakeConversation(key=f"matrix:!files-{tmp_path.name}:example.org")
     yield Room(bot, conversation, shallow_gateway.workdir, iter(range(1000)))

@@ -5,7 +5,15 @@ from __future__ import annotations
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 
-from jupybot.commands import AccessPolicy, Addressing, ChatCommands, ChatLimits, IncomingMessage
+from jupybot.commands import (
+    AccessPolicy,
+    Addressing,
+    ChatCommands,
+    ChatLimits,
+    ChatNetwork,
+    ChatRules,
+    IncomingMessage,
+)
 from jupybot.commands.stdin import InputRouter
 from jupybot.commands.streaming import ExecutionReporter, StreamSettings
 from jupybot.kernels import ExecutionResult
@@ -52,15 +60,14 @@ def test_rooms_waiting_for_kernel_starts_are_told_their_place_in_the_chat() -> N
     reactor.advance(1000)
     gateway = FakeGateway(reactor)
     manager = gateway.manager(start_concurrency=1)
-    bot = ChatCommands(
-        manager,
+    network = ChatNetwork(
         AccessPolicy.build(["*:example.org"], [], []),
         Addressing(prefixes=("!jupybot",), mentions=()),
-        reactor,
-        render=simple_render,
-        render_options=RenderOptions(),
-        limits=ChatLimits(commands_per_minute=0),
+        RenderOptions(),
+        simple_render,
     )
+    rules = ChatRules(ChatLimits(commands_per_minute=0))
+    bot = ChatCommands(manager, network, reactor, rules=rules)
     manager.starts.wait_turn()  # someone else's start holds the only slot
     rooms = [FakeConversation(key=f"test:room-{n}") for n in range(2)]
     for n, room in enumerate(rooms):

@@ -8,7 +8,14 @@ import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 from twisted.internet.task import Clock
 
-from jupybot.commands import ChatCommands, IncomingAttachment, IncomingMessage, IncomingReaction
+from jupybot.commands import (
+    ChatCommands,
+    ChatNetwork,
+    ChatRules,
+    IncomingAttachment,
+    IncomingMessage,
+    IncomingReaction,
+)
 from jupybot.commands.notebook import NotebookLimits, RecordedCell, RunHistory
 from jupybot.config import Secret
 from jupybot.kernels import (
@@ -30,12 +37,9 @@ def _bot(limits: NotebookLimits | None = None) -> tuple[ChatCommands, FakeKernel
     if limits is not None:
         bot = ChatCommands(
             kernels,
-            bot.access,
-            bot.addressing,
+            ChatNetwork(bot.access, bot.addressing),
             clock,
-            limits=NO_RATE_LIMIT,
-            notebooks=limits,
-            secrets=[Secret("hunter2-hunter2")],
+            rules=ChatRules(NO_RATE_LIMIT, limits, secrets=(Secret("hunter2-hunter2"),)),
         )
     return bot, kernels, clock
 

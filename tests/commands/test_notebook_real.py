@@ -19,6 +19,8 @@ from jupybot.commands import (
     Addressing,
     ChatCommands,
     ChatLimits,
+    ChatNetwork,
+    ChatRules,
     IncomingAttachment,
     IncomingMessage,
 )
@@ -39,10 +41,11 @@ def _bot_on(gateway: KernelGateway) -> tuple[GatewayKernelManager, ChatCommands]
     kernels.connect(gateway.url, gateway.token)
     bot = ChatCommands(
         kernels,
-        AccessPolicy.build(["*:example.org"], [], []),
-        Addressing(prefixes=("!jupybot",)),
+        ChatNetwork(
+            AccessPolicy.build(["*:example.org"], [], []), Addressing(prefixes=("!jupybot",))
+        ),
         reactor,
-        limits=ChatLimits(commands_per_minute=0),
+        rules=ChatRules(ChatLimits(commands_per_minute=0)),
     )
     return kernels, bot
 

@@ -11,11 +11,20 @@ import pytest
 from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 
-from jupybot.commands import AccessPolicy, Addressing, ChatCommands, ChatLimits
+from jupybot.commands import (
+    AccessPolicy,
+    Addressing,
+    ChatCommands,
+    ChatLimits,
+    ChatNetwork,
+    ChatRules,
+    ChatStores,
+)
 from jupybot.commands._history_store import NotebookStore
 from jupybot.commands.notebook import NotebookLimits
 from jupybot.config import ConfigError, Secret, parse_config
 from jupybot.kernels import ExecutionResult, Stream
+from jupybot.rendering import RenderOptions
 
 from .fakes import FakeConversation, FakeKernels, simple_render
 from .test_bot import say
@@ -24,16 +33,17 @@ SECRET = "hunter2-hunter2-hunter2"
 
 
 def _bot(kernels: FakeKernels, folder: Path, limits: NotebookLimits | None = None) -> ChatCommands:
-    return ChatCommands(
-        kernels,
+    network = ChatNetwork(
         AccessPolicy.build(["*:example.org"], ["@root:example.org"], []),
         Addressing(prefixes=("!jupybot",)),
-        Clock(),
-        render=simple_render,
-        limits=ChatLimits(commands_per_minute=0),
-        secrets=[Secret(SECRET)],
-        notebooks=limits,
-        notebook_folder=folder,
+        RenderOptions(),
+        simple_render,
+    )
+    rules = ChatRules(
+        ChatLimits(commands_per_minute=0), limits or NotebookLimits(), secrets=(Secret(SECRET),)
+    )
+    return ChatCommands(
+        kernels, network, Clock(), rules=rules, stores=ChatStores(notebook_folder=folder)
     )
 
 

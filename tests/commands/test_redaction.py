@@ -12,6 +12,8 @@ from jupybot.commands import (
     AccessPolicy,
     Addressing,
     ChatCommands,
+    ChatNetwork,
+    ChatRules,
     IncomingMessage,
     RenderFunction,
     reply_to_html,
@@ -52,15 +54,14 @@ def make_bot(
 ) -> tuple[ChatCommands, FakeKernels, Clock]:
     clock = Clock()
     kernels = kernels or FakeKernels()
-    bot = ChatCommands(
-        kernels,
+    network = ChatNetwork(
         AccessPolicy.build(["*:example.org"], [], []),
         Addressing(prefixes=("!jupybot",)),
-        clock,
-        render=render,
-        render_options=RenderOptions(max_text_chars=50),
-        secrets=[Secret(secret) for secret in secrets],
+        RenderOptions(max_text_chars=50),
+        render,
     )
+    rules = ChatRules(secrets=tuple(Secret(secret) for secret in secrets))
+    bot = ChatCommands(kernels, network, clock, rules=rules)
     return bot, kernels, clock
 
 

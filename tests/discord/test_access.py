@@ -8,7 +8,7 @@ from unittest.mock import create_autospec
 import discord
 from twisted.internet.task import Clock
 
-from jupybot.commands import Addressing, ChatCommands, IncomingMessage
+from jupybot.commands import Addressing, ChatCommands, ChatNetwork, IncomingMessage
 from jupybot.discord import DiscordAccess, roles_of
 from jupybot.rendering import RenderOptions
 from tests.commands.fakes import FakeConversation, FakeKernels, simple_render
@@ -22,14 +22,10 @@ def make_bot() -> tuple[ChatCommands, FakeKernels, Clock]:
     clock = Clock()
     kernels = FakeKernels()
     access = DiscordAccess(allowed=(OWNER,), admins=(OWNER,), allowed_roles=frozenset({CODERS}))
-    bot = ChatCommands(
-        kernels,
-        access,
-        Addressing(prefixes=("!jupybot",)),
-        clock,
-        render=simple_render,
-        render_options=RenderOptions(max_text_chars=50),
+    network = ChatNetwork(
+        access, Addressing(prefixes=("!jupybot",)), RenderOptions(max_text_chars=50), simple_render
     )
+    bot = ChatCommands(kernels, network, clock)
     return bot, kernels, clock
 
 

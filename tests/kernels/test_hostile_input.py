@@ -15,7 +15,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
-from jupybot.commands import AccessPolicy, Addressing, ChatCommands, IncomingMessage
+from jupybot.commands import AccessPolicy, Addressing, ChatCommands, ChatNetwork, IncomingMessage
 from jupybot.config.kernels import GatewayConfig
 from jupybot.kernels import GatewayKernelManager, UnknownKernelSpec
 from tests.commands.fakes import FakeConversation
@@ -103,8 +103,9 @@ async def test_kernel_names_typed_in_a_chat_never_reach_the_gateway(
 ) -> None:
     bot = ChatCommands(
         manager,
-        AccessPolicy.build(["*:example.org"], [], []),
-        Addressing(prefixes=("!jupybot",)),
+        ChatNetwork(
+            AccessPolicy.build(["*:example.org"], [], []), Addressing(prefixes=("!jupybot",))
+        ),
         reactor,
     )
     room = FakeConversation()

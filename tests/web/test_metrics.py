@@ -23,7 +23,15 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from jupybot import __version__
 from jupybot.app import build_service
-from jupybot.commands import AccessPolicy, Addressing, ChatCommands, ChatLimits, IncomingMessage
+from jupybot.commands import (
+    AccessPolicy,
+    Addressing,
+    ChatCommands,
+    ChatLimits,
+    ChatNetwork,
+    ChatRules,
+    IncomingMessage,
+)
 from jupybot.config import ConfigError, parse_config
 from jupybot.kernels import ExecutionResult
 from jupybot.metrics import MetricSources, MetricsPart, MetricsResource, metrics_registry
@@ -409,10 +417,11 @@ def test_the_command_layer_counts_commands_and_rate_refusals_by_network() -> Non
     before = _scrape(registry)
     bot = ChatCommands(
         FakeKernelManager(),
-        AccessPolicy.build(["*:example.org"], [], []),
-        Addressing(prefixes=("!jupybot",)),
+        ChatNetwork(
+            AccessPolicy.build(["*:example.org"], [], []), Addressing(prefixes=("!jupybot",))
+        ),
         Clock(),
-        limits=ChatLimits(commands_per_minute=1, command_burst=2),
+        rules=ChatRules(ChatLimits(commands_per_minute=1, command_burst=2)),
     )
     room = FakeConversation(key="matrix:!room:example.org")
     for number in range(3):
