@@ -1,5 +1,6 @@
 """Installs Twisted's asyncio reactor, once and on purpose, on a fresh asyncio loop; and names
-the types parts receive it as (L{Clock}, L{ProcessReactor}, L{NetworkReactor}, L{Reactor}...).
+the types parts receive it as (L{Clock}, L{ProcessReactor}, L{PtyReactor}, L{NetworkReactor},
+L{Reactor}...).
 
 jupybot's Twisted protocols and its asyncio libraries (matrix-nio, discord.py, aiohttp) must
 share one event loop; this is the only place that decides which loop that is.
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
         IListeningPort,
         IProcessProtocol,
         IProcessTransport,
+        IReadDescriptor,
+        IWriteDescriptor,
     )
     from twisted.internet.protocol import ClientFactory, ServerFactory
 
@@ -44,7 +47,7 @@ class Clock(Protocol):
 
 
 class ProcessReactor(Clock, Protocol):
-    """Time and child processes: what a PTY session or a supervised process needs."""
+    """Time and child processes: what a supervised process needs."""
 
     def spawnProcess(
         self,
@@ -58,6 +61,26 @@ class ProcessReactor(Clock, Protocol):
         usePTY: bool = False,
         childFDs: Mapping[int, int | str] | None = None,
     ) -> IProcessTransport: ...
+
+
+class DescriptorReactor(Protocol):
+    """Watching file descriptors (Twisted's C{IReactorFDSet}, what of it a transport uses): a
+    transport built on the reactor, not by it, registers itself for reading and writing."""
+
+    def addReader(self, reader: IReadDescriptor) -> None: ...
+
+    def removeReader(self, reader: IReadDescriptor) -> None: ...
+
+    def addWriter(self, writer: IWriteDescriptor) -> None: ...
+
+    def removeWriter(self, writer: IWriteDescriptor) -> None: ...
+
+
+class PtyReactor(Clock, DescriptorReactor, Protocol):
+    """Time and file descriptors: what a PTY session needs. Its transport is a C{PTYProcess}
+    subclass it builds itself (C{reactor.spawnProcess} can only make Twisted's own), which
+    registers the terminal with this reactor (C{addReader}, C{addWriter} and their removals):
+    Twisted's process module is untyped, so this says what mypy cannot see there."""
 
 
 class NetworkReactor(Clock, Protocol):
@@ -89,7 +112,9 @@ class ThreadReactor(Protocol):
     ) -> None: ...
 
 
-class Reactor(ProcessReactor, NetworkReactor, ListeningReactor, ThreadReactor, Protocol):
+class Reactor(
+    ProcessReactor, PtyReactor, NetworkReactor, ListeningReactor, ThreadReactor, Protocol
+):
     """The whole reactor as the composition root hands it out (L{installed_reactor}, or a test's
     fake): every part takes the narrower protocol above that it uses."""
 

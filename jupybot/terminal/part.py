@@ -10,7 +10,7 @@ from twisted.web.server import GzipEncoderFactory
 
 from ..config import Config
 from ..parts import PartContext, RetryingPart
-from ..reactor import ProcessReactor
+from ..reactor import Clock, PtyReactor
 from ..sandbox import Sandbox, SandboxBusy
 from ..service import JupybotService
 from ..web.clients import ProxyTrust
@@ -35,7 +35,7 @@ class TerminalPart(RetryingPart):
     # The whole SIGHUP, SIGTERM, SIGKILL sequence, and a second for the kernel to reap.
     stop_needs = 2 * KILL_GRACE + 1.0
 
-    def __init__(self, config: Config, reactor: ProcessReactor, sandbox: Sandbox) -> None:
+    def __init__(self, config: Config, reactor: PtyReactor, sandbox: Sandbox) -> None:
         super().__init__("terminal", reactor)
         self.sessions = TerminalSessions(
             reactor, config.terminal, {p.name: p for p in config.programs}, sandbox
@@ -72,7 +72,7 @@ class TerminalPart(RetryingPart):
     def stop_part(self) -> Deferred[None]:
         return self.sessions.close_all().addCallback(lambda _: None)
 
-    def resources(self, config: Config, reactor: ProcessReactor) -> dict[bytes, Resource]:
+    def resources(self, config: Config, reactor: Clock) -> dict[bytes, Resource]:
         def factory(protocol: type[WebSocketServerProtocol]) -> TerminalFactory:
             made = TerminalFactory(
                 self.sessions,

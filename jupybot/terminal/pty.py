@@ -29,7 +29,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ..reactor import ProcessReactor
+from ..reactor import PtyReactor
 from ..sandbox import Launch
 from . import _proc
 
@@ -169,7 +169,7 @@ class PtySession:
 
     def __init__(
         self,
-        reactor: ProcessReactor,
+        reactor: PtyReactor,
         name: str,
         launch: Launch,
         cols: int,

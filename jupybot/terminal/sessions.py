@@ -15,7 +15,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 from ..config.terminal import ProgramConfig, TerminalConfig
-from ..reactor import Clock, ProcessReactor
+from ..reactor import Clock, PtyReactor
 from ..sandbox import Sandbox
 from .programs import host_cwd, launch_program
 from .pty import ExitStatus, ProgramNotFound, PtySession
@@ -188,7 +188,7 @@ class TerminalSessions:
 
     def __init__(
         self,
-        reactor: ProcessReactor,
+        reactor: PtyReactor,
         config: TerminalConfig,
         programs: Mapping[str, ProgramConfig],
         sandbox: Sandbox,
