@@ -1,4 +1,4 @@
-"""The contact part: the store's thread, the outbox, and POST /contact on the site.
+"""The contact part: the store's thread pool, the outbox, and POST /contact on the site.
 
 /ping shows it C{down: cannot store (disk full)} while the store cannot write (every POST is
 answered 503), and C{degraded: ...} with how many messages wait and for how long once a channel
@@ -10,15 +10,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol
+from threading import Thread
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.python.threadpool import ThreadPool
 from twisted.web.resource import Resource
 
 from ..config.contact import ContactConfig
 from ..parts import PartContext
-from ..reactor import Clock, ThreadReactor
 from ..service import RUNNING, JupybotService, Part
 from ..state import StateDirectory
 from ..web.clients import NO_PROXIES, ProxyTrust
@@ -27,7 +28,7 @@ from .file_channel import FileChannel
 from .outbox import Outbox, retry_policy
 from .registry import ChannelRegistry
 from .resource import ContactResource
-from .store import ContactStore, NewMessage
+from .store import ContactStore, NewMessage, StoreReactor
 
 DATABASE = "contact.sqlite3"
 # How long what /ping and /metrics read of the outbox may be reused.
@@ -38,8 +39,16 @@ def database_path(state: StateDirectory) -> Path:
     return state.file(DATABASE)
 
 
-class _ContactReactor(Clock, ThreadReactor, Protocol):
-    """Time for the outbox's retries and the rate limit; the store's writer thread calls back."""
+class StoreThreadPool(ThreadPool):
+    """The contact part's one thread for blocking I/O: the store's jobs. Its thread is a daemon,
+    as the writer thread was: a stop that gave up waiting for a dead disk does not keep the
+    process from exiting (what was committed is safe; the rest was never acknowledged)."""
+
+    def __init__(self) -> None:
+        super().__init__(minthreads=1, maxthreads=1, name="jupybot-contact")
+
+    def threadFactory(self, *args: Any, **kwargs: Any) -> Thread:  # type: ignore[override]
+        return Thread(*args, daemon=True, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -82,17 +91,21 @@ class ContactPart(Part):
         self,
         config: ContactConfig,
         origins: tuple[str, ...],
-        reactor: _ContactReactor,
+        reactor: StoreReactor,
         state: StateDirectory,
         channels: ChannelRegistry,
         proxies: ProxyTrust = NO_PROXIES,
+        pool: ThreadPool | None = None,
     ) -> None:
+        """C{pool} runs the store's jobs (a L{StoreThreadPool} of its own by default; tests
+        hand it one they drive)."""
         super().__init__("contact")
         self._config = config
         self._clock = reactor
         self._health: tuple[float, ContactHealth] | None = None
         self.accepted = 0  # messages stored (answered 202) since start; read by /metrics
-        self.store = ContactStore(reactor, database_path(state))
+        self.pool = pool if pool is not None else StoreThreadPool()
+        self.store = ContactStore(reactor, self.pool, database_path(state))
         self.outbox = Outbox(
             IReactorTime(reactor),
             self.store,
@@ -182,6 +195,7 @@ class ContactPart(Part):
         return d.addCallback(queue)
 
     def start_part(self) -> Deferred[None]:
+        self.pool.start()
         self.store.start()
         return Deferred.fromCoroutine(self._resume())
 
@@ -194,8 +208,14 @@ class ContactPart(Part):
         )
 
     def stop_part(self) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        """The outbox hands the store what it has not recorded; the store finishes what it
+        was asked and closes; then the pool's thread ends (idle by then: the join is short)."""
         self.outbox.stop()
-        return self.store.stop()
+        await self.store.stop()
+        self.pool.stop()
 
 
 def build_contact(

@@ -1,46 +1,51 @@
 """Accepted contact messages in SQLite: durable before they are acknowledged.
 
-One writer thread owns the connection (WAL, synchronous=FULL). Submissions that arrive while it
-commits are written together in the next transaction: one fsync for many messages, so
-durability does not cost throughput. The reactor never waits on SQLite.
+The store's work runs on the contact part's thread pool (L{deferToThreadPool}), one job at a
+time, on one connection (WAL, synchronous=FULL): the reactor never waits on SQLite. What is
+asked while a job runs waits in the next L{_Batch}: its new messages and delivery records are
+written in one transaction (one fsync for many messages, and one thread hop each way for the
+batch rather than one per message), then its reads run, so every answer reflects everything
+asked before it.
 
-The writer also keeps the store's footprint and health: the WAL is checkpointed and truncated
-whenever the writer has been idle for a second, and at once when it outgrows
+The store also keeps its footprint and health: the WAL is checkpointed and truncated once the
+store has been idle for a second (on the reactor's clock), and at once when it outgrows
 L{WAL_CHECKPOINT_BYTES}, so it never holds the disk (SQLite's own checkpoint, at 4 MB, keeps the
 file at its largest size). A write the disk refuses (full, read-only, failing) makes
-L{ContactStore.problem} say so until a write succeeds again; meanwhile the writer tries a small
-write of its own every L{PROBE_SECONDS}, so the store knows when space came back without waiting
-for a message.
+L{ContactStore.problem} say so until a write succeeds again; meanwhile the store tries a small
+write of its own every L{PROBE_SECONDS}, so it knows when space came back without waiting for a
+message.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import queue
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
 
-from ..reactor import ThreadReactor
+from ..reactor import Clock, ThreadReactor
 from .api import ContactMessage
 
 T = TypeVar("T")
 
 log = Logger()
 
-# Checkpoint (and truncate) the WAL once it is this large, however busy the writer is.
+# Checkpoint (and truncate) the WAL once it is this large, however busy the store is.
 WAL_CHECKPOINT_BYTES = 1024 * 1024
-# ... and once the writer has had nothing to do for this long after a write.
+# ... and once the store has had nothing to do for this long after a write.
 IDLE_CHECKPOINT_SECONDS = 1.0
-# While writes fail: how often the writer tries one of its own, to learn that they work again.
+# While writes fail: how often the store tries one of its own, to learn that they work again.
 PROBE_SECONDS = 2.0
 
 SCHEMA = """
@@ -63,7 +68,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     PRIMARY KEY (message_id, channel)
 );
 CREATE INDEX IF NOT EXISTS deliveries_waiting ON deliveries(state) WHERE state != 'delivered';
--- One row, rewritten by the writer's probe while writes fail (does the disk take one again?).
+-- One row, rewritten by the store's probe while writes fail (does the disk take one again?).
 CREATE TABLE IF NOT EXISTS write_probe (id INTEGER PRIMARY KEY CHECK (id = 1), at REAL NOT NULL);
 """
 
@@ -83,12 +88,20 @@ class UnstorableMessage(Exception):
     """SQLite refused this message's content (the rest of its batch was stored)."""
 
 
+class StoreStopped(Exception):
+    """The store was asked something after it stopped."""
+
+
 def write_problem(error: Exception) -> str:
     """What a failed write says of the store, for /ping: "disk full", or SQLite's words."""
     code = getattr(error, "sqlite_errorcode", None)
     if code is not None and code & 0xFF == sqlite3.SQLITE_FULL:
         return "disk full"
     return str(error) or type(error).__name__
+
+
+class StoreReactor(Clock, ThreadReactor, Protocol):
+    """Time for the store's idle checkpoints and probes; its thread pool calls back."""
 
 
 @dataclass(frozen=True)
@@ -117,67 +130,91 @@ def open_database(path: Path) -> sqlite3.Connection:
     return connection
 
 
-class ContactStore:
-    """The database behind its writer thread; every method returns a Deferred."""
+@dataclass
+class _Batch:
+    """What one job does, gathered on the reactor while the job before it runs: messages to
+    add and delivery records to write (one transaction), then reads; or, once the store has
+    been idle, its upkeep (a checkpoint, and a probe while writes fail). Each piece's Deferred
+    fires with its result once the job is done."""
 
-    def __init__(self, reactor: ThreadReactor, path: Path) -> None:
+    adds: list[tuple[NewMessage, tuple[str, ...], Deferred[ContactMessage]]] = field(
+        default_factory=list
+    )
+    updates: list[tuple[str, tuple[Any, ...], Deferred[None]]] = field(default_factory=list)
+    reads: list[tuple[Callable[[sqlite3.Connection], Any], Deferred[Any]]] = field(
+        default_factory=list
+    )
+    upkeep: bool = False
+    probe: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.adds or self.updates or self.reads or self.upkeep)
+
+    def waiters(self) -> list[Deferred[Any]]:
+        """Every piece's Deferred, in the order of the job's results."""
+        return [p[-1] for p in self.adds] + [p[-1] for p in self.updates] + [p[-1] for p in self.reads]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Done:
+    """What a job did, handed back to the reactor in one hop: one result per piece (an
+    exception for a piece that failed), what its writes said of the store (when it wrote:
+    None for a store that works), and whether the WAL holds frames since the last checkpoint."""
+
+    results: list[object]
+    wrote: bool
+    problem: str | None
+    wal_written: bool
+
+
+class ContactStore:
+    """The database behind the contact part's thread pool; every method returns a Deferred."""
+
+    def __init__(self, reactor: StoreReactor, pool: ThreadPool, path: Path) -> None:
         self._reactor = reactor
+        self._from_threads = IReactorFromThreads(reactor)
+        self._pool = pool
         self.path = path
-        self._requests: queue.Queue[
-            tuple[Callable[[sqlite3.Connection], Any], Deferred[Any]] | None
-        ]
-        self._requests = queue.Queue()
-        self._thread: threading.Thread | None = None
-        self._adds: list[tuple[NewMessage, tuple[str, ...], Deferred[ContactMessage]]] = []
-        self._adds_lock = threading.Lock()
-        # Delivery bookkeeping, committed in batches too: one fsync per message delivered cost
-        # a fifth of the accepted rate while a burst of messages was being delivered.
-        self._updates: list[tuple[str, tuple[Any, ...], Deferred[None]]] = []
-        self._updates_lock = threading.Lock()
         self._wal = path.with_name(path.name + "-wal")
+        self._connection: sqlite3.Connection | None = None
+        self._next = _Batch()
+        self._running: _Batch | None = None
+        self._stopping = False
         # Why writes fail (None: they work), as the reactor last heard it; read by /ping.
         self.problem: str | None = None
-        # The writer thread's own view: what it last told the reactor, and whether the WAL
-        # holds frames since the last checkpoint.
-        self._writer_problem: str | None = None
+        # When the last job ended (the reactor's time), and the timer of the next upkeep.
+        self._last_done = 0.0
+        self._upkeep: IDelayedCall | None = None
+        # Whether the WAL holds frames since the last checkpoint: touched by the jobs alone.
         self._wal_written = False
-        # Checkpoints done (by size, when idle, after a failure): read by the tests and bench.
-        self.checkpoints = 0
 
     def start(self) -> None:
-        connection = open_database(self.path)
+        self._connection = open_database(self.path)
         self.path.chmod(0o600)
-        self._thread = threading.Thread(
-            target=self._run, args=(connection,), name="jupybot-contact-store", daemon=True
-        )
-        self._thread.start()
+        self._flush()  # what was asked before the start
 
     def stop(self) -> Deferred[None]:
-        """Finish what was submitted, then close; fires when the thread is done."""
-        done: Deferred[None] = Deferred()
-        if self._thread is None:
-            done.callback(None)
-            return done
-        thread, self._thread = self._thread, None
-        self._requests.put(None)
-
-        def wait() -> None:
-            thread.join()
-            self._reactor.callFromThread(done.callback, None)
-
-        threading.Thread(target=wait, daemon=True).start()
-        return done
+        """Finish what was asked, then close; fires once the database is closed. Whatever is
+        asked afterwards fails with L{StoreStopped}."""
+        if self._connection is None or self._stopping:
+            self._stopping = True
+            return succeed(None)
+        closed = self._call(_close)
+        self._stopping = True
+        if self._upkeep is not None and self._upkeep.active():
+            self._upkeep.cancel()
+        return closed
 
     # What the reactor asks for.
 
     def add(self, new: NewMessage, channels: tuple[str, ...]) -> Deferred[ContactMessage]:
         """Store C{new} with a pending delivery per channel; fires once it is on disk."""
+        if self._stopping:
+            return fail(StoreStopped("the contact store has stopped"))
         d: Deferred[ContactMessage] = Deferred()
-        with self._adds_lock:
-            first = not self._adds
-            self._adds.append((new, channels, d))
-        if first:
-            self._requests.put((self._commit_adds, Deferred()))
+        self._next.adds.append((new, channels, d))
+        if self._running is None:
+            self._flush()
         return d
 
     def waiting(self) -> Deferred[list[Delivery]]:
@@ -185,7 +222,7 @@ class ContactStore:
         return self._call(waiting_deliveries)
 
     def pending(self) -> Deferred[list[Delivery]]:
-        return self._call(lambda db: _deliveries(db, "state = 'pending'"))
+        return self._call(_pending_deliveries)
 
     def delivered(self, message_id: int, channel: str) -> Deferred[None]:
         return self._update(
@@ -211,60 +248,131 @@ class ContactStore:
         )
 
     def _update(self, sql: str, parameters: tuple[Any, ...]) -> Deferred[None]:
-        """Run C{sql} in the next batch of updates (one transaction); fires once committed."""
+        """Run C{sql} in the next batch's transaction; fires once committed."""
+        if self._stopping:
+            return fail(StoreStopped("the contact store has stopped"))
         d: Deferred[None] = Deferred()
-        with self._updates_lock:
-            first = not self._updates
-            self._updates.append((sql, parameters, d))
-        if first:
-            self._requests.put((self._commit_updates, Deferred()))
+        self._next.updates.append((sql, parameters, d))
+        if self._running is None:
+            self._flush()
         return d
 
     def _call(self, work: Callable[[sqlite3.Connection], T]) -> Deferred[T]:
+        """Run C{work} in the next batch, after its writes."""
+        if self._stopping:
+            return fail(StoreStopped("the contact store has stopped"))
         d: Deferred[T] = Deferred()
-        self._requests.put((work, d))
+        self._next.reads.append((work, d))
+        if self._running is None:
+            self._flush()
         return d
 
-    # The writer thread.
+    # The batches, on the reactor.
 
-    def _run(self, connection: sqlite3.Connection) -> None:
+    def _flush(self) -> None:
+        """Hand the next batch to the pool, unless a job runs (it follows that one)."""
+        if self._running is not None or self._connection is None or not self._next:
+            return
+        batch, self._next = self._next, _Batch()
+        self._running = batch
+        job = deferToThreadPool(self._from_threads, self._pool, self._job, self._connection, batch)
+        job.addCallbacks(self._done, self._job_failed, callbackArgs=(batch,), errbackArgs=(batch,))
+
+    def _done(self, done: _Done, batch: _Batch) -> None:
+        self._running = None
+        self._last_done = self._reactor.seconds()
+        if done.wrote and done.problem != self.problem:
+            # Before the pieces are answered: a 503 is never sent while /ping says running.
+            self._problem_changed(done.problem)
+        # The next batch starts on the disk while this one is answered.
+        self._flush()
+        self._arm_upkeep(done.wal_written)
+        for d, result in zip(batch.waiters(), done.results, strict=True):
+            if isinstance(result, Exception):
+                d.errback(result)
+            else:
+                d.callback(result)
+
+    def _job_failed(self, failure: Failure, batch: _Batch) -> None:
+        """A bug in a job (SQLite's own errors are results): its pieces fail, the next runs."""
+        self._running = None
+        log.failure("contact: a store job failed", failure)
+        self._flush()
+        for d in batch.waiters():
+            d.errback(failure)
+
+    def _problem_changed(self, problem: str | None) -> None:
+        if problem is None:
+            log.info("contact: the store takes writes again")
+        else:
+            log.error("contact: the store cannot write: {problem}", problem=problem)
+        self.problem = problem
+
+    def _arm_upkeep(self, wal_written: bool) -> None:
+        """Look after the store once it has been idle a while: the WAL's space back after a
+        write, or a probe every L{PROBE_SECONDS} while writes fail."""
+        if self._upkeep is not None or self._stopping:
+            return
+        if self.problem is not None:
+            delay = PROBE_SECONDS
+        elif wal_written:
+            delay = IDLE_CHECKPOINT_SECONDS
+        else:
+            return
+        self._upkeep = self._reactor.callLater(delay, self._upkeep_due, delay)
+
+    def _upkeep_due(self, delay: float) -> None:
+        self._upkeep = None
+        if self._running is not None:
+            return  # the job's end arms it again
+        idle = self._reactor.seconds() - self._last_done
+        if idle < delay:
+            self._upkeep = self._reactor.callLater(delay - idle, self._upkeep_due, delay)
+            return
+        self._next.upkeep = True
+        self._next.probe = self.problem is not None
+        self._flush()
+
+    # The jobs, on the pool's thread: one at a time.
+
+    def _job(self, connection: sqlite3.Connection, batch: _Batch) -> _Done:
+        results: list[object] = []
+        wrote = bool(batch.adds or batch.updates)
+        problem = self._write(connection, batch, results) if wrote else None
+        for read, _ in batch.reads:
+            try:
+                results.append(read(connection))
+            except Exception as e:  # answered to whoever asked
+                results.append(e)
+        if batch.upkeep:
+            self._checkpoint(connection)
+            if batch.probe:
+                wrote, problem = True, self._probe(connection)
+        return _Done(results, wrote, problem, self._wal_written)
+
+    def _write(self, connection: sqlite3.Connection, batch: _Batch, results: list[object]) -> str | None:  # fmt: skip
+        """One transaction for the batch's messages and delivery records, a savepoint each: a
+        piece SQLite refuses fails alone and the others are committed (one fsync); a
+        transaction that fails fails them all. What it says of the store (None: it works)."""
+        received_at = time.time()
         try:
-            while True:
-                try:
-                    request = self._requests.get(timeout=self._idle_timeout())
-                except queue.Empty:
-                    self._idle(connection)
-                    continue
-                if request is None:
-                    break
-                work, d = request
-                try:
-                    result = work(connection)
-                except Exception as e:  # reported to whoever asked
-                    self._reactor.callFromThread(d.errback, e)
-                else:
-                    if work not in (self._commit_adds, self._commit_updates):
-                        self._reactor.callFromThread(d.callback, result)
-            self._commit_adds(connection)
-            self._commit_updates(connection)
-        finally:
-            connection.close()
-
-    def _idle_timeout(self) -> float | None:
-        """How long the writer waits for work before it looks after the store itself."""
-        if self._writer_problem is not None:
-            return PROBE_SECONDS
-        if self._wal_written:
-            return IDLE_CHECKPOINT_SECONDS
+            connection.execute("BEGIN IMMEDIATE")
+            for new, channels, _ in batch.adds:
+                stored = _in_savepoint(connection, _insert, connection, new, channels, received_at)
+                if isinstance(stored, Exception):  # e.g. a lone surrogate, which is not UTF-8
+                    stored = UnstorableMessage(f"{type(stored).__name__}: {stored}")
+                results.append(stored)
+            for sql, parameters, _ in batch.updates:
+                results.append(_in_savepoint(connection, _execute, connection, sql, parameters))
+            connection.execute("COMMIT")
+        except Exception as e:
+            self._rollback(connection)
+            results[:] = [e] * (len(batch.adds) + len(batch.updates))
+            # What the WAL holds may be all that keeps the disk full.
+            self._checkpoint(connection)
+            return write_problem(e)
+        self._written(connection)
         return None
-
-    def _idle(self, connection: sqlite3.Connection) -> None:
-        """Nothing to do for a while: give the WAL's space back, or probe a store that failed."""
-        if self._writer_problem is not None:
-            self._checkpoint(connection)
-            self._probe(connection)
-        elif self._wal_written:
-            self._checkpoint(connection)
 
     def _checkpoint(self, connection: sqlite3.Connection) -> None:
         """Copy the WAL into the database and truncate it: its space goes back to the disk.
@@ -276,9 +384,8 @@ class ContactStore:
             return
         if not busy:
             self._wal_written = False
-            self.checkpoints += 1
 
-    def _probe(self, connection: sqlite3.Connection) -> None:
+    def _probe(self, connection: sqlite3.Connection) -> str | None:
         """One small write: does the store take writes again?"""
         try:
             connection.execute("BEGIN IMMEDIATE")
@@ -288,40 +395,19 @@ class ContactStore:
             connection.execute("COMMIT")
         except sqlite3.Error as e:
             self._rollback(connection)
-            self._tell_problem(write_problem(e))
-        else:
-            self._written(connection)
+            return write_problem(e)
+        self._written(connection)
+        return None
 
     def _written(self, connection: sqlite3.Connection) -> None:
-        """A write transaction committed: the store works; a WAL grown large is checkpointed."""
+        """A write transaction committed: a WAL grown large is checkpointed."""
         self._wal_written = True
-        self._tell_problem(None)
         try:
             size = os.stat(self._wal).st_size
         except OSError:
             return
         if size >= WAL_CHECKPOINT_BYTES:
             self._checkpoint(connection)
-
-    def _write_failed(self, connection: sqlite3.Connection, error: Exception) -> None:
-        self._tell_problem(write_problem(error))
-        # What the WAL holds may be all that keeps the disk full.
-        self._checkpoint(connection)
-
-    def _tell_problem(self, problem: str | None) -> None:
-        """The reactor learns of a change in the store's health (before the Deferreds of the
-        write that showed it fire: a 503 is never answered while /ping still says running)."""
-        if problem == self._writer_problem:
-            return
-        self._writer_problem = problem
-        self._reactor.callFromThread(self._problem_changed, problem)
-
-    def _problem_changed(self, problem: str | None) -> None:
-        if problem is None:
-            log.info("contact: the store takes writes again")
-        else:
-            log.error("contact: the store cannot write: {problem}", problem=problem)
-        self.problem = problem
 
     @staticmethod
     def _rollback(connection: sqlite3.Connection) -> None:
@@ -330,67 +416,21 @@ class ContactStore:
             with contextlib.suppress(sqlite3.Error):
                 connection.execute("ROLLBACK")
 
-    def _commit_adds(self, connection: sqlite3.Connection) -> None:
-        """One transaction for the batch, one savepoint per message: a message SQLite refuses
-        fails alone, and the others are committed (one fsync) and acknowledged."""
-        with self._adds_lock:
-            batch, self._adds = self._adds, []
-        received_at = time.time()
 
-        def insert(new: NewMessage, channels: tuple[str, ...]) -> Callable[[], ContactMessage]:
-            return lambda: _insert(connection, new, channels, received_at)
+def _in_savepoint(connection: sqlite3.Connection, work: Callable[..., T], *args: Any) -> T | Exception:  # fmt: skip
+    """C{work}'s result, or the content error it raised, its changes then rolled back."""
+    connection.execute("SAVEPOINT piece")
+    try:
+        result: T | Exception = work(*args)
+    except CONTENT_ERRORS as e:
+        connection.execute("ROLLBACK TO piece")
+        result = e
+    connection.execute("RELEASE piece")
+    return result
 
-        self._commit_each(
-            connection,
-            [(insert(new, channels), d) for new, channels, d in batch],
-            # e.g. a lone surrogate, which is not UTF-8
-            lambda e: UnstorableMessage(f"{type(e).__name__}: {e}"),
-        )
 
-    def _commit_updates(self, connection: sqlite3.Connection) -> None:
-        """One transaction for the waiting updates; each that fails fails alone."""
-        with self._updates_lock:
-            batch, self._updates = self._updates, []
-
-        def update(sql: str, parameters: tuple[Any, ...]) -> Callable[[], None]:
-            return lambda: _execute(connection, sql, parameters)
-
-        self._commit_each(
-            connection, [(update(sql, parameters), d) for sql, parameters, d in batch], None
-        )
-
-    def _commit_each(
-        self,
-        connection: sqlite3.Connection,
-        batch: list[tuple[Callable[[], T], Deferred[T]]],
-        refusal: Callable[[Exception], Exception] | None,
-    ) -> None:
-        """Run each piece of C{batch} in a savepoint of one transaction and fire its Deferred
-        once committed: a piece SQLite refuses fails alone (as C{refusal} says), the rest are
-        committed with one fsync; a transaction that fails fails them all."""
-        if not batch:
-            return
-        outcomes: list[tuple[Deferred[Any], bool, object]] = []
-        try:
-            connection.execute("BEGIN IMMEDIATE")
-            for work, d in batch:
-                connection.execute("SAVEPOINT piece")
-                try:
-                    outcomes.append((d, True, work()))
-                except CONTENT_ERRORS as e:
-                    connection.execute("ROLLBACK TO piece")
-                    outcomes.append((d, False, refusal(e) if refusal else e))
-                connection.execute("RELEASE piece")
-            connection.execute("COMMIT")
-        except Exception as e:
-            self._rollback(connection)
-            self._write_failed(connection, e)
-            for _, d in batch:
-                self._reactor.callFromThread(d.errback, e)
-            return
-        self._written(connection)
-        for d, done, result in outcomes:
-            self._reactor.callFromThread(d.callback if done else d.errback, result)
+def _close(db: sqlite3.Connection) -> None:
+    db.close()
 
 
 def _execute(db: sqlite3.Connection, sql: str, parameters: tuple[Any, ...]) -> None:
@@ -413,13 +453,17 @@ def _insert(db: sqlite3.Connection, new: NewMessage, channels: tuple[str, ...], 
     )
 
 
-# Queries on a connection of one's own: the writer thread runs them for the server, and the
+# Queries on a connection of one's own: the store's jobs run them for the server, and the
 # owner's command line (cli.py) runs them directly, beside a running server (WAL).
 
 
 def waiting_deliveries(db: sqlite3.Connection) -> list[Delivery]:
     """Every delivery not done yet (pending or failed), oldest first."""
     return _deliveries(db, "state != 'delivered'")
+
+
+def _pending_deliveries(db: sqlite3.Connection) -> list[Delivery]:
+    return _deliveries(db, "state = 'pending'")
 
 
 def retry_failed(db: sqlite3.Connection) -> int:

@@ -11,8 +11,8 @@ import pytest_twisted
 from jupybot.contact.cli import main
 from jupybot.contact.part import database_path
 from jupybot.contact.store import ContactStore, NewMessage
-from jupybot.reactor import installed_reactor
 from jupybot.state import StateDirectory
+from tests.contact.stores import running_store
 from tests.harness import jupybot_config
 
 
@@ -27,9 +27,7 @@ async def test_list_shows_what_waits_and_retry_puts_failures_back(
 
     state = StateDirectory(tmp_path / "var")
     state.ensure()
-    store = ContactStore(installed_reactor(), database_path(state))
-    store.start()
-    try:
+    async with running_store(database_path(state), ContactStore) as store:
         first = await store.add(
             NewMessage("Ada", "ada@x.org", "Hi", "one", "10.0.0.1"), ("discord",)
         )
@@ -39,8 +37,6 @@ async def test_list_shows_what_waits_and_retry_puts_failures_back(
         await store.delivered(first.id, "discord")
         await store.attempt_failed(second.id, "discord", "the owner refuses DMs", final=True)
         await store.attempt_failed(second.id, "matrix", "not connected", final=False)
-    finally:
-        await store.stop()
 
     assert main(["list", "--config", str(config)]) == 0
     lines = capsys.readouterr().out.splitlines()

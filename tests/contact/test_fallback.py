@@ -16,6 +16,7 @@ from twisted.internet.task import Clock
 
 from jupybot.contact.api import ContactMessage, DeliveryRefused, DeliveryUnavailable
 from jupybot.contact.outbox import Outbox
+from jupybot.contact.part import StoreThreadPool
 from jupybot.contact.registry import ChannelRegistry
 from jupybot.contact.store import ContactStore, NewMessage
 from jupybot.reactor import installed_reactor
@@ -59,7 +60,9 @@ def new(text: str) -> NewMessage:
 
 class World:
     def __init__(self, tmp_path: Path, *channels: Channel, fallback: tuple[str, ...]) -> None:
-        self.store = ContactStore(installed_reactor(), tmp_path / "contact.sqlite3")
+        self.pool = StoreThreadPool()
+        self.pool.start()
+        self.store = ContactStore(installed_reactor(), self.pool, tmp_path / "contact.sqlite3")
         self.store.start()
         registry = ChannelRegistry()
         for channel in channels:
@@ -86,6 +89,7 @@ class World:
     async def close(self) -> None:
         self.outbox.stop()
         await self.store.stop()
+        self.pool.stop()
 
 
 @pytest_twisted.ensureDeferred
@@ -159,7 +163,7 @@ async def test_a_fallback_delivery_is_stored_and_resumed_after_a_restart(tmp_pat
 
 
 async def settled(world: World) -> None:
-    """The store has handled every call queued so far (its writer thread goes in order)."""
+    """The store has handled every call queued so far (it answers in order)."""
     await world.store.pending()
 
 

@@ -19,7 +19,7 @@ from jupybot.contact.file_channel import FileChannel
 from jupybot.contact.outbox import Outbox
 from jupybot.contact.registry import ChannelRegistry
 from jupybot.contact.store import ContactStore, NewMessage
-from jupybot.reactor import installed_reactor
+from tests.contact.stores import running_store
 
 
 class FlakyChannel:
@@ -61,7 +61,7 @@ def new(text: str) -> NewMessage:
 
 
 async def settle(store: ContactStore) -> None:
-    """Every database call queued so far has run (the writer thread handles them in order)."""
+    """Every database call queued so far has run (the store answers in order)."""
     await store.pending()
 
 
@@ -73,78 +73,70 @@ def outbox_for(store: ContactStore, channel: FlakyChannel, clock: Clock) -> Outb
 
 @pytest_twisted.ensureDeferred
 async def test_down_then_up_delivers_each_message_once_in_order(tmp_path: Path) -> None:
-    store = ContactStore(installed_reactor(), tmp_path / "contact.sqlite3")
-    store.start()
-    clock = Clock()
-    channel = FlakyChannel()
-    outbox = outbox_for(store, channel, clock)
-    try:
-        attempted = channel.called
-        for text in ("one", "two", "three"):
-            outbox.enqueue(await store.add(new(text), ("discord",)))
-        await attempted
-        await settle(store)
-        assert channel.attempts == 1  # one message at a time, waiting for the backoff
-        clock.advance(2)
-        await settle(store)
-        assert channel.attempts == 2
-        channel.up = True
-        all_three = channel.has_delivered(3)
-        clock.advance(4)
-        await all_three
-        # The outbox asks the store to record the third delivery before anything this test
-        # asks after it, and the store answers in order.
-        await settle(store)
-        assert [message_id for message_id, _ in channel.delivered] == [1, 2, 3]
-        assert await store.waiting() == []
-        clock.advance(600)
-        await settle(store)
-        assert len(channel.delivered) == 3
-    finally:
-        outbox.stop()
-        await store.stop()
+    async with running_store(tmp_path / "contact.sqlite3", ContactStore) as store:
+        clock = Clock()
+        channel = FlakyChannel()
+        outbox = outbox_for(store, channel, clock)
+        try:
+            attempted = channel.called
+            for text in ("one", "two", "three"):
+                outbox.enqueue(await store.add(new(text), ("discord",)))
+            await attempted
+            await settle(store)
+            assert channel.attempts == 1  # one message at a time, waiting for the backoff
+            clock.advance(2)
+            await settle(store)
+            assert channel.attempts == 2
+            channel.up = True
+            all_three = channel.has_delivered(3)
+            clock.advance(4)
+            await all_three
+            # The outbox asks the store to record the third delivery before anything this test
+            # asks after it, and the store answers in order.
+            await settle(store)
+            assert [message_id for message_id, _ in channel.delivered] == [1, 2, 3]
+            assert await store.waiting() == []
+            clock.advance(600)
+            await settle(store)
+            assert len(channel.delivered) == 3
+        finally:
+            outbox.stop()
 
 
 @pytest_twisted.ensureDeferred
 async def test_refused_is_kept_as_failed_for_the_owner(tmp_path: Path) -> None:
-    store = ContactStore(installed_reactor(), tmp_path / "contact.sqlite3")
-    store.start()
-    channel = FlakyChannel()
-    channel.refuse = True
-    outbox = outbox_for(store, channel, Clock())
-    try:
-        attempted = channel.called
-        outbox.enqueue(await store.add(new("hello"), ("discord",)))
-        await attempted
-        await settle(store)
-        [failed] = await store.waiting()
-        assert failed.state == "failed" and "direct messages" in (failed.last_error or "")
-        assert await store.pending() == []
-    finally:
-        outbox.stop()
-        await store.stop()
+    async with running_store(tmp_path / "contact.sqlite3", ContactStore) as store:
+        channel = FlakyChannel()
+        channel.refuse = True
+        outbox = outbox_for(store, channel, Clock())
+        try:
+            attempted = channel.called
+            outbox.enqueue(await store.add(new("hello"), ("discord",)))
+            await attempted
+            await settle(store)
+            [failed] = await store.waiting()
+            assert failed.state == "failed" and "direct messages" in (failed.last_error or "")
+            assert await store.pending() == []
+        finally:
+            outbox.stop()
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_restart_resumes_what_waits(tmp_path: Path) -> None:
     path = tmp_path / "contact.sqlite3"
-    store = ContactStore(installed_reactor(), path)
-    store.start()
-    await store.add(new("kept"), ("discord",))
-    await store.stop()
+    async with running_store(path, ContactStore) as store:
+        await store.add(new("kept"), ("discord",))
 
-    store = ContactStore(installed_reactor(), path)
-    store.start()
-    channel = FlakyChannel()
-    channel.up = True
-    outbox = outbox_for(store, channel, Clock())
-    try:
-        assert await outbox.resume() == 1
-        await channel.has_delivered(1)
-        assert [message_id for message_id, _ in channel.delivered] == [1]
-    finally:
-        outbox.stop()
-        await store.stop()
+    async with running_store(path, ContactStore) as store:
+        channel = FlakyChannel()
+        channel.up = True
+        outbox = outbox_for(store, channel, Clock())
+        try:
+            assert await outbox.resume() == 1
+            await channel.has_delivered(1)
+            assert [message_id for message_id, _ in channel.delivered] == [1]
+        finally:
+            outbox.stop()
 
 
 @implementer(ILogObserver)
@@ -165,22 +157,20 @@ async def test_a_store_that_cannot_record_a_delivery_is_logged(tmp_path: Path) -
         def delivered(self, message_id: int, channel: str) -> Deferred[None]:
             return fail(sqlite3.OperationalError("database or disk is full"))
 
-    store = DiskFull(installed_reactor(), tmp_path / "contact.sqlite3")
-    store.start()
-    channel = FlakyChannel()
-    channel.up = True
-    outbox = outbox_for(store, channel, Clock())
-    failures = FirstFailure()
-    globalLogPublisher.addObserver(failures)
-    try:
-        outbox.enqueue(await store.add(new("hello"), ("discord",)))
-        event = await failures.logged.addTimeout(10, reactor)
-        assert event["log_format"].startswith("contact: recording the delivery of message {id}")
-        assert event["log_failure"].check(sqlite3.OperationalError)
-    finally:
-        globalLogPublisher.removeObserver(failures)
-        outbox.stop()
-        await store.stop()
+    async with running_store(tmp_path / "contact.sqlite3", DiskFull) as store:
+        channel = FlakyChannel()
+        channel.up = True
+        outbox = outbox_for(store, channel, Clock())
+        failures = FirstFailure()
+        globalLogPublisher.addObserver(failures)
+        try:
+            outbox.enqueue(await store.add(new("hello"), ("discord",)))
+            event = await failures.logged.addTimeout(10, reactor)
+            assert event["log_format"].startswith("contact: recording the delivery of message {id}")
+            assert event["log_failure"].check(sqlite3.OperationalError)
+        finally:
+            globalLogPublisher.removeObserver(failures)
+            outbox.stop()
 
 
 @pytest_twisted.ensureDeferred
@@ -195,45 +185,39 @@ async def test_a_full_disk_during_an_outage_never_stalls_the_retries(tmp_path: P
                 return fail(sqlite3.OperationalError("database or disk is full"))
             return super().attempt_failed(message_id, channel, error, final)
 
-    store = FullDisk(installed_reactor(), tmp_path / "contact.sqlite3")
-    store.start()
-    clock = Clock()
-    channel = FlakyChannel()
-    outbox = outbox_for(store, channel, clock)
-    try:
-        attempted = channel.called
-        outbox.enqueue(await store.add(new("hello"), ("discord",)))
-        await attempted
-        await settle(store)
-        # The failed attempt could not be recorded: the retry comes all the same.
-        again = channel.called
-        clock.advance(2)
-        await again.addTimeout(10, reactor)
-        assert channel.attempts == 2
-        # Space and Discord come back: the retries alone deliver it, no new message needed.
-        store.full = False
-        channel.up = True
-        delivered = channel.has_delivered(1)
-        clock.advance(600)
-        await delivered
-        await settle(store)
-        assert await store.waiting() == []
-    finally:
-        outbox.stop()
-        await store.stop()
+    async with running_store(tmp_path / "contact.sqlite3", FullDisk) as store:
+        clock = Clock()
+        channel = FlakyChannel()
+        outbox = outbox_for(store, channel, clock)
+        try:
+            attempted = channel.called
+            outbox.enqueue(await store.add(new("hello"), ("discord",)))
+            await attempted
+            await settle(store)
+            # The failed attempt could not be recorded: the retry comes all the same.
+            again = channel.called
+            clock.advance(2)
+            await again.addTimeout(10, reactor)
+            assert channel.attempts == 2
+            # Space and Discord come back: the retries alone deliver it, no new message needed.
+            store.full = False
+            channel.up = True
+            delivered = channel.has_delivered(1)
+            clock.advance(600)
+            await delivered
+            await settle(store)
+            assert await store.waiting() == []
+        finally:
+            outbox.stop()
 
 
 @pytest_twisted.ensureDeferred
 async def test_concurrent_submissions_share_commits(tmp_path: Path) -> None:
-    store = ContactStore(installed_reactor(), tmp_path / "contact.sqlite3")
-    store.start()
-    try:
+    async with running_store(tmp_path / "contact.sqlite3", ContactStore) as store:
         messages = [store.add(new(str(n)), ("file",)) for n in range(200)]
         stored = [await d for d in messages]
         assert sorted(m.id for m in stored) == list(range(1, 201))
         assert len(await store.pending()) == 200
-    finally:
-        await store.stop()
 
 
 @pytest_twisted.ensureDeferred
