@@ -1,7 +1,8 @@
 """The "file" delivery channel: each message appended to a JSON-lines file (and fsynced).
 
 For owners without a chat bot, and for the tests: idempotent per message id, so a delivery
-repeated after a crash is not written twice.
+repeated after a crash is not written twice. The append and its fsync run on the contact part's
+thread pool: on the reactor, each delivery held every visitor up for the length of an fsync.
 """
 
 from __future__ import annotations
@@ -14,15 +15,22 @@ from dataclasses import asdict
 from pathlib import Path
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorFromThreads
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
 
+from ..reactor import ThreadReactor
 from .api import ContactMessage, DeliveryUnavailable
 
 
 class FileChannel:
     name = "file"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, reactor: ThreadReactor, pool: ThreadPool) -> None:
         self.path = path
+        self._reactor = reactor
+        self._pool = pool
         self._written: set[int] = set()
         if path.exists():
             text = path.read_text(encoding="utf-8")
@@ -40,16 +48,27 @@ class FileChannel:
         if message.id in self._written:
             return succeed(None)
         record = asdict(message) | {"delayed_seconds": round(delayed_seconds, 3)}
-        try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                _append_whole(fd, (json.dumps(record) + "\n").encode())
-            finally:
-                os.close(fd)
-        except OSError as e:
-            raise DeliveryUnavailable(f"cannot write {self.path}: {e.strerror}") from e
-        self._written.add(message.id)
-        return succeed(None)
+        line = (json.dumps(record) + "\n").encode()
+        reactor = IReactorFromThreads(self._reactor)
+        appended = deferToThreadPool(reactor, self._pool, _append, self.path, line)
+        return appended.addCallbacks(self._appended, self._not_appended, (message.id,))
+
+    def _appended(self, _: None, message_id: int) -> None:
+        self._written.add(message_id)
+
+    def _not_appended(self, failure: Failure) -> None:
+        failure.trap(OSError)
+        error = failure.value
+        assert isinstance(error, OSError)
+        raise DeliveryUnavailable(f"cannot write {self.path}: {error.strerror}") from error
+
+
+def _append(path: Path, line: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        _append_whole(fd, line)
+    finally:
+        os.close(fd)
 
 
 def _append_whole(fd: int, line: bytes) -> None:

@@ -39,13 +39,15 @@ def database_path(state: StateDirectory) -> Path:
     return state.file(DATABASE)
 
 
-class StoreThreadPool(ThreadPool):
-    """The contact part's one thread for blocking I/O: the store's jobs. Its thread is a daemon,
-    as the writer thread was: a stop that gave up waiting for a dead disk does not keep the
-    process from exiting (what was committed is safe; the rest was never acknowledged)."""
+class ContactThreadPool(ThreadPool):
+    """The contact part's threads for blocking I/O: the store's jobs (one at a time) and the
+    file channel's appends (one at a time too: the outbox delivers one message at a time per
+    channel). Its threads are daemons, as the store's writer thread was: a stop that gave up
+    waiting for a dead disk does not keep the process from exiting (what was committed is
+    safe; the rest was never acknowledged)."""
 
     def __init__(self) -> None:
-        super().__init__(minthreads=1, maxthreads=1, name="jupybot-contact")
+        super().__init__(minthreads=1, maxthreads=2, name="jupybot-contact")
 
     def threadFactory(self, *args: Any, **kwargs: Any) -> Thread:  # type: ignore[override]
         return Thread(*args, daemon=True, **kwargs)
@@ -97,14 +99,14 @@ class ContactPart(Part):
         proxies: ProxyTrust = NO_PROXIES,
         pool: ThreadPool | None = None,
     ) -> None:
-        """C{pool} runs the store's jobs (a L{StoreThreadPool} of its own by default; tests
-        hand it one they drive)."""
+        """C{pool} runs the store's jobs and the file channel's appends (a
+        L{ContactThreadPool} of its own by default; tests hand it one they drive)."""
         super().__init__("contact")
         self._config = config
         self._clock = reactor
         self._health: tuple[float, ContactHealth] | None = None
         self.accepted = 0  # messages stored (answered 202) since start; read by /metrics
-        self.pool = pool if pool is not None else StoreThreadPool()
+        self.pool = pool if pool is not None else ContactThreadPool()
         self.store = ContactStore(reactor, self.pool, database_path(state))
         self.outbox = Outbox(
             IReactorTime(reactor),
@@ -121,7 +123,8 @@ class ContactPart(Part):
         )
         if "file" in config.deliver_to + config.fallback_to:
             path = Path(config.file)
-            channels.register(FileChannel(path if path.is_absolute() else state.file(config.file)))
+            path = path if path.is_absolute() else state.file(config.file)
+            channels.register(FileChannel(path, reactor, self.pool))
 
     def _channel_problem(self, channel: str, problem: str | None) -> None:
         """/ping shows what keeps a channel from delivering, until it delivers again."""
@@ -185,14 +188,12 @@ class ContactPart(Part):
 
     def accept(self, new: NewMessage) -> Deferred[ContactMessage]:
         """Store a message, then hand it to the outbox; fires once it is on disk."""
-        d = self.store.add(new, self._config.deliver_to)
+        return self.store.add(new, self._config.deliver_to).addCallback(self._stored)
 
-        def queue(message: ContactMessage) -> ContactMessage:
-            self.accepted += 1
-            self.outbox.enqueue(message)
-            return message
-
-        return d.addCallback(queue)
+    def _stored(self, message: ContactMessage) -> ContactMessage:
+        self.accepted += 1
+        self.outbox.enqueue(message)
+        return message
 
     def start_part(self) -> Deferred[None]:
         self.pool.start()

@@ -170,9 +170,12 @@ class _Done:
 class ContactStore:
     """The database behind the contact part's thread pool; every method returns a Deferred."""
 
+    # The reactor as deferToThreadPool wants it, adapted at the start (a reactor that only
+    # builds the service tree need not provide it).
+    _from_threads: IReactorFromThreads
+
     def __init__(self, reactor: StoreReactor, pool: ThreadPool, path: Path) -> None:
         self._reactor = reactor
-        self._from_threads = IReactorFromThreads(reactor)
         self._pool = pool
         self.path = path
         self._wal = path.with_name(path.name + "-wal")
@@ -189,6 +192,7 @@ class ContactStore:
         self._wal_written = False
 
     def start(self) -> None:
+        self._from_threads = IReactorFromThreads(self._reactor)
         self._connection = open_database(self.path)
         self.path.chmod(0o600)
         self._flush()  # what was asked before the start

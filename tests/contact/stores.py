@@ -1,13 +1,14 @@
-"""A contact store as the contact part runs it: on a thread pool of its own, started."""
+"""The contact store and file channel as the contact part runs them: on a thread pool."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from jupybot.contact.part import StoreThreadPool
+from jupybot.contact.file_channel import FileChannel
+from jupybot.contact.part import ContactThreadPool
 from jupybot.contact.store import ContactStore
 from jupybot.reactor import installed_reactor
 
@@ -17,7 +18,7 @@ S = TypeVar("S", bound=ContactStore)
 @asynccontextmanager
 async def running_store(path: Path, store_class: type[S]) -> AsyncIterator[S]:
     """A started C{store_class} on C{path}; stopped, and its pool with it, on the way out."""
-    pool = StoreThreadPool()
+    pool = ContactThreadPool()
     pool.start()
     store = store_class(installed_reactor(), pool, path)
     store.start()
@@ -26,3 +27,18 @@ async def running_store(path: Path, store_class: type[S]) -> AsyncIterator[S]:
     finally:
         await store.stop()
         pool.stop()
+
+
+@contextmanager
+def running_pool() -> Iterator[ContactThreadPool]:
+    """The contact part's thread pool, started; stopped on the way out."""
+    pool = ContactThreadPool()
+    pool.start()
+    try:
+        yield pool
+    finally:
+        pool.stop()
+
+
+def file_channel(path: Path, pool: ContactThreadPool) -> FileChannel:
+    return FileChannel(path, installed_reactor(), pool)

@@ -23,13 +23,13 @@ from zope.interface import implementer
 
 from jupybot.config.contact import ContactConfig
 from jupybot.contact.api import ContactMessage, DeliveryUnavailable
-from jupybot.contact.file_channel import FileChannel
 from jupybot.contact.part import ContactPart
 from jupybot.contact.registry import ChannelRegistry
 from jupybot.contact.store import IDLE_CHECKPOINT_SECONDS, PROBE_SECONDS, NewMessage
 from jupybot.metrics import MetricSources, metrics_registry
 from jupybot.reactor import installed_reactor
 from jupybot.state import StateDirectory
+from tests.contact.stores import file_channel, running_pool
 from tests.contact.tiny_disk import TinyDisk, tiny_disk
 
 RETRY_MAX = 60.0
@@ -240,8 +240,8 @@ async def test_delivered_while_full_is_recorded_later_and_never_sent_twice(conta
 
 @pytest_twisted.ensureDeferred
 async def test_the_file_channel_on_a_full_disk_leaves_no_line_cut_short(tmp_path: Path) -> None:
-    with tiny_disk(tmp_path / "disk", 256) as disk:
-        channel = FileChannel(disk.path / "contact-messages.jsonl")
+    with tiny_disk(tmp_path / "disk", 256) as disk, running_pool() as pool:
+        channel = file_channel(disk.path / "contact-messages.jsonl", pool)
         first = ContactMessage(1, "Ada", "a@example.org", None, "hi", "::1", time.time())
         await channel.deliver(first, 0)
         disk.fill()  # the file's last page still has room for part of a long message

@@ -16,7 +16,7 @@ from twisted.internet.task import Clock
 
 from jupybot.contact.api import ContactMessage, DeliveryRefused, DeliveryUnavailable
 from jupybot.contact.outbox import Outbox
-from jupybot.contact.part import StoreThreadPool
+from jupybot.contact.part import ContactThreadPool
 from jupybot.contact.registry import ChannelRegistry
 from jupybot.contact.store import ContactStore, NewMessage
 from jupybot.reactor import installed_reactor
@@ -60,7 +60,7 @@ def new(text: str) -> NewMessage:
 
 class World:
     def __init__(self, tmp_path: Path, *channels: Channel, fallback: tuple[str, ...]) -> None:
-        self.pool = StoreThreadPool()
+        self.pool = ContactThreadPool()
         self.pool.start()
         self.store = ContactStore(installed_reactor(), self.pool, tmp_path / "contact.sqlite3")
         self.store.start()

@@ -15,11 +15,10 @@ from twisted.logger import ILogObserver, globalLogPublisher
 from zope.interface import implementer
 
 from jupybot.contact.api import ContactMessage, DeliveryRefused, DeliveryUnavailable
-from jupybot.contact.file_channel import FileChannel
 from jupybot.contact.outbox import Outbox
 from jupybot.contact.registry import ChannelRegistry
 from jupybot.contact.store import ContactStore, NewMessage
-from tests.contact.stores import running_store
+from tests.contact.stores import file_channel, running_pool, running_store
 
 
 class FlakyChannel:
@@ -224,18 +223,19 @@ async def test_concurrent_submissions_share_commits(tmp_path: Path) -> None:
 async def test_the_file_channel_recovers_from_a_line_cut_by_a_crash(tmp_path: Path) -> None:
     path = tmp_path / "messages.jsonl"
     first = ContactMessage(1, "Ada", "a@example.org", None, "one", "10.0.0.1", 0.0)
-    await FileChannel(path).deliver(first, 0)
-    with path.open("a") as f:
-        f.write('{"id": 2, "name": "Ad')  # the crash
-    channel = FileChannel(path)
-    second = ContactMessage(2, "Ada", "a@example.org", None, "two", "10.0.0.1", 0.0)
-    await channel.deliver(first, 0)  # already there: not again
-    await channel.deliver(second, 0)
-    ids = []
-    for line in path.read_text().splitlines():
-        try:
-            ids.append(json.loads(line)["id"])
-        except ValueError:
-            continue
-    assert ids == [1, 2]
-    assert FileChannel(path)._written == {1, 2}
+    with running_pool() as pool:
+        await file_channel(path, pool).deliver(first, 0)
+        with path.open("a") as f:
+            f.write('{"id": 2, "name": "Ad')  # the crash
+        channel = file_channel(path, pool)
+        second = ContactMessage(2, "Ada", "a@example.org", None, "two", "10.0.0.1", 0.0)
+        await channel.deliver(first, 0)  # already there: not again
+        await channel.deliver(second, 0)
+        ids = []
+        for line in path.read_text().splitlines():
+            try:
+                ids.append(json.loads(line)["id"])
+            except ValueError:
+                continue
+        assert ids == [1, 2]
+        assert file_channel(path, pool)._written == {1, 2}

@@ -10,6 +10,7 @@ from twisted.internet.defer import Deferred, fail
 from jupybot.aio import await_deferred
 from jupybot.contact.api import ContactMessage, DeliveryRefused
 from jupybot.contact.outbox import Outbox
+from jupybot.contact.part import ContactThreadPool
 from jupybot.contact.registry import ChannelRegistry
 from jupybot.contact.store import ContactStore, NewMessage
 from jupybot.matrix import MatrixContactRoom
@@ -42,7 +43,9 @@ async def test_a_message_discord_refuses_is_posted_in_the_matrix_room(
     registry = ChannelRegistry()
     registry.register(RefusedDirectMessages())
     registry.register(MatrixContactRoom(part.connected_api, room))
-    store = ContactStore(installed_reactor(), tmp_path / "contact.sqlite3")
+    pool = ContactThreadPool()
+    pool.start()
+    store = ContactStore(installed_reactor(), pool, tmp_path / "contact.sqlite3")
     store.start()
     problems: list[tuple[str, str | None]] = []
     recorded: Deferred[None] = Deferred()
@@ -70,3 +73,4 @@ async def test_a_message_discord_refuses_is_posted_in_the_matrix_room(
     finally:
         outbox.stop()
         await await_deferred(store.stop())
+        pool.stop()
