@@ -81,6 +81,8 @@ class Client:
         """What per-address limits count: the address, or for IPv6 its /64, which is what one
         household or host is given (as one IPv4 address): otherwise any visitor could take a
         fresh address for every session or message."""
+        if ":" not in self.address:  # IPv4 (or no address at all): no need to parse it
+            return self.address
         try:
             address = ipaddress.ip_address(self.address)
         except ValueError:
