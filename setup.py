@@ -14,7 +14,20 @@ setup(
     python_requires=">=3.11",
     # twisted/plugins has no __init__.py: it is a plugin drop-in folder, never a package of ours.
     packages=[*find_packages(include=["jupybot", "jupybot.*"]), "twisted.plugins"],
-    package_data={"jupybot": ["py.typed", "terminal/static/**/*", "terminal/*.inputrc", "demos/*"]},
+    # Of the terminal's static/, what its page serves (page.py, PAGE_ASSET_SUFFIXES): the bundles
+    # and xterm's files in vendor/, its own stylesheet, icon and fonts; the ES modules beside them
+    # are esbuild's sources only.
+    package_data={
+        "jupybot": [
+            "py.typed",
+            "terminal/static/vendor/*",
+            "terminal/static/*.css",
+            "terminal/static/*.svg",
+            "terminal/static/*.woff2",
+            "terminal/*.inputrc",
+            "demos/*",
+        ]
+    },
     install_requires=[
         "Twisted[tls]>=24.7",
         "autobahn>=24.4",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -10,8 +11,21 @@ from pathlib import Path
 
 from .harness import ROOT
 
+# What the wheel is built from, as the Dockerfile's context has it: not a checkout's build/,
+# where an earlier build's files stay (setuptools copies them into the next wheel, stale or not).
+SOURCES = ("setup.py", "pyproject.toml", "README.md", "jupybot", "twisted/plugins")
+
 
 def build_wheel(into: Path) -> Path:
+    source = into.parent / "source"
+    source.mkdir()
+    for name in SOURCES:
+        if (ROOT / name).is_dir():
+            shutil.copytree(
+                ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__")
+            )
+        else:
+            shutil.copy2(ROOT / name, source / name)
     subprocess.run(
         [
             sys.executable,
@@ -22,7 +36,7 @@ def build_wheel(into: Path) -> Path:
             "--no-deps",
             "-w",
             str(into),
-            str(ROOT),
+            str(source),
         ],
         check=True,
         timeout=300,
@@ -40,6 +54,12 @@ def test_wheel_installs_the_plugin_for_twistd(tmp_path: Path) -> None:
     assert "twisted/__init__.py" not in names
     assert "twisted/plugins/__init__.py" not in names
     assert not [name for name in names if name.endswith("dropin.cache")]
+    # What the terminal page serves, and not the ES modules esbuild bundled into vendor/.
+    static = "jupybot/terminal/static/"
+    shipped = {name.removeprefix(static) for name in names if name.startswith(static)}
+    assert {"vendor/page.js", "vendor/embed.js", "vendor/xterm.css", "terminal.css"} <= shipped
+    own = sorted(name for name in shipped if not name.startswith("vendor/"))
+    assert own == ["favicon.svg", "terminal.css"]
 
     target = tmp_path / "site"
     subprocess.run(

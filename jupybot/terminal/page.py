@@ -6,7 +6,7 @@ the browser's Back and Forward return to it); `static/terminal.js` does the rest
 
 The page's script and /embed.js are built by esbuild from `static/*.js` (ES modules) and the
 xterm.js packages into `static/vendor/` (`esbuild.config.js`, run by scripts/install-web-assets);
-this module serves what it built.
+this module serves what it built, and not those sources.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from ..config.core import DEFAULT_INTRO, DEFAULT_TITLE
 from ..config.terminal import ProgramConfig
 
 __all__ = [
+    "PAGE_ASSET_SUFFIXES",
     "STATIC",
     "EmbedScript",
     "ProgramList",
@@ -217,5 +218,18 @@ class _UnlistedFiles(File):
         return Resource()
 
 
-def static_files() -> File:
-    return _UnlistedFiles(str(STATIC))
+# What the page loads of static/ besides vendor/: stylesheets, images, fonts. The ES modules
+# there (terminal.js, wire.js, embed.js...) are esbuild's sources, already in vendor/'s bundles:
+# not served (nor installed: setup.py lists the same suffixes).
+PAGE_ASSET_SUFFIXES = (".css", ".svg", ".woff2")
+
+
+def static_files(static: Path = STATIC) -> Resource:
+    """/static/: C{vendor/} (the bundles esbuild made, xterm.css and its licence) and the page's
+    own assets (L{PAGE_ASSET_SUFFIXES}); anything else there is a 404, folders are not listed."""
+    root = Resource()  # renders nothing: /static/ itself is not listed either
+    root.putChild(b"vendor", _UnlistedFiles(str(static / "vendor")))
+    for path in sorted(static.iterdir()):
+        if path.is_file() and path.suffix in PAGE_ASSET_SUFFIXES:
+            root.putChild(path.name.encode(), File(str(path)))
+    return root
