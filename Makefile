@@ -16,7 +16,7 @@ SYNAPSE_PIN := matrix-synapse==1.163.2
 EG_VENV := .cache/enterprise-gateway-venv
 EG_PINS := jupyter-enterprise-gateway==3.3.0 ipykernel==6.29.5
 
-.PHONY: run test check checkout lint typecheck unit setup clean
+.PHONY: run test check checkout bytecode lint typecheck unit setup clean
 
 setup: $(INSTALLED)
 
@@ -51,12 +51,17 @@ $(EG_VENV)/.installed:
 	$(EG_VENV)/bin/pip install --quiet $(EG_PINS)
 	touch $@
 
-run: $(INSTALLED) checkout
+run: $(INSTALLED) checkout bytecode
 	$(BIN)/twistd -n jupybot --config config.yml
 
 # What would keep this checkout from serving where it is (as root), said with the fix.
 checkout: $(INSTALLED)
 	scripts/check-checkout $(VENV)
+
+# jupybot's Python caches, readable by the sandbox user that runs the embedded gateway (which
+# imports jupybot) as root, whatever umask made them: scripts/compile-bytecode says why.
+bytecode: $(INSTALLED)
+	scripts/compile-bytecode $(BIN)/python jupybot
 
 # eslint (eslint.config.js) for the browser terminal's JavaScript, installed by install-web-assets.
 lint: $(INSTALLED)
@@ -69,7 +74,7 @@ typecheck: $(INSTALLED)
 
 # (Quoted, and not $(abspath): the checkout's path may hold spaces.)
 # The front end's unit tests (tests/js/, node's own runner) first: they take a second.
-test: $(INSTALLED) checkout $(SYNAPSE_VENV)/.installed $(EG_VENV)/.installed $(ELEMENT_PEER) lint typecheck
+test: $(INSTALLED) checkout bytecode $(SYNAPSE_VENV)/.installed $(EG_VENV)/.installed $(ELEMENT_PEER) lint typecheck
 	node --test tests/js/
 	JUPYBOT_SYNAPSE_PYTHON="$(CURDIR)/$(SYNAPSE_VENV)/bin/python" \
 	JUPYBOT_ENTERPRISE_GATEWAY_PYTHON="$(CURDIR)/$(EG_VENV)/bin/python" \
