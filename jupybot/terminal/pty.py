@@ -392,6 +392,13 @@ class PtySession:
         self._resume_all()
         if self._launch.cgroup is not None:
             self._launch.cgroup.kill_all()
+        elif self._launch.contained and self.pid is not None:
+            # No cgroup (a normal user on cgroup v1): a bubblewrap killed while setting up
+            # leaves its child, the sandbox's PID 1, waiting for ever for its uid map, in the
+            # process group jupybot started. One signal to that group: PID 1's death takes the
+            # rest, and a group's id is not reused while anything is in it.
+            with suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGKILL)
         self._orphan_check = self._reactor.callLater(ORPHAN_GRACE, self._close_terminal)
 
     def _close_terminal(self) -> None:
