@@ -8,6 +8,7 @@ they must succeed: that shows each test fails with the protection switched off.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import socket
@@ -162,6 +163,12 @@ async def test_a_session_leaves_nothing_for_the_next_visitor(sandbox: Sandbox) -
 
 @pytest_twisted.ensureDeferred
 async def test_a_fork_bomb_stops_at_the_session_limit(sandbox: Sandbox) -> None:
+    if sandbox.cgroups is None:
+        pytest.skip(
+            "no cgroups here (a normal user on cgroup v1, or v2 not delegated): a session's "
+            "process limit is RLIMIT_NPROC's backstop of 1024 shared by every sandbox of the "
+            "user, so a fork bomb stops there, not at the session's 32 (docs/terminal.md)"
+        )
     verdict = await attack(sandbox, "fork_bomb", 500, limits=ProgramLimits(processes=32))
     assert verdict["succeeded"] is False, verdict
     assert isinstance(verdict["started"], int) and verdict["started"] < 32
@@ -184,6 +191,11 @@ async def test_no_network_at_all(sandbox: Sandbox) -> None:
     assert verdict["interfaces"] == ["lo"]
 
 
+@pytest.mark.skipif(
+    os.geteuid() != 0,
+    reason="as root only: as a normal user the sandbox runs as jupybot's own user, who reads "
+    "whatever jupybot's user can, so no folder is closed to the sandbox and open to jupybot",
+)
 def test_a_program_the_sandbox_user_cannot_read_is_refused_at_start(
     sandbox: Sandbox,
 ) -> None:

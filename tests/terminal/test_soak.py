@@ -8,6 +8,8 @@ import asyncio
 import json
 import os
 from collections.abc import Callable, Iterator
+from contextlib import suppress
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -34,6 +36,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupybotProcess]
     try:
         process.wait_listening()
         process.wait_for("terminal: running")
+        # The embedded gateway's warm kernel is among the server's processes: counted once it
+        # started (on a busy host, as a normal user, it can start after the first visit).
+        process.wait_for(r"kernels: warm pool holds 1 of 1", timeout=120)
         yield process
     finally:
         process.stop()
@@ -80,6 +85,16 @@ async def settles(condition: Callable[[], bool], seconds: float = 30) -> bool:
     return True
 
 
+def left(pid: int) -> list[str]:
+    """What runs below C{pid}, each as its command line: what a failed count names."""
+    commands = []
+    for child in descendants(pid):
+        with suppress(OSError):
+            command = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ")
+            commands.append(f"{child}: {command.decode(errors='replace')[:120]}")
+    return commands
+
+
 ENDED = r"terminal: \w+ \(pid \d+\) (killed by|exited with)"
 
 
@@ -106,7 +121,7 @@ async def test_a_thousand_abandoned_sessions_cost_nobody_a_slot(server: JupybotP
     # The server's own connections (its timers' clients) come and go: a count taken at one
     # instant can hold one of them. What leaked never comes back, so wait for the count to.
     assert await settles(lambda: open_fds(server.pid) <= fds), (open_fds(server.pid), fds)
-    assert await settles(lambda: len(descendants(server.pid)) <= processes)
+    assert await settles(lambda: len(descendants(server.pid)) <= processes), left(server.pid)
     assert rss_kb(server.pid) - rss < 40_000  # a leak per session would be far more
     # The server-wide cap is whole again: a crowd as large as it gets in at once.
     crowd = await asyncio.gather(*(visit(server, 5000 + n, "cat") for n in range(AT_ONCE)))
