@@ -1,14 +1,15 @@
 """One kernel's channels websocket (`/api/kernels/<id>/channels`), kept connected.
 
-Messages are Jupyter messages as JSON text frames with a `channel` key. Replies are routed to
-whoever sent the request, by `parent_header.msg_id`; kernel-wide messages (a `status` with no
-parent: restarting, dead) go to C{on_kernel_message}. The session id is stable across
-reconnections, so the gateway can replay what was sent while the socket was down.
+Messages are Jupyter messages, in the binary `v1.kernel.websocket.jupyter.org` format where the
+gateway accepts it (the gateway then passes them between the socket and the kernel unparsed),
+else as JSON text frames with a `channel` key (L{_wire}). Replies are routed to whoever sent
+the request, by `parent_header.msg_id`; kernel-wide messages (a `status` with no parent:
+restarting, dead) go to C{on_kernel_message}. The session id is stable across reconnections, so
+the gateway can replay what was sent while the socket was down.
 """
 
 from __future__ import annotations
 
-import json
 import socket
 import uuid
 from collections.abc import Callable
@@ -28,11 +29,18 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ..reactor import NetworkReactor
+from ._wire import (
+    KERNEL_WS_PROTOCOL,
+    Message,
+    decode_legacy,
+    decode_v1,
+    encode_legacy,
+    encode_v1,
+)
 from .api import GatewayUnavailable
 
 log = Logger()
 
-Message = dict[str, Any]
 MessageHandler = Callable[[Message], None]
 
 PROTOCOL_VERSION = "5.3"
@@ -40,24 +48,34 @@ PROTOCOL_VERSION = "5.3"
 
 class _ChannelsProtocol(WebSocketClientProtocol):
     factory: _ChannelsFactory
+    v1 = False  # the gateway chose the v1 format (on open)
 
     def dataReceived(self, data: bytes) -> None:
         _ack_at_once(self.transport)
         super().dataReceived(data)
 
     def onOpen(self) -> None:
+        self.v1 = self.websocket_protocol_in_use == KERNEL_WS_PROTOCOL
         self.factory.channels.opened(self)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        if isBinary:
-            return  # binary frames carry buffers (widgets); nothing here uses them
+        if isBinary != self.v1:
+            # In the legacy format, binary frames carry buffers (widgets): nothing here uses them.
+            return
         try:
-            message = json.loads(payload)
+            message = decode_v1(payload) if isBinary else decode_legacy(payload)
         except ValueError:
             log.warn("kernels: undecodable frame from the gateway ignored")
             return
-        if isinstance(message, dict):
-            self.factory.channels.received(message)
+        self.factory.channels.received(message)
+
+    def send_jupyter(
+        self, channel: str, header: Message, parent_header: Message, content: Message
+    ) -> None:
+        if self.v1:
+            self.sendMessage(encode_v1(channel, header, parent_header, content), isBinary=True)
+        else:
+            self.sendMessage(encode_legacy(channel, header, parent_header, content))
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self.factory.channels.closed(self, reason or f"code {code}")
@@ -105,7 +123,7 @@ class KernelChannels:
         self.session_id = uuid.uuid4().hex
         separator = "&" if "?" in url else "?"
         full_url = f"{url}{separator}session_id={self.session_id}"
-        factory = _ChannelsFactory(full_url, headers=headers)
+        factory = _ChannelsFactory(full_url, headers=headers, protocols=[KERNEL_WS_PROTOCOL])
         factory.channels = self
         factory.setProtocolOptions(tcpNoDelay=True, autoPingInterval=30, autoPingTimeout=20)
         self._service = ClientService(
@@ -167,17 +185,9 @@ class KernelChannels:
             "date": datetime.now(UTC).isoformat(),
             "version": PROTOCOL_VERSION,
         }
-        message = {
-            "header": header,
-            "parent_header": parent_header or {},
-            "metadata": {},
-            "content": content,
-            "channel": channel,
-            "buffers": [],
-        }
         if handler is not None:
             self._handlers[msg_id] = handler
-        self._protocol.sendMessage(json.dumps(message).encode())
+        self._protocol.send_jupyter(channel, header, parent_header or {}, content)
         return msg_id
 
     def reconnect(self) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -61,6 +61,9 @@ class Execution:
         self._started = clock.seconds()
         self._reply: dict[str, Any] | None = None
         self._idle = False
+        # Cancelled when the execution ends: a run's timer would otherwise stay queued, and
+        # wake the reactor for nothing, long after the run.
+        self._idle_timer: IDelayedCall | None = None
         self.busy = False  # the kernel has started running it
         self.on_busy: Callable[[], None] | None = None
         self._pending_input: Deferred[str] | None = None
@@ -91,8 +94,10 @@ class Execution:
         content: dict[str, Any] = message.get("content") or {}
         if kind == "execute_reply":
             self._reply = content
-            if not self._idle:
-                self._clock.callLater(IDLE_AFTER_REPLY_SECONDS, self._reply_without_idle)
+            if not self._idle and self._idle_timer is None:
+                self._idle_timer = self._clock.callLater(
+                    IDLE_AFTER_REPLY_SECONDS, self._reply_without_idle
+                )
         elif kind == "status":
             state = content.get("execution_state")
             if state == "busy" and not self.busy:
@@ -132,9 +137,7 @@ class Execution:
             status, message = self._override
         elif message is None and self._dropped:
             message = OUTPUT_MAY_BE_MISSING
-        if self._pending_input is not None:
-            pending, self._pending_input = self._pending_input, None
-            pending.cancel()
+        self._end()
         duration = self._clock.seconds() - self._started
         self.result.callback(
             ExecutionResult(status, execution_count, duration, message, self._restarted)
@@ -144,10 +147,15 @@ class Execution:
         """End the execution with C{error}: its outcome cannot be known (the gateway went away)."""
         if self.done:
             return
+        self._end()
+        self.result.errback(error)
+
+    def _end(self) -> None:
         if self._pending_input is not None:
             pending, self._pending_input = self._pending_input, None
             pending.cancel()
-        self.result.errback(error)
+        if self._idle_timer is not None and self._idle_timer.active():
+            self._idle_timer.cancel()
 
     def _emit(self, event: OutputEvent) -> None:
         try:

@@ -172,8 +172,8 @@ class GatewayKernel:
         timers.append(self._reactor.callLater(limit + margin, self._timed_out, execution, timers))
 
         def started() -> None:
-            timers[0].cancel()
-            timers[0] = self._reactor.callLater(limit, self._timed_out, execution, timers)
+            if timers[0].active():
+                timers[0].reset(limit)
 
         execution.on_busy = started
         try:
