@@ -38,6 +38,7 @@ from twisted.logger import Logger
 
 from ..config.sandbox import NONE, SandboxConfig, parse_uid_range
 from ..parts import TransientProblem
+from ._rlimits import Rlimits, shell_sets
 from .cgroups import (
     RLIMITS_ONLY_GAPS,
     CgroupLimits,
@@ -60,15 +61,17 @@ from .view import MountView, ViewUnavailable, blocked_folder
 
 log = Logger()
 
-# Given the filter's path (or ""), passwd's and group's, joins every cgroup.procs file that
-# follows before "--", then execs the rest with the filter open as FILTER_FD and the files of
-# DATA_FDS open as theirs: dash starts in about a millisecond, the program can fork nothing
-# before it is inside, and the files are opened as jupybot's user, before the chain drops to
-# the sandbox's.
+# Given the filter's path (or ""), passwd's and group's, writes 0 (itself: it runs no thread
+# but its own) to every cgroup join file up to "--", sets each ulimit (option, value) up to the
+# next "--", then execs the rest with the filter open as FILTER_FD and the files of DATA_FDS open
+# as theirs: dash starts in about a millisecond, the program can fork nothing before it is
+# inside, and the files are opened as jupybot's user, before the chain drops to the sandbox's.
+# The rlimits set here, as jupybot's user, hold for the whole chain and the program (setpriv
+# keeps them), so no prlimit is exec'd (L{jupybot.sandbox._rlimits}).
 _JOIN_SCRIPT = (
-    'b=$1; p=$2; g=$3; shift 3; n=0; for f do n=$((n+1)); [ "$f" = -- ] && break; '
-    'echo $$ > "$f" || exit 126; done; shift $n; exec 8< "$p" 7< "$g" 6< /dev/null 5< /dev/null; '
-    '[ -z "$b" ] && exec "$@"; exec "$@" 9< "$b"'
+    'b=$1; p=$2; g=$3; shift 3; while [ "$1" != -- ]; do echo 0 > "$1" || exit 126; shift; '
+    'done; shift; while [ "$1" != -- ]; do ulimit "$1" "$2" || exit 126; shift 2; done; shift; '
+    'exec 8< "$p" 7< "$g" 6< /dev/null 5< /dev/null; [ -z "$b" ] && exec "$@"; exec "$@" 9< "$b"'
 )
 FILTER_FD = 9
 # Mounts a devpts instance (mount's path, options, where) in the namespace unshare made, then
@@ -77,6 +80,11 @@ FILTER_FD = 9
 # 19.2 with, medians of 40 here).
 _DEVPTS_SCRIPT = 'm=$1; o=$2; d=$3; shift 3; "$m" -n -i -t devpts -o "$o" devpts "$d" && exec "$@"'
 MEGABYTE = 1024 * 1024
+# What the start checks that the launch's sh sets as prlimit would (each of a launch's kinds).
+_PROBE_LIMITS = Rlimits(
+    (("fsize", 16 * MEGABYTE), ("nofile", 256), ("core", 0), ("cpu", 600), ("nproc", 4096),
+     ("as", 4096 * MEGABYTE))
+)  # fmt: skip
 # Without a cgroup of its own, a sandbox may have this many processes (and threads) of its host
 # user at least: a backstop, since RLIMIT_NPROC counts every process of that user on the host.
 NPROC_BACKSTOP = 1024
@@ -132,6 +140,8 @@ class Sandbox:
         self._bwrap: str | None = None
         self._setpriv: str | None = None
         self._prlimit: str | None = None
+        # Whether the launch's first sh sets the rlimits (L{_rlimits}), rather than prlimit.
+        self._shell_limits = False
         # unshare and mount, where PTYs are bounded (L{_bound_ptys}).
         self._pty_tools: tuple[str, str] | None = None
         self.ptys_note = "none"
@@ -165,6 +175,7 @@ class Sandbox:
 
     def _reset(self) -> None:
         self.cgroups = None
+        self._shell_limits = False
         self.limits_note = "rlimits"
         self._pty_tools = None
         self.ptys_note = "none"
@@ -208,6 +219,7 @@ class Sandbox:
             path.chmod(0o600)
         if self.config.filtered:
             export_filters(self._identity_dir)
+        self._shell_limits = shell_sets([*self._join(""), "--"], _PROBE_LIMITS)
         if self._ids is not None:
             self.view = MountView(self._identity_dir)
         self._bound_ptys()
@@ -375,18 +387,17 @@ class Sandbox:
         """The argv and environment that run C{profile}; C{name} names its cgroup."""
         assert self._prlimit is not None, "prepare() first"
         limits = profile.limits
-        prlimit = [
-            self._prlimit,
-            f"--fsize={limits.file_size_mb * MEGABYTE}",
-            f"--nofile={min(limits.open_files, _hard_open_file_limit())}",
-            "--core=0",
-            *([f"--cpu={limits.cpu_seconds}"] if limits.cpu_seconds else []),
+        rlimits = [
+            ("fsize", limits.file_size_mb * MEGABYTE),
+            ("nofile", min(limits.open_files, _hard_open_file_limit())),
+            ("core", 0),
+            *([("cpu", limits.cpu_seconds)] if limits.cpu_seconds else []),
         ]
         if not self.enabled:
             # The process count is per user id without cgroups: the kernel counts every process
             # of jupybot's user.
-            prlimit.append(f"--nproc={limits.processes}")
-            prlimit.append(_address_space(limits, in_cgroup=False))
+            rlimits.append(("nproc", limits.processes))
+            rlimits += _address_space(limits, in_cgroup=False)
             home = profile.cwd if os.path.isdir(profile.cwd) else tempfile.gettempdir()
             env = sandbox_env(profile.env) | {
                 "HOME": home,
@@ -395,6 +406,7 @@ class Sandbox:
             # Nothing ends an unsandboxed program with its parent (a gateway killed under its
             # kernels, say) but the parent-death signal, which survives the execs that follow.
             assert self._setpriv is not None
+            prlimit = [self._prlimit, *Rlimits(tuple(rlimits)).prlimit_options()]
             argv = [self._setpriv, "--pdeathsig=KILL", "--", *prlimit, "--", *profile.argv]
             return Launch(argv, env, None, contained=False)
         assert self._bwrap is not None and self._identity_dir is not None
@@ -418,9 +430,8 @@ class Sandbox:
                 raise
         else:
             # A backstop only: without cgroups the count is shared by every sandbox.
-            prlimit.append(f"--nproc={max(limits.processes, NPROC_BACKSTOP)}")
-        if address_space := _address_space(limits, in_cgroup=cgroup is not None):
-            prlimit.append(address_space)
+            rlimits.append(("nproc", max(limits.processes, NPROC_BACKSTOP)))
+        rlimits += _address_space(limits, in_cgroup=cgroup is not None)
         seccomp = ["--seccomp", str(FILTER_FD)] if self.config.filtered else []
         devpts = str(self._identity_dir / "pts") if self._pty_tools is not None else None
         view = self.view
@@ -435,7 +446,12 @@ class Sandbox:
                 *("/bin/sh", "-c", _DEVPTS_SCRIPT, "jupybot-devpts", mount, options, devpts),
                 *argv,
             ]
-        argv = [*prlimit, "--", *argv]
+        set_limits = Rlimits(tuple(rlimits))
+        in_shell: list[str] = []
+        if self._shell_limits:
+            in_shell = set_limits.ulimit_arguments()
+        else:
+            argv = [self._prlimit, *set_limits.prlimit_options(), "--", *argv]
         if ids is not None:
             uid, gid = ids
             assert self._setpriv is not None
@@ -452,21 +468,16 @@ class Sandbox:
                 # Still root: into the view, where the paths shown are reachable by that uid.
                 argv = [*view.enter(), *argv]
         rules = str(filter_file(self._identity_dir, profile.network)) if seccomp else ""
-        identity = [str(self._identity_dir / name) for name in ("passwd", "group")]
-        procs = cgroup.procs_files if cgroup is not None else []
-        argv = [
-            "/bin/sh",
-            "-c",
-            _JOIN_SCRIPT,
-            "jupybot-join",
-            rules,
-            *identity,
-            *procs,
-            "--",
-            *argv,
-        ]
+        joins = cgroup.join_files if cgroup is not None else []
+        argv = [*self._join(rules), *joins, "--", *in_shell, "--", *argv]
         leased = ids[0] if releaser is not None and ids is not None else None
         return Launch(argv, sandbox_env(profile.env), cgroup, True, leased, releaser)
+
+    def _join(self, rules: str) -> list[str]:
+        """The launch's first C{sh} up to its cgroup join files (L{_JOIN_SCRIPT})."""
+        assert self._identity_dir is not None
+        identity = [str(self._identity_dir / name) for name in ("passwd", "group")]
+        return ["/bin/sh", "-c", _JOIN_SCRIPT, "jupybot-join", rules, *identity]
 
     def expose(self, paths: Iterable[str]) -> None:
         """Let the sandbox users reach C{paths} whatever folder they are in (as root, through
@@ -544,15 +555,15 @@ def sandbox_user_ids(user: str) -> tuple[int, int]:
     return entry.pw_uid, entry.pw_gid
 
 
-def _address_space(limits: Limits, in_cgroup: bool) -> str:
-    """prlimit's address-space option for C{limits}, or "" for none: where a cgroup holds the
-    memory, only an address space asked for; elsewhere the memory limit (or a larger address
-    space asked for), the only bound on memory there is."""
+def _address_space(limits: Limits, in_cgroup: bool) -> list[tuple[str, int]]:
+    """The address-space rlimit for C{limits}, or none: where a cgroup holds the memory, only
+    an address space asked for; elsewhere the memory limit (or a larger address space asked
+    for), the only bound on memory there is."""
     if in_cgroup:
         megabytes = limits.address_space_mb
     else:
         megabytes = max(limits.memory_mb, limits.address_space_mb)
-    return f"--as={megabytes * MEGABYTE}" if megabytes else ""
+    return [("as", megabytes * MEGABYTE)] if megabytes else []
 
 
 def _hard_open_file_limit() -> int:
