@@ -1,7 +1,7 @@
 """Browser terminal: throughput, keystroke echo, idle sessions, a flood and Ctrl-C, with baselines.
 
 Run: ``.venv/bin/python -m bench.terminal [--megabytes 200] [--rounds 5] [--sessions 100]
-[--idle 1000]``
+[--idle 1000] [--only ending]``
 
 Everything on loopback, in one run:
 
@@ -29,6 +29,8 @@ Everything on loopback, in one run:
 - ``flood_rss_growth_mb``: jupybot's RSS growth while `yes` floods a client reading 1 MB/s
   for 10 s; ``ctrl_c_ms``: Ctrl-C during that flood until the shell prompt is back, the worst
   of ``--ctrl-c-rounds`` (10) floods run right after the mass ending (``ctrl_c_ms_p50`` beside).
+- ``--only ending``: the idle sessions, their ending and its floor alone (``--endings`` times,
+  each figure then the median, ``end_<idle>_sessions_s_runs`` the spread), to iterate on ending.
 
 Targets (issues 3 and 15): throughput >= 0.85x raw PTY and the forwarding floor, >= 1.5x the
 best of terminado and wetty; echo p99 <= 5 ms; 1000 idle sessions at <= 64 KB each; flood
@@ -87,6 +89,8 @@ terminal:
 # Every session of the bench comes from one address.
 ONE_CLIENT_MANY_SESSIONS = "  limits: {max_connections_per_address: 10000}\n"
 
+_CLOSED = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED,
+           aiohttp.WSMsgType.ERROR)  # fmt: skip
 ENDED = re.compile(r"terminal: \w+ \(pid \d+\) (killed by|exited with)")
 
 
@@ -135,6 +139,12 @@ class Terminal:
 
     async def ack(self, count: int) -> None:
         await self.ws.send_bytes(b"\x02" + struct.pack("!I", count))
+
+    async def answer_pings(self) -> None:
+        """Read (and drop) what comes until the socket closes: aiohttp answers a ping only
+        while something reads."""
+        while (await self.ws.receive()).type not in _CLOSED:
+            pass
 
     async def output(self) -> bytes | None:
         message = await self.ws.receive()
@@ -224,13 +234,21 @@ async def idle_sessions(
     """RSS per idle session, and the seconds from closing them all until the server has ended
     every one (program reaped, slot given back: its log line)."""
     before = rss_kb(server.pid)
-    terminals = []
+    terminals: list[Terminal] = []
+    # An idle session still answers the server's pings (as the page does): on a loaded machine
+    # opening a thousand takes longer than the ping timeout, and the first ones were dropped.
+    answering: list[asyncio.Task[None]] = []
     for start in range(0, count, 50):
-        terminals += await asyncio.gather(
+        opened = await asyncio.gather(
             *(Terminal.open(http, url, "cat") for _ in range(min(50, count - start)))
         )
+        terminals += opened
+        answering += [asyncio.create_task(t.answer_pings()) for t in opened]
     grown = rss_kb(server.pid) - before
     ended = sum(1 for line in server.output().splitlines() if ENDED.search(line))
+    for task in answering:
+        task.cancel()
+    await asyncio.gather(*answering, return_exceptions=True)
     started = time.perf_counter()
     await asyncio.gather(*(t.ws.close() for t in terminals))
     await asyncio.to_thread(server.wait_for_count, ENDED.pattern, ended + count, 120)
@@ -268,7 +286,33 @@ async def flood_and_interrupt(
     return round((peak - before) / 1024, 1), round(ctrl_c, 1)
 
 
+async def measure_ending(args: argparse.Namespace, server: JupybotProcess) -> dict[str, Any]:
+    """The idle sessions and their ending alone, C{args.endings} times with the floor after each
+    (interleaved, so both see the same machine): medians, and each run."""
+    url = server.base_url.replace("http://", "ws://") + "/terminal/ws"
+    runs: dict[str, list[float]] = {"rss": [], "end": [], "floor": []}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+        for _ in range(args.endings):
+            per_session, ending = await idle_sessions(http, url, args.idle, server)
+            floor = await asyncio.to_thread(sandbox_teardown_floor, args.idle)
+            for name, value in (("rss", per_session), ("end", ending), ("floor", floor)):
+                runs[name].append(value)
+            print({name: values[-1] for name, values in runs.items()}, flush=True)
+    ratios = [end / floor for end, floor in zip(runs["end"], runs["floor"], strict=True)]
+    return {
+        "idle_sessions": args.idle,
+        "rss_kb_per_idle_session": statistics.median(runs["rss"]),
+        f"end_{args.idle}_sessions_s": statistics.median(runs["end"]),
+        f"end_{args.idle}_sessions_s_runs": runs["end"],
+        f"end_{args.idle}_sandboxes_floor_s": statistics.median(runs["floor"]),
+        f"end_{args.idle}_sandboxes_floor_s_runs": runs["floor"],
+        "end_vs_floor": round(statistics.median(ratios), 2),
+    }
+
+
 async def measure(args: argparse.Namespace, server: JupybotProcess) -> dict[str, Any]:
+    if args.only == "ending":
+        return await measure_ending(args, server)
     url = server.base_url.replace("http://", "ws://") + "/terminal/ws"
     figures: dict[str, Any] = {"megabytes": args.megabytes, "rounds": args.rounds}
     # One connection per session: no pool limit.
@@ -350,8 +394,13 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=100)
     parser.add_argument("--idle", type=int, default=1000)
     parser.add_argument("--ctrl-c-rounds", type=int, default=10, help="floods, Ctrl-C each")
+    parser.add_argument(
+        "--only", choices=["ending"], help="measure only this part (idle sessions and ending)"
+    )
+    parser.add_argument("--endings", type=int, default=3, help="with --only ending: runs")
     args = parser.parse_args()
-    ensure_installed()
+    if args.only != "ending":
+        ensure_installed()
     with tempfile.TemporaryDirectory() as workdir:
         server = JupybotProcess(
             jupybot_config(Path(workdir), programs(args.megabytes), web=ONE_CLIENT_MANY_SESSIONS),
