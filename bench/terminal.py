@@ -1,7 +1,7 @@
 """Browser terminal: throughput, keystroke echo, idle sessions, a flood and Ctrl-C, with baselines.
 
 Run: ``.venv/bin/python -m bench.terminal [--megabytes 200] [--rounds 5] [--sessions 100]
-[--idle 1000] [--only ending]``
+[--idle 1000] [--only throughput|ending]``
 
 Everything on loopback, in one run:
 
@@ -31,6 +31,7 @@ Everything on loopback, in one run:
   of ``--ctrl-c-rounds`` (10) floods run right after the mass ending (``ctrl_c_ms_p50`` beside).
 - ``--only ending``: the idle sessions, their ending and its floor alone (``--endings`` times,
   each figure then the median, ``end_<idle>_sessions_s_runs`` the spread), to iterate on ending.
+- ``--only throughput``: the throughput rounds alone, to iterate on the data path.
 
 Targets (issues 3 and 15): throughput >= 0.85x raw PTY and the forwarding floor, >= 1.5x the
 best of terminado and wetty; echo p99 <= 5 ms; 1000 idle sessions at <= 64 KB each; flood
@@ -318,6 +319,8 @@ async def measure(args: argparse.Namespace, server: JupybotProcess) -> dict[str,
     # One connection per session: no pool limit.
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
         figures.update(await throughput(http, url, args.megabytes, args.rounds))
+        if args.only == "throughput":
+            return figures
         samples = await echo_latency(http, url, args.sessions)
         figures["echo_sessions"] = args.sessions
         figures["echo_p50_ms"] = round(statistics.median(samples), 2)
@@ -395,7 +398,9 @@ def main() -> None:
     parser.add_argument("--idle", type=int, default=1000)
     parser.add_argument("--ctrl-c-rounds", type=int, default=10, help="floods, Ctrl-C each")
     parser.add_argument(
-        "--only", choices=["ending"], help="measure only this part (idle sessions and ending)"
+        "--only",
+        choices=["throughput", "ending"],
+        help="measure only this part (the throughput rounds; idle sessions and ending)",
     )
     parser.add_argument("--endings", type=int, default=3, help="with --only ending: runs")
     args = parser.parse_args()
