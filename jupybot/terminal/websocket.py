@@ -13,6 +13,7 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime, ISSLTransport
 from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper
 from zope.interface import implementer
 
 from ..config import Secret
@@ -99,6 +100,16 @@ class _TerminalProtocol(WebSocketServerProtocol):
     def _tcp(self) -> Any:
         """The TCP transport under the websocket (peer address, producer registration)."""
         return self.transport
+
+    @property
+    def _socket(self) -> Any:
+        """The transport that holds the socket's send buffer, under the wrappers the site puts
+        around it (EdgeFactory's connection caps, TLS): Twisted pauses a producer when this
+        one's buffer is full, whatever a wrapper's C{bufferSize} says."""
+        transport: Any = self.transport
+        while isinstance(transport, ProtocolWrapper):
+            transport = transport.transport
+        return transport
 
     def onConnect(self, request: ConnectionRequest) -> None:
         """The visitor's address (through a trusted proxy, the one it forwarded) and the one
@@ -209,7 +220,8 @@ class _TerminalProtocol(WebSocketServerProtocol):
         if getattr(self._tcp, "producer", None) is not None:
             # Served through twisted.web: the HTTP channel is still the registered producer.
             self._tcp.unregisterProducer()
-        self._tcp.bufferSize = max(self._tcp.bufferSize, buffer_bytes)
+        socket = self._socket
+        socket.bufferSize = max(socket.bufferSize, buffer_bytes)
         # Without it, a frame's tail shorter than a segment waits for the client's delayed ACK.
         self._tcp.setTcpNoDelay(True)
         self._tcp.registerProducer(_Backpressure(session), True)

@@ -6,7 +6,9 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any, cast
 
+from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.internet.task import Clock
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 
 from jupybot.terminal.websocket import PING_TIMEOUT_SECONDS, RawTerminalProtocol
 
@@ -27,6 +29,23 @@ class FakeTcp:
         return self.reading
 
 
+class FakeSocket:
+    """A TCP transport's producer registration and send-buffer size, as Twisted keeps them."""
+
+    def __init__(self) -> None:
+        self.bufferSize = 64 * 1024  # Twisted's
+        self.producer: object | None = None
+
+    def registerProducer(self, producer: object, streaming: bool) -> None:
+        self.producer = producer
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        pass
+
+
 class FakePty:
     def __init__(self) -> None:
         self.paused_by: set[str] = set()
@@ -37,18 +56,21 @@ class FakePty:
     def resume_reading(self, reason: str) -> None:
         self.paused_by.discard(reason)
 
+    def throttle_input(self, producer: object) -> None:
+        pass
+
 
 class Protocol(RawTerminalProtocol):
     """A raw protocol past its hello, sending into lists."""
 
-    def __init__(self) -> None:
+    def __init__(self, window: int = WINDOW) -> None:
         super().__init__()
         self.sent: list[bytes] = []
         self.pings = 0
         self.clock = Clock()
         self.tcp = FakeTcp()
         self.pty = FakePty()
-        config = SimpleNamespace(window_kb=WINDOW // 1024)
+        config = SimpleNamespace(window_kb=window // 1024)
         factory: Any = SimpleNamespace(
             frame_bytes=64 * 1024, sessions=SimpleNamespace(config=config), reactor=self.clock
         )
@@ -108,3 +130,21 @@ def test_a_missing_pong_behind_unread_input_is_not_a_dead_peer() -> None:
     assert protocol.pings == 1 and not protocol.tcp.reads()
     protocol.clock.advance(PING_TIMEOUT_SECONDS)  # probed again: a write to a gone peer fails
     assert protocol.pings == 2
+
+
+def test_the_socket_under_the_sites_wrappers_may_hold_the_window() -> None:
+    """Twisted pauses the program whenever the socket's own transport buffers more than its
+    bufferSize. Set on the site's wrapper above it instead, Twisted's 64 KB stayed in force:
+    a flood (`head -c 200M /dev/zero`) was paused 3400 times rather than 500."""
+    protocol = Protocol(window=512 * 1024)
+    socket = FakeSocket()
+    wrapper = ProtocolWrapper(WrappingFactory(None), TwistedProtocol())
+    wrapper.transport = cast(Any, socket)
+    protocol.transport = cast(Any, wrapper)
+    program = SimpleNamespace(name="bulk", title="Bulk")
+    session = SimpleNamespace(
+        id="s", resume_token="t", program=program, replay=SimpleNamespace(total=0), pty=protocol.pty
+    )
+    protocol._attach(cast(Any, session))
+    assert socket.bufferSize == 512 * 1024
+    assert socket.producer is not None
