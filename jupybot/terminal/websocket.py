@@ -322,8 +322,9 @@ class RawTerminalProtocol(_TerminalProtocol):
         if self.state != self.STATE_OPEN:
             return
         step = self.factory.frame_bytes - 1  # the type byte
+        view = memoryview(data)  # a flood's burst (up to 256 KB) copied once, into its frames
         for start in range(0, len(data), step):
-            self.sendMessage(wire.output_frame(data[start : start + step]), isBinary=True)
+            self.sendMessage(wire.output_frame(view[start : start + step]), isBinary=True)
         self._unacked += len(data)
         if self._unacked > self._window and self.session is not None and not self._input_paused:
             # The browser has not drawn this much yet: let the program wait (Ctrl-C still goes).

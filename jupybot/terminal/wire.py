@@ -106,7 +106,7 @@ def decode_hello(payload: bytes) -> dict[str, Any]:
     return hello
 
 
-def output_frame(data: bytes) -> bytes:
+def output_frame(data: bytes | memoryview) -> bytes:
     return bytes((OUTPUT,)) + data
 
 
