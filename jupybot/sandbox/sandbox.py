@@ -395,8 +395,10 @@ class Sandbox:
         ]
         if not self.enabled:
             # The process count is per user id without cgroups: the kernel counts every process
-            # of jupybot's user.
-            rlimits.append(("nproc", limits.processes))
+            # of jupybot's user (root's not at all), jupybot's own and its kernels' among them,
+            # so, as for a sandbox without a cgroup, a backstop: the session's own count would
+            # refuse it a fork whenever that user already runs as many (a normal user always).
+            rlimits.append(("nproc", max(limits.processes, NPROC_BACKSTOP)))
             rlimits += _address_space(limits, in_cgroup=False)
             home = profile.cwd if os.path.isdir(profile.cwd) else tempfile.gettempdir()
             env = sandbox_env(profile.env) | {

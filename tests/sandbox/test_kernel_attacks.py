@@ -47,11 +47,6 @@ ATTACKS = "\n".join(
 # The sandboxed kernels' limits here: small enough to hit quickly.
 MEMORY_MB = 512
 PROCESSES = 32
-# The unsandboxed kernels' process limit, which no test here attacks. Unsandboxed, it is
-# RLIMIT_NPROC alone, and for a normal user that counts every process and thread the user runs
-# (this run, both gateways, their kernels: more than 32), so a kernel under 32 could not start
-# its threads; root is exempt from RLIMIT_NPROC, so as root the limit changes nothing.
-UNSANDBOXED_PROCESSES = PROCESSES if os.geteuid() == 0 else 4096
 
 
 @dataclass
@@ -138,7 +133,7 @@ async def start_server(mode: str, directory: Path) -> AsyncIterator[Server]:
     config = replace(
         GatewayConfig(url=None, token=None),
         kernel_memory_mb=MEMORY_MB,
-        kernel_processes=PROCESSES if mode != "none" else UNSANDBOXED_PROCESSES,
+        kernel_processes=PROCESSES,
         prestart=0,
     )
     part = KernelsPart(config, reactor, state, sandbox)

@@ -98,7 +98,7 @@ def test_unsandboxed_programs_run_under_prlimit_with_a_clean_environment() -> No
         "--nofile=1024",
         "--core=0",
         "--cpu=5",
-        "--nproc=7",
+        "--nproc=1024",  # per user without cgroups: a backstop, not the session's 7
         "--as=104857600",  # no cgroup: the memory limit is the address space
     ]
     assert argv[7:] == ["--", sys.executable, "-q"]
