@@ -82,9 +82,11 @@ def test_the_probe_says_the_sandbox_user_is_at_its_process_limit_and_passes_afte
         with pytest.raises(SandboxBusy) as caught:
             sandbox.prepare()
         message = str(caught.value)
-        # (As a normal user the count also holds this test run's own threads.)
+        # As a normal user the count also holds this test run's own threads, which come and go
+        # after the crowd was sized: at the limit, if no longer 80 past it.
+        at_least = NPROC_BACKSTOP + 80 if os.geteuid() == 0 else NPROC_BACKSTOP
         running = re.search(r"already runs (\d+) processes and threads", message)
-        assert running is not None and int(running[1]) >= NPROC_BACKSTOP + 80, message
+        assert running is not None and int(running[1]) >= at_least, message
         assert f"fewer than {NPROC_BACKSTOP}" in message and "tries again" in message
         assert "namespaces" not in message and "unprivileged" not in message
         assert isinstance(caught.value, TransientProblem)
