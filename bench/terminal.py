@@ -66,6 +66,8 @@ from bench._terminal_peers import (
     through_forward_floor,
     through_wetty,
 )
+from jupybot.config.sandbox import SandboxConfig, parse_uid_range
+from jupybot.sandbox.uids import uids_in_use
 from tests.harness import JupybotProcess, jupybot_config, rss_kb
 
 PROMPT = b"READY> "
@@ -233,7 +235,9 @@ async def idle_sessions(
     http: aiohttp.ClientSession, url: str, count: int, server: JupybotProcess
 ) -> tuple[float, float]:
     """RSS per idle session, and the seconds from closing them all until the server has ended
-    every one (program reaped, slot given back: its log line)."""
+    every one (program reaped, slot given back: its log line) and nothing of their sandboxes
+    runs any more (as the floor counts: a sandbox's last processes may still be leaving when
+    its program is reaped)."""
     before = rss_kb(server.pid)
     terminals: list[Terminal] = []
     # An idle session still answers the server's pings (as the page does): on a loaded machine
@@ -253,7 +257,18 @@ async def idle_sessions(
     started = time.perf_counter()
     await asyncio.gather(*(t.ws.close() for t in terminals))
     await asyncio.to_thread(server.wait_for_count, ENDED.pattern, ended + count, 120)
+    await asyncio.to_thread(wait_for_sandbox_uids_free, 120)
     return round(grown / count, 1), round(time.perf_counter() - started, 2)
+
+
+def wait_for_sandbox_uids_free(timeout: float) -> None:
+    ids = parse_uid_range(SandboxConfig().uids)
+    if ids is None or os.geteuid() != 0:
+        return  # sandboxes run as jupybot's own user: nothing to tell them apart by
+    deadline = time.monotonic() + timeout
+    while left := uids_in_use(ids, lambda uid: False):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"sandboxes still running {timeout}s after their end: {left}")
 
 
 async def flood_and_interrupt(
