@@ -23,7 +23,8 @@ Everything on loopback, in one run:
   each typing ten keys a second, out of step with each other (1000 keys/s for 100 sessions);
   ``echo_burst_p99_ms``: the same sessions all typing back to back at once (a stress figure).
 - ``rss_kb_per_idle_session``: jupybot's RSS growth per idle session, ``--idle`` of them;
-  ``end_<idle>_sessions_s``: from closing them all until the server has ended every one;
+  ``end_<idle>_sessions_s``: from closing them all until the server has ended every one and
+  nothing of their sandboxes runs any more;
   ``end_<idle>_sandboxes_floor_s``: the same sandboxes started without jupybot, all SIGKILLed
   at once, until reaped with their PTYs closed and cgroups removed (the kernel's share).
 - ``flood_rss_growth_mb``: jupybot's RSS growth while `yes` floods a client reading 1 MB/s
