@@ -134,10 +134,13 @@ class _DrainingPtyProcess(PTYProcess):
     """Twisted's PTY transport, reading the terminal until it is empty (up to L{DRAIN_LIMIT})
     each time the reactor says it is readable, where Twisted's reads once."""
 
+    takes_terminal = True  # the child becomes the terminal's session leader
+
     def _setupChild(self, masterfd: int, slavefd: int) -> None:
         os.close(masterfd)
         os.setsid()
-        fcntl.ioctl(slavefd, termios.TIOCSCTTY, 0)
+        if self.takes_terminal:
+            fcntl.ioctl(slavefd, termios.TIOCSCTTY, 0)
         for fd in range(3):
             if fd != slavefd:
                 os.close(fd)
@@ -175,16 +178,7 @@ class _SandboxPtyProcess(_DrainingPtyProcess):
     job control sees process groups it can name. Twisted's own PTY child takes the terminal for
     the process outside, whose group the program cannot see ("Cannot set tty process group")."""
 
-    def _setupChild(self, masterfd: int, slavefd: int) -> None:
-        os.close(masterfd)
-        os.setsid()
-        for fd in range(3):
-            if fd != slavefd:
-                os.close(fd)
-        for fd in range(3):
-            os.dup2(slavefd, fd)
-        _close_inherited_descriptors()
-        self._resetSignalDisposition()
+    takes_terminal = False
 
 
 class PtySession:
