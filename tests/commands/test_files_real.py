@@ -25,22 +25,16 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 
 from jupybot.commands import (
-    AccessPolicy,
-    Addressing,
     ChatCommands,
-    ChatLimits,
-    ChatNetwork,
-    ChatRules,
     IncomingAttachment,
     IncomingMessage,
 )
 from jupybot.commands import files as files_module
 from jupybot.commands.notebook import NotebookLimits
-from jupybot.config.kernels import GatewayConfig
-from jupybot.kernels import GatewayKernelManager
 from tests.peers.kernel_gateway import KernelGateway
 
 from .fakes import FakeConversation
+from .real import bot_on
 
 pytestmark = pytest.mark.peers
 
@@ -103,16 +97,7 @@ class Room:
 
 @pytest_twisted.async_yield_fixture
 async def room(shallow_gateway: KernelGateway, tmp_path: Path) -> AsyncIterator[Room]:
-    kernels = GatewayKernelManager(reactor, GatewayConfig(url=None, token=None))
-    kernels.connect(shallow_gateway.url, shallow_gateway.token)
-    bot = ChatCommands(
-        kernels,
-        ChatNetwork(
-            AccessPolicy.build(["*:example.org"], [], []), Addressing(prefixes=("!jupybot",))
-        ),
-        reactor,
-        rules=ChatRules(ChatLimits(commands_per_minute=0), NotebookLimits(transfer_bytes=LIMIT)),
-    )
+    kernels, bot = bot_on(shallow_gateway, NotebookLimits(transfer_bytes=LIMIT))
     conversation = FakeConversation(key=f"matrix:!files-{tmp_path.name}:example.org")
     yield Room(bot, conversation, shallow_gateway.workdir, iter(range(1000)))
     await kernels.shutdown_all()

@@ -15,39 +15,17 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 
 from jupybot.commands import (
-    AccessPolicy,
-    Addressing,
-    ChatCommands,
-    ChatLimits,
-    ChatNetwork,
-    ChatRules,
     IncomingAttachment,
     IncomingMessage,
 )
-from jupybot.config.kernels import GatewayConfig
-from jupybot.kernels import GatewayKernelManager
 from tests.peers.kernel_gateway import KernelGateway
 
 from .fakes import FakeConversation
+from .real import bot_on
 
 pytestmark = pytest.mark.peers
 
 ALICE = "@alice:example.org"
-
-
-def _bot_on(gateway: KernelGateway) -> tuple[GatewayKernelManager, ChatCommands]:
-    """The chat commands over a real gateway's kernels, for anyone at example.org, unthrottled."""
-    kernels = GatewayKernelManager(reactor, GatewayConfig(url=None, token=None))
-    kernels.connect(gateway.url, gateway.token)
-    bot = ChatCommands(
-        kernels,
-        ChatNetwork(
-            AccessPolicy.build(["*:example.org"], [], []), Addressing(prefixes=("!jupybot",))
-        ),
-        reactor,
-        rules=ChatRules(ChatLimits(commands_per_minute=0)),
-    )
-    return kernels, bot
 
 
 def _timeboxed(d: Deferred[Any], seconds: float = 30) -> Deferred[Any]:
@@ -85,7 +63,7 @@ def _outputs(notebook: nbformat.NotebookNode) -> list[list[tuple[str, Any]]]:
 async def test_runs_exported_execute_the_same_and_a_sent_notebook_runs(
     kernel_gateway: KernelGateway,
 ) -> None:
-    kernels, bot = _bot_on(kernel_gateway)
+    kernels, bot = bot_on(kernel_gateway)
     room = FakeConversation(key="matrix:!study:example.org")
     ids = iter(range(100))
 
@@ -142,7 +120,7 @@ async def test_runs_exported_execute_the_same_and_a_sent_notebook_runs(
 async def test_an_output_a_chat_cannot_show_is_said_and_kept_whole_in_the_notebook(
     kernel_gateway: KernelGateway,
 ) -> None:
-    kernels, bot = _bot_on(kernel_gateway)
+    kernels, bot = bot_on(kernel_gateway)
     room = FakeConversation(key="matrix:!charts:example.org")
     widget = {"version_major": 2, "version_minor": 0, "model_id": "abc123"}
     code = (
