@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from urllib.parse import urlsplit
+from weakref import WeakKeyDictionary
 
 from twisted.internet.address import IPv4Address
 from twisted.web.http import combinedLogFormatter
@@ -305,14 +306,23 @@ def check_origin(origin: str | None, client: Client, listed: tuple[str, ...]) ->
 
 
 def client_of_request(request: IRequest, trust: ProxyTrust) -> Client:
-    """L{resolve_client} for a twisted.web request."""
+    """L{resolve_client} for a twisted.web request; once per request and trust, since a
+    resource and the access log line both ask."""
+    known = _resolved.get(request)
+    if known is not None and known[0] == trust:
+        return known[1]
     headers = {}
     for name in CLIENT_HEADERS:
         values = request.requestHeaders.getRawHeaders(name)
         if values:
             headers[name] = ",".join(values)
     peer = getattr(request.getClientAddress(), "host", None)
-    return resolve_client(peer, request.isSecure(), headers, trust)
+    client = resolve_client(peer, request.isSecure(), headers, trust)
+    _resolved[request] = (trust, client)
+    return client
+
+
+_resolved: WeakKeyDictionary[IRequest, tuple[ProxyTrust, Client]] = WeakKeyDictionary()
 
 
 class _AsTheVisitor:
