@@ -130,6 +130,8 @@ class EdgeChannel(HTTPChannel):
         self._abort: IDelayedCall | None = None
         self._head_bytes = 0
         self._awaiting_head = False
+        # The head has come and a body follows: its deadline starts once this read is done.
+        self._body_due = False
         self._closing = False
 
     # The request's life.
@@ -144,6 +146,12 @@ class EdgeChannel(HTTPChannel):
         if self._awaiting_head and data:
             self._head_bytes = max(self._head_bytes, 1)
         super().dataReceived(data)
+        if self._body_due and not self._closing:
+            # The body did not come with the head: it has its deadline from now on (set here
+            # rather than at the head's end, where most bodies would cancel it at once).
+            self._body_due = False
+            seconds = self._limits.body_timeout_seconds
+            self._deadline = self.callLater(seconds, self._body_too_slow, seconds)
 
     def lineReceived(self, line: bytes) -> None:
         if self._closing:
@@ -176,9 +184,7 @@ class EdgeChannel(HTTPChannel):
 
             decoder.dataCallback = counted
         super().allHeadersReceived()
-        if self.length != 0:  # a body follows (None: chunked)
-            seconds = self._limits.body_timeout_seconds
-            self._deadline = self.callLater(seconds, self._body_too_slow, seconds)
+        self._body_due = self.length != 0  # a body follows (None: chunked)
 
     def rawDataReceived(self, data: bytes) -> None:
         if self._closing:
@@ -208,6 +214,7 @@ class EdgeChannel(HTTPChannel):
             self._answer_and_close(http_error(400, "Bad Request", message))
 
     def allContentReceived(self) -> None:
+        self._body_due = False
         self._cancel_deadline()
         super().allContentReceived()
 
