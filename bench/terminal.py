@@ -67,8 +67,6 @@ from bench._terminal_peers import (
     through_forward_floor,
     through_wetty,
 )
-from jupybot.config.sandbox import SandboxConfig, parse_uid_range
-from jupybot.sandbox.uids import uids_in_use
 from tests.harness import JupybotProcess, jupybot_config, rss_kb
 
 PROMPT = b"READY> "
@@ -251,25 +249,63 @@ async def idle_sessions(
         terminals += opened
         answering += [asyncio.create_task(t.answer_pings()) for t in opened]
     grown = rss_kb(server.pid) - before
-    ended = sum(1 for line in server.output().splitlines() if ENDED.search(line))
+    logged = server.line_count()
     for task in answering:
         task.cancel()
     await asyncio.gather(*answering, return_exceptions=True)
     started = time.perf_counter()
     await asyncio.gather(*(t.ws.close() for t in terminals))
-    await asyncio.to_thread(server.wait_for_count, ENDED.pattern, ended + count, 120)
-    await asyncio.to_thread(wait_for_sandbox_uids_free, 120)
+    await asyncio.to_thread(wait_for_lines, server, ENDED, count, logged, 120)
+    await asyncio.to_thread(wait_for_sandboxes_gone, server.pid, "cat-", 120)
     return round(grown / count, 1), round(time.perf_counter() - started, 2)
 
 
-def wait_for_sandbox_uids_free(timeout: float) -> None:
-    ids = parse_uid_range(SandboxConfig().uids)
-    if ids is None or os.geteuid() != 0:
-        return  # sandboxes run as jupybot's own user: nothing to tell them apart by
+def wait_for_lines(
+    server: JupybotProcess, pattern: re.Pattern[str], count: int, start: int, timeout: float
+) -> None:
+    """Until C{count} of the server's log lines from index C{start} on match C{pattern}, each
+    line read once. (The harness's wait_for_count reads every line again at each new one,
+    holding the lock its reader appends under: with thousands of lines the bench took a core
+    and the server blocked writing its log while its sessions ended.)"""
     deadline = time.monotonic() + timeout
-    while left := uids_in_use(ids, lambda uid: False):
+    found = 0
+    while True:
+        logged = server.line_count()
+        found += sum(1 for line in server.lines[start:logged] if pattern.search(line))
+        if found >= count:
+            return
+        start = logged
+        server.wait_for("", timeout=deadline - time.monotonic(), start=start)  # any new line
+
+
+def wait_for_sandboxes_gone(server_pid: int, prefix: str, timeout: float) -> None:
+    """Until the server's cgroups named C{prefix}... are all gone: a cgroup can be removed only
+    once nothing runs in it, and every process of a sandbox joined its cgroup before the
+    program started. Polled every 5 ms, as the floor polls its own removals. (Scanning /proc
+    for the sandbox uids, as this did before, took a core of the two while the server ended
+    its sessions, and waited for the sandboxes of any other jupybot running meanwhile.)"""
+    parents = list(_session_cgroup_parents(server_pid))
+    deadline = time.monotonic() + timeout
+    while left := [group for parent in parents for group in parent.glob(f"{prefix}*")]:
         if time.monotonic() > deadline:
             raise RuntimeError(f"sandboxes still running {timeout}s after their end: {left}")
+        time.sleep(0.005)
+
+
+def _session_cgroup_parents(server_pid: int) -> list[Path]:
+    """Where the server at C{server_pid} makes its sessions' cgroups (jupybot.sandbox.cgroups):
+    C{jupybot-PID} in each cgroup v1 hierarchy, or C{sandboxes} beside its own v2 group."""
+    root = Path("/sys/fs/cgroup")
+    parents = []
+    for line in Path(f"/proc/{server_pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        for controller in controllers.split(","):
+            if controller in ("memory", "pids", "cpu"):
+                parents.append(root / controller / path.lstrip("/") / f"jupybot-{server_pid}")
+        if not controllers:  # v2: jupybot moved itself to <own>/supervisor
+            own = Path(path.lstrip("/"))
+            parents.append(root / (own.parent if own.name == "supervisor" else own) / "sandboxes")
+    return [parent for parent in parents if parent.is_dir()]
 
 
 async def flood_and_interrupt(
