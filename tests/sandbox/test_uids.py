@@ -117,6 +117,11 @@ def test_a_range_someone_has_is_refused_at_start_and_ids_in_use_left_out(tmp_pat
     assert in_use() == {}  # a sandbox of another jupybot (it holds the uid's lock)
     (proc / "42" / "status").write_text("Name:\tx\nUid:\t70001\t70001\t70001\t70001\n")
     assert in_use() == {70001: "process 42"}
+    (proc / "43").mkdir()
+    (proc / "43" / "status").write_text(
+        "Name:\tx\nState:\tZ (zombie)\nUid:\t70002\t70002\t70002\t70002\n"
+    )
+    assert in_use() == {70001: "process 42"}  # a zombie's uid is free to lease
     pool = UidPool(range(70000, 70003), tmp_path / "locks")
     pool.leave_out(in_use())
     assert [pool.lease(), pool.lease()] == [70000, 70002]
