@@ -106,8 +106,27 @@ def decode_hello(payload: bytes) -> dict[str, Any]:
     return hello
 
 
-def output_frame(data: bytes | memoryview) -> bytes:
-    return bytes((OUTPUT,)) + data
+def output_messages(data: bytes, max_payload: int) -> bytes:
+    """C{data} as OUTPUT messages of at most C{max_payload} bytes each (the type byte
+    included), each one unmasked binary websocket frame (RFC 6455 5.2), joined: the bytes
+    autobahn's C{sendMessage} writes for them, with the output copied once on the way."""
+    step = max_payload - 1
+    view = memoryview(data)
+    parts: list[bytes | memoryview] = []
+    for start in range(0, len(data), step):
+        part = view[start : start + step]
+        parts += (_output_header(len(part) + 1), part)
+    return b"".join(parts)
+
+
+def _output_header(length: int) -> bytes:
+    """A final binary frame's header for a payload of C{length} bytes, and the OUTPUT byte
+    that begins the payload."""
+    if length < 126:
+        return struct.pack("!BBB", 0x82, length, OUTPUT)
+    if length < 1 << 16:
+        return struct.pack("!BBHB", 0x82, 126, length, OUTPUT)
+    return struct.pack("!BBQB", 0x82, 127, length, OUTPUT)
 
 
 def json_frame(kind: int, body: dict[str, Any]) -> bytes:

@@ -3,13 +3,16 @@ socket, with fakes for the TCP transport and the program's terminal."""
 
 from __future__ import annotations
 
+import struct
 from types import SimpleNamespace
 from typing import Any, cast
 
+import pytest
 from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.internet.task import Clock
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 
+from jupybot.terminal import wire
 from jupybot.terminal.websocket import PING_TIMEOUT_SECONDS, RawTerminalProtocol
 
 WINDOW = 64 * 1024
@@ -89,8 +92,28 @@ class Protocol(RawTerminalProtocol):
     ) -> None:
         self.sent.append(payload)
 
+    def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
+        """Output is written as ready websocket frames: their payloads."""
+        self.sent += websocket_payloads(data)
+
     def sendPing(self, payload: bytes | None = None) -> None:
         self.pings += 1
+
+
+def websocket_payloads(data: bytes) -> list[bytes]:
+    """The payloads of the final, unmasked frames (RFC 6455 5.2) that C{data} holds, whole."""
+    payloads = []
+    while data:
+        assert data[0] == 0x82 and data[1] < 0x80  # FIN, binary; not masked
+        length, start = data[1], 2
+        if length == 126:
+            length, start = struct.unpack("!H", data[2:4])[0], 4
+        elif length == 127:
+            length, start = struct.unpack("!Q", data[2:10])[0], 10
+        payloads.append(data[start : start + length])
+        assert len(payloads[-1]) == length
+        data = data[start + length :]
+    return payloads
 
 
 def open_protocol() -> tuple[Protocol, FakeTcp, FakePty, list[bytes]]:
@@ -105,6 +128,18 @@ def test_output_beyond_the_window_pauses_the_program() -> None:
     protocol.output(b"x")
     assert pty.paused_by == {"window"}
     assert sum(len(frame) - 1 for frame in sent) == WINDOW + 1
+
+
+@pytest.mark.parametrize("size", [1, 124, 125, 65534, 65535, 65536, 3 * 65535 + 7])
+def test_output_goes_as_output_messages_of_at_most_a_frame_each(size: int) -> None:
+    """The browser gets each burst whole, in order, as OUTPUT messages within the frame size
+    (64 KB) it may be sent, whatever length encoding each needs."""
+    protocol, _, _, sent = open_protocol()
+    data = bytes(n % 251 for n in range(size))
+    protocol.output(data)
+    assert all(frame[0] == wire.OUTPUT and len(frame) <= 64 * 1024 for frame in sent)
+    assert b"".join(frame[1:] for frame in sent) == data
+    assert len(sent) == -(-size // (64 * 1024 - 1))
 
 
 def test_while_input_waits_for_the_program_the_socket_is_not_read_nor_the_window_kept() -> None:
