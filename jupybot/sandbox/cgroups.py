@@ -112,22 +112,25 @@ class SessionCgroup:
         name = "tasks" if self.version == 1 else "cgroup.procs"
         return [str(directory / name) for directory in self.directories]
 
-    def kill_all(self) -> None:
-        """SIGKILL whatever still runs in the group (a sandbox outliving its session). Tried
-        first by removing the groups: an empty one (as nearly always when a session ends) is
-        gone at once, and only a group still holding processes is read (opening a cgroup file
-        cost as much as the three rmdirs, and this runs for every session that ends). Every
-        process joined all of the session's groups, so one of them lists them all."""
+    def kill_all(self) -> bool:
+        """SIGKILL whatever still runs in the group (a sandbox outliving its session); True if
+        nothing did and the groups are gone. Tried first by removing the groups: an empty one
+        (as nearly always when a session ends) is gone at once, and only a group still holding
+        processes is read (opening a cgroup file cost as much as the three rmdirs, and this runs
+        for every session that ends). Every process joined all of the session's groups, so one
+        of them lists them all."""
         if self._remove(quiet=True):
-            return
+            return True
         for directory in self._left()[:1]:
             for pid in _read_pids(directory / "cgroup.procs"):
                 with suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+        return False
 
-    def remove(self) -> bool:
-        """Remove the groups; False while a process is still leaving (try again shortly)."""
-        return self._remove(quiet=False)
+    def remove(self, quiet: bool = False) -> bool:
+        """Remove the groups; False while a process is still leaving (try again shortly).
+        Unless C{quiet}, a group that cannot be removed for another reason is logged."""
+        return self._remove(quiet)
 
     def _left(self) -> list[Path]:
         return [directory for directory in self.directories if directory not in self._removed]

@@ -32,6 +32,7 @@ from twisted.python.failure import Failure
 
 from ..reactor import PtyReactor
 from ..sandbox import Launch
+from ..sandbox.remover import CgroupRemover
 from . import _proc
 
 log = Logger()
@@ -39,8 +40,6 @@ log = Logger()
 # Seconds between SIGHUP, SIGTERM and SIGKILL when a session ends.
 KILL_GRACE = 2.0
 MIN_SIZE, MAX_COLS, MAX_ROWS = 1, 1000, 500
-# How long an emptied cgroup may take to be removable, in tries 50 ms apart.
-CGROUP_REMOVE_TRIES = 100
 # Seconds after the spawned process is reaped before jupybot closes a terminal still held open.
 ORPHAN_GRACE = 1.0
 
@@ -182,7 +181,8 @@ class _SandboxPtyProcess(_DrainingPtyProcess):
 
 
 class PtySession:
-    """A running program. L{start} spawns it; L{ended} fires with its exit status."""
+    """A running program. L{start} spawns it; L{ended} fires with its exit status. A program
+    sandboxed in a cgroup needs a L{CgroupRemover} to remove that cgroup when it ends."""
 
     def __init__(
         self,
@@ -193,12 +193,14 @@ class PtySession:
         rows: int,
         sink: OutputSink,
         cwd: str | None = None,
+        remover: CgroupRemover | None = None,
     ) -> None:
         self.name = name
         self._launch = launch
         self._cwd = cwd
         self._reactor = reactor
         self._sink = sink
+        self._remover = remover
         self._size = (cols, rows)
         self._transport: PTYProcess | None = None
         self._master_fd: int | None = None
@@ -252,7 +254,7 @@ class PtySession:
         except Exception:
             os.close(master)
             os.close(slave)
-            self._release_cgroup(CGROUP_REMOVE_TRIES)
+            self._release_sandbox()
             raise
         transport = self._transport
         self._master_fd = master
@@ -408,7 +410,7 @@ class PtySession:
         self._reaped = True
         self._resume_all()
         if self._launch.cgroup is not None:
-            self._launch.cgroup.kill_all()
+            self._release_sandbox()
         elif self._launch.contained and self.pid is not None:
             # No cgroup (a normal user on cgroup v1): a bubblewrap killed while setting up
             # leaves its child, the sandbox's PID 1, waiting for ever for its uid map, in the
@@ -424,23 +426,25 @@ class PtySession:
                      program=self.name, pid=self.pid)  # fmt: skip
             self._transport.loseConnection()
 
-    def _release_cgroup(self, tries: int) -> None:
+    def _release_sandbox(self) -> None:
+        """Remove the sandbox's cgroup (killing what still runs in it) off the reactor, then
+        give its host uid back: nothing of the sandbox runs any more. Given up on, the uid
+        stays leased: something of the sandbox may still run as it."""
         cgroup = self._launch.cgroup
-        if cgroup is None or cgroup.remove():
-            self._launch.release()  # its host uid, once nothing of the sandbox runs
-            if not self.released.called:
-                self.released.callback(None)
+        if cgroup is None:
+            self._launch.release()
+            self.released.callback(None)
             return
-        if tries == 2:
-            cgroup.kill_all()
-        if tries <= 1:
-            # The uid stays leased: something of the sandbox may still run as it.
+        assert self._remover is not None, "a launch with a cgroup needs a remover"
+        self._remover.remove(cgroup).addCallback(self._cgroup_removed)
+
+    def _cgroup_removed(self, gone: bool) -> None:
+        if gone:
+            self._launch.release()
+        else:
             log.warn("terminal: cannot remove the cgroup of {program} (pid {pid})",
                      program=self.name, pid=self.pid)  # fmt: skip
-            if not self.released.called:
-                self.released.callback(None)
-            return
-        self._reactor.callLater(0.05, self._release_cgroup, tries - 1)
+        self.released.callback(None)
 
     def _received(self, data: bytes) -> None:
         self.on_activity()
@@ -452,7 +456,8 @@ class PtySession:
         # in a sandbox they went with its PID namespace.
         if not self._launch.contained and self.pid is not None and _proc.session_members(self.pid):
             self._signal_session(signal.SIGKILL)
-        self._release_cgroup(CGROUP_REMOVE_TRIES)
+        if self._launch.cgroup is None:
+            self._release_sandbox()
         for pending in (self._killing, self._orphan_check):
             if pending is not None and pending.active():
                 pending.cancel()

@@ -11,12 +11,13 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads
 from twisted.logger import Logger
 
 from ..config.terminal import ProgramConfig, TerminalConfig
 from ..reactor import Clock, PtyReactor
 from ..sandbox import Sandbox
+from ..sandbox.remover import CgroupRemover
 from .programs import host_cwd, launch_program
 from .pty import ExitStatus, ProgramNotFound, PtySession
 
@@ -197,6 +198,8 @@ class TerminalSessions:
         self.config = config
         self.sandbox = sandbox
         self.programs = dict(programs)
+        # Every session's cgroup is removed by this one, off the reactor.
+        self._cgroups = CgroupRemover(reactor, IReactorFromThreads(reactor))
         # Programs that cannot run here (the owner was told why at start): refused to visitors.
         self.withdrawn: set[str] = set()
         # Every session whose program runs, ending ones included; the caps count those not
@@ -267,6 +270,7 @@ class TerminalSessions:
                 rows,
                 session,
                 cwd=host_cwd(program, self.sandbox),
+                remover=self._cgroups,
             )
             session.pty.on_activity = session.touch
             session.pty.start()
@@ -341,9 +345,11 @@ class TerminalSessions:
             self._release(session)
 
     def close_all(self) -> Deferred[Any]:
-        """Stop every session (server shutdown); fires when every program has ended."""
+        """Stop every session (server shutdown); fires when every program has ended and its
+        cgroup is gone (the sandbox part removes their parents after)."""
         endings = [
             session.stop("shutdown", "The server is shutting down.")
             for session in list(self._sessions.values())
         ]
-        return DeferredList(endings, consumeErrors=True)
+        ended = DeferredList(endings, consumeErrors=True)
+        return ended.addCallback(lambda _: self._cgroups.idle())
