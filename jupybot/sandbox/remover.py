@@ -9,11 +9,12 @@ groups were handed in meanwhile; the reactor only learns the outcome.
 
 from __future__ import annotations
 
-import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads
+from twisted.internet.interfaces import IDelayedCall
 
 from ..reactor import Clock
 from .cgroups import SessionCgroup
@@ -23,6 +24,18 @@ __all__ = ["CgroupRemover"]
 # How long an emptied cgroup may take to be removable, in tries this far apart (seconds).
 REMOVE_TRIES = 100
 RETRY_INTERVAL = 0.05
+
+
+class Threads(Protocol):
+    """The reactor's thread pool, and the way back from it (Twisted's C{IReactorThreads})."""
+
+    def callInThread(
+        self, callable: Callable[..., Any], *args: object, **kwargs: object
+    ) -> None: ...
+
+    def callFromThread(
+        self, callable: Callable[..., Any], *args: object, **kwargs: object
+    ) -> None: ...
 
 
 @dataclass
@@ -40,10 +53,11 @@ class _Removal:
 
 class CgroupRemover:
     """Removes sandboxes' cgroups in a thread, retrying a group still busy every
-    L{RETRY_INTERVAL} with the others. C{threads} is the reactor (L{IReactorFromThreads}):
-    each batch's outcome is handed back to its thread."""
+    L{RETRY_INTERVAL} with the others. C{threads} is the reactor (L{Threads}): a batch runs
+    in its thread pool (whose threads stay: starting a thread waits for it to
+    run, which the reactor must not), and its outcome is handed back to the reactor's thread."""
 
-    def __init__(self, clock: Clock, threads: IReactorFromThreads) -> None:
+    def __init__(self, clock: Clock, threads: Threads) -> None:
         self._clock = clock
         self._threads = threads
         self._waiting: list[_Removal] = []
@@ -78,7 +92,7 @@ class CgroupRemover:
             return
         self._working = True
         batch, self._waiting = self._waiting, []
-        threading.Thread(target=self._remove, args=(batch,), name="cgroup-remover").start()
+        self._threads.callInThread(self._remove, batch)
 
     def _remove(self, batch: list[_Removal]) -> None:
         """In the thread: remove each group, or kill what runs in it; never raises, never logs

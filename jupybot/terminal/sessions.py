@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads
+from twisted.internet.interfaces import IDelayedCall, IReactorThreads
 from twisted.logger import Logger
 
 from ..config.terminal import ProgramConfig, TerminalConfig
@@ -199,7 +199,7 @@ class TerminalSessions:
         self.sandbox = sandbox
         self.programs = dict(programs)
         # Every session's cgroup is removed by this one, off the reactor.
-        self._cgroups = CgroupRemover(reactor, IReactorFromThreads(reactor))
+        self._cgroups = CgroupRemover(reactor, IReactorThreads(reactor))
         # Programs that cannot run here (the owner was told why at start): refused to visitors.
         self.withdrawn: set[str] = set()
         # Every session whose program runs, ending ones included; the caps count those not

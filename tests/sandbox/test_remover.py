@@ -4,25 +4,26 @@ in it is killed, and one that never empties is given up on (its uid then stays l
 from __future__ import annotations
 
 import queue
+import threading
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.task import Clock
-from zope.interface import implementer
 
 from jupybot.sandbox.cgroups import SessionCgroup
 from jupybot.sandbox.remover import REMOVE_TRIES, RETRY_INTERVAL, CgroupRemover
 
 
-@implementer(IReactorFromThreads)
-class FromThreads:
-    """What the remover's thread hands back, run by the test's own thread when it arrives."""
+class Threads:
+    """A thread per job; what a job hands back is run by the test's own thread when it arrives."""
 
     def __init__(self) -> None:
         self.calls: queue.Queue[tuple[Callable[..., Any], tuple[object, ...]]] = queue.Queue()
 
-    def callFromThread(self, callable: Callable[..., Any], *args: object) -> None:
+    def callInThread(self, callable: Callable[..., Any], *args: object, **kwargs: object) -> None:
+        threading.Thread(target=callable, args=args, kwargs=kwargs).start()
+
+    def callFromThread(self, callable: Callable[..., Any], *args: object, **kwargs: object) -> None:
         self.calls.put((callable, args))
 
     def run_next(self) -> None:
@@ -51,23 +52,24 @@ class BusyGroup(SessionCgroup):
 
 
 def test_groups_handed_in_together_are_removed_in_one_batch() -> None:
-    clock, threads = Clock(), FromThreads()
+    clock, threads = Clock(), Threads()
     remover = CgroupRemover(clock, threads)
     groups = [BusyGroup(0), BusyGroup(0)]
     outcomes: list[bool] = []
     remover.remove(groups[0]).addCallback(outcomes.append)
-    idle = remover.idle()
+    idle: list[None] = []
+    remover.idle().addCallback(idle.append)
     remover.remove(groups[1]).addCallback(outcomes.append)  # while the first is removed
     threads.run_next()
-    assert outcomes == [True] and not idle.called
+    assert outcomes == [True] and idle == []
     threads.run_next()
-    assert outcomes == [True, True] and idle.called
+    assert outcomes == [True, True] and idle == [None]
     assert [g.attempts for g in groups] == [["kill"], ["kill"]]
     assert remover.idle().called
 
 
 def test_a_busy_group_is_retried_and_killed_again_before_it_is_given_up() -> None:
-    clock, threads = Clock(), FromThreads()
+    clock, threads = Clock(), Threads()
     remover = CgroupRemover(clock, threads)
     leaving, stuck = BusyGroup(3), BusyGroup(None)
     outcomes: dict[str, bool] = {}
