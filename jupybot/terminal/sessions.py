@@ -198,8 +198,9 @@ class TerminalSessions:
         self.config = config
         self.sandbox = sandbox
         self.programs = dict(programs)
-        # Every session's cgroup is removed by this one, off the reactor.
-        self._cgroups = CgroupRemover(reactor, IReactorThreads(reactor))
+        # Every session's cgroup is removed by this one, off the reactor; made with the first
+        # session (a reactor that only builds the service tree need not run threads).
+        self._remover: CgroupRemover | None = None
         # Programs that cannot run here (the owner was told why at start): refused to visitors.
         self.withdrawn: set[str] = set()
         # Every session whose program runs, ending ones included; the caps count those not
@@ -270,7 +271,7 @@ class TerminalSessions:
                 rows,
                 session,
                 cwd=host_cwd(program, self.sandbox),
-                remover=self._cgroups,
+                remover=self._cgroups(),
             )
             session.pty.on_activity = session.touch
             session.pty.start()
@@ -344,6 +345,11 @@ class TerminalSessions:
         if self._sessions.pop(session.id, None) is not None:
             self._release(session)
 
+    def _cgroups(self) -> CgroupRemover:
+        if self._remover is None:
+            self._remover = CgroupRemover(self.reactor, IReactorThreads(self.reactor))
+        return self._remover
+
     def close_all(self) -> Deferred[Any]:
         """Stop every session (server shutdown); fires when every program has ended and its
         cgroup is gone (the sandbox part removes their parents after)."""
@@ -352,4 +358,5 @@ class TerminalSessions:
             for session in list(self._sessions.values())
         ]
         ended = DeferredList(endings, consumeErrors=True)
-        return ended.addCallback(lambda _: self._cgroups.idle())
+        remover = self._remover  # None: no session ever started, no cgroup to wait for
+        return ended.addCallback(lambda _: remover.idle() if remover is not None else None)
