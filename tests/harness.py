@@ -97,18 +97,31 @@ class ChildProcess:
                 self._changed.wait(remaining)
 
     def wait_for_count(self, pattern: str, count: int, timeout: float = 30.0) -> None:
-        """Until C{count} output lines in all match C{pattern} (one per event awaited)."""
+        """Until C{count} output lines in all match C{pattern} (one per event awaited).
+
+        Each line is matched once, outside the lock the reader appends under: a server
+        logging thousands of lines is not held up by its own waiter."""
         regex = re.compile(pattern)
         deadline = time.monotonic() + timeout
-        with self._changed:
-            while sum(1 for line in self.lines if regex.search(line)) < count:
-                remaining = deadline - time.monotonic()
-                if self._closed or remaining <= 0:
+        found = read = 0
+        while True:
+            with self._changed:
+                while len(self.lines) == read and not self._closed:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._changed.wait(remaining)
+                new, closed = self.lines[read:], self._closed
+            read += len(new)
+            found += sum(1 for line in new if regex.search(line))
+            if found >= count:
+                return
+            if closed or time.monotonic() >= deadline:
+                with self._changed:
                     raise AssertionError(
                         f"{self.name} did not print {count} lines like {pattern!r} within "
                         f"{timeout}s:\n{self.output_unlocked()}"
                     )
-                self._changed.wait(remaining)
 
     def output_unlocked(self) -> str:
         return "\n".join(self.lines[-200:])
