@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
+import time
 from collections.abc import Callable, Iterator
 from contextlib import suppress
 from pathlib import Path
@@ -14,13 +16,19 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from jupybot.sandbox.uids import LOCKS
 from tests.harness import JupybotProcess, descendants, jupybot_config, rss_kb
 from tests.matrix.user import asyncio_test
 
+# As root each sandbox leases a host uid from sandbox.uids, locked host-wide: the default range
+# is every jupybot's here, and a bench's thousand idle sessions (or their sandboxes still
+# leaving, left out at start) leave fewer than a batch needs: its visitors would be refused.
 CONFIG = """
 programs:
   - {name: cat, argv: [cat]}
   - {name: flood, argv: ["yes"]}
+sandbox:
+  uids: 72000-72999
 terminal:
   max_sessions: 40
   max_sessions_per_ip: 1
@@ -104,10 +112,37 @@ async def all_ended(server: JupybotProcess, sessions: int) -> None:
     await asyncio.to_thread(server.wait_for_count, ENDED, sessions, 60)
 
 
+def uid_locks(pid: int) -> set[Path]:
+    """The locks of the sandbox uids (L{LOCKS}) that process C{pid} holds: one per sandbox of
+    its own not gone yet."""
+    held = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with suppress(OSError):  # closed meanwhile
+            target = Path(os.readlink(fd))
+            if target.parent == LOCKS:
+                held.add(target)
+    return held
+
+
+def uids_given_back(server: JupybotProcess, seconds: float = 60) -> None:
+    """Until the server has given back the uid (and its lock fd) of each sandbox it ran: that
+    comes only once the sandbox's cgroup is removed, in the server's thread pool, after its
+    program's end was logged. Each lock it holds is waited for (flock wakes when it lets go)."""
+    deadline = time.monotonic() + seconds
+    kept = []
+    for lock in uid_locks(server.pid):
+        left = max(0.0, deadline - time.monotonic())
+        wait = ["flock", "--shared", "--wait", f"{left:.2f}", str(lock), "true"]
+        if subprocess.run(wait, check=False).returncode != 0:
+            kept.append(lock.name)
+    assert not kept, f"the server kept the sandbox uids {kept} {seconds} s after their end"
+
+
 @asyncio_test
 async def test_a_thousand_abandoned_sessions_cost_nobody_a_slot(server: JupybotProcess) -> None:
     assert await visit(server, 0, "cat") == "ready"  # warm up: code loaded, buffers made
     await all_ended(server, 1)
+    await asyncio.to_thread(uids_given_back, server)
     fds, processes, rss = open_fds(server.pid), len(descendants(server.pid)), rss_kb(server.pid)
     outcomes: list[str] = []
     for start in range(1, TOTAL, AT_ONCE):
@@ -118,6 +153,7 @@ async def test_a_thousand_abandoned_sessions_cost_nobody_a_slot(server: JupybotP
         await all_ended(server, min(start + AT_ONCE, TOTAL))
     refused = [o for o in outcomes if o != "ready"]
     assert not refused, f"{len(refused)} visitors were refused, e.g. {refused[0]}"
+    await asyncio.to_thread(uids_given_back, server)
     # The server's own connections (its timers' clients) come and go: a count taken at one
     # instant can hold one of them. What leaked never comes back, so wait for the count to.
     assert await settles(lambda: open_fds(server.pid) <= fds), (open_fds(server.pid), fds)
