@@ -4,12 +4,14 @@ program ends and whatever its viewer did: the visitor who walks away costs nobod
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
 
+from jupybot.config.sandbox import SandboxConfig
 from jupybot.config.terminal import ProgramConfig, TerminalConfig
 from jupybot.sandbox import Sandbox
 from jupybot.terminal import ExitStatus, SessionRefused, TerminalSessions
@@ -20,6 +22,20 @@ PROGRAMS = {
     # Prints without end: a detached session holds it paused, which must not keep it alive.
     "flood": ProgramConfig(name="flood", title="yes", description="", argv=("yes",)),
 }
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[Sandbox]:
+    """The default sandbox, but for its uids (as root, one leased per session and locked
+    host-wide): a range of its own. The default range is every jupybot's here, and a bench's
+    thousand idle sessions (or their sandboxes still leaving, left out at start) leave fewer
+    than the soak's batch of 50 needs: its sessions would be refused."""
+    sandbox = Sandbox(SandboxConfig(uids="73000-73999"))
+    sandbox.prepare()
+    try:
+        yield sandbox
+    finally:
+        sandbox.close()
 
 
 class Walker:
