@@ -24,6 +24,9 @@ __all__ = ["CgroupRemover"]
 # How long an emptied cgroup may take to be removable, in tries this far apart (seconds).
 REMOVE_TRIES = 100
 RETRY_INTERVAL = 0.05
+# The last tries only wait: what was killed at the one before them has this many tries (half
+# a second) to leave, on a loaded machine, before the group is given up on and its uid kept.
+TRIES_AFTER_THE_LAST_KILL = 10
 
 
 class Threads(Protocol):
@@ -46,9 +49,9 @@ class _Removal:
 
     @property
     def kills(self) -> bool:
-        """SIGKILL what still runs in the group: at once (a sandbox outliving its program),
-        and once more before giving up."""
-        return self.tries_left in (REMOVE_TRIES, 2)
+        """SIGKILL what still runs in the group (a sandbox outliving its program) at each try
+        but the last few: a process that forked past one kill meets the next."""
+        return self.tries_left > TRIES_AFTER_THE_LAST_KILL
 
 
 class CgroupRemover:

@@ -11,7 +11,12 @@ from typing import Any
 from twisted.internet.task import Clock
 
 from jupybot.sandbox.cgroups import SessionCgroup
-from jupybot.sandbox.remover import REMOVE_TRIES, RETRY_INTERVAL, CgroupRemover
+from jupybot.sandbox.remover import (
+    REMOVE_TRIES,
+    RETRY_INTERVAL,
+    TRIES_AFTER_THE_LAST_KILL,
+    CgroupRemover,
+)
 
 
 class Threads:
@@ -68,7 +73,7 @@ def test_groups_handed_in_together_are_removed_in_one_batch() -> None:
     assert remover.idle().called
 
 
-def test_a_busy_group_is_retried_and_killed_again_before_it_is_given_up() -> None:
+def test_a_busy_group_is_killed_at_each_try_then_given_time_before_it_is_given_up() -> None:
     clock, threads = Clock(), Threads()
     remover = CgroupRemover(clock, threads)
     leaving, stuck = BusyGroup(3), BusyGroup(None)
@@ -82,7 +87,9 @@ def test_a_busy_group_is_retried_and_killed_again_before_it_is_given_up() -> Non
         clock.advance(RETRY_INTERVAL)
         threads.run_next()
     assert outcomes == {"leaving": True, "stuck": False}
-    assert leaving.attempts == ["kill", "remove", "remove", "remove"]
-    # What still runs is killed at once and once more before giving up.
-    assert stuck.attempts == ["kill"] + ["remove"] * (REMOVE_TRIES - 3) + ["kill", "remove"]
+    assert leaving.attempts == ["kill"] * 4
+    # What still runs (a process that forked past a kill) is killed again at each try; the
+    # last tries give the last kill time to take before the group is given up on.
+    kills = REMOVE_TRIES - TRIES_AFTER_THE_LAST_KILL
+    assert stuck.attempts == ["kill"] * kills + ["remove"] * TRIES_AFTER_THE_LAST_KILL
     assert remover.idle().called and not clock.getDelayedCalls()
