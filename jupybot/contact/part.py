@@ -1,4 +1,5 @@
-"""The contact part: the store's thread pool, the outbox, and POST /contact on the site.
+"""The contact part: the store (and its writer process), the outbox, and POST /contact on the
+site.
 
 /ping shows it C{down: cannot store (disk full)} while the store cannot write (every POST is
 answered 503), and C{degraded: ...} with how many messages wait and for how long once a channel
@@ -40,9 +41,9 @@ def database_path(state: StateDirectory) -> Path:
 
 
 class ContactThreadPool(ThreadPool):
-    """The contact part's threads for blocking I/O: the store's jobs (one at a time) and the
-    file channel's appends (one at a time too: the outbox delivers one message at a time per
-    channel). Its threads are daemons, as the store's writer thread was: a stop that gave up
+    """The contact part's threads for blocking I/O: the file channel's appends (one at a time:
+    the outbox delivers one message at a time per channel), and the store's jobs in tests that
+    run them in this process (one at a time too). Its threads are daemons: a stop that gave up
     waiting for a dead disk does not keep the process from exiting (what was committed is
     safe; the rest was never acknowledged)."""
 
@@ -99,15 +100,16 @@ class ContactPart(Part):
         proxies: ProxyTrust = NO_PROXIES,
         pool: ThreadPool | None = None,
     ) -> None:
-        """C{pool} runs the store's jobs and the file channel's appends (a
-        L{ContactThreadPool} of its own by default; tests hand it one they drive)."""
+        """C{pool}: a thread pool a test drives, which runs the file channel's appends and the
+        store's jobs, in this process. By default the store runs its jobs in a writer process
+        of its own, and the appends run in a L{ContactThreadPool} of the part's."""
         super().__init__("contact")
         self._config = config
         self._clock = reactor
         self._health: tuple[float, ContactHealth] | None = None
         self.accepted = 0  # messages stored (answered 202) since start; read by /metrics
         self.pool = pool if pool is not None else ContactThreadPool()
-        self.store = ContactStore(reactor, self.pool, database_path(state))
+        self.store = ContactStore(reactor, database_path(state), pool=pool)
         self.outbox = Outbox(
             IReactorTime(reactor),
             self.store,
@@ -209,11 +211,12 @@ class ContactPart(Part):
         )
 
     def stop_part(self) -> Deferred[None]:
-        return Deferred.fromCoroutine(self._stop())
+        return Deferred.fromCoroutine(self._stop_contact())
 
-    async def _stop(self) -> None:
+    async def _stop_contact(self) -> None:
         """The outbox hands the store what it has not recorded; the store finishes what it
-        was asked and closes; then the pool's thread ends (idle by then: the join is short)."""
+        was asked, closes, and its writer process exits; then the pool's thread ends (idle by
+        then: the join is short)."""
         self.outbox.stop()
         await self.store.stop()
         self.pool.stop()

@@ -1,11 +1,12 @@
 """Accepted contact messages in SQLite: durable before they are acknowledged.
 
-The store's work runs on the contact part's thread pool (L{deferToThreadPool}), one job at a
-time, on one connection (WAL, synchronous=FULL): the reactor never waits on SQLite. What is
-asked while a job runs waits in the next L{_Batch}: its new messages and delivery records are
-written in one transaction (one fsync for many messages, and one thread hop each way for the
-batch rather than one per message), then its reads run, so every answer reflects everything
-asked before it.
+The store's work runs in a writer process of its own (L{ProcessWriter}, jupybot/contact/writer.py),
+one job at a time, on one connection (WAL, synchronous=FULL): the reactor never waits on SQLite,
+nor shares the GIL with it. What is asked while a job runs waits in the next L{_Batch}: its new
+messages and delivery records are written in one transaction (one fsync for many messages, and
+one frame each way for the batch rather than one per message), then its reads run, so every
+answer reflects everything asked before it. A message is answered only once the writer says it
+is committed; a writer that dies fails its job's pieces, and the next job starts a new one.
 
 The store also keeps its footprint and health: the WAL is checkpointed and truncated once the
 store has been idle for a second (on the reactor's clock), and at once when it outgrows
@@ -18,9 +19,11 @@ message.
 
 from __future__ import annotations
 
-import contextlib
 import os
+import pickle
+import signal
 import sqlite3
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,7 +31,14 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IProcessTransport,
+    IReactorFromThreads,
+    IReactorProcess,
+)
+from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -36,98 +46,68 @@ from twisted.python.threadpool import ThreadPool
 
 from ..reactor import Clock, ThreadReactor
 from .api import ContactMessage
+from .writer import (
+    FRAME_LENGTH,
+    ROWS_PER_STATEMENT,
+    WAL_CHECKPOINT_BYTES,
+    Delivery,
+    Done,
+    Job,
+    JobError,
+    JobRunner,
+    NewMessage,
+    UnstorableMessage,
+    frame,
+    open_database,
+    pending_deliveries,
+    retry_failed,
+    settled,
+    waiting_deliveries,
+    wal_path,
+    write_problem,
+)
+
+__all__ = [
+    "IDLE_CHECKPOINT_SECONDS",
+    "PROBE_SECONDS",
+    "ROWS_PER_STATEMENT",
+    "WAL_CHECKPOINT_BYTES",
+    "ContactStore",
+    "Delivery",
+    "NewMessage",
+    "StoreReactor",
+    "StoreStopped",
+    "UnstorableMessage",
+    "WriterDied",
+    "open_database",
+    "retry_failed",
+    "waiting_deliveries",
+    "write_problem",
+]
 
 T = TypeVar("T")
 
 log = Logger()
 
-# Checkpoint (and truncate) the WAL once it is this large, however busy the store is.
-WAL_CHECKPOINT_BYTES = 1024 * 1024
-# ... and once the store has had nothing to do for this long after a write.
+# Once the store has had nothing to do for this long after a write, the WAL is checkpointed.
 IDLE_CHECKPOINT_SECONDS = 1.0
 # While writes fail: how often the store tries one of its own, to learn that they work again.
 PROBE_SECONDS = 2.0
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS messages (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL,
-    email TEXT NOT NULL,
-    subject TEXT,
-    message TEXT NOT NULL,
-    client_ip TEXT NOT NULL,
-    received_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS deliveries (
-    message_id INTEGER NOT NULL REFERENCES messages(id),
-    channel TEXT NOT NULL,
-    state TEXT NOT NULL DEFAULT 'pending',  -- pending | delivered | failed
-    attempts INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT,
-    delivered_at REAL,
-    PRIMARY KEY (message_id, channel)
-);
-CREATE INDEX IF NOT EXISTS deliveries_waiting ON deliveries(state) WHERE state != 'delivered';
--- One row, rewritten by the store's probe while writes fail (does the disk take one again?).
-CREATE TABLE IF NOT EXISTS write_probe (id INTEGER PRIMARY KEY CHECK (id = 1), at REAL NOT NULL);
-"""
-
-# Errors that are about one message's content (a lone surrogate, a value SQLite will not bind):
-# that message fails alone. Any other error (the disk is full or failing, the database is
-# read-only or locked) fails the whole transaction and says the store cannot write.
-CONTENT_ERRORS = (
-    ValueError,
-    sqlite3.IntegrityError,
-    sqlite3.DataError,
-    sqlite3.InterfaceError,
-    sqlite3.ProgrammingError,
-)
-
-
-class UnstorableMessage(Exception):
-    """SQLite refused this message's content (the rest of its batch was stored)."""
 
 
 class StoreStopped(Exception):
     """The store was asked something after it stopped."""
 
 
-def write_problem(error: Exception) -> str:
-    """What a failed write says of the store, for /ping: "disk full", or SQLite's words."""
-    code = getattr(error, "sqlite_errorcode", None)
-    if code is not None and code & 0xFF == sqlite3.SQLITE_FULL:
-        return "disk full"
-    return str(error) or type(error).__name__
+class WriterDied(Exception):
+    """The store's writer process ended while a job ran: whether that job committed is unknown,
+    and none of its pieces is acknowledged."""
 
 
 class StoreReactor(Clock, ThreadReactor, Protocol):
-    """Time for the store's idle checkpoints and probes; its thread pool calls back."""
-
-
-@dataclass(frozen=True)
-class NewMessage:
-    name: str
-    email: str
-    subject: str | None
-    message: str
-    client_ip: str
-
-
-@dataclass(frozen=True)
-class Delivery:
-    message: ContactMessage
-    channel: str
-    state: str
-    attempts: int
-    last_error: str | None
-
-
-def open_database(path: Path) -> sqlite3.Connection:
-    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute("PRAGMA synchronous=FULL")
-    connection.executescript(SCHEMA)
-    return connection
+    """Time for the store's idle checkpoints and probes; the store also spawns its writer
+    process (the reactor is adapted to IReactorProcess at the start), or, given a thread pool,
+    runs its jobs there and is called back from it."""
 
 
 @dataclass
@@ -150,36 +130,39 @@ class _Batch:
     def __bool__(self) -> bool:
         return bool(self.adds or self.updates or self.reads or self.upkeep)
 
+    def job(self) -> Job:
+        return Job(
+            [(new, channels) for new, channels, _ in self.adds],
+            [(sql, parameters) for sql, parameters, _ in self.updates],
+            [read for read, _ in self.reads],
+            self.upkeep,
+            self.probe,
+        )
+
     def waiters(self) -> list[Deferred[Any]]:
         """Every piece's Deferred, in the order of the job's results."""
         return [p[-1] for p in self.adds] + [p[-1] for p in self.updates] + [p[-1] for p in self.reads]  # fmt: skip
 
 
-@dataclass(frozen=True)
-class _Done:
-    """What a job did, handed back to the reactor in one hop: one result per piece (an
-    exception for a piece that failed), what its writes said of the store (when it wrote:
-    None for a store that works), and whether the WAL holds frames since the last checkpoint."""
+class Writer(Protocol):
+    """Where the store's jobs run, one at a time."""
 
-    results: list[object]
-    wrote: bool
-    problem: str | None
-    wal_written: bool
+    def run(self, job: Job) -> Deferred[Done]: ...
+
+    def close(self) -> Deferred[None]:
+        """Close the database once the job running is done; fires once it is closed."""
 
 
 class ContactStore:
-    """The database behind the contact part's thread pool; every method returns a Deferred."""
+    """The database behind its writer process; every method returns a Deferred."""
 
-    # The reactor as deferToThreadPool wants it, adapted at the start (a reactor that only
-    # builds the service tree need not provide it).
-    _from_threads: IReactorFromThreads
-
-    def __init__(self, reactor: StoreReactor, pool: ThreadPool, path: Path) -> None:
+    def __init__(self, reactor: StoreReactor, path: Path, pool: ThreadPool | None = None) -> None:
+        """C{pool}: run the jobs there, in this process, rather than in a writer process (for
+        tests that hold the pool's jobs by hand)."""
         self._reactor = reactor
         self._pool = pool
         self.path = path
-        self._wal = path.with_name(path.name + "-wal")
-        self._connection: sqlite3.Connection | None = None
+        self._writer: Writer | None = None
         self._next = _Batch()
         self._running: _Batch | None = None
         self._stopping = False
@@ -188,26 +171,40 @@ class ContactStore:
         # When the last job ended (the reactor's time), and the timer of the next upkeep.
         self._last_done = 0.0
         self._upkeep: IDelayedCall | None = None
-        # Whether the WAL holds frames since the last checkpoint: touched by the jobs alone.
-        self._wal_written = False
 
     def start(self) -> None:
-        self._from_threads = IReactorFromThreads(self._reactor)
-        self._connection = open_database(self.path)
+        """Open the database here, so that a mistake (a missing folder, a file not ours) is
+        told at once and precisely; then start the writer. The reactor is adapted now: one that
+        only builds the service tree need not spawn or call from threads."""
+        connection = open_database(self.path)
         self.path.chmod(0o600)
+        if self._pool is None:
+            connection.close()
+            writer = ProcessWriter(IReactorProcess(self._reactor), self.path)
+            writer.start()
+            self._writer = writer
+        else:
+            runner = JobRunner(connection, wal_path(self.path))
+            self._writer = ThreadWriter(IReactorFromThreads(self._reactor), self._pool, runner)
         self._flush()  # what was asked before the start
 
     def stop(self) -> Deferred[None]:
-        """Finish what was asked, then close; fires once the database is closed. Whatever is
-        asked afterwards fails with L{StoreStopped}."""
-        if self._connection is None or self._stopping:
+        """Finish what was asked, then close; fires once the database is closed (and the
+        writer process has exited). Whatever is asked afterwards fails with L{StoreStopped}."""
+        writer = self._writer
+        if writer is None or self._stopping:
             self._stopping = True
             return succeed(None)
-        closed = self._call(_close)
+        finished = self._call(settled)
         self._stopping = True
         if self._upkeep is not None and self._upkeep.active():
             self._upkeep.cancel()
-        return closed
+        return finished.addBoth(lambda _: writer.close())
+
+    @property
+    def writer_pid(self) -> int | None:
+        """The writer process's id, while one runs."""
+        return self._writer.pid if isinstance(self._writer, ProcessWriter) else None
 
     # What the reactor asks for.
 
@@ -226,7 +223,7 @@ class ContactStore:
         return self._call(waiting_deliveries)
 
     def pending(self) -> Deferred[list[Delivery]]:
-        return self._call(_pending_deliveries)
+        return self._call(pending_deliveries)
 
     def delivered(self, message_id: int, channel: str) -> Deferred[None]:
         return self._update(
@@ -262,7 +259,8 @@ class ContactStore:
         return d
 
     def _call(self, work: Callable[[sqlite3.Connection], T]) -> Deferred[T]:
-        """Run C{work} in the next batch, after its writes."""
+        """Run C{work} in the next batch, after its writes: a module-level function (the writer
+        process receives it by reference)."""
         if self._stopping:
             return fail(StoreStopped("the contact store has stopped"))
         d: Deferred[T] = Deferred()
@@ -274,15 +272,15 @@ class ContactStore:
     # The batches, on the reactor.
 
     def _flush(self) -> None:
-        """Hand the next batch to the pool, unless a job runs (it follows that one)."""
-        if self._running is not None or self._connection is None or not self._next:
+        """Hand the next batch to the writer, unless a job runs (it follows that one)."""
+        if self._running is not None or self._writer is None or not self._next:
             return
         batch, self._next = self._next, _Batch()
         self._running = batch
-        job = deferToThreadPool(self._from_threads, self._pool, self._job, self._connection, batch)
+        job = self._writer.run(batch.job())
         job.addCallbacks(self._done, self._job_failed, callbackArgs=(batch,), errbackArgs=(batch,))
 
-    def _done(self, done: _Done, batch: _Batch) -> None:
+    def _done(self, done: Done, batch: _Batch) -> None:
         self._running = None
         self._last_done = self._reactor.seconds()
         if done.wrote and done.problem != self.problem:
@@ -298,10 +296,13 @@ class ContactStore:
                 d.callback(result)
 
     def _job_failed(self, failure: Failure, batch: _Batch) -> None:
-        """A bug in a job (SQLite's own errors are results): its pieces fail, the next runs."""
+        """A bug in a job (SQLite's own errors are results), or a writer that died (logged
+        already): its pieces fail, the next runs."""
         self._running = None
-        log.failure("contact: a store job failed", failure)
+        if not failure.check(WriterDied):
+            log.failure("contact: a store job failed", failure)
         self._flush()
+        self._arm_upkeep(wal_written=True)  # what the job wrote is unknown; a probe goes on
         for d in batch.waiters():
             d.errback(failure)
 
@@ -337,200 +338,139 @@ class ContactStore:
         self._next.probe = self.problem is not None
         self._flush()
 
-    # The jobs, on the pool's thread: one at a time.
 
-    def _job(self, connection: sqlite3.Connection, batch: _Batch) -> _Done:
-        results: list[object] = []
-        wrote = bool(batch.adds or batch.updates)
-        problem = self._write(connection, batch, results) if wrote else None
-        for read, _ in batch.reads:
+class ThreadWriter:
+    """The jobs on a thread pool of this process, on the connection the store opened."""
+
+    def __init__(self, reactor: IReactorFromThreads, pool: ThreadPool, runner: JobRunner) -> None:
+        self._reactor = reactor
+        self._pool = pool
+        self._runner = runner
+
+    def run(self, job: Job) -> Deferred[Done]:
+        return deferToThreadPool(self._reactor, self._pool, self._runner.run, job)
+
+    def close(self) -> Deferred[None]:
+        return deferToThreadPool(self._reactor, self._pool, self._runner.close)
+
+
+class ProcessWriter:
+    """The jobs in a writer process, `python -m jupybot.contact.writer DATABASE`; when it dies,
+    the next job starts a new one."""
+
+    def __init__(self, reactor: IReactorProcess, path: Path) -> None:
+        self._reactor = reactor
+        self._path = path
+        self._process: _WriterProcess | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def start(self) -> None:
+        process = _WriterProcess(self._ended)
+        # -P: nothing is imported from the server's working directory.
+        argv = [sys.executable, "-P", "-m", "jupybot.contact.writer", str(self._path)]
+        self._reactor.spawnProcess(process, sys.executable, argv, env=os.environ)
+        self._process = process
+
+    def run(self, job: Job) -> Deferred[Done]:
+        try:
+            data = frame(job)
+            if self._process is None:
+                self.start()
+        except Exception:
+            return fail()
+        assert self._process is not None
+        return self._process.ask(data)
+
+    def close(self) -> Deferred[None]:
+        """Fires once the writer process has exited (at the end of its stdin)."""
+        process, self._process = self._process, None
+        return process.close() if process is not None else succeed(None)
+
+    def _ended(self, process: _WriterProcess) -> None:
+        if process is self._process:
+            self._process = None
+
+
+class _WriterProcess(ProcessProtocol):
+    """One writer process: a frame written to its stdin per job, what it did read back from its
+    stdout; what it says on stderr is logged."""
+
+    transport: IProcessTransport | None
+
+    def __init__(self, on_ended: Callable[[_WriterProcess], None]) -> None:
+        self._on_ended = on_ended
+        self._received = bytearray()
+        self._answer: Deferred[Done] | None = None
+        self._closing = False
+        self._exited: Deferred[None] = Deferred()
+        self.pid: int | None = None
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.pid = self.transport.pid
+
+    def ask(self, data: bytes) -> Deferred[Done]:
+        assert self.transport is not None
+        self._answer = Deferred()
+        self.transport.write(data)
+        return self._answer
+
+    def close(self) -> Deferred[None]:
+        assert self.transport is not None
+        self._closing = True
+        self.transport.closeStdin()
+        return self._exited
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        if childFD != 1:
+            for line in data.decode(errors="replace").splitlines():
+                log.warn("contact: the store's writer process says: {line}", line=line)
+            return
+        received = self._received
+        received += data
+        while len(received) >= FRAME_LENGTH.size:
+            end = FRAME_LENGTH.size + FRAME_LENGTH.unpack_from(received)[0]
+            if len(received) < end:
+                return
+            data = bytes(received[FRAME_LENGTH.size : end])
+            del received[:end]
+            waiting, self._answer = self._answer, None
+            if waiting is None:
+                log.error("contact: the store's writer process answered what was not asked")
+                continue
             try:
-                results.append(read(connection))
-            except Exception as e:  # answered to whoever asked
-                results.append(e)
-        if batch.upkeep:
-            self._checkpoint(connection)
-            if batch.probe:
-                wrote, problem = True, self._probe(connection)
-        return _Done(results, wrote, problem, self._wal_written)
+                answer = pickle.loads(data)
+            except Exception:
+                waiting.errback()
+                continue
+            if isinstance(answer, JobError):
+                waiting.errback(answer)
+            else:
+                waiting.callback(answer)
 
-    def _write(self, connection: sqlite3.Connection, batch: _Batch, results: list[object]) -> str | None:  # fmt: skip
-        """One transaction for the batch's messages and delivery records: a piece SQLite
-        refuses fails alone and the others are committed (one fsync); a transaction that fails
-        fails them all. What it says of the store (None: it works)."""
-        received_at = time.time()
-        try:
-            connection.execute("BEGIN IMMEDIATE")
-            if batch.adds:
-                results.extend(_insert_all(connection, batch.adds, received_at))
-            for sql, parameters, _ in batch.updates:
-                results.append(_update(connection, sql, parameters))
-            connection.execute("COMMIT")
-        except Exception as e:
-            self._rollback(connection)
-            results[:] = [e] * (len(batch.adds) + len(batch.updates))
-            # What the WAL holds may be all that keeps the disk full.
-            self._checkpoint(connection)
-            return write_problem(e)
-        self._written(connection)
-        return None
-
-    def _checkpoint(self, connection: sqlite3.Connection) -> None:
-        """Copy the WAL into the database and truncate it: its space goes back to the disk.
-        Best effort: on a full disk the database may be unable to grow, and a reader (the
-        owner's `list`) may hold the WAL; the next idle moment tries again."""
-        try:
-            busy = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-        except sqlite3.Error:
-            return
-        if not busy:
-            self._wal_written = False
-
-    def _probe(self, connection: sqlite3.Connection) -> str | None:
-        """One small write: does the store take writes again?"""
-        try:
-            connection.execute("BEGIN IMMEDIATE")
-            connection.execute(
-                "INSERT OR REPLACE INTO write_probe (id, at) VALUES (1, ?)", (time.time(),)
+    def processEnded(self, reason: Failure) -> None:
+        self._on_ended(self)
+        how = f"(pid {self.pid}) {_ending(reason.value)}"
+        waiting, self._answer = self._answer, None
+        if waiting is not None:
+            log.error(
+                "contact: the store's writer process {how} while a job ran: its messages are "
+                "not acknowledged (503); the next job starts a new writer",
+                how=how,
             )
-            connection.execute("COMMIT")
-        except sqlite3.Error as e:
-            self._rollback(connection)
-            return write_problem(e)
-        self._written(connection)
-        return None
-
-    def _written(self, connection: sqlite3.Connection) -> None:
-        """A write transaction committed: a WAL grown large is checkpointed."""
-        self._wal_written = True
-        try:
-            size = os.stat(self._wal).st_size
-        except OSError:
-            return
-        if size >= WAL_CHECKPOINT_BYTES:
-            self._checkpoint(connection)
-
-    @staticmethod
-    def _rollback(connection: sqlite3.Connection) -> None:
-        # SQLite has rolled back on its own when it could not go on.
-        if connection.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                connection.execute("ROLLBACK")
+            waiting.errback(WriterDied(f"the store's writer process {how} while a job ran"))
+        elif not self._closing:
+            log.error("contact: the store's writer process {how}; the next job starts a new one", how=how)  # fmt: skip
+        self._exited.callback(None)
 
 
-def _in_savepoint(connection: sqlite3.Connection, work: Callable[..., T], *args: Any) -> T | Exception:  # fmt: skip
-    """C{work}'s result, or the content error it raised, its changes then rolled back."""
-    connection.execute("SAVEPOINT piece")
-    try:
-        result: T | Exception = work(*args)
-    except CONTENT_ERRORS as e:
-        connection.execute("ROLLBACK TO piece")
-        result = e
-    connection.execute("RELEASE piece")
-    return result
-
-
-def _close(db: sqlite3.Connection) -> None:
-    db.close()
-
-
-def _update(db: sqlite3.Connection, sql: str, parameters: tuple[Any, ...]) -> Exception | None:
-    """One statement, or the content error SQLite refused it with: a statement that fails
-    changes nothing, so it needs no savepoint of its own (which would cost two more)."""
-    try:
-        db.execute(sql, parameters)
-    except CONTENT_ERRORS as e:
-        return e
-    return None
-
-
-def _insert_all(db: sqlite3.Connection, adds: list[tuple[NewMessage, tuple[str, ...], Any]], received_at: float) -> list[object]:  # fmt: skip
-    """Insert every message of C{adds} with its deliveries, a statement for many messages and
-    one for their deliveries: after each statement the store's thread waits for the GIL, a
-    hand-over that costs the reactor more than the insert. SQLite numbers a statement's rows
-    in order, so their ids are the last one's and those before it. When SQLite refuses a
-    message's content, nothing of that statement is kept and each of its messages is inserted
-    on its own, so that one alone fails (an L{UnstorableMessage} in its place)."""
-    results: list[object] = []
-    for start in range(0, len(adds), ROWS_PER_STATEMENT):
-        chunk = adds[start : start + ROWS_PER_STATEMENT]
-        rows = [(n.name, n.email, n.subject, n.message, n.client_ip, received_at) for n, _, _ in chunk]  # fmt: skip
-        try:
-            last = _insert_rows(db, "messages (name, email, subject, message, client_ip, received_at)", rows)  # fmt: skip
-        except CONTENT_ERRORS:
-            results.extend(_insert_alone(db, new, channels, received_at) for new, channels, _ in chunk)  # fmt: skip
-            continue
-        first = last - len(chunk) + 1
-        deliveries = [(first + i, name) for i, (_, channels, _) in enumerate(chunk) for name in channels]  # fmt: skip
-        _insert_rows(db, "deliveries (message_id, channel)", deliveries)
-        results.extend(
-            ContactMessage(
-                first + i, n.name, n.email, n.subject, n.message, n.client_ip, received_at
-            )
-            for i, (n, _, _) in enumerate(chunk)
-        )
-    return results
-
-
-# Messages per INSERT: 6 parameters each, well under SQLite's 32,766.
-ROWS_PER_STATEMENT = 1000
-
-
-def _insert_rows(db: sqlite3.Connection, into: str, rows: list[tuple[Any, ...]]) -> int:
-    """Insert C{rows} (of one width) with one statement; the rowid of the last (0: none)."""
-    if not rows:
-        return 0
-    row = "(" + ", ".join("?" * len(rows[0])) + ")"
-    values = [value for row_values in rows for value in row_values]
-    cursor = db.execute(f"INSERT INTO {into} VALUES {', '.join([row] * len(rows))}", values)
-    return cursor.lastrowid or 0
-
-
-def _insert_alone(db: sqlite3.Connection, new: NewMessage, channels: tuple[str, ...], received_at: float) -> object:  # fmt: skip
-    stored = _in_savepoint(db, _insert, db, new, channels, received_at)
-    if isinstance(stored, Exception):  # e.g. a lone surrogate, which is not UTF-8
-        return UnstorableMessage(f"{type(stored).__name__}: {stored}")
-    return stored
-
-
-def _insert(db: sqlite3.Connection, new: NewMessage, channels: tuple[str, ...], received_at: float) -> ContactMessage:  # fmt: skip
-    cursor = db.execute(
-        "INSERT INTO messages (name, email, subject, message, client_ip, received_at)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        (new.name, new.email, new.subject, new.message, new.client_ip, received_at),
-    )
-    message_id = int(cursor.lastrowid or 0)
-    db.executemany(
-        "INSERT INTO deliveries (message_id, channel) VALUES (?, ?)",
-        [(message_id, channel) for channel in channels],
-    )
-    return ContactMessage(
-        message_id, new.name, new.email, new.subject, new.message, new.client_ip, received_at
-    )
-
-
-# Queries on a connection of one's own: the store's jobs run them for the server, and the
-# owner's command line (cli.py) runs them directly, beside a running server (WAL).
-
-
-def waiting_deliveries(db: sqlite3.Connection) -> list[Delivery]:
-    """Every delivery not done yet (pending or failed), oldest first."""
-    return _deliveries(db, "state != 'delivered'")
-
-
-def _pending_deliveries(db: sqlite3.Connection) -> list[Delivery]:
-    return _deliveries(db, "state = 'pending'")
-
-
-def retry_failed(db: sqlite3.Connection) -> int:
-    """Put every failed delivery back in line; how many there were."""
-    return db.execute("UPDATE deliveries SET state='pending' WHERE state='failed'").rowcount
-
-
-def _deliveries(db: sqlite3.Connection, where: str) -> list[Delivery]:
-    rows = db.execute(
-        "SELECT m.id, m.name, m.email, m.subject, m.message, m.client_ip, m.received_at, "
-        "d.channel, d.state, d.attempts, d.last_error FROM deliveries d "
-        f"JOIN messages m ON m.id = d.message_id WHERE d.{where} ORDER BY m.id"
-    ).fetchall()
-    return [Delivery(ContactMessage(*row[:7]), row[7], row[8], row[9], row[10]) for row in rows]
+def _ending(reason: BaseException | None) -> str:
+    """How a process ended, for people: C{was killed by SIGKILL}, C{exited with code 1}."""
+    if isinstance(reason, ProcessTerminated) and reason.signal is not None:
+        return f"was killed by {signal.Signals(reason.signal).name}"
+    if isinstance(reason, ProcessTerminated | ProcessDone):
+        return f"exited with code {reason.exitCode}"
+    return f"ended ({reason})"

@@ -1,4 +1,5 @@
-"""The contact store and file channel as the contact part runs them: on a thread pool."""
+"""The contact store and file channel as the contact part runs them: the store's jobs in its
+writer process, the file channel's appends on a thread pool."""
 
 from __future__ import annotations
 
@@ -17,16 +18,13 @@ S = TypeVar("S", bound=ContactStore)
 
 @asynccontextmanager
 async def running_store(path: Path, store_class: type[S]) -> AsyncIterator[S]:
-    """A started C{store_class} on C{path}; stopped, and its pool with it, on the way out."""
-    pool = ContactThreadPool()
-    pool.start()
-    store = store_class(installed_reactor(), pool, path)
+    """A started C{store_class} on C{path}; stopped on the way out."""
+    store = store_class(installed_reactor(), path)
     store.start()
     try:
         yield store
     finally:
         await store.stop()
-        pool.stop()
 
 
 @contextmanager

@@ -16,7 +16,6 @@ from twisted.internet.task import Clock
 
 from jupybot.contact.api import ContactMessage, DeliveryRefused, DeliveryUnavailable
 from jupybot.contact.outbox import Outbox
-from jupybot.contact.part import ContactThreadPool
 from jupybot.contact.registry import ChannelRegistry
 from jupybot.contact.store import ContactStore, NewMessage
 from jupybot.reactor import installed_reactor
@@ -60,9 +59,7 @@ def new(text: str) -> NewMessage:
 
 class World:
     def __init__(self, tmp_path: Path, *channels: Channel, fallback: tuple[str, ...]) -> None:
-        self.pool = ContactThreadPool()
-        self.pool.start()
-        self.store = ContactStore(installed_reactor(), self.pool, tmp_path / "contact.sqlite3")
+        self.store = ContactStore(installed_reactor(), tmp_path / "contact.sqlite3")
         self.store.start()
         registry = ChannelRegistry()
         for channel in channels:
@@ -89,7 +86,6 @@ class World:
     async def close(self) -> None:
         self.outbox.stop()
         await self.store.stop()
-        self.pool.stop()
 
 
 @pytest_twisted.ensureDeferred

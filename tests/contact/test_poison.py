@@ -24,7 +24,6 @@ from twisted.web.server import Site
 
 from jupybot.config.contact import ContactConfig
 from jupybot.contact.api import ContactMessage
-from jupybot.contact.part import ContactThreadPool
 from jupybot.contact.resource import ContactResource
 from jupybot.contact.store import ContactStore, NewMessage, UnstorableMessage
 from jupybot.reactor import installed_reactor
@@ -162,9 +161,7 @@ async def test_other_methods_get_a_json_405(endpoint: Endpoint) -> None:
 @pytest_twisted.ensureDeferred
 async def test_a_message_sqlite_refuses_fails_alone_in_its_batch(tmp_path: Path) -> None:
     """Even past validation: the store gives each message of a group commit a savepoint."""
-    pool = ContactThreadPool()
-    pool.start()
-    store = ContactStore(installed_reactor(), pool, tmp_path / "contact.sqlite3")
+    store = ContactStore(installed_reactor(), tmp_path / "contact.sqlite3")
     poison = NewMessage("\ud800", "a@example.org", None, "hi", "10.0.0.1")
     messages = [NewMessage(f"n{i}", "a@example.org", None, "hi", "10.0.0.1") for i in range(6)]
     messages[2:2] = [poison]
@@ -186,7 +183,6 @@ async def test_a_message_sqlite_refuses_fails_alone_in_its_batch(tmp_path: Path)
         assert sorted(d.message.name for d in pending) == [f"n{i}" for i in range(6)]
     finally:
         await store.stop()
-        pool.stop()
 
 
 # Against a real server: poisoned and valid messages at once, every valid one kept once.

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest_twisted
 
-from jupybot.contact.part import ContactThreadPool
 from jupybot.contact.store import ROWS_PER_STATEMENT, ContactStore, NewMessage
 from jupybot.reactor import installed_reactor
 
@@ -16,9 +15,7 @@ from jupybot.reactor import installed_reactor
 @pytest_twisted.ensureDeferred
 async def test_every_message_of_a_large_batch_gets_its_own_id_and_deliveries(tmp_path: Path) -> None:  # fmt: skip
     path = tmp_path / "contact.sqlite3"
-    pool = ContactThreadPool()
-    pool.start()
-    store = ContactStore(installed_reactor(), pool, path)
+    store = ContactStore(installed_reactor(), path)
     store.start()
     try:
         # The last rows deleted: SQLite numbers the next ones after what is left, not after
@@ -50,4 +47,3 @@ async def test_every_message_of_a_large_batch_gets_its_own_id_and_deliveries(tmp
         assert len(delivered) == count + 2
     finally:
         await store.stop()
-        pool.stop()

@@ -45,7 +45,7 @@ async def test_a_message_discord_refuses_is_posted_in_the_matrix_room(
     registry.register(MatrixContactRoom(part.connected_api, room))
     pool = ContactThreadPool()
     pool.start()
-    store = ContactStore(installed_reactor(), pool, tmp_path / "contact.sqlite3")
+    store = ContactStore(installed_reactor(), tmp_path / "contact.sqlite3", pool=pool)
     store.start()
     problems: list[tuple[str, str | None]] = []
     recorded: Deferred[None] = Deferred()
