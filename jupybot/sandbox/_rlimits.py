@@ -1,5 +1,6 @@
-"""A launch's rlimits, set either by ``prlimit`` (an unsandboxed launch) or by the ``ulimit``
-builtin of the sandboxed launch's first ``sh`` (one exec fewer: about 2 ms of an open).
+"""A launch's rlimits, set either by ``prlimit`` (an unsandboxed launch), by the ``ulimit``
+builtin of the sandboxed launch's first ``sh`` (one exec fewer: about 2 ms of an open), or by a
+PTY child jupybot forks itself (L{Rlimits.apply}).
 
 ``ulimit``'s options and units are the shell's own: these are dash's (Debian's ``/bin/sh``),
 and L{shell_sets} checks at start, in ``/proc/self/limits``, that this host's ``sh`` sets
@@ -7,20 +8,21 @@ exactly what ``prlimit`` would; where it does not, sandboxes keep ``prlimit``.""
 
 from __future__ import annotations
 
+import resource
 import subprocess
 from dataclasses import dataclass
 
 __all__ = ["Rlimits", "shell_sets"]
 
 # resource -> (prlimit's option, dash's ulimit option, the unit of dash's value in bytes, the
-# name /proc/self/limits gives it)
+# name /proc/self/limits gives it, setrlimit's resource)
 _RESOURCES = {
-    "fsize": ("--fsize", "-f", 512, "Max file size"),
-    "nofile": ("--nofile", "-n", 1, "Max open files"),
-    "core": ("--core", "-c", 512, "Max core file size"),
-    "cpu": ("--cpu", "-t", 1, "Max cpu time"),
-    "nproc": ("--nproc", "-p", 1, "Max processes"),
-    "as": ("--as", "-v", 1024, "Max address space"),
+    "fsize": ("--fsize", "-f", 512, "Max file size", resource.RLIMIT_FSIZE),
+    "nofile": ("--nofile", "-n", 1, "Max open files", resource.RLIMIT_NOFILE),
+    "core": ("--core", "-c", 512, "Max core file size", resource.RLIMIT_CORE),
+    "cpu": ("--cpu", "-t", 1, "Max cpu time", resource.RLIMIT_CPU),
+    "nproc": ("--nproc", "-p", 1, "Max processes", resource.RLIMIT_NPROC),
+    "as": ("--as", "-v", 1024, "Max address space", resource.RLIMIT_AS),
 }
 
 
@@ -38,9 +40,14 @@ class Rlimits:
         """(option, value) pairs for the launch's ``ulimit`` loop."""
         pairs = []
         for name, value in self.values:
-            _, option, unit, _ = _RESOURCES[name]
+            _, option, unit, _, _ = _RESOURCES[name]
             pairs += [option, str(value // unit)]
         return pairs
+
+    def apply(self) -> None:
+        """Set them on this process (a forked child, before it execs the launch)."""
+        for name, value in self.values:
+            resource.setrlimit(_RESOURCES[name][4], (value, value))
 
     def in_proc_limits(self, text: str) -> bool:
         """Whether /proc/PID/limits (C{text}) shows every one of these, soft and hard."""

@@ -3,6 +3,7 @@ command line by L{bubblewrap_args}. Sandboxes are configuration, not code."""
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -113,11 +114,7 @@ def bubblewrap_args(
         "--gid",
         str(INSIDE_UID),
     ]
-    for directory in SYSTEM_DIRECTORIES:
-        if os.path.islink(directory):
-            args += ["--symlink", os.readlink(directory), directory]
-        elif os.path.isdir(directory):
-            args += ["--ro-bind", directory, directory]
+    args += _system_directories()
     etc = ETC_ALWAYS + (ETC_NETWORK if profile.network else ())
     for path in etc:
         args += ["--ro-bind-try", path, path]
@@ -143,6 +140,19 @@ def bubblewrap_args(
     # The sandbox's root (and the /etc made in it) is a tmpfs of its own: read-only too.
     args += ["--remount-ro", "/", "--chdir", profile.cwd]
     return args
+
+
+@functools.cache
+def _system_directories() -> tuple[str, ...]:
+    """bwrap's options for L{SYSTEM_DIRECTORIES} as this host has them (a merged /usr: links
+    into it), looked at once rather than with a dozen stat and readlink calls per launch."""
+    args: list[str] = []
+    for directory in SYSTEM_DIRECTORIES:
+        if os.path.islink(directory):
+            args += ["--symlink", os.readlink(directory), directory]
+        elif os.path.isdir(directory):
+            args += ["--ro-bind", directory, directory]
+    return tuple(args)
 
 
 def identity_files() -> dict[str, str]:

@@ -19,7 +19,7 @@ import termios
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
@@ -33,6 +33,7 @@ from twisted.python.failure import Failure
 from ..reactor import PtyReactor
 from ..sandbox import Launch
 from ..sandbox.remover import CgroupRemover
+from ..sandbox.sandbox import ForkedLaunch
 from . import _proc
 
 log = Logger()
@@ -175,9 +176,25 @@ class _SandboxPtyProcess(_DrainingPtyProcess):
     """A PTY child in a session of its own that leaves the terminal free: inside its PID
     namespace the program makes itself the terminal's session leader (``setsid --ctty``), so
     job control sees process groups it can name. Twisted's own PTY child takes the terminal for
-    the process outside, whose group the program cannot see ("Cannot set tty process group")."""
+    the process outside, whose group the program cannot see ("Cannot set tty process group").
+    Given a L{ForkedLaunch}, the child does its first steps itself before it execs the rest."""
 
     takes_terminal = False
+    forked: ForkedLaunch | None = None
+
+    def __init__(self, *args: Any, forked: ForkedLaunch | None = None) -> None:
+        self.forked = forked  # before PTYProcess.__init__ forks
+        super().__init__(*args)
+
+    def _setupChild(self, masterfd: int, slavefd: int) -> None:
+        super()._setupChild(masterfd, slavefd)
+        if self.forked is not None:
+            try:
+                self.forked.prepare_child()
+            except OSError as e:
+                # What the launch's sh would say, rather than Twisted's traceback of jupybot.
+                os.write(2, f"jupybot: the sandbox cannot start: {e}\r\n".encode())
+                os._exit(126)
 
 
 class PtySession:
@@ -232,15 +249,15 @@ class PtySession:
         return self._transport if self.running else None
 
     def start(self) -> None:
-        argv = self._launch.argv
+        forked = self._launch.forked
+        argv = forked.argv if forked is not None else self._launch.argv
         master, slave = os.openpty()
         tty_name = os.ttyname(slave)
         try:
             _set_size(master, *self._size)
             # Built here rather than by reactor.spawnProcess, which can only make Twisted's own
             # PTYProcess; the arguments are the ones spawnProcess passes it.
-            transport_class = _SandboxPtyProcess if self._launch.contained else _DrainingPtyProcess
-            self._transport = transport_class(
+            spawned = (
                 self._reactor,
                 argv[0],
                 argv,
@@ -251,6 +268,10 @@ class PtySession:
                 None,
                 (master, slave, tty_name),
             )
+            if self._launch.contained:
+                self._transport = _SandboxPtyProcess(*spawned, forked=forked)
+            else:
+                self._transport = _DrainingPtyProcess(*spawned)
         except Exception:
             os.close(master)
             os.close(slave)
