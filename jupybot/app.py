@@ -12,7 +12,8 @@ from dataclasses import dataclass, replace
 from twisted.internet.interfaces import IReactorTime
 
 from .config import Config
-from .contact import ChannelRegistry, build_contact
+from .contact.part import build_contact
+from .contact.registry import ChannelRegistry
 from .discord import build_discord
 from .kernels import GatewayKernelManager, build_kernels
 from .matrix import build_matrix

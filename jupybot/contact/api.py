@@ -7,9 +7,10 @@ L{DeliveryChannel}; the outbox calls it until it succeeds, at most once per succ
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from twisted.internet.defer import Deferred
+if TYPE_CHECKING:  # the store's writer process imports this module, and needs no Twisted
+    from twisted.internet.defer import Deferred
 
 
 @dataclass(frozen=True)

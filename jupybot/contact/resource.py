@@ -26,7 +26,7 @@ from ..web.clients import (
     client_of_request,
 )
 from .api import ContactMessage
-from .store import NewMessage, UnstorableMessage
+from .store import NewMessage, StoreStopped, UnstorableMessage, WriterDied
 
 log = Logger()
 
@@ -181,7 +181,11 @@ class ContactResource(Resource):
                 if not gone:
                     _finish(request, 400, {"error": "The message has text that cannot be stored."})
                 return
-            log.failure("contact: could not store a message", failure)
+            if failure.check(WriterDied, StoreStopped):  # no bug: the store logs a death itself
+                log.warn("contact: a message from {ip} was not stored: {why}",
+                         ip=client_ip, why=failure.getErrorMessage())  # fmt: skip
+            else:
+                log.failure("contact: could not store a message", failure)
             if not gone:
                 _finish(request, 503, {"error": "The message could not be stored; try again."})
 

@@ -112,9 +112,9 @@ class KernelsPart(RetryingPart):
         self.probe.start()
 
     def stop_part(self) -> Deferred[None]:
-        return Deferred.fromCoroutine(self._stop())
+        return Deferred.fromCoroutine(self._stop_kernels())
 
-    async def _stop(self) -> None:
+    async def _stop_kernels(self) -> None:
         self.probe.stop()
         await self.manager.shutdown_all()
         if self.embedded is not None:

@@ -68,6 +68,7 @@ async def test_runs_code_with_nothing_configured_and_stops_every_process(
     processes = [gateway_pid, *descendants(gateway_pid)]
     assert len(processes) >= 2  # the gateway and the room's kernel
     await part.stopService()
+    assert part.status == "stopped"
     assert await still_alive_after(processes, 10) == []
 
 
