@@ -17,8 +17,8 @@ spawns is, in turn:
      program.
 With ``--die-with-parent`` and a PID namespace, killing that one process kills everything the
 program started, wherever it went. A terminal's PTY child, which jupybot forks itself, does 1,
-2 and 3 itself, and as root 3b too (a mount namespace is all root needs), before it execs the
-rest (L{ForkedLaunch}): as root, the child execs bubblewrap at once.
+2, 3 and 3b itself (as root, 3b needs a mount namespace only) before it execs the rest
+(L{ForkedLaunch}): the child execs bubblewrap at once, but where nsenter must run first.
 """
 
 from __future__ import annotations
@@ -99,6 +99,7 @@ LAUNCH_TASKS = 8
 # What a forked child calls itself (L{ForkedLaunch}): prctl(2), unshare(2), mount(2).
 _PR_SET_NO_NEW_PRIVS = 38
 _CLONE_NEWNS = 0x00020000
+_CLONE_NEWUSER = 0x10000000
 _MS_REC = 0x4000
 _MS_PRIVATE = 0x40000
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -121,10 +122,10 @@ class SandboxBusy(SandboxUnavailable, TransientProblem):
 @dataclass(frozen=True)
 class ForkedLaunch:
     """The same launch for a child jupybot forks itself (a terminal's PTY child): it does what
-    the chain's first C{sh} and C{setpriv} do, and as root what its C{unshare}, C{sh} and
-    C{mount} do too (L{prepare_child}), then execs L{argv}, the rest of the chain: bubblewrap,
-    as root. Each of those programs cost an exec, dynamic linking and page faults: 1.2 to
-    2.2 ms of CPU a launch on this project's VM (perf, 100 launches: 7.7 ms for the five)."""
+    the chain's first C{sh}, C{setpriv}, C{unshare}, second C{sh} and C{mount} do
+    (L{prepare_child}), then execs L{argv}, the rest of the chain: bubblewrap. Each of those
+    programs cost an exec, dynamic linking and page faults: 1.2 to 2.2 ms of CPU a launch on
+    this project's VM (perf, 100 launches: 7.7 ms for the five)."""
 
     argv: list[str]
     join_files: tuple[str, ...]
@@ -133,9 +134,12 @@ class ForkedLaunch:
     files: tuple[tuple[int, str], ...]
     # Who the child becomes (uid, gid), with no groups and no new privileges; None: it stays.
     ids: tuple[int, int] | None
-    # As root: where the child mounts the session's devpts instance, and its options, in a
-    # mount namespace of its own, as the chain's unshare, sh and mount do in a user namespace.
+    # Where the child mounts the session's devpts instance, and its options, in a mount
+    # namespace of its own, as the chain's unshare, sh and mount do.
     devpts: tuple[str, str] | None = None
+    # Without root, that namespace is a user namespace's where jupybot's user is root, as
+    # unshare --map-root-user makes it (root needs none).
+    user_namespace: bool = False
 
     def prepare_child(self) -> None:
         """In the forked child, its descriptors closed but its terminal's: join the cgroups
@@ -155,7 +159,15 @@ class ForkedLaunch:
             os.close(opened)
         if self.devpts is not None:
             where, options = self.devpts
-            _call(_libc.unshare, _CLONE_NEWNS)
+            if self.user_namespace:
+                uid, gid = os.geteuid(), os.getegid()
+                _call(_libc.unshare, _CLONE_NEWUSER | _CLONE_NEWNS)
+                # As unshare(1) writes them: no setgroups, or no gid map for an unprivileged user.
+                for name, line in (("uid_map", f"0 {uid} 1"), ("setgroups", "deny"),
+                                   ("gid_map", f"0 {gid} 1")):  # fmt: skip
+                    _write_proc(name, line)
+            else:
+                _call(_libc.unshare, _CLONE_NEWNS)
             # Nothing mounted here reaches the host's namespace, as unshare(1) does by default.
             _call(_libc.mount, b"none", b"/", None, _MS_REC | _MS_PRIVATE, None)
             _call(_libc.mount, b"devpts", where.encode(), b"devpts", 0, options.encode())
@@ -165,6 +177,14 @@ class ForkedLaunch:
             os.setresgid(gid, gid, gid)
             os.setresuid(uid, uid, uid)
             _call(_libc.prctl, _PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+
+
+def _write_proc(name: str, line: str) -> None:
+    written = os.open(f"/proc/self/{name}", os.O_WRONLY)
+    try:
+        os.write(written, line.encode())
+    finally:
+        os.close(written)
 
 
 def _call(function: Callable[..., int], *args: object) -> None:
@@ -556,9 +576,12 @@ class Sandbox:
             *((DATA_FDS[masked], os.devnull) for masked in PROC_MASKED),
             *(((FILTER_FD, rules),) if rules else ()),
         )
-        # As root, the child mounts the devpts instance itself, before it drops to the
-        # sandbox's user: no unshare, sh and mount to exec.
-        mounted = (devpts, pts_options) if dropped is not None and devpts is not None else None
+        # The child mounts the devpts instance itself (as root, before it drops to the
+        # sandbox's user): no unshare, sh and mount to exec. Not where nsenter must run first.
+        unprivileged = self._ids is None
+        mounted = None
+        if devpts is not None and (dropped is not None or unprivileged):
+            mounted = (devpts, pts_options)
         forked = ForkedLaunch(
             sandboxed if mounted is not None else [*entered, *argv],
             tuple(joins),
@@ -566,6 +589,7 @@ class Sandbox:
             files,
             dropped,
             mounted,
+            user_namespace=unprivileged,
         )
         leased = ids[0] if releaser is not None and ids is not None else None
         return Launch(chain, sandbox_env(profile.env), cgroup, True, leased, releaser, forked)
