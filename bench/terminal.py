@@ -17,7 +17,11 @@ Everything on loopback, in one run:
   client: what any server that forwards a PTY pays at least on this machine.
 - All six run one after the other, ``--rounds`` times; each figure is the median, and
   ``vs_raw_pty``/``vs_pty_layer``/``vs_terminado``/``vs_wetty``/``vs_forward_floor`` are
-  medians of the ratios within a round. (terminado and wetty send JSON text, so the NULs of
+  medians of the ratios within a round.
+- ``server_cpu_ms_per_mb``/``forward_floor_cpu_ms_per_mb``: the CPU time (user and system) the
+  jupybot server and the floor's socat spend per MB forwarded, and ``cpu_vs_forward_floor``
+  the median ratio within a round (lower is cheaper). Steadier than the speeds on a shared
+  machine: the speeds also depend on who else runs, the CPU per MB much less. (terminado and wetty send JSON text, so the NULs of
   ``/dev/zero`` cost them six bytes each on the wire; jupybot sends binary frames.)
 - ``echo_p50_ms``/``echo_p99_ms``: keystroke -> echo, with ``--sessions`` interactive sessions
   each typing ten keys a second, out of step with each other (1000 keys/s for 100 sessions);
@@ -55,8 +59,10 @@ import struct
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable
+from contextlib import suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 
@@ -94,6 +100,46 @@ ONE_CLIENT_MANY_SESSIONS = "  limits: {max_connections_per_address: 10000}\n"
 _CLOSED = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED,
            aiohttp.WSMsgType.ERROR)  # fmt: skip
 ENDED = re.compile(r"terminal: \w+ \(pid \d+\) (killed by|exited with)")
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+T = TypeVar("T")
+
+
+def cpu_seconds(pid: int) -> float:
+    """The user and system CPU time process C{pid} (all its threads) has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def _child_named(name: str) -> int | None:
+    """The pid of a child of this process whose command is C{name}, if one runs."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with suppress(OSError):
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            command, rest = stat[stat.index("(") + 1 :].rsplit(")", 1)
+            if command == name and int(rest.split()[1]) == os.getpid():
+                return int(entry)
+    return None
+
+
+async def with_child_cpu(name: str, work: Awaitable[T]) -> tuple[T, float]:
+    """C{work}'s result, and the CPU seconds used meanwhile by the child C{name} it starts,
+    read every 10 ms while it runs: asyncio reaps it as soon as it ends, so up to 10 ms of its
+    CPU may be missed (about 1% of a 200 MB run)."""
+    task = asyncio.ensure_future(work)
+    pid: int | None = None
+    used = 0.0
+    while not task.done():
+        if pid is None:
+            pid = _child_named(name)
+        if pid is not None:
+            with suppress(OSError, ValueError):
+                used = cpu_seconds(pid)
+        await asyncio.wait([task], timeout=0.01)
+    return task.result(), used
 
 
 def bulk_on_pty(megabytes: int) -> tuple[int, int]:
@@ -375,7 +421,7 @@ async def measure(args: argparse.Namespace, server: JupybotProcess) -> dict[str,
     figures: dict[str, Any] = {"megabytes": args.megabytes, "rounds": args.rounds}
     # One connection per session: no pool limit.
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
-        figures.update(await throughput(http, url, args.megabytes, args.rounds))
+        figures.update(await throughput(http, url, args.megabytes, args.rounds, server.pid))
         if args.only == "throughput":
             return figures
         samples = await echo_latency(http, url, args.sessions)
@@ -404,7 +450,7 @@ async def measure(args: argparse.Namespace, server: JupybotProcess) -> dict[str,
 
 
 async def throughput(
-    http: aiohttp.ClientSession, url: str, megabytes: int, rounds: int
+    http: aiohttp.ClientSession, url: str, megabytes: int, rounds: int, server_pid: int
 ) -> dict[str, float]:
     """Medians over rounds of raw PTY, the PTY layer, jupybot and its peers, one after the other
     in each round: on a shared machine their speed drifts by a third within a minute, so each
@@ -415,6 +461,8 @@ async def throughput(
         "throughput_mb_s": [],
         "terminado_mb_s": [],
         "forward_floor_mb_s": [],
+        "server_cpu_ms_per_mb": [],
+        "forward_floor_cpu_ms_per_mb": [],
     }
     # wetty runs a command itself only as root (otherwise it logs in over ssh, and would wait
     # for a password here): as anyone else the bench goes on without it.
@@ -425,11 +473,15 @@ async def throughput(
     for _ in range(rounds):
         runs["raw_pty_mb_s"].append(await asyncio.to_thread(raw_pty_mb_s, megabytes))
         runs["pty_layer_mb_s"].append(await through_pty_layer(megabytes))
+        before = cpu_seconds(server_pid)
         runs["throughput_mb_s"].append(await through_jupybot(http, url))
+        runs["server_cpu_ms_per_mb"].append(ms_per_mb(cpu_seconds(server_pid) - before, megabytes))
         runs["terminado_mb_s"].append(await through_terminado(http, megabytes))
         if "wetty_mb_s" in runs:
             runs["wetty_mb_s"].append(await through_wetty(http, megabytes))
-        runs["forward_floor_mb_s"].append(await through_forward_floor(megabytes))
+        floor, socat_cpu = await with_child_cpu("socat", through_forward_floor(megabytes))
+        runs["forward_floor_mb_s"].append(floor)
+        runs["forward_floor_cpu_ms_per_mb"].append(ms_per_mb(socat_cpu, megabytes))
         print({name: values[-1] for name, values in runs.items()}, flush=True)
     ours = runs["throughput_mb_s"]
     figures = {name: round(statistics.median(values), 1) for name, values in runs.items()}
@@ -444,7 +496,20 @@ async def throughput(
             continue
         ratios = [a / b for a, b in zip(ours, runs[baseline], strict=True)]
         figures[name] = round(statistics.median(ratios), 2)
+    cpu_ratios = [
+        a / b
+        for a, b in zip(
+            runs["server_cpu_ms_per_mb"], runs["forward_floor_cpu_ms_per_mb"], strict=True
+        )
+        if b > 0
+    ]
+    if cpu_ratios:
+        figures["cpu_vs_forward_floor"] = round(statistics.median(cpu_ratios), 2)
     return figures
+
+
+def ms_per_mb(seconds: float, megabytes: int) -> float:
+    return round(seconds * 1000 / megabytes, 2)
 
 
 def main() -> None:
