@@ -17,12 +17,12 @@ Everything on loopback, in one run:
   client: what any server that forwards a PTY pays at least on this machine.
 - All six run one after the other, ``--rounds`` times; each figure is the median, and
   ``vs_raw_pty``/``vs_pty_layer``/``vs_terminado``/``vs_wetty``/``vs_forward_floor`` are
-  medians of the ratios within a round.
+  medians of the ratios within a round. (terminado and wetty send JSON text, so the NULs of
+  ``/dev/zero`` cost them six bytes each on the wire; jupybot sends binary frames.)
 - ``server_cpu_ms_per_mb``/``forward_floor_cpu_ms_per_mb``: the CPU time (user and system) the
   jupybot server and the floor's socat spend per MB forwarded, and ``cpu_vs_forward_floor``
   the median ratio within a round (lower is cheaper). Steadier than the speeds on a shared
-  machine: the speeds also depend on who else runs, the CPU per MB much less. (terminado and wetty send JSON text, so the NULs of
-  ``/dev/zero`` cost them six bytes each on the wire; jupybot sends binary frames.)
+  machine: the speeds also depend on who else runs, the CPU per MB much less.
 - ``echo_p50_ms``/``echo_p99_ms``: keystroke -> echo, with ``--sessions`` interactive sessions
   each typing ten keys a second, out of step with each other (1000 keys/s for 100 sessions);
   ``echo_burst_p99_ms``: the same sessions all typing back to back at once (a stress figure).
