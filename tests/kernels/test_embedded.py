@@ -3,6 +3,7 @@ with its kernels in the sandbox."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -169,3 +170,19 @@ def test_a_port_counts_as_the_gateways_only_if_its_process_listens_there() -> No
             finally:
                 other.kill()
     assert not embedded.listens_on(os.getpid(), "127.0.0.1", port)
+
+
+def test_a_listener_made_after_many_connections_is_found() -> None:
+    """listens_on reads only the listening sockets' rows, which the kernel lists first."""
+    with contextlib.ExitStack() as sockets:
+        server = sockets.enter_context(socket.socket())
+        server.bind(("127.0.0.1", 0))
+        server.listen(64)
+        for _ in range(50):
+            client = sockets.enter_context(socket.socket())
+            client.connect(server.getsockname())
+            sockets.enter_context(server.accept()[0])
+        listening = sockets.enter_context(socket.socket())
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        assert embedded.listens_on(os.getpid(), "127.0.0.1", listening.getsockname()[1])
