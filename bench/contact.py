@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._report import report
-from jupybot.contact.store import open_database
+from jupybot.contact.writer import open_database
 from tests.harness import JupybotProcess
 from tests.peers.nginx import Nginx, make_certificate
 

@@ -13,7 +13,7 @@ import sys
 from ..config import ConfigError, default_config_path, load_config
 from ..state import StateDirectory
 from .part import database_path
-from .store import open_database, retry_failed, waiting_deliveries
+from .writer import open_database, retry_failed, waiting_deliveries
 
 
 def main(argv: list[str] | None = None) -> int:

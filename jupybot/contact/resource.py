@@ -26,7 +26,8 @@ from ..web.clients import (
     client_of_request,
 )
 from .api import ContactMessage
-from .store import NewMessage, StoreStopped, UnstorableMessage, WriterDied
+from .store import NewMessage, StoreStopped, WriterDied
+from .writer import UnstorableMessage
 
 log = Logger()
 

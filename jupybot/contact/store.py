@@ -10,7 +10,7 @@ is committed; a writer that dies fails its job's pieces, and the next job starts
 
 The store also keeps its footprint and health: the WAL is checkpointed and truncated once the
 store has been idle for a second (on the reactor's clock), and at once when it outgrows
-L{WAL_CHECKPOINT_BYTES}, so it never holds the disk (SQLite's own checkpoint, at 4 MB, keeps the
+L{writer.WAL_CHECKPOINT_BYTES}, so it never holds the disk (SQLite's own checkpoint, at 4 MB, keeps the
 file at its largest size). A write the disk refuses (full, read-only, failing) makes
 L{ContactStore.problem} say so until a write succeeds again; meanwhile the store tries a small
 write of its own every L{PROBE_SECONDS}, so it knows when space came back without waiting for a
@@ -48,41 +48,29 @@ from ..reactor import Clock, ThreadReactor
 from .api import ContactMessage
 from .writer import (
     FRAME_LENGTH,
-    ROWS_PER_STATEMENT,
-    WAL_CHECKPOINT_BYTES,
     Delivery,
     Done,
     Job,
     JobError,
     JobRunner,
     NewMessage,
-    UnstorableMessage,
     frame,
     open_database,
     pending_deliveries,
-    retry_failed,
     settled,
     waiting_deliveries,
     wal_path,
-    write_problem,
 )
 
 __all__ = [
     "IDLE_CHECKPOINT_SECONDS",
     "PROBE_SECONDS",
-    "ROWS_PER_STATEMENT",
-    "WAL_CHECKPOINT_BYTES",
     "ContactStore",
     "Delivery",
     "NewMessage",
     "StoreReactor",
     "StoreStopped",
-    "UnstorableMessage",
     "WriterDied",
-    "open_database",
-    "retry_failed",
-    "waiting_deliveries",
-    "write_problem",
 ]
 
 T = TypeVar("T")

@@ -25,7 +25,8 @@ from twisted.web.server import Site
 from jupybot.config.contact import ContactConfig
 from jupybot.contact.api import ContactMessage
 from jupybot.contact.resource import ContactResource
-from jupybot.contact.store import ContactStore, NewMessage, UnstorableMessage
+from jupybot.contact.store import ContactStore, NewMessage
+from jupybot.contact.writer import UnstorableMessage
 from jupybot.reactor import installed_reactor
 from tests.harness import JupybotProcess, jupybot_config
 from tests.matrix.user import asyncio_test

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest_twisted
 
-from jupybot.contact.store import ROWS_PER_STATEMENT, ContactStore, NewMessage
+from jupybot.contact.store import ContactStore, NewMessage
+from jupybot.contact.writer import ROWS_PER_STATEMENT
 from jupybot.reactor import installed_reactor
 
 
