@@ -500,9 +500,11 @@ def _phone_screen(page: Page, word: str, shot: Path) -> Seen:
     """What the terminal shows now: its size as the program sees it, how it fits, which
     renderer draws, whether the cells of the last line starting with C{word} are drawn and
     blank cells are not, and the cells of the last emoji with a skin tone."""
-    page.keyboard.type("import os; print('size', *os.get_terminal_size())\n")
-    screen = wait_screen(page, r"^size \d+ \d+\n>>> $")
-    cols, rows = (int(n) for n in re.findall(r"^size (\d+) (\d+)", screen, re.M)[-1])
+    # Tagged: an earlier answer with the prompt after it matches until this one is echoed.
+    tag = shot.stem
+    page.keyboard.type(f"import os; print('size', *os.get_terminal_size(), '{tag}')\n")
+    screen = wait_screen(page, rf"^size \d+ \d+ {tag}\n>>> $")
+    cols, rows = (int(n) for n in re.findall(rf"^size (\d+) (\d+) {tag}$", screen, re.M)[-1])
     page.wait_for_function(
         """() => {
           const host = document.getElementById("terminal"), s = window.jupybotSession;
