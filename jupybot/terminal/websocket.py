@@ -26,6 +26,7 @@ from ..web.clients import (
     check_origin,
     resolve_client,
 )
+from ..web.sendnow import write_now
 from . import wire
 from .linemode import Answerer, NotAnswered
 from .pty import ExitStatus, size_problem
@@ -324,7 +325,11 @@ class RawTerminalProtocol(_TerminalProtocol):
         # One write of the frames sendMessage would send, one copy of the output: sendMessage
         # copied each frame's payload twice and Twisted joined the frames once more, 40% of
         # the output path's time in a flood (issue 27).
-        self.sendData(wire.output_messages(data, self.factory.frame_bytes))
+        frames = wire.output_messages(data, self.factory.frame_bytes)
+        if self.send_queue or self.transport is None:  # autobahn's delayed writes go first
+            self.sendData(frames)
+        else:
+            write_now(self.transport, frames)
         self._unacked += len(data)
         if self._unacked > self._window and self.session is not None and not self._input_paused:
             # The browser has not drawn this much yet: let the program wait (Ctrl-C still goes).

@@ -4,6 +4,7 @@ socket, with fakes for the TCP transport and the program's terminal."""
 from __future__ import annotations
 
 import struct
+from collections import deque
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -19,8 +20,14 @@ WINDOW = 64 * 1024
 
 
 class FakeTcp:
-    def __init__(self) -> None:
+    """The transport: whether it reads, and the payloads of the ready frames written to it."""
+
+    def __init__(self, sent: list[bytes]) -> None:
         self.reading = True
+        self.sent = sent
+
+    def write(self, data: bytes) -> None:
+        self.sent += websocket_payloads(data)
 
     def pauseProducing(self) -> None:
         self.reading = False
@@ -69,9 +76,10 @@ class Protocol(RawTerminalProtocol):
     def __init__(self, window: int = WINDOW) -> None:
         super().__init__()
         self.sent: list[bytes] = []
+        self.send_queue: deque[tuple[bytes, bool]] = deque()  # autobahn's, made on connecting
         self.pings = 0
         self.clock = Clock()
-        self.tcp = FakeTcp()
+        self.tcp = FakeTcp(self.sent)
         self.pty = FakePty()
         config = SimpleNamespace(window_kb=window // 1024)
         factory: Any = SimpleNamespace(
@@ -91,10 +99,6 @@ class Protocol(RawTerminalProtocol):
         doNotCompress: bool = False,
     ) -> None:
         self.sent.append(payload)
-
-    def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
-        """Output is written as ready websocket frames: their payloads."""
-        self.sent += websocket_payloads(data)
 
     def sendPing(self, payload: bytes | None = None) -> None:
         self.pings += 1
