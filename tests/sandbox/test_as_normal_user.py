@@ -75,13 +75,21 @@ def readable_by_nobody(path: Path) -> bool:
     return True
 
 
+# Run as root by unshare(1), in a mount namespace of its own: binds the checkout ($1) where
+# `nobody` may reach it ($2), then runs the rest as given. A checkout under root's 0700 home
+# (CI's clone) is then tested too; the host's tree is untouched.
+_REACHABLE = 'mount --bind "$1" "$2" && shift 2 && exec "$@"'
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another user")
 def test_the_sandbox_holds_when_jupybot_is_not_root() -> None:
     interpreter = Path(sys.base_prefix)
-    if not (readable_by_nobody(interpreter) and readable_by_nobody(ROOT)):
-        pytest.skip(f"{interpreter} or {ROOT} is not readable by nobody")
+    if not readable_by_nobody(interpreter):
+        pytest.skip(f"{interpreter} is not readable by nobody")
     with tempfile.TemporaryDirectory() as folder:
         Path(folder).chmod(0o755)
+        checkout = Path(folder) / "checkout"
+        checkout.mkdir()
         secret = Path(folder) / "config.yml"
         secret.write_text("token: normal-user-secret-51f0\n")
         secret.chmod(0o644)
@@ -90,14 +98,25 @@ def test_the_sandbox_holds_when_jupybot_is_not_root() -> None:
             ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "sleep", "300"],
             env={"JUPYBOT_SECRET": "normal-user-secret-51f0"},
         )
+        python = checkout / Path(sys.executable).relative_to(ROOT)
         try:
             result = subprocess.run(
                 [
+                    "unshare",
+                    "--mount",
+                    "--propagation",
+                    "private",
+                    "sh",
+                    "-c",
+                    _REACHABLE,
+                    "reachable",
+                    str(ROOT),
+                    str(checkout),
                     "setpriv",
                     f"--reuid={NOBODY}",
                     f"--regid={NOBODY}",
                     "--clear-groups",
-                    sys.executable,
+                    str(python),
                     "-c",
                     DRIVER,
                     ATTACKS.read_text(),
@@ -108,8 +127,8 @@ def test_the_sandbox_holds_when_jupybot_is_not_root() -> None:
                 capture_output=True,
                 text=True,
                 timeout=120,
-                cwd=ROOT,
-                env={"PATH": os.environ["PATH"], "HOME": folder, "PYTHONPATH": str(ROOT)},
+                cwd=folder,
+                env={"PATH": os.environ["PATH"], "HOME": folder, "PYTHONPATH": str(checkout)},
                 check=False,
             )
         finally:
