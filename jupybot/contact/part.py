@@ -1,10 +1,11 @@
 """The contact part: the store (and its writer process), the outbox, and POST /contact on the
 site.
 
-/ping shows it C{down: cannot store (disk full)} while the store cannot write (every POST is
-answered 503), and C{degraded: ...} with how many messages wait and for how long once a channel
-has failed to deliver for longer than `contact.degraded_after_seconds`; /metrics reads the same
-(L{ContactPart.health}).
+/ping shows it C{down: cannot store (disk full)} while the store cannot write, or C{down: cannot
+store (the writer process cannot open ...)} while its writer process cannot start (every POST is
+answered 503 meanwhile), and C{degraded: ...} with how many messages wait and for how long once a
+channel has failed to deliver for longer than `contact.degraded_after_seconds`; /metrics reads the
+same (L{ContactPart.health}).
 """
 
 from __future__ import annotations
@@ -137,7 +138,8 @@ class ContactPart(Part):
         self.detail = "; ".join(f"{name} {text}" for name, text in self._problems.items()) or None
 
     def problem(self) -> str | None:
-        """Down while the store cannot write: nothing can be accepted (every POST is 503)."""
+        """Down while the store cannot write, or start its writer process: nothing can be
+        accepted (every POST is 503)."""
         if self.store.problem is not None:
             return f"cannot store ({self.store.problem})"
         return None

@@ -7,6 +7,9 @@ messages and delivery records are written in one transaction (one fsync for many
 one frame each way for the batch rather than one per message), then its reads run, so every
 answer reflects everything asked before it. A message is answered only once the writer says it
 is committed; a writer that dies fails its job's pieces, and the next job starts a new one.
+A writer that cannot start (it ends before it has opened the database, or cannot be spawned)
+makes L{ContactStore.problem} say why until one has opened it again: the store takes no message
+meanwhile, and its probe (below) tries a new writer every L{PROBE_SECONDS}.
 
 The store also keeps its footprint and health: the WAL is checkpointed and truncated once the
 store has been idle for a second (on the reactor's clock), and at once when it outgrows
@@ -25,7 +28,7 @@ import signal
 import sqlite3
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -54,6 +57,7 @@ from .writer import (
     JobError,
     JobRunner,
     NewMessage,
+    Opened,
     frame,
     open_database,
     pending_deliveries,
@@ -88,8 +92,8 @@ class StoreStopped(Exception):
 
 
 class WriterDied(Exception):
-    """The store's writer process ended while a job ran: whether that job committed is unknown,
-    and none of its pieces is acknowledged."""
+    """The store's writer process ended while a job ran, or could not start: whether that job
+    committed is unknown, and none of its pieces is acknowledged."""
 
 
 class StoreReactor(Clock, ThreadReactor, Protocol):
@@ -154,7 +158,11 @@ class ContactStore:
         self._next = _Batch()
         self._running: _Batch | None = None
         self._stopping = False
-        # Why writes fail (None: they work), as the reactor last heard it; read by /ping.
+        # Why the last write failed (None: it worked), and why the last writer process could
+        # not start (None: it opened the database), as the reactor last heard them.
+        self._write_problem: str | None = None
+        self._start_problem: str | None = None
+        # Why the store cannot take messages (None: it can), the first of those; read by /ping.
         self.problem: str | None = None
         # When the last job ended (the reactor's time), and the timer of the next upkeep.
         self._last_done = 0.0
@@ -168,7 +176,7 @@ class ContactStore:
         self.path.chmod(0o600)
         if self._pool is None:
             connection.close()
-            writer = ProcessWriter(IReactorProcess(self._reactor), self.path)
+            writer = ProcessWriter(IReactorProcess(self._reactor), self.path, self._writer_started)
             writer.start()
             self._writer = writer
         else:
@@ -271,9 +279,10 @@ class ContactStore:
     def _done(self, done: Done, batch: _Batch) -> None:
         self._running = None
         self._last_done = self._reactor.seconds()
-        if done.wrote and done.problem != self.problem:
+        if done.wrote and done.problem != self._write_problem:
             # Before the pieces are answered: a 503 is never sent while /ping says running.
-            self._problem_changed(done.problem)
+            self._write_problem = done.problem
+            self._problem_changed()
         # The next batch starts on the disk while this one is answered.
         self._flush()
         self._arm_upkeep(done.wal_written)
@@ -294,7 +303,19 @@ class ContactStore:
         for d in batch.waiters():
             d.errback(failure)
 
-    def _problem_changed(self, problem: str | None) -> None:
+    def _writer_started(self, problem: str | None) -> None:
+        """A writer process opened the database (None), or why one could not start. Told
+        before the job it was started for fails, so /ping says down before that 503."""
+        if problem == self._start_problem:
+            return
+        self._start_problem = problem
+        self._problem_changed()
+        self._arm_upkeep(wal_written=False)  # the probe starts the next writer
+
+    def _problem_changed(self) -> None:
+        problem = self._start_problem or self._write_problem
+        if problem == self.problem:
+            return
         if problem is None:
             log.info("contact: the store takes writes again")
         else:
@@ -342,21 +363,34 @@ class ThreadWriter:
         return deferToThreadPool(self._reactor, self._pool, self._runner.close)
 
 
+@dataclass(frozen=True)
+class _StartFailure:
+    """Why a writer process could not start, for /ping, and what it said on its stderr."""
+
+    problem: str
+    said: tuple[str, ...]
+
+
 class ProcessWriter:
     """The jobs in a writer process, `python -m jupybot.contact.writer DATABASE`; when it dies,
-    the next job starts a new one."""
+    the next job starts a new one. C{on_start} is told None when a writer process has opened
+    the database, and why (for people) when one ended before it had, or could not be spawned."""
 
-    def __init__(self, reactor: IReactorProcess, path: Path) -> None:
+    def __init__(self, reactor: IReactorProcess, path: Path, on_start: Callable[[str | None], None]) -> None:  # fmt: skip
         self._reactor = reactor
         self._path = path
+        self._on_start = on_start
         self._process: _WriterProcess | None = None
+        # The last start failure, while writers keep failing to start: what they say on their
+        # stderr is logged once, not at each of the store's tries.
+        self._failing: _StartFailure | None = None
 
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
 
     def start(self) -> None:
-        process = _WriterProcess(self._ended)
+        process = _WriterProcess(self._path, self._opened, self._ended)
         # -P: nothing is imported from the server's working directory.
         argv = [sys.executable, "-P", "-m", "jupybot.contact.writer", str(self._path)]
         self._reactor.spawnProcess(process, sys.executable, argv, env=os.environ)
@@ -367,6 +401,10 @@ class ProcessWriter:
             data = frame(job)
             if self._process is None:
                 self.start()
+        except OSError as e:  # no process could be spawned: the interpreter gone, no fork
+            problem = f"the writer process cannot be spawned: {e.strerror or type(e).__name__}"
+            self._start_failed(_StartFailure(problem, ()))
+            return fail(WriterDied(problem))
         except Exception:
             return fail()
         assert self._process is not None
@@ -377,24 +415,44 @@ class ProcessWriter:
         process, self._process = self._process, None
         return process.close() if process is not None else succeed(None)
 
-    def _ended(self, process: _WriterProcess) -> None:
+    def _opened(self) -> None:
+        self._failing = None
+        self._on_start(None)
+
+    def _ended(self, process: _WriterProcess, failure: _StartFailure | None) -> None:
         if process is self._process:
             self._process = None
+        if failure is not None:
+            self._start_failed(failure)
+
+    def _start_failed(self, failure: _StartFailure) -> None:
+        if failure != self._failing:
+            _say(failure.said)
+            self._failing = failure
+        self._on_start(failure.problem)
 
 
 class _WriterProcess(ProcessProtocol):
-    """One writer process: a frame written to its stdin per job, what it did read back from its
-    stdout; what it says on stderr is logged."""
+    """One writer process: its first frame on its stdout says whether it opened the database,
+    then a frame written to its stdin per job, what it did read back from its stdout; what it
+    says on its stderr is logged (once it has opened the database: before, its owner decides)."""
 
     transport: IProcessTransport | None
 
-    def __init__(self, on_ended: Callable[[_WriterProcess], None]) -> None:
+    def __init__(self, path: Path, on_opened: Callable[[], None], on_ended: Callable[[_WriterProcess, _StartFailure | None], None]) -> None:  # fmt: skip
+        self._path = path
+        self._on_opened = on_opened
         self._on_ended = on_ended
         self._received = bytearray()
         self._answer: Deferred[Done] | None = None
         self._closing = False
         self._exited: Deferred[None] = Deferred()
         self.pid: int | None = None
+        self.opened = False
+        # Before it has opened the database: what it said on its stderr, and SQLite's words if
+        # it could not open it.
+        self._said: list[str] = []
+        self._cannot_open: str | None = None
 
     def connectionMade(self) -> None:
         assert self.transport is not None
@@ -414,8 +472,11 @@ class _WriterProcess(ProcessProtocol):
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         if childFD != 1:
-            for line in data.decode(errors="replace").splitlines():
-                log.warn("contact: the store's writer process says: {line}", line=line)
+            lines = data.decode(errors="replace").splitlines()
+            if self.opened:
+                _say(lines)
+            else:
+                self._said += lines
             return
         received = self._received
         received += data
@@ -425,6 +486,9 @@ class _WriterProcess(ProcessProtocol):
                 return
             data = bytes(received[FRAME_LENGTH.size : end])
             del received[:end]
+            if not self.opened:
+                self._opening(pickle.loads(data))
+                continue
             waiting, self._answer = self._answer, None
             if waiting is None:
                 log.error("contact: the store's writer process answered what was not asked")
@@ -439,11 +503,25 @@ class _WriterProcess(ProcessProtocol):
             else:
                 waiting.callback(answer)
 
+    def _opening(self, opened: Opened) -> None:
+        if opened.problem is not None:
+            self._cannot_open = opened.problem
+            return
+        self.opened = True
+        _say(self._said)
+        self._said = []
+        self._on_opened()
+
     def processEnded(self, reason: Failure) -> None:
-        self._on_ended(self)
-        how = f"(pid {self.pid}) {_ending(reason.value)}"
+        ending = _ending(reason.value)
+        failure = None if self.opened or self._closing else self._start_failure(ending)
+        self._on_ended(self, failure)
         waiting, self._answer = self._answer, None
-        if waiting is not None:
+        how = f"(pid {self.pid}) {ending}"
+        if failure is not None:  # the store says so, once
+            if waiting is not None:
+                waiting.errback(WriterDied(failure.problem))
+        elif waiting is not None:
             log.error(
                 "contact: the store's writer process {how} while a job ran: its messages are "
                 "not acknowledged (503); the next job starts a new writer",
@@ -453,6 +531,20 @@ class _WriterProcess(ProcessProtocol):
         elif not self._closing:
             log.error("contact: the store's writer process {how}; the next job starts a new one", how=how)  # fmt: skip
         self._exited.callback(None)
+
+    def _start_failure(self, ending: str) -> _StartFailure:
+        if self._cannot_open is not None:
+            problem = f"the writer process cannot open {self._path}: {self._cannot_open}"
+        else:
+            problem = f"the writer process {ending} as it started"
+            if self._said:
+                problem += ", saying why in the log"
+        return _StartFailure(problem, tuple(self._said))
+
+
+def _say(lines: Iterable[str]) -> None:
+    for line in lines:
+        log.warn("contact: the store's writer process says: {line}", line=line)
 
 
 def _ending(reason: BaseException | None) -> str:

@@ -5,9 +5,10 @@ transaction, one fsync), then reads, or the store's upkeep. A L{JobRunner} runs 
 connection (WAL, synchronous=FULL), one at a time, and knows whether the WAL holds frames since
 its last checkpoint; what a job did comes back as one L{Done}.
 
-The store runs them in a process of its own, `python -m jupybot.contact.writer DATABASE`: it reads
-jobs on its stdin and writes what they did on its stdout, each frame a pickle after its length,
-and exits at the end of its stdin, so a server killed with SIGKILL never leaves it behind. In a
+The store runs them in a process of its own, `python -m jupybot.contact.writer DATABASE`: its
+first frame on its stdout says whether it opened the database (L{Opened}); then it reads jobs on
+its stdin and writes what they did on its stdout, each frame a pickle after its length, and exits
+at the end of its stdin, so a server killed with SIGKILL never leaves it behind. In a
 thread of the server, a job shared the GIL with the reactor, which holds it almost all the time
 during a burst: the job waited a median 4.2 ms for it before it could start (then ran 4.6 ms for
 ~25 messages), and the reactor idled ~10% of the burst waiting for the job.
@@ -128,6 +129,15 @@ class Job:
     reads: list[Callable[[sqlite3.Connection], Any]]
     upkeep: bool
     probe: bool
+
+
+@dataclass(frozen=True)
+class Opened:
+    """The writer process's first frame: it opened the database (C{problem} None), or SQLite's
+    words for why it could not, before it exits (a folder or a file that is not a database at
+    the database's path, a disk gone)."""
+
+    problem: str | None
 
 
 @dataclass(frozen=True)
@@ -381,17 +391,30 @@ def serve(runner: JobRunner, jobs: IO[bytes], answers: IO[bytes]) -> None:
         answers.flush()
 
 
+def _open(database: Path, answers: IO[bytes]) -> sqlite3.Connection:
+    """The writer's connection, once it has told the server it has one (L{Opened})."""
+    try:
+        connection = sqlite3.connect(database, isolation_level=None)
+        # Reads the file's header: a file that is not a database fails here.
+        connection.execute("PRAGMA synchronous=FULL")
+    except sqlite3.Error as e:
+        answers.write(frame(Opened(str(e) or type(e).__name__)))
+        answers.flush()
+        raise SystemExit(1) from None
+    answers.write(frame(Opened(None)))
+    answers.flush()
+    return connection
+
+
 def main() -> None:
     # The server's signals are not the writer's: a Ctrl-C in its terminal, or systemd's SIGTERM
     # to its whole cgroup, would end a job the server is waiting for. The end of its stdin does.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     database = Path(sys.argv[1])
-    connection = sqlite3.connect(database, isolation_level=None)
-    connection.execute("PRAGMA synchronous=FULL")
-    runner = JobRunner(connection, wal_path(database))
     answers = sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing else may write between the answers
+    runner = JobRunner(_open(database, answers), wal_path(database))
     try:
         serve(runner, sys.stdin.buffer, answers)
     finally:
