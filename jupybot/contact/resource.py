@@ -26,8 +26,9 @@ from ..web.clients import (
     client_of_request,
 )
 from .api import ContactMessage
-from .store import NewMessage, StoreStopped, WriterDied
+from .store import NewMessage, StoreStopped
 from .writer import UnstorableMessage
+from .writers import WriterDied
 
 log = Logger()
 
