@@ -28,7 +28,7 @@ from jupybot.sandbox.profile import SandboxProfile
 
 from .harness import ROOT, VENV_BIN, ChildProcess, jupybot_config
 from .matrix.user import asyncio_test
-from .sandbox.test_as_normal_user import readable_by_nobody
+from .nobody import as_nobody, readable_by_nobody
 from .terminal.conftest import RawClient
 
 UNIT = ROOT / "deploy" / "jupybot.service"
@@ -352,10 +352,10 @@ def unprivileged_workdir() -> Iterator[Path]:
     """A folder the `nobody` user owns, as the unit's state directory is the jupybot user's."""
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         pytest.skip("needs root and setpriv to run jupybot as another user")
-    if not (readable_by_nobody(ROOT) and readable_by_nobody(VENV_BIN)):
-        # jupybot itself runs as that user here, from this checkout (a unit's user needs an
-        # installation it can read; its sandboxes, not jupybot, are shown a private one).
-        pytest.skip(f"nobody cannot read this checkout ({ROOT}) to run jupybot from it")
+    if not readable_by_nobody(Path(sys.base_prefix)):
+        # jupybot itself runs as that user here, from this checkout (tests/nobody.py shows it to
+        # that user wherever it is), by this run's Python.
+        pytest.skip(f"nobody cannot read this run's Python ({sys.base_prefix}) to run jupybot")
     workdir = Path(tempfile.mkdtemp(prefix="jupybot-unit-"))
     nobody = pwd.getpwnam("nobody")
     os.chown(workdir, nobody.pw_uid, nobody.pw_gid)
@@ -381,7 +381,7 @@ async def test_jupybot_serves_a_sandboxed_program_as_the_units_unprivileged_user
         )
     )
     env = {"HOME": str(workdir), "PATH": os.environ["PATH"], "LANG": "C.UTF-8"}
-    argv = ["setpriv", *UNPRIVILEGED, "--", str(VENV_BIN / "twistd"), "-n", "--pidfile="]
+    argv = as_nobody([str(VENV_BIN / "twistd"), "-n", "--pidfile="], UNPRIVILEGED)
     process = ChildProcess([*argv, "jupybot", "--config", str(config)], "jupybot", env, workdir)
     try:
         process.wait_for(rf"sandbox: bubblewrap as uid {pwd.getpwnam('nobody').pw_uid};")

@@ -3,7 +3,7 @@ sandbox's user namespace maps that user to uid 1000. The attacks of attacks.py m
 
 Run as root, the test becomes `nobody` for a child Python that builds the sandbox and runs the
 attacks in it, so it needs an interpreter `nobody` can read (make setup builds .venv from
-Debian's Python for that reason)."""
+Debian's Python for that reason); tests/nobody.py shows that child this checkout wherever it is."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from tests.harness import ROOT
+from tests.nobody import BECOME_NOBODY, as_nobody, readable_by_nobody
 
 ATTACKS = Path(__file__).with_name("attacks.py")
-NOBODY = 65534
 
 DRIVER = """
 import json, sys
@@ -67,20 +67,6 @@ reactor.run()
 """
 
 
-def readable_by_nobody(path: Path) -> bool:
-    """Can `nobody` reach C{path} (every folder above it searchable by others)?"""
-    for folder in [path, *path.parents]:
-        if folder.is_dir() and not folder.stat().st_mode & 0o001:
-            return False
-    return True
-
-
-# Run as root by unshare(1), in a mount namespace of its own: binds the checkout ($1) where
-# `nobody` may reach it ($2), then runs the rest as given. A checkout under root's 0700 home
-# (CI's clone) is then tested too; the host's tree is untouched.
-_REACHABLE = 'mount --bind "$1" "$2" && shift 2 && exec "$@"'
-
-
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another user")
 def test_the_sandbox_holds_when_jupybot_is_not_root() -> None:
     interpreter = Path(sys.base_prefix)
@@ -88,47 +74,32 @@ def test_the_sandbox_holds_when_jupybot_is_not_root() -> None:
         pytest.skip(f"{interpreter} is not readable by nobody")
     with tempfile.TemporaryDirectory() as folder:
         Path(folder).chmod(0o755)
-        checkout = Path(folder) / "checkout"
-        checkout.mkdir()
         secret = Path(folder) / "config.yml"
         secret.write_text("token: normal-user-secret-51f0\n")
         secret.chmod(0o644)
         # jupybot's stand-in, run by the same user as jupybot: its environment holds a secret.
         server = subprocess.Popen(
-            ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "sleep", "300"],
+            ["setpriv", *BECOME_NOBODY, "sleep", "300"],
             env={"JUPYBOT_SECRET": "normal-user-secret-51f0"},
         )
-        python = checkout / Path(sys.executable).relative_to(ROOT)
         try:
             result = subprocess.run(
-                [
-                    "unshare",
-                    "--mount",
-                    "--propagation",
-                    "private",
-                    "sh",
-                    "-c",
-                    _REACHABLE,
-                    "reachable",
-                    str(ROOT),
-                    str(checkout),
-                    "setpriv",
-                    f"--reuid={NOBODY}",
-                    f"--regid={NOBODY}",
-                    "--clear-groups",
-                    str(python),
-                    "-c",
-                    DRIVER,
-                    ATTACKS.read_text(),
-                    str(secret),
-                    "normal-user-secret-51f0",
-                    str(server.pid),
-                ],
+                as_nobody(
+                    [
+                        sys.executable,
+                        "-c",
+                        DRIVER,
+                        ATTACKS.read_text(),
+                        str(secret),
+                        "normal-user-secret-51f0",
+                        str(server.pid),
+                    ]
+                ),
                 capture_output=True,
                 text=True,
                 timeout=120,
                 cwd=folder,
-                env={"PATH": os.environ["PATH"], "HOME": folder, "PYTHONPATH": str(checkout)},
+                env={"PATH": os.environ["PATH"], "HOME": folder, "PYTHONPATH": str(ROOT)},
                 check=False,
             )
         finally:

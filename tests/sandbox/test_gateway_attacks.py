@@ -40,8 +40,8 @@ from jupybot.state import StateDirectory
 from tests.harness import ROOT, descendants
 from tests.kernels.kernel_python import jupybot_umask, requires_kernel_python
 from tests.kernels.test_gateway import timeboxed
+from tests.nobody import NOBODY, as_nobody, readable_by_nobody
 
-from .test_as_normal_user import readable_by_nobody
 from .test_kernel_attacks import Server, run
 
 pytestmark = requires_kernel_python
@@ -335,13 +335,10 @@ async def test_all_sandboxes_together_have_a_budget(sandboxed: Server) -> None:
     assert f"all sandboxes within {expected.memory_mb} MB" in sandboxed.sandbox.describe()
 
 
-NOBODY = 65534
-
-
 @pytest.mark.skipif(os.geteuid() != 0, reason="run as root, it becomes nobody for this one")
 @pytest.mark.skipif(
-    not (readable_by_nobody(ROOT) and readable_by_nobody(Path(sys.prefix))),
-    reason="this test run itself runs as nobody, who cannot read this checkout",
+    not readable_by_nobody(Path(sys.base_prefix)),
+    reason=f"this test run itself runs as nobody, who cannot read its Python at {sys.base_prefix}",
 )
 def test_the_same_as_a_normal_user() -> None:
     """The flood and the redirected sockets again, with jupybot (this test run) as `nobody`:
@@ -350,9 +347,10 @@ def test_the_same_as_a_normal_user() -> None:
     os.chown(home, NOBODY, NOBODY)
     selected = "test_a_kernels_output_never_reaches_jupybot or test_the_gateway_connects_only"
     result = subprocess.run(
-        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--",
-         sys.executable, "-m", "pytest", __file__, "-q", "-s", "-p", "no:cacheprovider",
-         "-k", selected, f"--basetemp={home / 'pytest'}"],
+        as_nobody(
+            [sys.executable, "-m", "pytest", __file__, "-q", "-s", "-p", "no:cacheprovider",
+             "-k", selected, f"--basetemp={home / 'pytest'}"]
+        ),
         env={"PATH": os.environ["PATH"], "HOME": str(home), "LANG": "C.UTF-8"},
         cwd=ROOT, capture_output=True, text=True, timeout=240, check=False,
     )  # fmt: skip
