@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from jupybot.sandbox.view import blocked_folder
 from tests.harness import ROOT
 
 __all__ = ["BECOME_NOBODY", "NOBODY", "as_nobody", "readable_by_nobody"]
@@ -23,9 +24,10 @@ NOBODY = 65534
 BECOME_NOBODY = (f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups")
 
 # Run as root by unshare(1) in the child's new mount namespace, with the checkout ($1) and the
-# folder to cover ($2): covers that folder with an empty tmpfs, binds the checkout (still the
-# working folder, under the cover) at its path in there, enters the child's working folder
-# again by its path, then runs the rest as given.
+# folder to cover ($2): covers that folder with an empty tmpfs, binds the checkout at its path
+# in there, enters the child's working folder again by its path, then runs the rest as given.
+# The checkout is bound from `.`, the working folder under the cover, not canonicalized: by
+# its path it is by then the cover's empty folder.
 _COVER_THEN_RUN = r"""
 umask 022
 work=$(pwd -P) && cd "$1" &&
@@ -42,18 +44,10 @@ def readable_by_nobody(path: Path) -> bool:
     return True
 
 
-def _closed_to_others(path: Path) -> Path | None:
-    """The topmost folder above C{path} that others may not enter, or None."""
-    for folder in reversed(path.parents):
-        if not folder.stat().st_mode & 0o001:
-            return folder
-    return None
-
-
 def as_nobody(argv: Sequence[str], setpriv: Sequence[str] = BECOME_NOBODY) -> list[str]:
     """C{argv} run as `nobody` (C{setpriv}'s options), this checkout reachable at its path."""
     become = ["setpriv", *setpriv, "--", *argv]
-    closed = _closed_to_others(ROOT)
+    closed = blocked_folder(str(ROOT))
     if closed is None:
         return become
     return [
@@ -66,6 +60,6 @@ def as_nobody(argv: Sequence[str], setpriv: Sequence[str] = BECOME_NOBODY) -> li
         _COVER_THEN_RUN,
         "cover-then-run",
         str(ROOT),
-        str(closed),
+        closed,
         *become,
     ]
