@@ -7,8 +7,6 @@ reconnecting and a connection per REST request to the gateway they were a third 
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
 from types import SimpleNamespace
 from typing import Any
 
@@ -16,28 +14,12 @@ import pytest
 import pytest_twisted
 from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
-from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
-from zope.interface import implementer
 
 from jupybot.kernels import KernelError
 from jupybot.kernels.channels import _ChannelsFactory
 from jupybot.kernels.rest import GatewayRest
 from jupybot.terminal.websocket import TerminalFactory
-
-
-@contextmanager
-def logged() -> Iterator[list[str]]:
-    lines: list[str] = []
-
-    @implementer(ILogObserver)
-    def observe(event: LogEvent) -> None:
-        lines.append(formatEvent(event))
-
-    globalLogPublisher.addObserver(observe)
-    try:
-        yield lines
-    finally:
-        globalLogPublisher.removeObserver(observe)
+from tests.logs import logged
 
 
 def start_and_stop(factory: Factory) -> list[str]:

@@ -21,11 +21,9 @@ import treq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
-from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
 from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import Site
-from zope.interface import implementer
 
 from jupybot.config.contact import ContactConfig
 from jupybot.contact.part import ContactPart, database_path
@@ -34,6 +32,7 @@ from jupybot.reactor import installed_reactor
 from jupybot.service import STOPPED
 from jupybot.state import StateDirectory
 from tests.harness import JupybotProcess, descendants, jupybot_config
+from tests.logs import logged
 
 
 async def until(condition: Callable[[], bool], what: str, within: float = 20.0) -> None:
@@ -50,17 +49,6 @@ def bytes_read(pid: int) -> int:
         if line.startswith("rchar:"):
             return int(line.split()[1])
     raise AssertionError(f"process {pid} has no rchar")
-
-
-@implementer(ILogObserver)
-class Logged:
-    """Every line logged while it observes."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        self.lines.append(formatEvent(event))
 
 
 def running(pid: int) -> bool:
@@ -116,25 +104,23 @@ async def test_a_writer_killed_mid_job_fails_that_job_alone(contact: Contact) ->
     writer = contact.part.store.writer_pid
     assert writer is not None and running(writer)
 
-    logged = Logged()
-    globalLogPublisher.addObserver(logged)
     # Another connection holds the write lock: the writer's job waits for it, mid-transaction.
     blocker = sqlite3.connect(contact.database, isolation_level=None)
-    try:
-        blocker.execute("BEGIN IMMEDIATE")
-        read_before = bytes_read(writer)
-        answer = Deferred.fromCoroutine(contact.post("during the kill"))
-        await until(lambda: bytes_read(writer) > read_before, "the writer reads its job")
-        os.kill(writer, signal.SIGKILL)
-        code, body = await answer
-        assert code == 503 and "could not be stored" in body["error"]
-    finally:
-        blocker.close()
-        globalLogPublisher.removeObserver(logged)
+    with logged() as lines:
+        try:
+            blocker.execute("BEGIN IMMEDIATE")
+            read_before = bytes_read(writer)
+            answer = Deferred.fromCoroutine(contact.post("during the kill"))
+            await until(lambda: bytes_read(writer) > read_before, "the writer reads its job")
+            os.kill(writer, signal.SIGKILL)
+            code, body = await answer
+            assert code == 503 and "could not be stored" in body["error"]
+        finally:
+            blocker.close()
     assert any(
         f"writer process (pid {writer}) was killed by SIGKILL while a job ran" in line
-        for line in logged.lines
-    ), logged.lines
+        for line in lines
+    ), lines
     assert contact.part.store.problem is None  # the disk is fine: /ping still says running
 
     assert await contact.post("after") == (202, {"status": "accepted", "id": 4})

@@ -18,7 +18,6 @@ from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.interfaces import IProcessProtocol, IReactorProcess
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Site
@@ -40,6 +39,7 @@ from jupybot.contact.writer import (
 from jupybot.service import JupybotService
 from jupybot.state import StateDirectory
 from jupybot.web import PingResource
+from tests.logs import logged
 
 
 class PlayedWriter:
@@ -170,19 +170,8 @@ def contact(tmp_path: Path) -> Iterator[Contact]:
     assert stopped.called
 
 
-@implementer(ILogObserver)
-class Logged:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        self.lines.append(formatEvent(event))
-
-
 def test_down_while_no_writer_can_start_then_running_by_itself(contact: Contact) -> None:
-    logged = Logged()
-    globalLogPublisher.addObserver(logged)
-    try:
+    with logged() as lines:
         # A writer that had opened the database dies: nothing to say until one cannot start.
         contact.writer.is_killed()
         assert contact.ping() == (200, "running")
@@ -210,7 +199,7 @@ def test_down_while_no_writer_can_start_then_running_by_itself(contact: Contact)
             "down: cannot store (the writer process exited with code 1 as it started, saying "
             "why in the log)",
         )
-        said = [line for line in logged.lines if "No module named 'jupybot'" in line]
+        said = [line for line in lines if "No module named 'jupybot'" in line]
         assert len(said) == 1, "what a failing writer says is logged once, not at each try"
 
         # A POST still tries a writer of its own; one that cannot be spawned at all.
@@ -232,7 +221,5 @@ def test_down_while_no_writer_can_start_then_running_by_itself(contact: Contact)
         contact.writer.runs_its_jobs()
         assert answered(visitor) == 202
         assert contact.stored() == ["once it is fixed"]
-    finally:
-        globalLogPublisher.removeObserver(logged)
-    assert sum("contact: the store cannot write: " in line for line in logged.lines) == 3
-    assert sum("contact: the store takes writes again" in line for line in logged.lines) == 1
+    assert sum("contact: the store cannot write: " in line for line in lines) == 3
+    assert sum("contact: the store takes writes again" in line for line in lines) == 1

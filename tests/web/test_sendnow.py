@@ -86,19 +86,6 @@ def test_what_the_socket_cannot_take_is_buffered_in_order(
     assert got == data
 
 
-def test_a_pass_through_wrapper_is_looked_through(
-    sockets: tuple[socket.socket, socket.socket],
-) -> None:
-    ours, peer = sockets
-    reactor = MemoryReactor()
-    server = connection(ours, reactor)
-    wrapper = ProtocolWrapper(WrappingFactory(None), Protocol())
-    wrapper.makeConnection(server)
-    write_now(wrapper, b"through")
-    assert received(peer) == b"through"
-    assert server not in reactor.writers
-
-
 class Scrambling(ProtocolWrapper):
     """A layer that changes what is written, as TLS does."""
 
@@ -106,17 +93,28 @@ class Scrambling(ProtocolWrapper):
         self.transport.write(data[::-1])  # type: ignore[union-attr]
 
 
-def test_a_layer_that_changes_writes_is_not_bypassed(
+@pytest.mark.parametrize(
+    ("layer", "at_once", "on_the_wire"),
+    [
+        (ProtocolWrapper, b"secret", b"secret"),  # passes writes on: looked through
+        (Scrambling, b"", b"terces"),  # changes them: never bypassed, no plain bytes
+    ],
+)
+def test_a_layer_over_the_connection(
     sockets: tuple[socket.socket, socket.socket],
+    layer: type[ProtocolWrapper],
+    at_once: bytes,
+    on_the_wire: bytes,
 ) -> None:
     ours, peer = sockets
     reactor = MemoryReactor()
     server = connection(ours, reactor)
-    layer = Scrambling(WrappingFactory(None), Protocol())
-    layer.makeConnection(server)
-    write_now(layer, b"secret")
+    wrapper = layer(WrappingFactory(None), Protocol())
+    wrapper.makeConnection(server)
+    write_now(wrapper, b"secret")
+    assert received(peer) == at_once
     server.doWrite()
-    assert received(peer) == b"terces"  # through the layer, never the plain bytes
+    assert at_once + received(peer) == on_the_wire
 
 
 def test_tls_is_such_a_layer() -> None:
