@@ -8,7 +8,8 @@ import os
 import signal
 import socket
 import subprocess
-from collections.abc import AsyncIterator
+import sys
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -169,36 +170,68 @@ def sent_to(listener: socket.socket) -> bytes:
             return sent
         with connection:
             connection.setblocking(False)
-            with contextlib.suppress(BlockingIOError):
+            # A stray client may have reset its connection already: nothing more to read there.
+            with contextlib.suppress(BlockingIOError, ConnectionResetError):
                 while data := connection.recv(65536):
                     sent += data
 
 
+# Listens on a port of its own, says which, and waits for the end of its stdin.
+LISTENER = (
+    "import socket, sys; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen();"
+    " print(s.getsockname()[1], flush=True); sys.stdin.read()"
+)
+
+
+@contextlib.contextmanager
+def listening_process(source: str = LISTENER) -> Iterator[tuple[int, int]]:
+    """Another process listening on a port: its pid and the port."""
+    with subprocess.Popen(
+        [sys.executable, "-c", source], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as process:
+        assert process.stdout is not None and process.stdin is not None
+        try:
+            yield process.pid, int(process.stdout.readline())
+        finally:
+            process.stdin.close()
+
+
 def test_a_port_counts_as_the_gateways_only_if_its_process_listens_there() -> None:
-    with socket.socket() as listening:
-        listening.bind(("127.0.0.1", 0))
-        listening.listen()
-        port = listening.getsockname()[1]
-        assert embedded.listens_on(os.getpid(), "127.0.0.1", port)
-        with subprocess.Popen(["sleep", "30"]) as other:
+    with listening_process() as (gateway, port), subprocess.Popen(["sleep", "30"]) as other:
+        try:
+            assert embedded.listens_on(gateway, "127.0.0.1", port)
+            assert not embedded.listens_on(other.pid, "127.0.0.1", port)
+        finally:
+            other.kill()
+    assert not embedded.listens_on(gateway, "127.0.0.1", port)
+
+
+def test_a_socket_jupybot_holds_itself_is_not_the_gateways() -> None:
+    """The child jupybot forks holds jupybot's descriptors until it execs the gateway: were a
+    listener on the chosen port one of them, the child would seem to listen there."""
+    with socket.socket() as impostor:
+        impostor.set_inheritable(True)
+        impostor.bind(("127.0.0.1", 0))
+        impostor.listen()
+        port = impostor.getsockname()[1]
+        with subprocess.Popen(["sleep", "30"], close_fds=False) as child:
             try:
-                assert not embedded.listens_on(other.pid, "127.0.0.1", port)
+                assert f"socket:[{os.fstat(impostor.fileno()).st_ino}]" in {
+                    os.readlink(f"/proc/{child.pid}/fd/{fd}")
+                    for fd in os.listdir(f"/proc/{child.pid}/fd")
+                }
+                assert not embedded.listens_on(child.pid, "127.0.0.1", port)
             finally:
-                other.kill()
-    assert not embedded.listens_on(os.getpid(), "127.0.0.1", port)
+                child.kill()
 
 
 def test_a_listener_made_after_many_connections_is_found() -> None:
     """listens_on reads only the listening sockets' rows, which the kernel lists first."""
-    with contextlib.ExitStack() as sockets:
-        server = sockets.enter_context(socket.socket())
-        server.bind(("127.0.0.1", 0))
-        server.listen(64)
-        for _ in range(50):
-            client = sockets.enter_context(socket.socket())
-            client.connect(server.getsockname())
-            sockets.enter_context(server.accept()[0])
-        listening = sockets.enter_context(socket.socket())
-        listening.bind(("127.0.0.1", 0))
-        listening.listen()
-        assert embedded.listens_on(os.getpid(), "127.0.0.1", listening.getsockname()[1])
+    many_then_listen = (
+        "import socket, sys; server = socket.socket(); server.bind(('127.0.0.1', 0));"
+        " server.listen(64); clients = [socket.create_connection(server.getsockname())"
+        " for _ in range(50)]; accepted = [server.accept()[0] for _ in range(50)];"
+        + LISTENER.removeprefix("import socket, sys;")
+    )
+    with listening_process(many_then_listen) as (gateway, port):
+        assert embedded.listens_on(gateway, "127.0.0.1", port)
