@@ -1,7 +1,7 @@
 """A real `twistd jupybot` started, killed and stopped as an operator (or a crash) would: /ping
 follows the embedded gateway's death and return, SIGTERM ends every visitor's process while a
-browser is connected, and a SIGKILLed server's gateway and kernels are gone after the next
-start."""
+browser is connected, a SIGKILLed server's gateway and kernels die with it, and the next start
+kills a gateway that outlived its server anyway."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -19,6 +20,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from jupybot.kernels import _leftovers
+from jupybot.kernels.embedded import WORK_PREFIX
+from jupybot.kernels.part import GATEWAY_RECORD
 from tests.harness import JupybotProcess, descendants, jupybot_config
 from tests.kernels.kernel_python import requires_kernel_python
 from tests.matrix.user import asyncio_test
@@ -177,37 +181,50 @@ def command_of(pid: int) -> bytes:
 @pytest.mark.parametrize(
     "sandbox", ["none", pytest.param("bubblewrap", marks=requires_kernel_python)]
 )
-def test_the_next_start_kills_the_gateway_and_kernels_a_sigkilled_server_left(
-    tmp_path: Path, sandbox: str
-) -> None:
-    """Unsandboxed, the kernel is the gateway's child; sandboxed, its bubblewrap dies with the
-    gateway (--die-with-parent) and takes its PID namespace along."""
+def test_a_sigkilled_servers_gateway_and_kernels_die_with_it(tmp_path: Path, sandbox: str) -> None:
+    """No restart needed: the gateway dies with jupybot (its parent-death signal). Unsandboxed,
+    its kernel, its child, ends once it is gone; sandboxed, its bubblewrap dies with the gateway
+    (--die-with-parent) and takes its PID namespace along."""
     config = jupybot_config(
         tmp_path, f"sandbox: {{mode: {sandbox}}}\nterminal: {{enabled: false}}\n"
     )
-    first = JupybotProcess(config, tmp_path)
+    server = JupybotProcess(config, tmp_path)
+    tree: list[int] = []
     try:
-        first.wait_listening(120)
-        tree = start_kernel(first)
+        server.wait_listening(120)
+        tree = start_kernel(server)
+        # The tree may hold a helper that ends on its own (the sandbox's set-up).
+        assert len([pid for pid in tree if is_gateway_or_kernel(pid)]) >= 2, tree
     finally:
-        first.signal(signal.SIGKILL)
-        first.wait()
-    # The tree may hold a helper that ends on its own (the sandbox's set-up): what must outlive
-    # the server is the gateway and its kernel.
-    lasting = [pid for pid in tree if is_gateway_or_kernel(pid)]
-    assert len(lasting) >= 2, tree
+        server.signal(signal.SIGKILL)
+        server.wait()
     try:
-        assert alive(lasting) == lasting  # nobody stopped them
-        again = JupybotProcess(config, tmp_path)
-        try:
-            again.wait_listening(120)
-            assert gone_within(tree, 10) == []
-            again.wait_for("killed the embedded Kernel Gateway a previous jupybot left")
-            assert ping(again.base_url)[0] == 200
-        finally:
-            again.stop()
+        assert gone_within(tree, 10) == []
     finally:
         kill_all(tree)
+
+
+def test_the_next_start_kills_a_gateway_that_outlived_its_server(tmp_path: Path) -> None:
+    """A gateway the record names, still running (its server was killed as it spawned it, or
+    was an older jupybot), is killed with everything below it by the next start."""
+    left = subprocess.Popen(["sh", "-c", "sleep 300 & wait"])  # the gateway and a kernel
+    tree = [left.pid, *descendants_at_least(left.pid, 1)]
+    work = tmp_path / f"{WORK_PREFIX}left"
+    work.mkdir()
+    state = tmp_path / "var"
+    state.mkdir(mode=0o700)
+    _leftovers.write_record(state / GATEWAY_RECORD, left.pid, work)
+    server = JupybotProcess(jupybot_config(tmp_path, EMBEDDED_UNSANDBOXED), tmp_path)
+    try:
+        server.wait_listening(120)
+        server.wait_for("killed the embedded Kernel Gateway a previous jupybot left")
+        assert gone_within(tree, 10) == []
+        assert not work.exists()
+        assert ping(server.base_url)[0] == 200
+    finally:
+        server.stop()
+        kill_all(tree)
+        left.wait()
 
 
 @pytest.mark.parametrize("mode", ["none", "bubblewrap"])

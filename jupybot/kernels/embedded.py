@@ -9,8 +9,10 @@ and `GET /api` with the token answers 200. What it prints is only logged, within
 gateway shuts its kernels down when it stops; kernels also die with it (bubblewrap's
 --die-with-parent).
 
-Its pid, start time and directory are recorded under `storage.path`, so that a jupybot that was
-SIGKILLed (and could not stop it) has it and its kernels killed by the next start.
+It dies with jupybot, even a SIGKILLed one (its parent-death signal), and its kernels with it.
+Its pid, start time and directory are also recorded under `storage.path`, so that a gateway that
+outlived a jupybot anyway (killed as it spawned the gateway, or an older jupybot's) has it and
+its kernels killed by the next start.
 
 It gets none of jupybot's environment (where the bot passwords and tokens are): only the
 locale, PATH, its token and Jupyter directories of its own. Its kernel manager class
@@ -236,11 +238,17 @@ class EmbeddedGateway:
             f"--SeedingMappingKernelManager.kernel_manager_class={MANAGER_CLASS}",
             f"--SandboxedKernelManager.kernel_sandbox_plan={self._work / 'kernel-sandbox.json'}",
         ]
+        # Killed with jupybot, even by SIGKILL (its kernels die with it: --die-with-parent).
+        # setpriv sets it last, after its credential changes, which would clear it. A gateway
+        # that outlives jupybot anyway (killed in the few ms before that) is the next start's.
+        dies_with_jupybot = "--pdeathsig=KILL"
+        setpriv = shutil.which("setpriv") or "setpriv"
         ids = self._plan.gateway_ids
-        if ids is not None:
-            setpriv = shutil.which("setpriv") or "setpriv"
+        if ids is None:
+            argv = [setpriv, dies_with_jupybot, "--", *argv]
+        else:
             argv = [setpriv, f"--reuid={ids[0]}", f"--regid={ids[1]}", "--clear-groups",
-                    "--no-new-privs", "--inh-caps=-all", "--", *argv]  # fmt: skip
+                    "--no-new-privs", "--inh-caps=-all", dies_with_jupybot, "--", *argv]  # fmt: skip
             if self._plan.view:
                 # Still root: into the sandbox's view, where jupybot's Python and package are
                 # reachable by the gateway's user whatever folder they are in (and nothing
