@@ -249,12 +249,13 @@ async def test_on_cgroup_v2_the_gateway_starts_in_a_leaf_of_its_group_as_its_use
     join, leaf, setpriv, python = (
         process.args[:3],
         process.args[4],
-        process.args[5:12],
-        process.args[12:15],
+        process.args[5:13],
+        process.args[13:16],
     )
     assert join[:2] == ["/bin/sh", "-c"] and leaf == str(delegated / "gateway" / "cgroup.procs")
+    # Killed with jupybot (set last by setpriv, after the credential changes that clear it).
     assert setpriv[1:] == ["--reuid=65534", "--regid=65534", "--clear-groups", "--no-new-privs",
-                           "--inh-caps=-all", "--"]  # fmt: skip
+                           "--inh-caps=-all", "--pdeathsig=KILL", "--"]  # fmt: skip
     assert python[1:] == ["-m", "kernel_gateway"]
     work = Path(process.args[-1].split("=", 1)[1]).parent
     assert work.stat().st_uid == 65534 and (work / "kernel-sandbox.json").stat().st_uid == 65534
