@@ -125,16 +125,21 @@ class Contact:
         self.site = Site(root, reactor=self.reactor)
 
     def post(self, text: str) -> Visitor:
-        body = json.dumps({"name": "Ada", "email": "ada@example.org", "message": text}).encode()
         visitor = Visitor(self.database)
         channel = self.site.buildProtocol(visitor.getPeer())
         assert channel is not None
         channel.makeConnection(visitor)
-        channel.dataReceived(
-            b"POST /contact HTTP/1.1\r\nHost: example.org\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
-        )
+        channel.dataReceived(contact_request(text))
         return visitor
+
+
+def contact_request(text: str) -> bytes:
+    """POST /contact of a message C{text}, as a page sends it."""
+    body = json.dumps({"name": "Ada", "email": "ada@example.org", "message": text}).encode()
+    return (
+        b"POST /contact HTTP/1.1\r\nHost: example.org\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
 
 
 @pytest.fixture

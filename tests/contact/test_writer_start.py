@@ -41,6 +41,8 @@ from jupybot.state import StateDirectory
 from jupybot.web import PingResource
 from tests.logs import logged
 
+from .test_durable_answer import contact_request
+
 
 class PlayedWriter:
     """One writer process as the store sees it: what the store writes to its stdin is kept;
@@ -133,15 +135,11 @@ class Contact:
         return request.responseCode or 200, body["services"]["contact"]
 
     def post(self, text: str) -> StringTransport:
-        body = json.dumps({"name": "Ada", "email": "ada@example.org", "message": text}).encode()
         visitor = StringTransport()
         channel = self.site.buildProtocol(visitor.getPeer())
         assert channel is not None
         channel.makeConnection(visitor)
-        channel.dataReceived(
-            b"POST /contact HTTP/1.1\r\nHost: example.org\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
-        )
+        channel.dataReceived(contact_request(text))
         return visitor
 
     def stored(self) -> list[str]:
